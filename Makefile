@@ -1,0 +1,68 @@
+# sparsegap: two commands do everything.
+#   make book   run every notebook (cpu profile) with papermill and build the HTML book
+#   make test   run every test (unit, notebooks at smoke scale, the built book in headless Chromium)
+#   make bench  benchmarks that print speed ratios against a baseline measured in the same run
+#
+# The virtual environment lives outside the checkout, keyed by the pinned torch pair and the Python
+# version, so that a fresh clone (CI) reuses the 5.5 GB of torch instead of copying it again.
+# The project's own dependencies are then installed into it incrementally: a stamp keyed by
+# pkg/pyproject.toml and this checkout's path decides whether `pip install -e` must run again.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VENV_KEY := $(shell echo "$(TORCH_PINS) py$(PYVER)" | sha1sum | cut -c1-10)
+VENV ?= $(HOME)/.cache/sparsegap/venv-$(VENV_KEY)
+PY := $(VENV)/bin/python
+DEPS_KEY := $(shell cat pkg/pyproject.toml | sha1sum | cut -c1-10)-$(shell pwd | sha1sum | cut -c1-6)
+DEPS_STAMP := $(VENV)/.deps-$(DEPS_KEY)
+APT_PACKAGES := dataset-fashion-mnist chromium chromium-driver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export MPLBACKEND := Agg
+
+.PHONY: book test bench env system widgets clean-book help
+
+help:
+	@echo "make book   build the book (cpu profile) into book/_build/html"
+	@echo "make test   run every test"
+	@echo "make bench  run the benchmarks"
+
+$(VENV)/.torch-ok:
+	@mkdir -p $(dir $(VENV))
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade "pip>=23"
+	$(VENV)/bin/pip install --quiet $(TORCH_PINS)
+	touch $@
+
+$(DEPS_STAMP): $(VENV)/.torch-ok pkg/pyproject.toml
+	$(VENV)/bin/pip install --quiet -e "pkg[book,test,bench]" $(TORCH_PINS)
+	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	rm -f $(VENV)/.deps-*
+	touch $@
+
+env: $(DEPS_STAMP)
+
+# Debian packages: Fashion-MNIST, and Chromium for the browser tests. Installed only when missing.
+system:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p > /dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing > /dev/null; \
+	fi
+
+# ipywidgets' embed scripts, served by the book itself so that widgets render offline.
+widgets: env
+	bash book/_scripts/fetch_widget_js.sh
+
+book: env system widgets
+	$(PY) -m sparsegap.bookbuild --profile cpu
+
+test: env system widgets
+	$(PY) -m pytest tests -q --durations=15
+
+bench: env system
+	$(PY) tests/bench/run.py
+
+clean-book:
+	rm -rf book/_build book/notebooks

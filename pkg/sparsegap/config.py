@@ -1,0 +1,230 @@
+"""Run configurations: frozen, validated dataclasses with a stable hash (open_lth style).
+
+A run's identity is the hash of its canonical config. The canonical form leaves out every
+field that still has its default value, so adding a field later (with a default that keeps
+the old behaviour) does not change the hash of any existing run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+RUN_KINDS = ("dense", "finetune", "scratch")
+SCHEDULES = ("multistep", "cosine", "constant")
+
+
+def _check_type(owner: str, name: str, value: Any, types: tuple, allowed: str) -> None:
+    if isinstance(value, bool) and bool not in types:
+        raise TypeError(f"{owner}.{name} must be {allowed}, got {value!r} (bool)")
+    if not isinstance(value, types):
+        raise TypeError(f"{owner}.{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
+
+
+def _positive_int(owner: str, name: str, value: Any) -> None:
+    _check_type(owner, name, value, (int,), "a positive int")
+    if value <= 0:
+        raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
+
+
+def _nonneg_float(owner: str, name: str, value: Any, upper: float = math.inf, closed: bool = True) -> None:
+    _check_type(owner, name, value, (int, float), "a number")
+    ok = 0 <= value <= upper if closed else 0 <= value < upper
+    if not ok or math.isnan(value):
+        bound = f"[0, {upper}]" if closed else f"[0, {upper})"
+        raise ValueError(f"{owner}.{name} must be in {bound}, got {value!r}")
+
+
+def _canonical(what: str, name: str, allowed: tuple[str, ...]) -> str:
+    """Case-insensitive name lookup that also accepts '_' for '-'."""
+    key = name.strip().lower().replace("_", "-")
+    for a in allowed:
+        if key == a.lower().replace("_", "-"):
+            return a
+    raise ValueError(f"{what} must be one of {allowed}, got {name!r}")
+
+
+class _Canonical:
+    """Mixin: canonical dict (defaults dropped), JSON round trip, and the hash."""
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            default = f.default if f.default is not MISSING else (
+                f.default_factory() if f.default_factory is not MISSING else MISSING)  # type: ignore[misc]
+            if isinstance(value, _Canonical):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+                default = list(default) if isinstance(default, tuple) else default
+            if default is MISSING or value != default:
+                out[f.name] = value
+        return out
+
+    def full_dict(self) -> dict:
+        """Every field, defaults included: what is written to config.json for people to read."""
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = value.full_dict() if isinstance(value, _Canonical) else (
+                list(value) if isinstance(value, tuple) else value)
+        return out
+
+    def hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}; fields are {sorted(known)}")
+        kwargs = {}
+        for name, value in d.items():
+            sub = _NESTED.get((cls.__name__, name))
+            if sub is not None and isinstance(value, dict):
+                value = sub.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Canonical):
+    name: str = "fashion-mnist"
+    train_size: int | None = None   # class-balanced training subset; None = all
+    test_size: int | None = None    # None = the full test set
+    subset_seed: int = 0
+
+    def __post_init__(self):
+        _check_type("DataConfig", "name", self.name, (str,), "a dataset name (str)")
+        from .data import DATASETS
+        object.__setattr__(self, "name", _canonical("DataConfig.name", self.name, DATASETS))
+        for n in ("train_size", "test_size"):
+            if getattr(self, n) is not None:
+                _positive_int("DataConfig", n, getattr(self, n))
+        _check_type("DataConfig", "subset_seed", self.subset_seed, (int,), "an int")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Canonical):
+    name: str = "lenet300-100"
+    width: int = 1                          # width factor (ResNets: the paper's ResNet-32 x4 is width=4)
+    hidden: tuple[int, ...] | None = None   # hidden widths of the generic MLP
+
+    def __post_init__(self):
+        _check_type("ModelConfig", "name", self.name, (str,), "a model name (str)")
+        from .models import MODELS
+        object.__setattr__(self, "name", _canonical("ModelConfig.name", self.name, MODELS))
+        _positive_int("ModelConfig", "width", self.width)
+        if self.hidden is not None:
+            hidden = tuple(self.hidden) if isinstance(self.hidden, list) else self.hidden
+            _check_type("ModelConfig", "hidden", hidden, (tuple,), "a tuple of positive ints")
+            for h in hidden:
+                _positive_int("ModelConfig", "hidden[i]", h)
+            object.__setattr__(self, "hidden", hidden)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Canonical):
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of `epochs` where the lr is multiplied by gamma
+    gamma: float = 0.1
+
+    def __post_init__(self):
+        _positive_int("TrainConfig", "epochs", self.epochs)
+        _positive_int("TrainConfig", "batch_size", self.batch_size)
+        _check_type("TrainConfig", "lr", self.lr, (int, float), "a positive number")
+        if not self.lr > 0 or math.isinf(self.lr):
+            raise ValueError(f"TrainConfig.lr must be a positive finite number, got {self.lr!r}")
+        _nonneg_float("TrainConfig", "momentum", self.momentum, 1.0, closed=False)
+        _nonneg_float("TrainConfig", "weight_decay", self.weight_decay)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        ms = tuple(self.milestones) if isinstance(self.milestones, list) else self.milestones
+        _check_type("TrainConfig", "milestones", ms, (tuple,), "a tuple of fractions in (0, 1)")
+        for m in ms:
+            _check_type("TrainConfig", "milestones[i]", m, (int, float), "a fraction in (0, 1)")
+            if not 0 < m < 1:
+                raise ValueError(f"TrainConfig.milestones are fractions of the epochs in (0, 1), got {m!r}")
+        if list(ms) != sorted(ms):
+            raise ValueError(f"TrainConfig.milestones must be increasing, got {ms!r}")
+        object.__setattr__(self, "milestones", ms)
+        _nonneg_float("TrainConfig", "gamma", self.gamma, 1.0)
+
+    def milestone_epochs(self) -> list[int]:
+        return [max(1, round(m * self.epochs)) for m in self.milestones]
+
+
+@dataclass(frozen=True)
+class RunConfig(_Canonical):
+    """One training run.
+
+    ``dense``: Init-D -> Sol-D. ``finetune``: Init-F = Sol-D of ``parent`` masked -> Sol-F.
+    ``scratch``: Init-S = a fresh init (another random stream than Init-D) under the same mask -> Sol-S.
+    The mask of a sparse run is one-shot global magnitude pruning of the parent's Sol-D.
+    """
+
+    kind: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    sparsity: float = 0.0
+    exclude_output: bool = False         # spare the classifier layer from pruning
+    parent: "RunConfig | None" = None    # the dense run whose Sol-D gives the mask (and Init-F)
+
+    def __post_init__(self):
+        if self.kind not in RUN_KINDS:
+            raise ValueError(f"RunConfig.kind must be one of {RUN_KINDS}, got {self.kind!r}")
+        for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+            _check_type("RunConfig", name, getattr(self, name), (cls,), f"a {cls.__name__}")
+        _check_type("RunConfig", "seed", self.seed, (int,), "an int")
+        from .pruning import check_sparsity
+        object.__setattr__(self, "sparsity", check_sparsity(self.sparsity, "RunConfig.sparsity"))
+        _check_type("RunConfig", "exclude_output", self.exclude_output, (bool,), "a bool")
+        if self.kind == "dense":
+            if self.parent is not None or self.sparsity != 0.0:
+                raise ValueError("a dense RunConfig takes no parent and sparsity 0")
+        else:
+            if not isinstance(self.parent, RunConfig) or self.parent.kind != "dense":
+                raise ValueError(f"a {self.kind} RunConfig needs parent=<the dense RunConfig>, got {self.parent!r}")
+            if self.parent.data != self.data or self.parent.model != self.model:
+                raise ValueError("a sparse run must use the same data and model as its dense parent")
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.kind}-{self.hash()}"
+
+
+_NESTED = {
+    ("RunConfig", "data"): DataConfig,
+    ("RunConfig", "model"): ModelConfig,
+    ("RunConfig", "train"): TrainConfig,
+    ("RunConfig", "parent"): RunConfig,
+}
+
+
+def as_list(value, name: str) -> list:
+    """Accept a list, a tuple, or the string form papermill's ``-p name "[0.9, 0.99]"`` passes in."""
+    if isinstance(value, str):
+        import yaml
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{name} must be a list such as [0.9, 0.99], got the string {value!r}") from e
+        value = parsed if isinstance(parsed, list) else [parsed]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list such as [0.9, 0.99], got {value!r} of type {type(value).__name__}")
+    return list(value)

@@ -1,0 +1,59 @@
+"""Accuracy, loss and prediction entropy on any subset of the data, evaluated in batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float       # mean cross-entropy
+    accuracy: float   # fraction in [0, 1]
+    entropy: float    # mean entropy (nats) of the predicted class distribution
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """Logits for every row of ``x`` in eval mode (the model's mode is restored afterwards)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(x[i: i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample entropy of softmax(logits), in nats."""
+    logp = F.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024,
+             indices: torch.Tensor | None = None, device: torch.device | str | None = None) -> Evaluation:
+    """Loss, accuracy and entropy on ``(x, y)``, or on the rows ``indices`` of it."""
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    if indices is not None:
+        x, y = x[indices], y[indices]
+    if len(x) == 0:
+        raise ValueError("evaluate needs at least one sample, got an empty set")
+    logits = predict_logits(model, x, batch_size=batch_size, device=device)
+    y = y.cpu()
+    return Evaluation(
+        loss=float(F.cross_entropy(logits, y)),
+        accuracy=float((logits.argmax(1) == y).float().mean()),
+        entropy=float(prediction_entropy(logits).mean()),
+    )
+
+
+def disagreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Boolean per-sample mask: the two models predict different classes."""
+    return logits_a.argmax(1) != logits_b.argmax(1)

@@ -1,0 +1,175 @@
+"""Masks and pruning.
+
+A mask set is a ``dict[str, torch.BoolTensor]`` keyed by parameter name (as in
+``model.named_parameters()``); ``True`` marks a kept weight. Only the weights of Conv and
+Linear layers are prunable: biases and normalisation layers are never pruned.
+
+Masked weights stay exactly zero through SGD with momentum and weight decay because the
+training loop masks the *gradient* before the optimizer step (see :func:`mask_gradients`):
+a weight that is 0 with gradient 0 gets weight decay ``wd * 0 = 0`` and a momentum buffer
+that stays 0, so its update is exactly 0. :func:`apply_masks` after the step is a cheap
+guard for optimizers or updaters that do not have this property.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+Masks = dict[str, torch.Tensor]
+
+PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _output_layer_prefix(model: nn.Module) -> str:
+    """Name of the last Linear module: the classifier whose weights are optionally spared."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None:
+        raise ValueError("exclude_output=True but the model has no nn.Linear output layer")
+    return last
+
+
+def prunable_parameters(model: nn.Module, *, exclude_output: bool = False) -> dict[str, nn.Parameter]:
+    """The weights that pruning may touch: ``weight`` of every Conv/Linear module, in model order."""
+    skip = _output_layer_prefix(model) if exclude_output else None
+    params = {}
+    for mod_name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES) and mod_name != skip and module.weight is not None:
+            params[f"{mod_name}.weight" if mod_name else "weight"] = module.weight
+    if not params:
+        raise ValueError("the model has no prunable (Conv or Linear) weights")
+    return params
+
+
+def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1), got {sparsity!r} of type {type(sparsity).__name__}")
+    if not (0.0 <= float(sparsity) < 1.0) or math.isnan(sparsity):
+        raise ValueError(f"{name} must be in [0, 1) (the fraction of prunable weights removed), got {sparsity!r}")
+    return float(sparsity)
+
+
+def magnitude_scores(model: nn.Module, *, exclude_output: bool = False) -> dict[str, torch.Tensor]:
+    """|w| for every prunable weight: the score of one-shot magnitude pruning (Zhu & Gupta)."""
+    return {n: p.detach().abs() for n, p in prunable_parameters(model, exclude_output=exclude_output).items()}
+
+
+def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
+    """Keep the globally largest scores so that exactly ``round((1-s)·n)`` weights survive.
+
+    Ties at the threshold are broken by position (``topk`` on the concatenated scores), so the
+    achieved sparsity equals the requested one to within one weight whatever the score values.
+    """
+    sparsity = check_sparsity(sparsity)
+    if not scores:
+        raise ValueError("scores is empty: nothing to prune")
+    flat = torch.cat([s.reshape(-1).float().cpu() for s in scores.values()])
+    n_keep = int(round((1.0 - sparsity) * flat.numel()))
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    if n_keep > 0:
+        keep[torch.topk(flat, n_keep, sorted=False).indices] = True
+    masks, offset = {}, 0
+    for name, s in scores.items():
+        masks[name] = keep[offset: offset + s.numel()].view_as(s).to(s.device)
+        offset += s.numel()
+    return masks
+
+
+def global_magnitude_masks(model: nn.Module, sparsity: float, *, exclude_output: bool = False) -> Masks:
+    """One-shot global magnitude pruning, as the paper uses to get its mask from Sol-D."""
+    return global_masks_from_scores(magnitude_scores(model, exclude_output=exclude_output), sparsity)
+
+
+def check_masks(model: nn.Module, masks: Masks) -> None:
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        if name not in params:
+            raise ValueError(f"masks has parameter name {name!r} which the model does not have; "
+                             f"prunable names are {list(prunable_parameters(model))}")
+        if m.shape != params[name].shape:
+            raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, parameter has {tuple(params[name].shape)}")
+        if m.dtype != torch.bool:
+            raise TypeError(f"mask {name!r} must be a bool tensor, got {m.dtype}")
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Masks | None) -> None:
+    """Zero the pruned weights in place."""
+    if not masks:
+        return
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        params[name].mul_(m.to(params[name].device))
+
+
+def mask_gradients(model: nn.Module, masks: Masks | None) -> None:
+    """Zero the gradients of pruned weights (call between backward and optimizer.step)."""
+    if not masks:
+        return
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        g = params[name].grad
+        if g is not None:
+            g.mul_(m)
+
+
+class GradientMasker:
+    """:func:`mask_gradients` for the training loop, with the per-step overhead taken out.
+
+    The (parameter, float mask) pairs are cached and re-derived only when the masks change:
+    another dict, another tensor under a name, or a tensor modified in place (its version
+    counter moves), so mask updaters may change masks in any of these ways.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._key = None
+        self._grads_of: list[nn.Parameter] = []
+        self._masks: list[torch.Tensor] = []
+
+    def __call__(self, masks: Masks | None) -> None:
+        if not masks:
+            return
+        key = (id(masks),) + tuple((id(m), m._version) for m in masks.values())
+        if key != self._key:
+            params = dict(self.model.named_parameters())
+            self._grads_of = [params[n] for n in masks]
+            self._masks = [m.to(dtype=params[n].dtype, device=params[n].device) for n, m in masks.items()]
+            self._key = key
+        pairs = [(p.grad, m) for p, m in zip(self._grads_of, self._masks) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+
+def masks_to(masks: Masks | None, device: torch.device | str) -> Masks | None:
+    return None if masks is None else {n: m.to(device) for n, m in masks.items()}
+
+
+def sparsity_of(masks: Masks) -> float:
+    """Fraction of masked-out weights among the weights the masks cover."""
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    return 1.0 - kept / total if total else 0.0
+
+
+def layer_densities(masks: Masks) -> dict[str, float]:
+    return {n: float(m.float().mean()) for n, m in masks.items()}
+
+
+def count_kept(masks: Masks) -> int:
+    return sum(int(m.sum()) for m in masks.values())
+
+
+def masks_equal(a: Masks, b: Masks) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
+def all_true_masks(model: nn.Module, names: Iterable[str] | None = None) -> Masks:
+    params = prunable_parameters(model) if names is None else {n: dict(model.named_parameters())[n] for n in names}
+    return {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}

@@ -1,0 +1,193 @@
+"""The one training loop: SGD with momentum and weight decay, masks, callbacks, per-epoch history.
+
+Data live in memory as tensors, so batches are drawn by indexing with a permutation instead of
+a DataLoader. The permutation of epoch ``e`` comes from a generator seeded by ``(seed, e)``,
+which makes a run resumed from an epoch checkpoint follow exactly the same batches as an
+uninterrupted one.
+
+Callbacks are objects with any of ``on_train_begin(state)``, ``on_step_end(state)`` and
+``on_epoch_end(state)``. A mask updater (gradual pruning, SET, RigL) is a callback that
+changes ``state.masks`` in place and calls :func:`sparsegap.pruning.apply_masks`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .metrics.basic import evaluate
+from .pruning import GradientMasker, Masks, apply_masks, check_masks, masks_to
+
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "train_entropy",
+                "test_loss", "test_acc", "test_entropy", "seconds")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, then Apple's MPS, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from e
+
+
+def progress_enabled(progress: bool) -> bool:
+    """Progress bars, unless turned off for the whole process (the book build sets SPARSEGAP_PROGRESS=0)."""
+    return bool(progress) and os.environ.get("SPARSEGAP_PROGRESS", "1") != "0"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """A per-epoch schedule; multistep milestones are fractions of the epochs (the paper's 100/150/200 of 250)."""
+    if cfg.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestone_epochs(), gamma=cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+@dataclass
+class TrainState:
+    """What callbacks see. ``log`` records a value at the current epoch and step."""
+
+    model: nn.Module
+    masks: Masks | None
+    optimizer: torch.optim.Optimizer
+    data: Any
+    device: torch.device
+    config: TrainConfig
+    history: dict = field(default_factory=dict)
+    epoch: int = 0
+    step: int = 0
+    batch: tuple | None = None
+    loss: torch.Tensor | None = None
+
+    def log(self, name: str, value: float) -> None:
+        trace = self.history.setdefault("trace", {}).setdefault(name, {"epoch": [], "step": [], "value": []})
+        trace["epoch"].append(self.epoch)
+        trace["step"].append(self.step)
+        trace["value"].append(float(value))
+
+
+def _call(callbacks: Iterable, hook: str, state: TrainState) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(state)
+
+
+def new_history() -> dict:
+    return {k: [] for k in HISTORY_KEYS} | {"trace": {}}
+
+
+def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = None, seed: int = 0,
+          callbacks: Iterable = (), device: str | torch.device = "auto",
+          checkpoint: dict | None = None, on_epoch_end: Callable[[dict], None] | None = None,
+          progress: bool = True, desc: str = "train") -> dict:
+    """Train ``model`` on ``data`` (a :class:`sparsegap.data.DataSplits`) and return its history.
+
+    ``checkpoint`` is a dict from a previous call's ``on_epoch_end`` to resume from: the model,
+    optimizer and scheduler states, the masks, the history and the next epoch.
+    ``on_epoch_end(ckpt)`` receives such a dict after every epoch so that the caller can store it.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    device = resolve_device(device)
+    callbacks = list(callbacks)
+    model.to(device)
+    if masks is not None:
+        check_masks(model, masks)
+    masks = masks_to(masks, device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    history, start_epoch = new_history(), 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        # The scheduler is fast-forwarded rather than restored: its state dict holds objects
+        # (a Counter, lambdas) that torch.load(weights_only=True) refuses, and it is a pure
+        # function of the epoch anyway. The optimizer state (lr included) is loaded after it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(checkpoint["epoch"]):
+                scheduler.step()
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        masks = masks_to(checkpoint.get("masks"), device)
+        history, start_epoch = checkpoint["history"], checkpoint["epoch"]
+    apply_masks(model, masks)
+    seed_everything(seed + start_epoch)
+
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    n, bs = len(x_train), cfg.batch_size
+    state = TrainState(model, masks, optimizer, data, device, cfg, history,
+                       epoch=start_epoch, step=start_epoch * -(-n // bs))
+    mask_gradients = GradientMasker(model)
+    _call(callbacks, "on_train_begin", state)
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, initial=start_epoch, total=cfg.epochs,
+               disable=not progress_enabled(progress), leave=False)
+    for epoch in bar:
+        state.epoch = epoch
+        t0 = time.perf_counter()
+        model.train()
+        perm = epoch_permutation(n, seed, epoch).to(device)
+        lr = optimizer.param_groups[0]["lr"]
+        for i in range(0, n, bs):
+            idx = perm[i: i + bs]
+            xb, yb = x_train[idx], y_train[idx]
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            mask_gradients(state.masks)
+            optimizer.step()
+            state.step += 1
+            if callbacks:
+                state.batch, state.loss = (xb, yb), loss
+                _call(callbacks, "on_step_end", state)
+        scheduler.step()
+        seconds = time.perf_counter() - t0
+        tr = evaluate(model, data.x_train, data.y_train, device=device)
+        te = evaluate(model, data.x_test, data.y_test, device=device)
+        for k, v in (("epoch", epoch + 1), ("lr", lr), ("train_loss", tr.loss), ("train_acc", tr.accuracy),
+                     ("train_entropy", tr.entropy), ("test_loss", te.loss), ("test_acc", te.accuracy),
+                     ("test_entropy", te.entropy), ("seconds", seconds)):
+            history[k].append(v)
+        state.batch = state.loss = None
+        _call(callbacks, "on_epoch_end", state)
+        bar.set_postfix(train=f"{tr.accuracy:.3f}", test=f"{te.accuracy:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "masks": state.masks,
+                          "history": history, "epoch": epoch + 1})
+    bar.close()
+    return history

@@ -1,0 +1,116 @@
+import json
+import warnings
+
+import pytest
+import torch
+
+from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from sparsegap.pruning import sparsity_of
+from sparsegap.runs import RunStore, get_or_train, run_all
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RunStore(tmp_path / "runs")
+
+
+def dense_cfg(epochs=3, seed=0):
+    return RunConfig("dense", DataConfig("digits", train_size=300), ModelConfig("mlp", hidden=(32,)),
+                     TrainConfig(epochs=epochs, batch_size=32, lr=0.05), seed=seed)
+
+
+def sparse_cfg(kind, parent, s=0.8):
+    return RunConfig(kind, parent.data, parent.model, parent.train, seed=parent.seed, sparsity=s, parent=parent)
+
+
+def test_a_run_is_trained_once_and_then_loaded(store):
+    cfg = dense_cfg()
+    run = get_or_train(cfg, store, progress=False)
+    files = {p.name for p in run.path.iterdir()}
+    assert {"config.json", "init.pt", "weights.pt", "history.json", "DONE"} <= files
+    assert "checkpoint.pt" not in files
+    assert run.path.name == f"dense-{cfg.hash()}"
+    mtime = (run.path / "weights.pt").stat().st_mtime_ns
+    again = get_or_train(cfg, store, progress=False)
+    assert (run.path / "weights.pt").stat().st_mtime_ns == mtime
+    assert again.history == run.history
+    assert json.loads((run.path / "config.json").read_text())["train"]["epochs"] == 3
+
+
+def test_finetune_starts_from_masked_sol_d_and_scratch_from_a_fresh_init(store):
+    d = dense_cfg()
+    sol_d = get_or_train(d, store, progress=False)
+    f = get_or_train(sparse_cfg("finetune", d), store, progress=False)
+    s = get_or_train(sparse_cfg("scratch", d), store, progress=False)
+    assert abs(sparsity_of(f.masks) - 0.8) < 1e-3
+    assert all(torch.equal(f.masks[k], s.masks[k]) for k in f.masks)  # same mask
+    for name, m in f.masks.items():
+        assert torch.equal(f.init[name], sol_d.weights[name] * m)     # Init-F = Sol-D under the mask
+        assert not torch.equal(s.init[name], f.init[name])             # Init-S is fresh
+        assert not torch.equal(s.init[name], sol_d.init[name] * m)     # ... and not Init-D (no lottery)
+        assert torch.count_nonzero(s.weights[name][~m]) == 0
+        assert torch.count_nonzero(f.weights[name][~m]) == 0
+    assert len(list(store.root.glob("dense-*"))) == 1
+
+
+def test_interrupted_run_resumes_to_the_same_result(store, tmp_path, monkeypatch):
+    cfg = dense_cfg(epochs=4)
+    reference = get_or_train(cfg, RunStore(tmp_path / "reference"), progress=False)
+
+    import sparsegap.runs as runs_mod
+    real_save = runs_mod.atomic_save
+
+    class Killed(Exception):
+        pass
+
+    def dying_save(obj, path):
+        real_save(obj, path)
+        if path.name == "checkpoint.pt" and obj["epoch"] == 2:
+            raise Killed
+
+    monkeypatch.setattr(runs_mod, "atomic_save", dying_save)
+    with pytest.raises(Killed):
+        get_or_train(cfg, store, progress=False)
+    monkeypatch.setattr(runs_mod, "atomic_save", real_save)
+    path = store.path(cfg)
+    assert not (path / "DONE").exists() and (path / "checkpoint.pt").exists()
+    assert not list(path.glob("*.tmp"))  # nothing half-written left behind
+
+    resumed = get_or_train(cfg, store, progress=False)
+    assert json.loads((path / "meta.json").read_text())["resumed_at_epoch"] == 2
+    assert resumed.history["train_loss"] == reference.history["train_loss"]
+    assert all(torch.equal(resumed.weights[k], reference.weights[k]) for k in reference.weights)
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "delete_history", "garbage_config", "bad_checkpoint"])
+def test_a_damaged_run_is_retrained_with_a_warning(store, damage):
+    cfg = dense_cfg()
+    run = get_or_train(cfg, store, progress=False)
+    path = run.path
+    if damage == "truncate_weights":
+        (path / "weights.pt").write_bytes((path / "weights.pt").read_bytes()[:100])
+    elif damage == "delete_history":
+        (path / "history.json").unlink()
+    elif damage == "garbage_config":
+        (path / "config.json").write_text("{not json")
+    else:
+        (path / "DONE").unlink()
+        (path / "checkpoint.pt").write_bytes(b"\x00garbage")
+    with pytest.warns(UserWarning, match="damaged|unreadable"):
+        again = get_or_train(cfg, store, progress=False)
+    assert again.history["train_loss"] == run.history["train_loss"]
+    assert (path / "DONE").exists()
+
+
+def test_run_all_trains_each_parent_once(store):
+    d0, d1 = dense_cfg(seed=0, epochs=2), dense_cfg(seed=1, epochs=2)
+    cfgs = [sparse_cfg(k, d, s) for d in (d0, d1) for k in ("finetune", "scratch") for s in (0.5, 0.9)]
+    runs = run_all(cfgs, store, progress=False)
+    assert [r.config for r in runs] == cfgs
+    assert len(list(store.root.glob("dense-*/DONE"))) == 2
+    assert len(store.runs()) == 10
+
+
+def test_get_or_train_rejects_wrong_types(store):
+    with pytest.raises(TypeError, match="RunConfig"):
+        get_or_train({"kind": "dense"}, store)
