@@ -113,3 +113,20 @@ def test_gradient_masker_follows_mask_changes():
     assert torch.count_nonzero(g["4.weight"][~masks["4.weight"]]) == 0
     masks["6.weight"] = torch.zeros_like(masks["6.weight"])  # ... or replacing one
     assert torch.count_nonzero(grads_after_masking(masks)["6.weight"]) == 0
+
+
+def test_layer_density_floor_keeps_narrow_layers_connected():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 64), nn.ReLU(), nn.Linear(64, 6), nn.ReLU(), nn.Linear(6, 2))
+    with torch.no_grad():
+        net[4].weight.mul_(1e-3)  # tiny output weights: plain global pruning removes the whole layer
+    plain = global_magnitude_masks(net, 0.9)
+    assert plain["4.weight"].sum() == 0
+    floored = global_magnitude_masks(net, 0.9, min_density=0.05)
+    total = sum(m.numel() for m in floored.values())
+    assert abs(sum(int(m.sum()) for m in floored.values()) - 0.1 * total) <= 1
+    for name, m in floored.items():
+        assert m.float().mean() >= 0.05, name
+    assert floored["4.weight"].sum() == 1  # the floor, no more: the small weights still lose globally
+    with pytest.raises(ValueError, match="min_density=0.25 keeps"):
+        global_magnitude_masks(net, 0.9, min_density=0.25)

@@ -184,6 +184,8 @@ class RunConfig(_Canonical):
     sparsity: float = 0.0
     exclude_output: bool = False         # spare the classifier layer from pruning
     parent: "RunConfig | None" = None    # the dense run whose Sol-D gives the mask (and Init-F)
+    min_density: float = 0.0             # per-layer floor of the mask's density (narrow layers)
+    track: tuple[str, ...] = ()          # metrics recorded during training, e.g. "fisher_trace@5" (see runs.TRACKERS)
 
     def __post_init__(self):
         if self.kind not in RUN_KINDS:
@@ -194,6 +196,13 @@ class RunConfig(_Canonical):
         from .pruning import check_sparsity
         object.__setattr__(self, "sparsity", check_sparsity(self.sparsity, "RunConfig.sparsity"))
         _check_type("RunConfig", "exclude_output", self.exclude_output, (bool,), "a bool")
+        _nonneg_float("RunConfig", "min_density", self.min_density, 1.0)
+        track = tuple(self.track) if isinstance(self.track, list) else self.track
+        _check_type("RunConfig", "track", track, (tuple,), "a tuple of tracker specs such as 'fisher_trace@5'")
+        from .trackers import parse_tracker
+        for spec in track:
+            parse_tracker(spec)
+        object.__setattr__(self, "track", track)
         if self.kind == "dense":
             if self.parent is not None or self.sparsity != 0.0:
                 raise ValueError("a dense RunConfig takes no parent and sparsity 0")

@@ -60,20 +60,39 @@ def magnitude_scores(model: nn.Module, *, exclude_output: bool = False) -> dict[
     return {n: p.detach().abs() for n, p in prunable_parameters(model, exclude_output=exclude_output).items()}
 
 
-def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
+def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float, *,
+                             min_density: float = 0.0) -> Masks:
     """Keep the globally largest scores so that exactly ``round((1-s)·n)`` weights survive.
 
     Ties at the threshold are broken by position (``topk`` on the concatenated scores), so the
     achieved sparsity equals the requested one to within one weight whatever the score values.
+
+    ``min_density`` is a per-layer floor: every layer first keeps its ``ceil(min_density·n_l)``
+    best weights, and the rest of the budget goes to the globally best remaining scores. Narrow
+    layers (the 6-unit layers of the 12-bit MLP) need it, or global pruning can cut them off.
     """
     sparsity = check_sparsity(sparsity)
     if not scores:
         raise ValueError("scores is empty: nothing to prune")
+    if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
+        raise ValueError(f"min_density must be a number in [0, 1], got {min_density!r}")
     flat = torch.cat([s.reshape(-1).float().cpu() for s in scores.values()])
     n_keep = int(round((1.0 - sparsity) * flat.numel()))
     keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    if n_keep > 0:
-        keep[torch.topk(flat, n_keep, sorted=False).indices] = True
+    if min_density > 0:
+        offset = 0
+        for s in scores.values():
+            n_floor = min(s.numel(), math.ceil(min_density * s.numel()))
+            keep[offset + torch.topk(s.reshape(-1).float().cpu(), n_floor, sorted=False).indices] = True
+            offset += s.numel()
+        forced = int(keep.sum())
+        if forced > n_keep:
+            raise ValueError(f"min_density={min_density} keeps {forced} weights, more than the {n_keep} "
+                             f"that sparsity={sparsity} allows; lower min_density or the sparsity")
+        flat = flat.masked_fill(keep, -math.inf)
+    n_rest = n_keep - int(keep.sum())
+    if n_rest > 0:
+        keep[torch.topk(flat, n_rest, sorted=False).indices] = True
     masks, offset = {}, 0
     for name, s in scores.items():
         masks[name] = keep[offset: offset + s.numel()].view_as(s).to(s.device)
@@ -81,9 +100,11 @@ def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float) -
     return masks
 
 
-def global_magnitude_masks(model: nn.Module, sparsity: float, *, exclude_output: bool = False) -> Masks:
+def global_magnitude_masks(model: nn.Module, sparsity: float, *, exclude_output: bool = False,
+                           min_density: float = 0.0) -> Masks:
     """One-shot global magnitude pruning, as the paper uses to get its mask from Sol-D."""
-    return global_masks_from_scores(magnitude_scores(model, exclude_output=exclude_output), sparsity)
+    return global_masks_from_scores(magnitude_scores(model, exclude_output=exclude_output), sparsity,
+                                    min_density=min_density)
 
 
 def check_masks(model: nn.Module, masks: Masks) -> None:

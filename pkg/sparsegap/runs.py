@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .config import DataConfig, ModelConfig, RunConfig
 from .pruning import Masks, apply_masks, global_magnitude_masks
+from .trackers import make_trackers
 from .train import progress_enabled, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -164,7 +165,8 @@ def _initial_state(cfg: RunConfig, store: RunStore, device, progress: bool) -> t
     if cfg.kind == "dense":
         return build_model_for(cfg.model, cfg.data, seed=cfg.seed), None
     sol_d = get_or_train(cfg.parent, store, device=device, progress=progress).model()
-    masks = global_magnitude_masks(sol_d, cfg.sparsity, exclude_output=cfg.exclude_output)
+    masks = global_magnitude_masks(sol_d, cfg.sparsity, exclude_output=cfg.exclude_output,
+                                   min_density=cfg.min_density)
     if cfg.kind == "finetune":
         model = sol_d                                             # Init-F: Sol-D under the mask
     else:
@@ -213,8 +215,9 @@ def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str =
 
     t0 = time.time()
     label = cfg.kind if cfg.kind == "dense" else f"{cfg.kind} s={cfg.sparsity:g}"
-    history = train(model, load_data(cfg.data), cfg.train, masks=masks, seed=cfg.seed, device=device,
-                    checkpoint=checkpoint, on_epoch_end=save_checkpoint, progress=progress,
+    data = load_data(cfg.data)
+    history = train(model, data, cfg.train, masks=masks, seed=cfg.seed, device=device,
+                    callbacks=make_trackers(cfg.track, data), checkpoint=checkpoint, on_epoch_end=save_checkpoint, progress=progress,
                     desc=f"{label} seed={cfg.seed}")
     atomic_save({k: v.cpu() for k, v in model.state_dict().items()}, path / "weights.pt")
     atomic_write_text(json.dumps(history), path / "history.json")
