@@ -1,0 +1,211 @@
+"""Build the book: execute every notebook with papermill, then render the HTML with Jupyter Book.
+
+    python -m sparsegap.bookbuild --profile cpu            # what `make book` runs
+    python -m sparsegap.bookbuild --profile smoke --runs-dir /tmp/runs --only 01_two_regimes
+
+A profile picks the notebooks' parameters: ``cpu`` runs each notebook with its own defaults (the
+``parameters`` cell *is* the cpu profile), ``smoke`` and ``paper`` inject
+``notebooks/params/<profile>/<name>.yaml``. Executed copies go to ``<book>/notebooks/<name>.ipynb``;
+the book is configured with ``execute_notebooks: off``, so Sphinx only renders what papermill wrote.
+Notebooks run with the notebooks folder as working directory, as they do when opened in Jupyter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROFILES = ("cpu", "smoke", "paper")
+KERNEL = "python3"
+# Written by book/_scripts/fetch_widget_js.sh; without it widget pages would reach for a CDN.
+WIDGET_SENTINEL = Path("_widgets") / "_widgets" / "embed-amd.js"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised during execution; the message carries papermill's error."""
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    name: str
+    seconds: float
+    output: Path
+
+
+def find_notebooks(notebooks_dir: Path, only: Sequence[str] | None = None) -> list[Path]:
+    """The notebooks to run, sorted by name; ``only`` selects some by name (with or without .ipynb)."""
+    notebooks_dir = Path(notebooks_dir)
+    if not notebooks_dir.is_dir():
+        raise FileNotFoundError(f"notebooks_dir={str(notebooks_dir)!r} is not a directory")
+    available = {p.stem: p for p in sorted(notebooks_dir.glob("*.ipynb"))}
+    if not only:
+        return list(available.values())
+    names = [n.removesuffix(".ipynb") for n in only]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"only={unknown!r}: no such notebook in {notebooks_dir}; "
+                         f"allowed: {sorted(available)}")
+    return [available[n] for n in dict.fromkeys(names)]
+
+
+def load_parameters(notebook: Path, profile: str) -> dict:
+    """Papermill parameters of ``notebook`` for ``profile``; unknown keys are an error, not a no-op."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not one of {PROFILES}")
+    if profile == "cpu":
+        return {}
+    path = notebook.parent / "params" / profile / f"{notebook.stem}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"profile {profile!r} needs the parameter file {path}, "
+                                f"which does not exist (one YAML mapping per notebook)")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must hold a YAML mapping of parameter names to values, "
+                         f"got {type(params).__name__}")
+    # A misspelt key would otherwise silently run the cpu default, which can take an hour.
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ValueError(f"{path}: unknown parameters {unknown}; "
+                         f"the notebook's parameters cell declares {sorted(declared)}")
+    return params
+
+
+@contextlib.contextmanager
+def _kernel_env(runs_dir: Path | None) -> Iterator[None]:
+    """Environment inherited by the kernels papermill starts, restored afterwards."""
+    saved = dict(os.environ)
+    try:
+        if runs_dir is not None:
+            os.environ["SPARSEGAP_RUNS_DIR"] = str(Path(runs_dir).resolve())
+        # tqdm.auto would turn every training loop into progress-bar widgets stored in the page.
+        os.environ.setdefault("SPARSEGAP_PROGRESS", "0")
+        # `make` exports Agg for scripts; kernels should pick their inline backend as in Jupyter.
+        os.environ.pop("MPLBACKEND", None)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def execute_notebook(notebook: Path, book_dir: Path, parameters: dict, profile: str) -> NotebookRun:
+    """Run one notebook into ``<book>/notebooks/``; the file appears only once execution succeeded."""
+    import papermill
+
+    book_dir = Path(book_dir)
+    final = book_dir / "notebooks" / notebook.name
+    partial = book_dir / "_build" / "partial" / notebook.name
+    failed = book_dir / "_build" / "failed" / notebook.name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(notebook), str(partial), parameters=parameters or None,
+                                   kernel_name=KERNEL, cwd=str(notebook.parent),
+                                   progress_bar=False)
+    except Exception as err:  # PapermillExecutionError, or a kernel that would not start
+        # Keep the half-run notebook for debugging, but outside the pages Sphinx renders.
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        if partial.exists():
+            os.replace(partial, failed)
+            where = f" (partial output: {failed})"
+        else:
+            where = ""
+        raise NotebookFailed(f"notebook {notebook.stem} failed with profile {profile!r}{where}:\n"
+                             f"{type(err).__name__}: {err}") from err
+    os.replace(partial, final)
+    return NotebookRun(notebook.stem, time.perf_counter() - start, final)
+
+
+def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
+                      notebooks_dir: Path = REPO_ROOT / "notebooks",
+                      only: Sequence[str] | None = None, runs_dir: Path | None = None,
+                      log: Callable[[str], None] = print) -> list[NotebookRun]:
+    """Execute the notebooks (sorted) with ``profile``; stops at the first failure."""
+    notebooks = find_notebooks(notebooks_dir, only)
+    # Read every parameter file before running anything: a typo should not cost a long run first.
+    params = {nb.stem: load_parameters(nb, profile) for nb in notebooks}
+    runs = []
+    with _kernel_env(runs_dir):
+        for nb in notebooks:
+            log(f"executing {nb.name} ({profile} profile) ...")
+            run = execute_notebook(nb, book_dir, params[nb.stem], profile)
+            log(f"  {run.name}: {run.seconds:.1f} s")
+            runs.append(run)
+    return runs
+
+
+def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True) -> Path:
+    """Render the book with Jupyter Book 1.x; returns the HTML folder. Warnings fail when ``strict``."""
+    book_dir = Path(book_dir)
+    if not (book_dir / "_config.yml").is_file():
+        raise FileNotFoundError(f"book_dir={str(book_dir)!r} has no _config.yml")
+    if not (book_dir / WIDGET_SENTINEL).is_file():
+        raise FileNotFoundError(f"{book_dir / WIDGET_SENTINEL} is missing; run "
+                                f"`bash {book_dir}/_scripts/fetch_widget_js.sh {book_dir}` "
+                                f"(or `make widgets`) to vendor the widget scripts")
+    # Through this interpreter rather than PATH, so the venv's Jupyter Book is the one used.
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+           "build", str(book_dir)]
+    if strict:
+        cmd += ["-W", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    return book_dir / "_build" / "html"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sparsegap.bookbuild", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=PROFILES, default="cpu",
+                        help="parameter profile: cpu (notebook defaults), smoke (seconds), paper (GPU)")
+    parser.add_argument("--book-dir", type=Path, default=REPO_ROOT / "book")
+    parser.add_argument("--notebooks-dir", type=Path, default=REPO_ROOT / "notebooks")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
+    parser.add_argument("--no-html", action="store_true", help="execute notebooks, skip the HTML")
+    parser.add_argument("--runs-dir", type=Path, help="run store for the kernels (SPARSEGAP_RUNS_DIR)")
+    parser.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    try:
+        runs = execute_notebooks(args.profile, args.book_dir, args.notebooks_dir, args.only,
+                                 args.runs_dir)
+    except (NotebookFailed, FileNotFoundError, ValueError) as err:
+        print(f"bookbuild: {err}", file=sys.stderr)
+        return 1
+    html_seconds = None
+    if not args.no_html:
+        t0 = time.perf_counter()
+        try:
+            html = build_html(args.book_dir, strict=not args.no_strict)
+        except FileNotFoundError as err:
+            print(f"bookbuild: {err}", file=sys.stderr)
+            return 1
+        except subprocess.CalledProcessError as err:
+            print(f"bookbuild: jupyter-book build failed (exit {err.returncode})", file=sys.stderr)
+            return 1
+        html_seconds = time.perf_counter() - t0
+
+    print("\ntimings")
+    for run in runs:
+        print(f"  {run.name:<32} {run.seconds:8.1f} s")
+    if html_seconds is not None:
+        print(f"  {'(html build)':<32} {html_seconds:8.1f} s   -> {html / 'index.html'}")
+    print(f"  {'total':<32} {time.perf_counter() - start:8.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

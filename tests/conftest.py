@@ -1,0 +1,47 @@
+"""Shared pytest fixtures.
+
+``built_book``: the whole book, built once per session the way ``make book`` builds it, but with
+the ``smoke`` profile, a private run store and a private copy of ``book/``, so tests never touch the
+checkout's ``book/_build`` or ``data/runs``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class BuiltBook:
+    book_dir: Path                 # the private copy of book/
+    html_dir: Path                 # <book_dir>/_build/html
+    notebooks: dict[str, Path]     # notebook name -> executed copy under <book_dir>/notebooks
+    runs_dir: Path                 # the run store the kernels used
+    seconds: dict[str, float]      # per notebook, plus "(html)"
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
+    from sparsegap import bookbuild
+
+    root = tmp_path_factory.mktemp("built-book")
+    book = root / "book"
+    # Sources only (plus the vendored widget scripts, if fetched): no stale build, no old notebooks.
+    shutil.copytree(REPO_ROOT / "book", book,
+                    ignore=shutil.ignore_patterns("_build", "notebooks", "._widgets.*"))
+    # A no-op when the copied overlay is current; otherwise it (re)makes it from the npm cache.
+    subprocess.run(["bash", str(book / "_scripts" / "fetch_widget_js.sh"), str(book)], check=True)
+
+    runs = bookbuild.execute_notebooks("smoke", book, REPO_ROOT / "notebooks",
+                                       runs_dir=root / "runs", log=lambda _: None)
+    start = time.perf_counter()
+    html = bookbuild.build_html(book)
+    seconds = {r.name: r.seconds for r in runs} | {"(html)": time.perf_counter() - start}
+    return BuiltBook(book, html, {r.name: r.output for r in runs}, root / "runs", seconds)
