@@ -1,0 +1,57 @@
+"""Trace of the Fisher information, Tr(F) = E_x E_{ŷ~p(·|x)} ||∇θ log p(ŷ|x)||² (paper eq. 2.3).
+
+θ follows the rule in :mod:`sparsegap.metrics.persample`: all trainable parameters, masked ones
+restricted to their unpruned coordinates. The expectation over x is the mean over the rows of
+``x``; the model is evaluated in eval mode.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sparsegap.metrics.persample import check_xy, run_chunks
+
+LABELS = ("sampled", "empirical", "exact")
+
+
+def sample_labels(logits: Tensor, u: Tensor) -> Tensor:
+    """Class drawn from softmax(logits) by inverse CDF of the uniforms ``u`` (one per row).
+
+    Drawing all uniforms up front makes the labels independent of how ``x`` is chunked.
+    """
+    cdf = F.softmax(logits.double(), dim=1).cumsum(1)
+    return (cdf < u.to(cdf)[:, None]).sum(1).clamp_(max=logits.shape[1] - 1)
+
+
+def fisher_trace(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
+                 masks: dict[str, Tensor] | None = None, labels: str = "sampled",
+                 chunk_size: int = 256, generator: torch.Generator | None = None) -> float:
+    """Mean over samples of the squared norm of the log-likelihood gradient.
+
+    ``labels`` chooses ŷ:
+      * ``"sampled"``: one Monte-Carlo label per sample from the model's softmax (the paper's
+        estimator); the uniforms come from ``torch.rand(N, generator=generator)``, so a seeded
+        generator gives reproducible labels whatever ``chunk_size`` is;
+      * ``"empirical"``: the true labels ``y`` (the "empirical Fisher");
+      * ``"exact"``: the expectation over ŷ in closed form, Σ_c p(c|x) ||∇θ log p(c|x)||²,
+        one backward pass per class.
+    """
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
+    check_xy(x, y, y_required=labels == "empirical")
+    if labels == "sampled":
+        u = torch.rand(len(x), generator=generator, dtype=torch.float64)
+        pick = lambda lg, sl: sample_labels(lg, u[sl])[None]
+    elif labels == "empirical":
+        pick = lambda lg, sl: y[sl].to(lg.device)[None]
+    else:
+        pick = lambda lg, sl: torch.arange(lg.shape[1], device=lg.device)[:, None].expand(-1, len(lg))
+    total = 0.0
+    for _, sq, logits in run_chunks(model, x, pick, masks, chunk_size):
+        if labels == "exact":
+            total += float((F.softmax(logits.double(), dim=1).T * sq).sum())
+        else:
+            total += float(sq.sum())
+    return total / len(x)
