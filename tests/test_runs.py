@@ -114,3 +114,23 @@ def test_run_all_trains_each_parent_once(store):
 def test_get_or_train_rejects_wrong_types(store):
     with pytest.raises(TypeError, match="RunConfig"):
         get_or_train({"kind": "dense"}, store)
+
+
+def test_measurements_are_cached_beside_the_run(store):
+    run = get_or_train(dense_cfg(epochs=1), store, progress=False)
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return {"value": 3.5}
+
+    assert run.measure("thing", {"n": 10}, measure) == {"value": 3.5}
+    assert run.measure("thing", {"n": 10}, measure) == {"value": 3.5}
+    assert len(calls) == 1
+    run.measure("thing", {"n": 20}, measure)
+    assert len(calls) == 2
+    for f in (run.path / "measurements").glob("thing-*.json"):
+        f.write_text("garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert run.measure("thing", {"n": 10}, measure) == {"value": 3.5}
+    assert len(calls) == 3

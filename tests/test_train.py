@@ -102,6 +102,7 @@ def test_callbacks_see_steps_and_can_log():
     assert cb.steps == 8
     assert h["trace"]["weight_norm"]["epoch"] == [0, 1]
     assert h["trace"]["weight_norm"]["step"] == [4, 8]
+    assert h["trace"]["weight_norm"]["epochs"] == [1.0, 2.0]
 
 
 def test_device_auto_and_bad_device():

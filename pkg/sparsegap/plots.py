@@ -107,3 +107,72 @@ def figure_to_png(fig: plt.Figure, dpi: int = 80) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+def figure_fisher_trajectories(experiment, *, name: str = "fisher_trace", title: str = "") -> plt.Figure:
+    """P-F3: Tr(F) over training, one line per sparsity (mean over seeds), a panel per stage,
+    with the training accuracy underneath so that each curve can be read against its regime."""
+    stages = [s for s in ("Sol-S", "Sol-F") if any(k[0] == s for k in experiment.runs)]
+    seeds = sorted({k[2] for k in experiment.runs})
+    sparsities = experiment.sparsities
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(2, len(stages), figsize=(6.5 * len(stages), 7), sharex="col", squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1]})
+
+    def mean_curve(stage, s, key):
+        hs = [experiment.history(stage, s, seed) for seed in seeds]
+        if key == name:
+            t = hs[0]["trace"][name]
+            return np.asarray(t["epochs"]), np.mean([h["trace"][name]["value"] for h in hs], axis=0)
+        return np.asarray(hs[0]["epoch"]), np.mean([h[key] for h in hs], axis=0)
+
+    for j, stage in enumerate(stages):
+        top, bottom = axes[0, j], axes[1, j]
+        for key, ax in ((name, top), ("train_acc", bottom)):
+            x, y = mean_curve("Sol-D", 0.0, key)
+            ax.plot(x, y, color="k", lw=1.6, label="dense (Sol-D)")
+            for i, s in enumerate(sparsities):
+                x, y = mean_curve(stage, s, key)
+                ax.plot(x, y, color=cmap(i / max(1, len(sparsities) - 1)), lw=1.2, label=f"{stage} s={s:g}")
+        top.set_yscale("log")
+        top.set_ylabel("Tr(F)  (sampled labels, training set)")
+        top.set_title(stage)
+        top.grid(alpha=0.3)
+        top.legend(fontsize=7)
+        bottom.set_ylabel("train accuracy")
+        bottom.set_xlabel("epoch")
+        bottom.grid(alpha=0.3)
+    fig.suptitle(title or f"Fisher trace over training (mean of {len(seeds)} seeds)", x=0.02, ha="left")
+    fig.tight_layout()
+    return fig
+
+
+def figure_curvature(table) -> plt.Figure:
+    """P-T2: Tr(F), Tr(H) and Jacobian norm of Sol-D, Sol-F and Sol-S per sparsity (log scale).
+
+    ``table`` has one row per (stage, sparsity, seed); bars are seed means, ticks the seeds.
+    (The paper's values are not drawn here: a ResNet on CIFAR-100 lives on another scale.)
+    """
+    metrics = [("fisher_trace", "Tr(F)"), ("hessian_trace", "Tr(H)"), ("jacobian_norm", "Jacobian norm")]
+    sparsities = sorted(s for s in table.sparsity.unique() if s > 0)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    width = 0.38
+    for ax, (m, label) in zip(axes, metrics):
+        dense = table[table.stage == "Sol-D"][m]
+        ax.axhline(dense.mean(), color=COLORS["Sol-D"], lw=1.2, label="Sol-D")
+        for k, stage in enumerate(("Sol-F", "Sol-S")):
+            d = table[table.stage == stage]
+            means = [d[d.sparsity == s][m].mean() for s in sparsities]
+            xs = np.arange(len(sparsities)) + (k - 0.5) * width
+            ax.bar(xs, means, width, color=COLORS[stage], alpha=0.8, label=stage)
+            for x, s in zip(xs, sparsities):
+                ax.plot([x] * int((d.sparsity == s).sum()), d[d.sparsity == s][m], "k_", ms=10)
+        ax.set_yscale("log")
+        ax.set_xticks(np.arange(len(sparsities)))
+        ax.set_xticklabels([f"{s:g}" for s in sparsities])
+        ax.set_xlabel("sparsity")
+        ax.set_title(label)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

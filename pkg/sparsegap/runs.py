@@ -18,6 +18,7 @@ Everything is read back with ``torch.load(weights_only=True)``: no arbitrary unp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -97,6 +98,23 @@ class Run:
         m = self._build()
         m.load_state_dict(self.init)
         return m
+
+    def measure(self, name: str, params: dict, fn: Callable[[], dict]) -> dict:
+        """A measurement on this run, computed once and kept beside it.
+
+        ``fn()`` returns a JSON-serialisable dict; it is stored under
+        ``measurements/<name>-<hash of params>.json`` so that rebuilding a chapter reuses it.
+        """
+        key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        path = self.path / "measurements" / f"{name}-{key}.json"
+        if path.exists():
+            try:
+                return json.loads(path.read_text())["value"]
+            except (ValueError, KeyError):
+                warnings.warn(f"measurement {path} is unreadable; measuring again")
+        value = fn()
+        atomic_write_text(json.dumps({"name": name, "params": params, "value": value}, default=str), path)
+        return value
 
     @property
     def final(self) -> dict:

@@ -93,11 +93,16 @@ class TrainState:
     step: int = 0
     batch: tuple | None = None
     loss: torch.Tensor | None = None
+    steps_per_epoch: int = 1
 
     def log(self, name: str, value: float) -> None:
-        trace = self.history.setdefault("trace", {}).setdefault(name, {"epoch": [], "step": [], "value": []})
+        """Record ``value`` with the current epoch index, global step, and epochs completed
+        (``step / steps_per_epoch``: 0 at the initialisation, 1.0 after the first epoch)."""
+        trace = self.history.setdefault("trace", {}).setdefault(
+            name, {"epoch": [], "step": [], "epochs": [], "value": []})
         trace["epoch"].append(self.epoch)
         trace["step"].append(self.step)
+        trace["epochs"].append(self.step / self.steps_per_epoch)
         trace["value"].append(float(value))
 
 
@@ -150,8 +155,9 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     n, bs = len(x_train), cfg.batch_size
-    state = TrainState(model, masks, optimizer, data, device, cfg, history,
-                       epoch=start_epoch, step=start_epoch * -(-n // bs))
+    steps_per_epoch = -(-n // bs)
+    state = TrainState(model, masks, optimizer, data, device, cfg, history, epoch=start_epoch,
+                       step=start_epoch * steps_per_epoch, steps_per_epoch=steps_per_epoch)
     mask_gradients = GradientMasker(model)
     _call(callbacks, "on_train_begin", state)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, initial=start_epoch, total=cfg.epochs,

@@ -1,0 +1,50 @@
+"""Static checks of the source notebooks (their execution is tested in test_book.py)."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def parameters(path: Path) -> dict:
+    nb = json.loads(path.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    tree = ast.parse("".join(cells[0]["source"]))
+    return {t.targets[0].id: ast.literal_eval(t.value) for t in tree.body if isinstance(t, ast.Assign)}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_and_parameterized(path):
+    nb = json.loads(path.read_text())
+    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), "commit notebooks without outputs"
+    params = parameters(path)
+    assert params.get("device") == "auto" and "runs_dir" in params
+    for profile in ("smoke", "paper"):
+        f = ROOT / "notebooks" / "params" / profile / f"{path.stem}.yaml"
+        assert f.exists(), f"missing {f.relative_to(ROOT)}"
+
+
+def test_curvature_chapter_reuses_the_two_regimes_runs():
+    """03 measures the networks of 01: their shared defaults must agree, or 03 would train new runs."""
+    a = parameters(ROOT / "notebooks" / "01_two_regimes.ipynb")
+    b = parameters(ROOT / "notebooks" / "03_curvature.ipynb")
+    shared = ["dataset", "train_size", "test_size", "model", "width", "seeds", "epochs", "batch_size", "lr",
+              "momentum", "weight_decay", "milestones", "gamma", "exclude_output", "fisher_every"]
+    for name in shared:
+        assert a[name] == b[name], f"{name}: 01 has {a[name]!r}, 03 has {b[name]!r}"
+    assert set(b["sparsities"]) <= set(a["sparsities"])
+
+
+def test_curvature_parameter_files_match_the_two_regimes_ones():
+    import yaml
+    for profile in ("smoke", "paper"):
+        a = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "01_two_regimes.yaml").read_text())
+        b = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "03_curvature.yaml").read_text())
+        for name in set(a) & set(b) - {"sparsities"}:
+            assert a[name] == b[name], f"{profile}: {name} differs between 01 and 03"
+        assert set(b["sparsities"]) <= set(a["sparsities"]), profile

@@ -1,0 +1,120 @@
+import pandas as pd
+import pytest
+
+from sparsegap.config import DataConfig, ModelConfig, TrainConfig
+from sparsegap.pipeline import (check_sparsities, classify_regimes, curvature_verdict, fisher_trajectory_verdict,
+                                fisher_trend, mechanism_table, run_two_regimes, two_regime_configs,
+                                two_regimes_verdict)
+from sparsegap.runs import RunStore
+
+
+def summary_from(rows):
+    """rows: (stage, sparsity, train_acc, test_acc, train_entropy)"""
+    df = pd.DataFrame(rows, columns=["stage", "sparsity", "train_acc", "test_acc", "train_entropy"])
+    for c in ("train_acc", "test_acc", "train_entropy"):
+        df[c + "_std"] = 0.0
+    return df
+
+
+TWO_REGIMES = summary_from([
+    ("Sol-D", 0.0, 1.0, 0.90, 0.01),
+    ("Sol-F", 0.5, 1.0, 0.90, 0.01), ("Sol-S", 0.5, 0.999, 0.88, 0.05),
+    ("Sol-F", 0.9, 1.0, 0.89, 0.02), ("Sol-S", 0.9, 0.995, 0.86, 0.08),
+    ("Sol-F", 0.99, 0.97, 0.85, 0.10), ("Sol-S", 0.99, 0.90, 0.80, 0.30),
+])
+
+
+def test_regime_rule():
+    r = classify_regimes(TWO_REGIMES, train_gap_tol=0.01, near_optimal=0.98).set_index("sparsity")
+    assert list(r.regime) == ["generalization", "generalization", "optimization"]
+    assert r.loc[0.99, "train_gap"] == pytest.approx(0.07)
+    assert r.loc[0.5, "test_gap"] == pytest.approx(0.02)
+    # a stricter tolerance moves 0.9 into the optimization regime
+    assert classify_regimes(TWO_REGIMES, train_gap_tol=0.001).set_index("sparsity").regime[0.9] == "optimization"
+    # both underfit, and no gap
+    odd = summary_from([("Sol-D", 0.0, 1, 1, 0), ("Sol-F", 0.5, 0.9, 0.8, 0), ("Sol-S", 0.5, 0.9, 0.8, 0),
+                        ("Sol-F", 0.6, 1.0, 0.8, 0), ("Sol-S", 0.6, 1.0, 0.81, 0)])
+    assert list(classify_regimes(odd).regime) == ["both underfit", "no gap"]
+
+
+def test_two_regimes_verdict():
+    regimes = classify_regimes(TWO_REGIMES)
+    verdict, reasons = two_regimes_verdict(regimes, TWO_REGIMES)
+    assert verdict == "reproduced" and len(reasons) == 3
+    flipped = TWO_REGIMES.copy()
+    flipped.loc[flipped.stage == "Sol-S", "test_acc"] = 0.95   # Sol-S tests better everywhere
+    assert two_regimes_verdict(classify_regimes(flipped), flipped)[0] == "not reproduced"
+
+
+def history_with(values):
+    n = len(values)
+    return {"trace": {"fisher_trace": {"epoch": list(range(n)), "step": [10 * i for i in range(n)],
+                                       "epochs": [float(i) for i in range(n)], "value": values}}}
+
+
+def test_fisher_trend():
+    t = fisher_trend(history_with([1.0, 5.0, 10.0, 4.0]))
+    assert t["peak"] == 10.0 and t["peak_epoch"] == 2.0 and t["final"] == 4.0 and t["drop"] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="fisher_trace"):
+        fisher_trend({"trace": {}})
+
+
+def test_fisher_trajectory_verdict():
+    trends = pd.DataFrame([
+        ("Sol-D", 0.0, 0, 1.0, 0.5), ("Sol-S", 0.5, 0, 2.0, 0.6), ("Sol-F", 0.5, 0, 1.0, 0.2),
+        ("Sol-S", 0.99, 0, 9.0, 0.05), ("Sol-F", 0.99, 0, 3.0, 0.2)],
+        columns=["stage", "sparsity", "seed", "final", "drop"])
+    regimes = pd.DataFrame({"sparsity": [0.5, 0.99], "regime": ["generalization", "optimization"]})
+    assert fisher_trajectory_verdict(trends, regimes)[0] == "reproduced"
+    trends.loc[trends.sparsity == 0.99, "drop"] = 0.9
+    assert fisher_trajectory_verdict(trends, regimes)[0] == "partly"
+    trends.loc[(trends.stage == "Sol-S") & (trends.sparsity == 0.5), "drop"] = 0.1
+    assert fisher_trajectory_verdict(trends, regimes)[0] == "not reproduced"
+
+
+def curvature_rows(s_factor):
+    rows = [("Sol-D", 0.0, 0, 1.0, 1.0, 1.0)]
+    for sp in (0.9, 0.97):
+        rows += [("Sol-F", sp, 0, 2.0, 3.0, 4.0), ("Sol-S", sp, 0, 2.0 * s_factor, 3.0 * s_factor, 4.0 * s_factor)]
+    return pd.DataFrame(rows, columns=["stage", "sparsity", "seed", "fisher_trace", "hessian_trace", "jacobian_norm"])
+
+
+def test_curvature_verdict_and_mechanism_table():
+    assert curvature_verdict(curvature_rows(2.0))[0] == "reproduced"
+    assert curvature_verdict(curvature_rows(0.5))[0] == "not reproduced"
+    regimes = pd.DataFrame({"sparsity": [0.9, 0.97], "regime": ["generalization", "optimization"],
+                            "train_acc_F": [1.0, 0.99], "train_acc_S": [0.995, 0.9]})
+    t = mechanism_table(regimes, curvature_rows(2.0))
+    assert list(t.index) == [0.9, 0.97]
+    assert t.loc[0.97, "train error Sol-S (%)"] == 10.0 and t.loc[0.9, "Tr(H) S/F"] == 2.0
+
+
+def test_configs_share_one_dense_parent_per_seed():
+    d, m, t = DataConfig("digits"), ModelConfig("mlp", hidden=(16,)), TrainConfig(epochs=2)
+    cfgs = two_regime_configs(d, m, t, [0.9, 0.5], [0, 1], track=["fisher_trace@1"], min_density=0.01)
+    assert len(cfgs) == 2 * (1 + 2 * 2)
+    assert {c.parent for k, c in cfgs.items() if k[0] != "Sol-D"} == {cfgs[("Sol-D", 0.0, 0)], cfgs[("Sol-D", 0.0, 1)]}
+    assert all(c.track == ("fisher_trace@1",) for c in cfgs.values())
+    only_s = two_regime_configs(d, m, t, [0.9], [0], stages=["Sol-S"])
+    assert sorted(k[0] for k in only_s) == ["Sol-D", "Sol-S"]
+    with pytest.raises(ValueError, match="stages"):
+        two_regime_configs(d, m, t, [0.9], [0], stages=["Sol-X"])
+
+
+@pytest.mark.parametrize("bad, exc", [([1.0], ValueError), ([0.9, 0.9], ValueError), ("0.9", TypeError),
+                                      ([], ValueError), ([-0.5], ValueError)])
+def test_bad_sparsities(bad, exc):
+    with pytest.raises(exc, match="sparsit"):
+        check_sparsities(bad)
+
+
+def test_small_experiment_end_to_end(tmp_path):
+    exp = run_two_regimes(DataConfig("digits", train_size=200), ModelConfig("mlp", hidden=(32,)),
+                          TrainConfig(epochs=2, batch_size=32), [0.5, 0.9], [0, 1],
+                          store=RunStore(tmp_path), progress=False, track=["fisher_trace@1"])
+    summary = exp.summary()
+    assert set(summary.stage) == {"Sol-D", "Sol-F", "Sol-S"} and len(summary) == 5
+    assert (summary.train_acc_std >= 0).all()
+    trace = exp.history("Sol-S", 0.9, 1)["trace"]["fisher_trace"]
+    assert trace["epochs"] == [0.0, 1.0, 2.0]  # at the initialisation, then after each epoch
+    assert all(v > 0 for v in trace["value"])
