@@ -9,9 +9,10 @@ from sparsegap.runs import RunStore
 
 
 def summary_from(rows):
-    """rows: (stage, sparsity, train_acc, test_acc, train_entropy)"""
+    """rows: (stage, sparsity, train_acc, test_acc, train_entropy); test loss falls with test accuracy."""
     df = pd.DataFrame(rows, columns=["stage", "sparsity", "train_acc", "test_acc", "train_entropy"])
-    for c in ("train_acc", "test_acc", "train_entropy"):
+    df["test_loss"] = 2.0 - df.test_acc
+    for c in ("train_acc", "test_acc", "train_entropy", "test_loss"):
         df[c + "_std"] = 0.0
     return df
 
@@ -40,7 +41,10 @@ def test_regime_rule():
 def test_two_regimes_verdict():
     regimes = classify_regimes(TWO_REGIMES)
     verdict, reasons = two_regimes_verdict(regimes, TWO_REGIMES)
-    assert verdict == "reproduced" and len(reasons) == 3
+    assert verdict == "reproduced" and len(reasons) == 4
+    overconfident = TWO_REGIMES.copy()
+    overconfident.loc[overconfident.stage == "Sol-F", "test_loss"] = 5.0  # Sol-F tests better but with a higher loss
+    assert two_regimes_verdict(regimes, overconfident)[0] == "partly"
     flipped = TWO_REGIMES.copy()
     flipped.loc[flipped.stage == "Sol-S", "test_acc"] = 0.95   # Sol-S tests better everywhere
     assert two_regimes_verdict(classify_regimes(flipped), flipped)[0] == "not reproduced"

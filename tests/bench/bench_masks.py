@@ -16,7 +16,7 @@ from sparsegap.pruning import apply_masks, global_magnitude_masks
 from sparsegap.train import train
 
 
-def main(reps: int = 9, n: int = 10_000) -> None:
+def main(argv: list[str] | None = None, reps: int = 9, n: int = 10_000) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)

@@ -19,5 +19,5 @@ for path in sorted(here.glob("bench_*.py")):
     spec.loader.exec_module(module)
     print(f"\n=== {path.stem} ===", flush=True)
     t0 = time.perf_counter()
-    module.main()
+    module.main([])  # each benchmark parses its own options; run.py passes none
     print(f"({path.stem}: {time.perf_counter() - t0:.1f} s)", flush=True)
