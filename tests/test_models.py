@@ -190,3 +190,19 @@ def test_bad_inputs_raise_clear_errors(kwargs, pattern):
     name = args.pop("name")
     with pytest.raises(ValueError, match=pattern):
         build_model(name, **args)
+
+
+def test_kaiming_init_keeps_the_signal_through_a_deep_narrow_relu_mlp():
+    hidden = (64, 32, 32, 18, 18, 6, 6)
+    he = build_model("mlp", num_classes=2, input_shape=(12,), hidden=hidden, seed=0, init="kaiming")
+    for name, p in he.named_parameters():
+        if name.endswith("weight"):
+            fan_in = p.shape[1]
+            assert abs(p.std().item() - (2 / fan_in) ** 0.5) < 0.35 * (2 / fan_in) ** 0.5, name
+        else:
+            assert torch.count_nonzero(p) == 0, name
+    default = build_model("mlp", num_classes=2, input_shape=(12,), hidden=hidden, seed=0)
+    x = torch.randn(512, 12)
+    assert he(x).std() > 10 * default(x).std()  # the default init lets the signal fade
+    with pytest.raises(ValueError, match="init"):
+        build_model("mlp", num_classes=2, input_shape=(12,), hidden=hidden, init="xavier")

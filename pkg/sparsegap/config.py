@@ -117,6 +117,7 @@ class ModelConfig(_Canonical):
     name: str = "lenet300-100"
     width: int = 1                          # width factor (ResNets: the paper's ResNet-32 x4 is width=4)
     hidden: tuple[int, ...] | None = None   # hidden widths of the generic MLP
+    init: str = "default"                   # "default" (each layer's own) or "kaiming" (He normal, for deep ReLU MLPs)
 
     def __post_init__(self):
         _check_type("ModelConfig", "name", self.name, (str,), "a model name (str)")
@@ -129,6 +130,9 @@ class ModelConfig(_Canonical):
             for h in hidden:
                 _positive_int("ModelConfig", "hidden[i]", h)
             object.__setattr__(self, "hidden", hidden)
+        from .models import INITS
+        if self.init not in INITS:
+            raise ValueError(f"ModelConfig.init must be one of {INITS}, got {self.init!r}")
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def build_model_for(model_cfg: ModelConfig, data_cfg: DataConfig, seed: int | No
     from .models import build_model
     data = load_data(data_cfg)
     return build_model(model_cfg.name, num_classes=data.num_classes, input_shape=tuple(data.input_shape),
-                       width=model_cfg.width, hidden=model_cfg.hidden, seed=seed)
+                       width=model_cfg.width, hidden=model_cfg.hidden, seed=seed, init=model_cfg.init)
 
 
 class RunStore:
