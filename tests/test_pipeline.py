@@ -65,11 +65,15 @@ def test_fisher_trend():
 
 def test_fisher_trajectory_verdict():
     trends = pd.DataFrame([
-        ("Sol-D", 0.0, 0, 1.0, 0.5), ("Sol-S", 0.5, 0, 2.0, 0.6), ("Sol-F", 0.5, 0, 1.0, 0.2),
-        ("Sol-S", 0.99, 0, 9.0, 0.05), ("Sol-F", 0.99, 0, 3.0, 0.2)],
-        columns=["stage", "sparsity", "seed", "final", "drop"])
+        ("Sol-D", 0.0, 0, 0.1, 2.0, 1.0, 0.5), ("Sol-S", 0.5, 0, 0.1, 5.0, 2.0, 0.6),
+        ("Sol-F", 0.5, 0, 0.1, 2.0, 1.0, 0.5), ("Sol-S", 0.99, 0, 0.1, 9.5, 9.0, 0.05),
+        ("Sol-F", 0.99, 0, 0.1, 4.0, 3.0, 0.25)],
+        columns=["stage", "sparsity", "seed", "initial", "peak", "final", "drop"])
     regimes = pd.DataFrame({"sparsity": [0.5, 0.99], "regime": ["generalization", "optimization"]})
     assert fisher_trajectory_verdict(trends, regimes)[0] == "reproduced"
+    flat = trends.copy()
+    flat.loc[(flat.stage == "Sol-S") & (flat.sparsity == 0.99), ["initial", "peak", "final"]] = [1.0, 1.0, 1.0]
+    assert fisher_trajectory_verdict(flat, regimes)[0] == "partly"  # flat at chance is not "rises, hardly drops"
     trends.loc[trends.sparsity == 0.99, "drop"] = 0.9
     assert fisher_trajectory_verdict(trends, regimes)[0] == "partly"
     trends.loc[(trends.stage == "Sol-S") & (trends.sparsity == 0.5), "drop"] = 0.1
