@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from sparsegap.config import DataConfig, ModelConfig, TrainConfig
-from sparsegap.pipeline import (check_sparsities, classify_regimes, curvature_verdict, fisher_trajectory_verdict,
+from sparsegap.pipeline import (check_sparsities, classify_regimes, curvature_summary, curvature_verdict, fisher_trajectory_verdict,
                                 fisher_trend, mechanism_table, run_two_regimes, two_regime_configs,
                                 two_regimes_verdict)
 from sparsegap.runs import RunStore
@@ -126,3 +126,13 @@ def test_small_experiment_end_to_end(tmp_path):
     trace = exp.history("Sol-S", 0.9, 1)["trace"]["fisher_trace"]
     assert trace["epochs"] == [0.0, 1.0, 2.0]  # at the initialisation, then after each epoch
     assert all(v > 0 for v in trace["value"])
+
+
+def test_curvature_summary_marks_sol_s_above_sol_f():
+    rows = curvature_rows(2.0)
+    rows["hessian_trace_se"] = 0.1
+    out = curvature_summary(rows)
+    assert out.loc[("Sol-S", 0.9), "Tr(H)"] == "6 ↑" and out.loc[("Sol-F", 0.9), "Tr(H)"] == "3"
+    rows2 = pd.concat([rows, rows.assign(seed=1, fisher_trace=rows.fisher_trace * 3)])
+    assert out.columns.tolist() == ["Tr(F)", "Tr(H)", "Tr(H) s.e.", "Jacobian norm"]
+    assert curvature_summary(rows2).loc[("Sol-D", 0.0), "Tr(F)"] == "2 ± 1.4"

@@ -332,3 +332,23 @@ def mechanism_table(regimes: pd.DataFrame, curvature: pd.DataFrame, trends: pd.D
             row[f"{label} S/F"] = round(float(s.loc[r.sparsity, m] / f.loc[r.sparsity, m]), 2)
         rows.append(row)
     return pd.DataFrame(rows).set_index("sparsity")
+
+
+def curvature_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 for reading: seed mean ± std per (stage, sparsity), ↑ where Sol-S exceeds Sol-F,
+    and the mean Hutchinson standard error."""
+    g = table.groupby(["stage", "sparsity"])
+    mean, std = g[list(CURVATURE_METRICS)].mean(), g[list(CURVATURE_METRICS)].std()
+    f = mean.xs("Sol-F", level="stage") if "Sol-F" in mean.index.get_level_values(0) else None
+    out = pd.DataFrame(index=mean.index)
+    for m, label in zip(CURVATURE_METRICS, ("Tr(F)", "Tr(H)", "Jacobian norm")):
+        def fmt(key, m=m):
+            text = f"{mean.loc[key, m]:.4g}" + (f" ± {std.loc[key, m]:.2g}" if pd.notna(std.loc[key, m]) else "")
+            stage, s = key
+            if stage == "Sol-S" and f is not None and s in f.index and mean.loc[key, m] > f.loc[s, m]:
+                text += " ↑"
+            return text
+        out[label] = [fmt(k) for k in mean.index]
+        if m == "hessian_trace":
+            out["Tr(H) s.e."] = g["hessian_trace_se"].mean().map("{:.2g}".format)
+    return out
