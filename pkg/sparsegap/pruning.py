@@ -131,13 +131,7 @@ def apply_masks(model: nn.Module, masks: Masks | None) -> None:
 
 def mask_gradients(model: nn.Module, masks: Masks | None) -> None:
     """Zero the gradients of pruned weights (call between backward and optimizer.step)."""
-    if not masks:
-        return
-    params = dict(model.named_parameters())
-    for name, m in masks.items():
-        g = params[name].grad
-        if g is not None:
-            g.mul_(m)
+    GradientMasker(model)(masks)
 
 
 class GradientMasker:
@@ -177,20 +171,3 @@ def sparsity_of(masks: Masks) -> float:
     total = sum(m.numel() for m in masks.values())
     kept = sum(int(m.sum()) for m in masks.values())
     return 1.0 - kept / total if total else 0.0
-
-
-def layer_densities(masks: Masks) -> dict[str, float]:
-    return {n: float(m.float().mean()) for n, m in masks.items()}
-
-
-def count_kept(masks: Masks) -> int:
-    return sum(int(m.sum()) for m in masks.values())
-
-
-def masks_equal(a: Masks, b: Masks) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
-
-
-def all_true_masks(model: nn.Module, names: Iterable[str] | None = None) -> Masks:
-    params = prunable_parameters(model) if names is None else {n: dict(model.named_parameters())[n] for n in names}
-    return {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
