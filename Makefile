@@ -6,7 +6,9 @@
 # The virtual environment lives outside the checkout, keyed by the pinned torch pair and the Python
 # version, so that a fresh clone (CI) reuses the 5.5 GB of torch instead of copying it again.
 # The project's own dependencies are then installed into it incrementally: a stamp keyed by
-# pkg/pyproject.toml and this checkout's path decides whether `pip install -e` must run again.
+# pkg/pyproject.toml decides whether `pip install -e` must run again. Because several checkouts may
+# share the venv, every command puts this checkout's pkg/ first on PYTHONPATH (kernels inherit it),
+# so each checkout always runs its own code, whichever one installed the package last.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -15,11 +17,12 @@ PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])
 VENV_KEY := $(shell echo "$(TORCH_PINS) py$(PYVER)" | sha1sum | cut -c1-10)
 VENV ?= $(HOME)/.cache/sparsegap/venv-$(VENV_KEY)
 PY := $(VENV)/bin/python
-DEPS_KEY := $(shell cat pkg/pyproject.toml | sha1sum | cut -c1-10)-$(shell pwd | sha1sum | cut -c1-6)
+DEPS_KEY := $(shell cat pkg/pyproject.toml | sha1sum | cut -c1-10)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_KEY)
 APT_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MPLBACKEND := Agg
+export PYTHONPATH := $(CURDIR)/pkg$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: book test bench env system widgets clean-book help
 

@@ -148,31 +148,31 @@ def figure_fisher_trajectories(experiment, *, name: str = "fisher_trace", title:
 
 
 def figure_curvature(table) -> plt.Figure:
-    """P-T2: Tr(F), Tr(H) and Jacobian norm of Sol-D, Sol-F and Sol-S per sparsity (log scale).
+    """P-T2: Tr(F), Tr(H) and Jacobian norm of Sol-D, Sol-F and Sol-S against sparsity (log scale).
 
-    ``table`` has one row per (stage, sparsity, seed); bars are seed means, ticks the seeds.
-    (The paper's values are not drawn here: a ResNet on CIFAR-100 lives on another scale.)
+    ``table`` has one row per (stage, sparsity, seed): large markers are seed means, small dots the
+    seeds, the horizontal line Sol-D. (The paper's values are not drawn: a ResNet on CIFAR-100 lives
+    on another scale.)
     """
     metrics = [("fisher_trace", "Tr(F)"), ("hessian_trace", "Tr(H)"), ("jacobian_norm", "Jacobian norm")]
     sparsities = sorted(s for s in table.sparsity.unique() if s > 0)
+    x_of = {s: i for i, s in enumerate(sparsities)}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    width = 0.38
     for ax, (m, label) in zip(axes, metrics):
-        dense = table[table.stage == "Sol-D"][m]
-        ax.axhline(dense.mean(), color=COLORS["Sol-D"], lw=1.2, label="Sol-D")
+        ax.axhline(table[table.stage == "Sol-D"][m].mean(), color=COLORS["Sol-D"], lw=1.2, label="Sol-D")
         for k, stage in enumerate(("Sol-F", "Sol-S")):
             d = table[table.stage == stage]
-            means = [d[d.sparsity == s][m].mean() for s in sparsities]
-            xs = np.arange(len(sparsities)) + (k - 0.5) * width
-            ax.bar(xs, means, width, color=COLORS[stage], alpha=0.8, label=stage)
-            for x, s in zip(xs, sparsities):
-                ax.plot([x] * int((d.sparsity == s).sum()), d[d.sparsity == s][m], "k_", ms=10)
+            offset = (k - 0.5) * 0.12
+            means = d.groupby("sparsity")[m].mean().reindex(sparsities)
+            ax.plot(np.arange(len(sparsities)) + offset, means, "o-", ms=9, color=COLORS[stage], label=stage)
+            ax.plot([x_of[s] + offset for s in d.sparsity], d[m], ".", color="k", ms=4, alpha=0.6)
         ax.set_yscale("log")
         ax.set_xticks(np.arange(len(sparsities)))
         ax.set_xticklabels([f"{s:g}" for s in sparsities])
+        ax.set_xlim(-0.5, len(sparsities) - 0.5)
         ax.set_xlabel("sparsity")
         ax.set_title(label)
-        ax.grid(alpha=0.3, axis="y")
+        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
