@@ -7,8 +7,10 @@ checkout's ``book/_build`` or ``data/runs``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,11 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Test this checkout's code even where the (shared) venv's editable install points at another clone,
+# here and in the notebook kernels the book tests start. `make` sets the same PYTHONPATH.
+sys.path.insert(0, str(REPO_ROOT / "pkg"))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "pkg"), os.environ.get("PYTHONPATH")]))
 
 
 @dataclass(frozen=True)

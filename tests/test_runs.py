@@ -134,3 +134,15 @@ def test_measurements_are_cached_beside_the_run(store):
     with pytest.warns(UserWarning, match="unreadable"):
         assert run.measure("thing", {"n": 10}, measure) == {"value": 3.5}
     assert len(calls) == 3
+
+
+def test_run_all_plugs_into_a_process_pool(store):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    d = dense_cfg(epochs=1)
+    cfgs = [sparse_cfg(k, d, 0.5) for k in ("finetune", "scratch")]
+    # spawn, not fork: forking after torch has started its thread pool can deadlock
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = run_all(cfgs, store, executor=pool, progress=False)
+    assert [r.config for r in runs] == cfgs
+    assert len(store.runs()) == 3  # the parent once, then both children

@@ -189,7 +189,7 @@ class RunConfig(_Canonical):
     exclude_output: bool = False         # spare the classifier layer from pruning
     parent: "RunConfig | None" = None    # the dense run whose Sol-D gives the mask (and Init-F)
     min_density: float = 0.0             # per-layer floor of the mask's density (narrow layers)
-    track: tuple[str, ...] = ()          # metrics recorded during training, e.g. "fisher_trace@5" (see runs.TRACKERS)
+    track: tuple[str, ...] = ()          # metrics recorded during training, e.g. "fisher_trace@5" (see trackers.TRACKERS)
 
     def __post_init__(self):
         if self.kind not in RUN_KINDS:

@@ -15,7 +15,6 @@ from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .pruning import check_sparsity
 from .runs import Run, RunStore, run_all
 
-STAGES = ("Sol-D", "Sol-F", "Sol-S")
 KIND_OF_STAGE = {"Sol-D": "dense", "Sol-F": "finetune", "Sol-S": "scratch"}
 METRICS = ("train_acc", "test_acc", "train_loss", "test_loss", "train_entropy", "test_entropy")
 

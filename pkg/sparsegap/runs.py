@@ -18,6 +18,7 @@ Everything is read back with ``torch.load(weights_only=True)``: no arbitrary unp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -235,8 +236,8 @@ def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str =
     label = cfg.kind if cfg.kind == "dense" else f"{cfg.kind} s={cfg.sparsity:g}"
     data = load_data(cfg.data)
     history = train(model, data, cfg.train, masks=masks, seed=cfg.seed, device=device,
-                    callbacks=make_trackers(cfg.track, data), checkpoint=checkpoint, on_epoch_end=save_checkpoint, progress=progress,
-                    desc=f"{label} seed={cfg.seed}")
+                    callbacks=make_trackers(cfg.track, data), checkpoint=checkpoint,
+                    on_epoch_end=save_checkpoint, progress=progress, desc=f"{label} seed={cfg.seed}")
     atomic_save({k: v.cpu() for k, v in model.state_dict().items()}, path / "weights.pt")
     atomic_write_text(json.dumps(history), path / "history.json")
     atomic_write_text(json.dumps({"torch": torch.__version__, "seconds": time.time() - t0,
@@ -267,17 +268,17 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
     store = store or RunStore()
     configs = list(configs)
     parents = list(dict.fromkeys(c.parent for c in configs if c.parent is not None and not store.is_done(c.parent)))
+    # A partial of a module-level function, not a lambda, so that process pools can pickle it.
+    work = functools.partial(get_or_train, store=store, device=device, progress=progress)
+    if executor is not None:
+        list(executor.map(work, parents))
+        return list(executor.map(work, configs))
     todo = parents + configs
-    work = lambda c: get_or_train(c, store, device=device, progress=progress)  # noqa: E731
-    if executor is None:
-        pending = sum(not store.is_done(c) for c in todo)
-        bar = tqdm(total=len(todo), desc=f"runs ({pending} to train)", disable=not progress_enabled(progress), leave=False)
+    pending = sum(not store.is_done(c) for c in todo)
+    with tqdm(total=len(todo), desc=f"runs ({pending} to train)", disable=not progress_enabled(progress),
+              leave=False) as bar:
         results = []
         for c in todo:
             results.append(work(c))
             bar.update()
-        bar.close()
-    else:
-        list(executor.map(work, parents))
-        return list(executor.map(work, configs))
     return results[len(parents):]

@@ -124,7 +124,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     """Train ``model`` on ``data`` (a :class:`sparsegap.data.DataSplits`) and return its history.
 
     ``checkpoint`` is a dict from a previous call's ``on_epoch_end`` to resume from: the model,
-    optimizer and scheduler states, the masks, the history and the next epoch.
+    optimizer state, the masks, the history and the next epoch (the scheduler is fast-forwarded).
     ``on_epoch_end(ckpt)`` receives such a dict after every epoch so that the caller can store it.
     """
     if not isinstance(cfg, TrainConfig):
