@@ -302,3 +302,110 @@ def test_book_has_no_cdn_script_tags(built_book) -> None:
         if bad:
             offenders[str(html.relative_to(built_book.html_dir))] = bad
     assert not offenders, offenders
+
+
+# ---------------------------------------------------------------- the ledger, the site, reading comfort
+
+
+def test_ledger_holds_exactly_the_verdicts_of_the_notebooks(built_book) -> None:
+    import re
+
+    from sparsegap.claims import CLAIMS
+    from sparsegap.verdict import verdicts_in_notebook
+
+    produced = set()
+    for name, path in built_book.notebooks.items():
+        for v in verdicts_in_notebook(nbformat.read(path, as_version=4)):
+            produced.add((v.claim_id, v.status, name))
+    assert produced, "no notebook produced a verdict"
+    page = (built_book.html_dir / "ledger.html").read_text()
+    rows = set(re.findall(r'data-claim="([^"]+)" data-status="([^"]+)" data-source="([^"]*)"', page))
+    judged = {r for r in rows if r[1] in ("reproduced", "partly", "not reproduced")}
+    assert judged == produced, f"on the ledger only: {judged - produced}; in notebooks only: {produced - judged}"
+    assert {r[0] for r in rows} == set(CLAIMS), "every row of the plan is listed, covered or not"
+    for claim_id, _, name in produced:
+        anchor_id = "verdict-" + re.sub(r"[^a-z0-9]+", "-", claim_id.lower()).strip("-")
+        assert f'id="{anchor_id}"' in (built_book.html_dir / "notebooks" / f"{name}.html").read_text()
+
+
+def _links(html_text: str) -> list[str]:
+    import re
+    return re.findall(r'(?:href|src)="([^"]*)"', html_text)
+
+
+def test_site_is_self_contained(built_book) -> None:
+    """Every href and src of every page stays inside book/_build/html (or is a web link), so the
+    folder can be published as it is; no page shows a path of the machine that built it."""
+    from urllib.parse import unquote, urlsplit
+
+    html_dir = built_book.html_dir.resolve()
+    machine_paths = [str(REPO_ROOT), str(built_book.book_dir), str(built_book.runs_dir), "file://"]
+    problems = []
+    pages = [p for p in html_dir.rglob("*.html") if "_static" not in p.relative_to(html_dir).parts]  # not templates
+    assert len(pages) > 5
+    for page in pages:
+        text = page.read_text(errors="replace")
+        problems += [f"{page.name}: shows {p}" for p in machine_paths if p in text]
+        for link in _links(text):
+            parts = urlsplit(link)
+            if parts.scheme in ("http", "https", "mailto", "data", "javascript") or not parts.path:
+                continue
+            if parts.scheme or link.startswith("/"):
+                problems.append(f"{page.relative_to(html_dir)}: absolute link {link}")
+                continue
+            target = (page.parent / unquote(parts.path)).resolve()
+            if html_dir not in target.parents and target != html_dir:
+                problems.append(f"{page.relative_to(html_dir)}: {link} leaves the site")
+            elif not target.exists():
+                problems.append(f"{page.relative_to(html_dir)}: {link} does not exist")
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_injected_parameters_are_hidden(built_book) -> None:
+    for name, path in built_book.notebooks.items():
+        nb = nbformat.read(path, as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected, f"{name}: smoke parameters were not injected"
+        assert all("remove-input" in c.metadata["tags"] for c in injected)
+
+
+def test_figures_are_shown_at_a_legible_scale(built_book, site, browser) -> None:
+    """At 1400 px, every output image is shown at >= 96 % of its natural size: the figures are drawn at
+    plots.DPI with text >= plots.MIN_FONT_PT (test_ledger checks that), so text stays >= 9 pt on screen."""
+    from sparsegap import plots
+
+    base, _ = site
+    browser.set_window_size(1400, 1000)
+    try:
+        for name in built_book.notebooks:
+            browser.get(f"{base}/notebooks/{name}.html")
+            _wait(browser, "document.readyState === 'complete'")
+            _wait(browser, "[...document.images].every(i => i.complete)")
+            sizes = browser.execute_script(
+                "return [...document.querySelectorAll('.cell_output img')]"
+                ".filter(i => i.offsetParent !== null).map(i => [i.naturalWidth, i.getBoundingClientRect().width]);")
+            assert sizes, f"{name} shows no figure"
+            for natural, shown in sizes:
+                text_px = (plots.MIN_FONT_PT * plots.DPI / 72) * shown / natural
+                assert text_px >= 12 * 0.99, f"{name}: a {natural}px image shown at {shown:.0f}px, text {text_px:.1f}px"
+    finally:
+        browser.set_window_size(1280, 1600)
+
+
+def test_pages_workflow_builds_with_the_readme_command() -> None:
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = [s for job in workflow["jobs"].values() for s in job.get("steps", [])]
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "make book" in readme
+    assert any(s.get("run", "").strip() == "make book" for s in steps)
+    uses = {s.get("uses", "").split("@")[0] for s in steps}
+    assert {"actions/upload-pages-artifact", "actions/deploy-pages"} <= uses
+    assert "ghp-import" in readme
+
+
+def test_repository_url_override(tmp_path: Path) -> None:
+    (tmp_path / "_config.yml").write_text("title: x\nrepository:\n  url: https://example.org/a/b\n")
+    path = bookbuild._config_with_repository(tmp_path, "https://github.com/me/fork/")
+    assert yaml.safe_load(path.read_text())["repository"]["url"] == "https://github.com/me/fork"
+    with pytest.raises(ValueError, match="repository_url"):
+        bookbuild._config_with_repository(tmp_path, "github.com/me/fork")

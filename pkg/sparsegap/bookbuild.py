@@ -125,8 +125,21 @@ def execute_notebook(notebook: Path, book_dir: Path, parameters: dict, profile: 
             where = ""
         raise NotebookFailed(f"notebook {notebook.stem} failed with profile {profile!r}{where}:\n"
                              f"{type(err).__name__}: {err}") from err
+    _hide_injected_parameters(partial)
     os.replace(partial, final)
     return NotebookRun(notebook.stem, time.perf_counter() - start, final)
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """Hide papermill's injected-parameters cell: the parameter table of the next cell shows its values."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-input" not in tags:
+            tags.append("remove-input")
+    nbformat.write(nb, path)
 
 
 def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
@@ -147,8 +160,16 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
     return runs
 
 
-def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True) -> Path:
-    """Render the book with Jupyter Book 1.x; returns the HTML folder. Warnings fail when ``strict``."""
+def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True,
+               repository_url: str | None = None) -> Path:
+    """Render the book with Jupyter Book 1.x; returns the HTML folder. Warnings fail when ``strict``.
+
+    The ledger page is written first, from the executed notebooks in ``<book>/notebooks``.
+    ``repository_url`` replaces ``repository.url`` of ``_config.yml`` (the repository, issues and
+    source buttons point there) without editing the file.
+    """
+    from .ledger import write_ledger
+
     book_dir = Path(book_dir)
     if not (book_dir / "_config.yml").is_file():
         raise FileNotFoundError(f"book_dir={str(book_dir)!r} has no _config.yml")
@@ -156,13 +177,28 @@ def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True) -> Path
         raise FileNotFoundError(f"{book_dir / WIDGET_SENTINEL} is missing; run "
                                 f"`bash {book_dir}/_scripts/fetch_widget_js.sh {book_dir}` "
                                 f"(or `make widgets`) to vendor the widget scripts")
+    write_ledger(book_dir)
     # Through this interpreter rather than PATH, so the venv's Jupyter Book is the one used.
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
            "build", str(book_dir)]
+    if repository_url is not None:
+        cmd += ["--config", str(_config_with_repository(book_dir, repository_url))]
     if strict:
         cmd += ["-W", "--keep-going"]
     subprocess.run(cmd, check=True)
     return book_dir / "_build" / "html"
+
+
+def _config_with_repository(book_dir: Path, url: str) -> Path:
+    """A copy of ``_config.yml`` with ``repository.url`` set, next to it so relative paths still hold."""
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise ValueError(f"repository_url must be an http(s) URL such as https://github.com/owner/repo, got {url!r}")
+    config = yaml.safe_load((book_dir / "_config.yml").read_text())
+    config.setdefault("repository", {})["url"] = url.rstrip("/")
+    path = book_dir / "_build" / "_config.repository.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-html", action="store_true", help="execute notebooks, skip the HTML")
     parser.add_argument("--runs-dir", type=Path, help="run store for the kernels (SPARSEGAP_RUNS_DIR)")
     parser.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
+    parser.add_argument("--repository-url", metavar="URL",
+                        help="repository the book's buttons point to (default: repository.url of _config.yml)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -189,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_html:
         t0 = time.perf_counter()
         try:
-            html = build_html(args.book_dir, strict=not args.no_strict)
-        except FileNotFoundError as err:
+            html = build_html(args.book_dir, strict=not args.no_strict, repository_url=args.repository_url)
+        except (FileNotFoundError, ValueError) as err:
             print(f"bookbuild: {err}", file=sys.stderr)
             return 1
         except subprocess.CalledProcessError as err:

@@ -8,6 +8,25 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+# Figures are drawn at DPI pixels per inch and at most PAGE_WIDTH inches wide (FULL_WIDTH for cells
+# tagged `full-width`), so that the book shows them at (nearly) their natural size: text of FONT_PT
+# points then stays at least MIN_FONT_PT on screen (tests/test_book.py measures it in a browser).
+DPI = 100
+FONT_PT = 10.5
+MIN_FONT_PT = 9
+PAGE_WIDTH = 7.4
+FULL_WIDTH = 10.5
+
+
+def use_book_style() -> None:
+    """The one look of every figure in the book: sizes legible at the book's width."""
+    plt.rcParams.update({
+        "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": FONT_PT, "axes.titlesize": FONT_PT + 0.5,
+        "axes.labelsize": FONT_PT, "xtick.labelsize": FONT_PT - 1, "ytick.labelsize": FONT_PT - 1,
+        "legend.fontsize": FONT_PT - 1.5, "legend.title_fontsize": FONT_PT - 1.5, "figure.titlesize": FONT_PT + 1,
+    })
+
+
 COLORS = {"Sol-D": "0.35", "Sol-F": "#1f77b4", "Sol-S": "#ff7f0e"}
 REGIME_COLORS = {"generalization": "#f4b6c2", "optimization": "#b7e4c7", "both underfit": "#dddddd", "no gap": "none"}
 
@@ -38,11 +57,14 @@ def shade_regimes(ax, regimes: pd.DataFrame) -> None:
 def figure_two_regimes(summary: pd.DataFrame, regimes: pd.DataFrame, *, title: str = "") -> plt.Figure:
     """P-F1: accuracy, loss and training-prediction entropy of Sol-S and Sol-F against sparsity.
 
-    Lines are seed means, bands one standard deviation; Sol-D is the horizontal reference.
+    Lines are seed means, bands one standard deviation; Sol-D is the horizontal reference. Three
+    panels and a legend panel in a 2 x 2 grid, so that the figure fits the book's width.
     """
+    use_book_style()
     panels = [("accuracy", ("train_acc", "test_acc")), ("cross-entropy loss", ("train_loss", "test_loss")),
               ("training-prediction entropy (nats)", ("train_entropy",))]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig, grid = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 6.6))
+    axes, legend_ax = [grid[0, 0], grid[0, 1], grid[1, 0]], grid[1, 1]
     dense = summary[summary.stage == "Sol-D"].iloc[0]
     sparsities = sorted(regimes.sparsity)
     for ax, (ylabel, metrics) in zip(axes, panels):
@@ -61,14 +83,17 @@ def figure_two_regimes(summary: pd.DataFrame, regimes: pd.DataFrame, *, title: s
         _set_sparsity_ticks(ax, sparsities)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2, loc="lower left")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.45) for r, c in REGIME_COLORS.items()
-               if c != "none" and r in set(regimes.regime)]
-    if handles:
-        fig.legend(handles, [r for r, c in REGIME_COLORS.items() if c != "none" and r in set(regimes.regime)],
-                   loc="upper right", ncol=3, fontsize=8, title="regime", title_fontsize=8)
+    legend_ax.axis("off")
+    lines, labels = axes[0].get_legend_handles_labels()
+    line_legend = legend_ax.legend(lines, labels, loc="upper left", ncol=2, title="solid: train, dashed: test",
+                                   frameon=False)
+    present = [r for r, c in REGIME_COLORS.items() if c != "none" and r in set(regimes.regime)]
+    if present:
+        legend_ax.add_artist(line_legend)  # a second legend() call would replace the first
+        handles = [plt.Rectangle((0, 0), 1, 1, color=REGIME_COLORS[r], alpha=0.45) for r in present]
+        legend_ax.legend(handles, present, loc="lower left", title="regime", frameon=False)
     fig.suptitle(title or "Two regimes: Sol-S (scratch) vs Sol-F (finetune)", x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.tight_layout()
     return fig
 
 
@@ -77,8 +102,9 @@ def figure_training_curves(histories: dict[str, list[dict]], *, sparsity: float 
 
     ``histories`` maps a stage to a list of per-seed histories; the mean is drawn, the seeds faintly.
     """
+    use_book_style()
     stages = list(histories)
-    fig, axes = plt.subplots(2, len(stages), figsize=(5 * len(stages), 6.2), sharey="row", squeeze=False)
+    fig, axes = plt.subplots(2, len(stages), figsize=(PAGE_WIDTH, 5.6), sharey="row", squeeze=False)
     for j, stage in enumerate(stages):
         for i, (metric, label) in enumerate((("acc", "accuracy"), ("loss", "loss"))):
             ax = axes[i, j]
@@ -95,14 +121,14 @@ def figure_training_curves(histories: dict[str, list[dict]], *, sparsity: float 
                 ax.set_xlabel("epoch")
             else:
                 ax.set_title(stage)
-                ax.legend(fontsize=8)
+                ax.legend()
     if sparsity is not None:
         fig.suptitle(f"sparsity {sparsity:g}", x=0.02, ha="left")
     fig.tight_layout()
     return fig
 
 
-def figure_to_png(fig: plt.Figure, dpi: int = 80) -> bytes:
+def figure_to_png(fig: plt.Figure, dpi: int = DPI) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
@@ -116,7 +142,8 @@ def figure_fisher_trajectories(experiment, *, name: str = "fisher_trace", title:
     seeds = sorted({k[2] for k in experiment.runs})
     sparsities = experiment.sparsities
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(2, len(stages), figsize=(6.5 * len(stages), 7), sharex="col", squeeze=False,
+    use_book_style()
+    fig, axes = plt.subplots(2, len(stages), figsize=(PAGE_WIDTH, 6.8), sharex="col", squeeze=False,
                              gridspec_kw={"height_ratios": [2, 1]})
 
     def mean_curve(stage, s, key):
@@ -135,11 +162,11 @@ def figure_fisher_trajectories(experiment, *, name: str = "fisher_trace", title:
                 x, y = mean_curve(stage, s, key)
                 ax.plot(x, y, color=cmap(i / max(1, len(sparsities) - 1)), lw=1.2, label=f"{stage} s={s:g}")
         top.set_yscale("log")
-        top.set_ylabel("Tr(F)  (sampled labels, training set)")
+        top.set_ylabel("Tr(F), sampled labels" if j == 0 else "")
         top.set_title(stage)
         top.grid(alpha=0.3)
-        top.legend(fontsize=7)
-        bottom.set_ylabel("train accuracy")
+        top.legend()
+        bottom.set_ylabel("train accuracy" if j == 0 else "")
         bottom.set_xlabel("epoch")
         bottom.grid(alpha=0.3)
     fig.suptitle(title or f"Fisher trace over training (mean of {len(seeds)} seeds)", x=0.02, ha="left")
@@ -157,7 +184,8 @@ def figure_curvature(table) -> plt.Figure:
     metrics = [("fisher_trace", "Tr(F)"), ("hessian_trace", "Tr(H)"), ("jacobian_norm", "Jacobian norm")]
     sparsities = sorted(s for s in table.sparsity.unique() if s > 0)
     x_of = {s: i for i, s in enumerate(sparsities)}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    use_book_style()
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH, 3.4))
     for ax, (m, label) in zip(axes, metrics):
         ax.axhline(table[table.stage == "Sol-D"][m].mean(), color=COLORS["Sol-D"], lw=1.2, label="Sol-D")
         for k, stage in enumerate(("Sol-F", "Sol-S")):
@@ -173,6 +201,6 @@ def figure_curvature(table) -> plt.Figure:
         ax.set_xlabel("sparsity")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
     fig.tight_layout()
     return fig

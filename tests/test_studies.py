@@ -2,9 +2,10 @@ import pandas as pd
 import pytest
 
 from sparsegap.config import DataConfig, ModelConfig, TrainConfig
-from sparsegap.pipeline import (check_sparsities, classify_regimes, curvature_summary, curvature_verdict, fisher_trajectory_verdict,
-                                fisher_trend, mechanism_table, run_two_regimes, two_regime_configs,
-                                two_regimes_verdict)
+from sparsegap.studies.curvature import curvature_summary, curvature_verdict, mechanism_table
+from sparsegap.studies.fisher_trajectory import fisher_trajectory_verdict, fisher_trend
+from sparsegap.studies.procedure import check_seeds, check_sparsities, run_two_regimes, two_regime_configs
+from sparsegap.studies.two_regimes import classify_regimes, two_regimes_verdict
 from sparsegap.runs import RunStore
 
 
@@ -40,14 +41,14 @@ def test_regime_rule():
 
 def test_two_regimes_verdict():
     regimes = classify_regimes(TWO_REGIMES)
-    verdict, reasons = two_regimes_verdict(regimes, TWO_REGIMES)
-    assert verdict == "reproduced" and len(reasons) == 4
+    verdict = two_regimes_verdict(regimes, TWO_REGIMES)
+    assert verdict.status == "reproduced" and len(verdict.reasons) == 4 and verdict.claim_id == "P-F1"
     overconfident = TWO_REGIMES.copy()
     overconfident.loc[overconfident.stage == "Sol-F", "test_loss"] = 5.0  # Sol-F tests better but with a higher loss
-    assert two_regimes_verdict(regimes, overconfident)[0] == "partly"
+    assert two_regimes_verdict(regimes, overconfident).status == "partly"
     flipped = TWO_REGIMES.copy()
     flipped.loc[flipped.stage == "Sol-S", "test_acc"] = 0.95   # Sol-S tests better everywhere
-    assert two_regimes_verdict(classify_regimes(flipped), flipped)[0] == "not reproduced"
+    assert two_regimes_verdict(classify_regimes(flipped), flipped).status == "not reproduced"
 
 
 def history_with(values):
@@ -70,14 +71,14 @@ def test_fisher_trajectory_verdict():
         ("Sol-F", 0.99, 0, 0.1, 4.0, 3.0, 0.25)],
         columns=["stage", "sparsity", "seed", "initial", "peak", "final", "drop"])
     regimes = pd.DataFrame({"sparsity": [0.5, 0.99], "regime": ["generalization", "optimization"]})
-    assert fisher_trajectory_verdict(trends, regimes)[0] == "reproduced"
+    assert fisher_trajectory_verdict(trends, regimes).status == "reproduced"
     flat = trends.copy()
     flat.loc[(flat.stage == "Sol-S") & (flat.sparsity == 0.99), ["initial", "peak", "final"]] = [1.0, 1.0, 1.0]
-    assert fisher_trajectory_verdict(flat, regimes)[0] == "partly"  # flat at chance is not "rises, hardly drops"
+    assert fisher_trajectory_verdict(flat, regimes).status == "partly"  # flat at chance is not "rises, hardly drops"
     trends.loc[trends.sparsity == 0.99, "drop"] = 0.9
-    assert fisher_trajectory_verdict(trends, regimes)[0] == "partly"
+    assert fisher_trajectory_verdict(trends, regimes).status == "partly"
     trends.loc[(trends.stage == "Sol-S") & (trends.sparsity == 0.5), "drop"] = 0.1
-    assert fisher_trajectory_verdict(trends, regimes)[0] == "not reproduced"
+    assert fisher_trajectory_verdict(trends, regimes).status == "not reproduced"
 
 
 def curvature_rows(s_factor):
@@ -88,8 +89,8 @@ def curvature_rows(s_factor):
 
 
 def test_curvature_verdict_and_mechanism_table():
-    assert curvature_verdict(curvature_rows(2.0))[0] == "reproduced"
-    assert curvature_verdict(curvature_rows(0.5))[0] == "not reproduced"
+    assert curvature_verdict(curvature_rows(2.0)).status == "reproduced"
+    assert curvature_verdict(curvature_rows(0.5)).status == "not reproduced"
     regimes = pd.DataFrame({"sparsity": [0.9, 0.97], "regime": ["generalization", "optimization"],
                             "train_acc_F": [1.0, 0.99], "train_acc_S": [0.995, 0.9]})
     t = mechanism_table(regimes, curvature_rows(2.0))

@@ -1,0 +1,183 @@
+"""Notebook parameters, checked in one call right after the ``parameters`` cell.
+
+Papermill injects overrides as a cell of plain assignments, and an unknown name (``-p sparsity``
+for ``sparsities``) only draws a warning before the notebook runs on with its defaults. Each
+chapter's study module therefore declares a :class:`ParameterSpec`, and the notebook's first cell
+after the parameters calls::
+
+    from sparsegap.studies import two_regimes as study
+    study.PARAMETERS.check(globals())
+
+which rejects unknown names, wrong types and out-of-range values with a message naming the
+parameter, normalises values (papermill passes ``-p seeds "[0, 1]"`` as a string), writes them back
+into the notebook's namespace, and shows the resolved parameters as a small table.
+
+The check runs before the notebook imports anything else, so the only non-private names in the
+namespace are IPython's own, the parameters, and modules or functions; anything else is a
+parameter nobody declared.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import math
+import types
+from dataclasses import dataclass
+from typing import Any
+
+# Names IPython puts in every user namespace.
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its kind, its allowed values, and a one-line meaning.
+
+    ``kind`` is one of ``int``, ``float``, ``str``, ``bool``, ``ints``, ``floats``, ``strs`` (the
+    last three are lists). ``low``/``high`` bound numbers and list items (``high_open`` makes the
+    upper bound exclusive), ``choices`` restricts strings, ``none`` allows ``None``, and
+    ``min_len`` / ``unique`` constrain lists.
+    """
+
+    kind: str
+    doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    none: bool = False
+    min_len: int = 1
+    unique: bool = False
+
+    def allowed(self) -> str:
+        what = {"int": "an int", "float": "a number", "str": "a string", "bool": "True or False",
+                "ints": "a list of ints", "floats": "a list of numbers", "strs": "a list of strings"}[self.kind]
+        bounds = []
+        if self.low is not None:
+            bounds.append(f">= {self.low:g}")
+        if self.high is not None:
+            bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        if bounds:
+            what += (" with items " if self.kind in ("ints", "floats") else " ") + " and ".join(bounds)
+        if self.choices:
+            what += f" from {list(self.choices)}"
+        if self.kind in ("ints", "floats", "strs") and self.unique:
+            what += ", without duplicates"
+        return what + (", or None" if self.none else "")
+
+    def normalise(self, name: str, value: Any) -> Any:
+        def bad(detail: str = "") -> ValueError:
+            return ValueError(f"notebook parameter {name}={value!r} is not allowed{detail}: "
+                              f"{name} must be {self.allowed()}")
+
+        if value is None:
+            if self.none:
+                return None
+            raise bad()
+        if self.kind in ("ints", "floats", "strs"):
+            if isinstance(value, str):
+                import yaml
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise bad(" (not a list)") from None
+                value = value if isinstance(value, list) else [value]
+            if not isinstance(value, (list, tuple)):
+                raise bad(" (not a list)")
+            item = Param(self.kind[:-1], low=self.low, high=self.high, high_open=self.high_open,
+                         choices=self.choices)
+            items = [item.normalise(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            if len(items) < self.min_len:
+                raise bad(f" (needs at least {self.min_len} item{'s' if self.min_len > 1 else ''})")
+            if self.unique and len(set(items)) != len(items):
+                raise bad(" (duplicates)")
+            return items
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise bad()
+            return value
+        if self.kind == "str":
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise bad()
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        if self.kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise bad()
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise bad()
+        if self.low is not None and value < self.low:
+            raise bad()
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            raise bad()
+        return value
+
+
+class ParameterSpec:
+    """The parameters of one notebook, by name."""
+
+    def __init__(self, notebook: str, **params: Param):
+        self.notebook = notebook
+        self.params = params
+
+    def names(self) -> list[str]:
+        return list(self.params)
+
+    def check(self, namespace: dict, *, show: bool = True) -> dict:
+        """Validate and normalise the parameters found in ``namespace`` (a notebook's ``globals()``).
+
+        Writes the normalised values back, displays them as a collapsed table when ``show``, and
+        returns them as a dict.
+        """
+        unknown = sorted(n for n, v in namespace.items()
+                         if not n.startswith("_") and n not in _IPYTHON_NAMES and n not in self.params
+                         and not isinstance(v, (types.ModuleType, type)) and not callable(v))
+        if unknown:
+            hints = []
+            for n in unknown:
+                close = difflib.get_close_matches(n, self.params, n=1)
+                hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(f"unknown notebook parameter(s) {', '.join(hints)} for {self.notebook}; "
+                             f"its parameters are {sorted(self.params)}")
+        missing = [n for n in self.params if n not in namespace]
+        if missing:
+            raise ValueError(f"{self.notebook}: the parameters cell does not define {missing}")
+        values = {n: p.normalise(n, namespace[n]) for n, p in self.params.items()}
+        namespace.update(values)
+        if show:
+            from IPython.display import HTML, display
+            display(HTML(self.table_html(values)))
+        return values
+
+    def table_html(self, values: dict) -> str:
+        rows = "".join(f"<tr><td><code>{html.escape(n)}</code></td><td><code>{html.escape(repr(v))}</code></td>"
+                       f"<td>{html.escape(self.params[n].doc)}</td></tr>" for n, v in values.items())
+        return (f"<details class='sparsegap-params'><summary>Parameters of this page ({len(values)})</summary>"
+                f"<table><thead><tr><th>name</th><th>value</th><th>meaning</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table></details>")
+
+
+# Parameters that recur in many notebooks, with their usual bounds.
+def sparsities(doc: str = "fractions of prunable weights removed") -> Param:
+    return Param("floats", doc, low=0.0, high=1.0, high_open=True, unique=True)
+
+
+def seeds(doc: str = "seeds; figures show the mean and spread over seeds") -> Param:
+    return Param("ints", doc, unique=True)
+
+
+def device() -> Param:
+    return Param("str", '"auto" (CUDA, then MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"')
+
+
+def runs_dir() -> Param:
+    return Param("str", "run store folder; None means $SPARSEGAP_RUNS_DIR, else data/runs", none=True)
+
+
+def fraction(doc: str, *, high_open: bool = False) -> Param:
+    return Param("float", doc, low=0.0, high=1.0, high_open=high_open)

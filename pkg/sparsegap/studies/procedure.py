@@ -1,0 +1,131 @@
+"""The paper's Fig. 2 procedure, shared by every chapter that compares Sol-D, Sol-F and Sol-S.
+
+Init-D -> Sol-D -> one-shot global magnitude mask -> Init-F (= masked Sol-D) -> Sol-F,
+and Init-S (fresh init, same mask) -> Sol-S. One Sol-D per seed serves every sparsity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ..pruning import check_sparsity
+from ..runs import Run, RunStore, run_all
+
+KIND_OF_STAGE = {"Sol-D": "dense", "Sol-F": "finetune", "Sol-S": "scratch"}
+METRICS = ("train_acc", "test_acc", "train_loss", "test_loss", "train_entropy", "test_entropy")
+
+
+def check_sparsities(sparsities: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(sparsities, (str, bytes)) or not hasattr(sparsities, "__iter__"):
+        raise TypeError(f"sparsities must be a list of numbers in [0, 1), got {sparsities!r}")
+    out = tuple(check_sparsity(s, "sparsities[i]") for s in sparsities)
+    if not out:
+        raise ValueError("sparsities must not be empty")
+    if len(set(out)) != len(out):
+        raise ValueError(f"sparsities has duplicates: {sparsities!r}")
+    return tuple(sorted(out))
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds must be a list of ints, got {seeds!r}")
+    seeds = tuple(seeds)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds has duplicates: {list(seeds)!r}; each seed is one Sol-D, list it once")
+    return seeds
+
+
+def two_regime_configs(data: DataConfig, model: ModelConfig, train: TrainConfig, sparsities: Sequence[float],
+                       seeds: Sequence[int], *, finetune_train: TrainConfig | None = None,
+                       scratch_train: TrainConfig | None = None, exclude_output: bool = False,
+                       min_density: float = 0.0, track: Sequence[str] = (),
+                       stages: Sequence[str] = ("Sol-F", "Sol-S")) -> dict[tuple[str, float, int], RunConfig]:
+    """Every run of the experiment, keyed by (stage, sparsity, seed). Sol-D has sparsity 0.
+
+    ``track`` names metrics recorded during every run (e.g. ``"fisher_trace@5"``, see
+    :mod:`sparsegap.trackers`); ``min_density`` is the per-layer floor of the masks.
+    """
+    unknown = set(stages) - {"Sol-F", "Sol-S"}
+    if unknown or not stages:
+        raise ValueError(f"stages must be a non-empty subset of ('Sol-F', 'Sol-S'), got {stages!r}")
+    configs = {}
+    track = tuple(track)
+    for seed in check_seeds(seeds):
+        dense = RunConfig("dense", data, model, train, seed=seed, track=track)
+        configs[("Sol-D", 0.0, seed)] = dense
+        for s in check_sparsities(sparsities):
+            for stage, tcfg in (("Sol-F", finetune_train or train), ("Sol-S", scratch_train or train)):
+                if stage in stages:
+                    configs[(stage, s, seed)] = RunConfig(
+                        KIND_OF_STAGE[stage], data, model, tcfg, seed=seed, sparsity=s,
+                        exclude_output=exclude_output, parent=dense, min_density=min_density, track=track)
+    return configs
+
+
+@dataclass
+class Experiment:
+    """Runs keyed by (stage, sparsity, seed), with a tidy table of their final metrics."""
+
+    runs: dict[tuple[str, float, int], Run]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per run with its final metrics. A diverged run (non-finite loss) has NaN metrics
+        and ``diverged`` set, so that means over seeds never count it as a trained network."""
+        rows = []
+        for (stage, s, seed), run in self.runs.items():
+            diverged = run.history.get("diverged")
+            metrics = {m: float("nan") if diverged else run.final[m] for m in METRICS}
+            rows.append({"stage": stage, "sparsity": s, "seed": seed, "run_id": run.config.run_id,
+                         "diverged": bool(diverged), **metrics})
+        return pd.DataFrame(rows)
+
+    def diverged(self) -> list[str]:
+        """Readable lines for every run whose training diverged, with the epoch it happened."""
+        out = []
+        for (stage, s, seed), run in self.runs.items():
+            d = run.history.get("diverged")
+            if d:
+                where = f"s={s:g} " if stage != "Sol-D" else ""
+                out.append(f"{stage} {where}seed {seed} diverged at epoch {d['epoch']} (loss {d['loss']})")
+        return out
+
+    def summary(self) -> pd.DataFrame:
+        """Mean and standard deviation over seeds, per stage and sparsity."""
+        g = self.table.groupby(["stage", "sparsity"])[list(METRICS)]
+        std = g.std(ddof=1 if self.n_seeds > 1 else 0).add_suffix("_std")
+        out = g.mean().join(std).reset_index()
+        return out
+
+    @property
+    def n_seeds(self) -> int:
+        return len({k[2] for k in self.runs})
+
+    @property
+    def sparsities(self) -> list[float]:
+        return sorted({k[1] for k in self.runs if k[0] != "Sol-D"})
+
+    def history(self, stage: str, sparsity: float, seed: int) -> dict:
+        return self.runs[(stage, 0.0 if stage == "Sol-D" else sparsity, seed)].history
+
+
+def run_two_regimes(data: DataConfig, model: ModelConfig, train: TrainConfig, sparsities: Sequence[float],
+                    seeds: Sequence[int], *, store: RunStore | None = None, device: str = "auto",
+                    progress: bool = True, executor=None, **kwargs) -> Experiment:
+    configs = two_regime_configs(data, model, train, sparsities, seeds, **kwargs)
+    runs = run_all(list(configs.values()), store, executor=executor, device=device, progress=progress)
+    return Experiment(dict(zip(configs.keys(), runs)))
+
+
+
+
+def describe_scale(data: DataConfig, model: ModelConfig, seeds: Sequence[int], epochs: int | str) -> str:
+    """The setting a verdict was measured at, in one line for the ledger."""
+    size = f"{data.train_size} training samples" if data.train_size else "the full training set"
+    return f"{model.name} on {data.name} ({size}), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, {epochs} epochs"

@@ -1,0 +1,260 @@
+"""The claim ledger's parts: claims, Verdict values, notebook parameters, the ledger page, the
+chapter modules' layout. (The ledger of the built book is tested in test_book.py.)"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+matplotlib.use("Agg")
+
+from sparsegap import bookbuild, ledger, params, plots  # noqa: E402
+from sparsegap.claims import CLAIMS, check_claim_id  # noqa: E402
+from sparsegap.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from sparsegap.verdict import VERDICT_MIME, Verdict, anchor, verdicts_in_notebook  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PLAN = REPO_ROOT.parent / "shared" / "REPRODUCTION.md"
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+
+
+# ---------------------------------------------------------------- claims and verdicts
+
+
+def test_claims_cover_every_row_of_the_plan():
+    if not PLAN.is_file():
+        pytest.skip(f"{PLAN} is not beside this checkout")
+    ids = set(re.findall(r"^\| ([PDEG]-[A-Z]*[0-9][0-9/]*) \|", PLAN.read_text(), flags=re.M))
+    assert ids, "no row ids found in the plan"
+    assert ids == set(CLAIMS), f"plan only: {ids - set(CLAIMS)}; ledger only: {set(CLAIMS) - ids}"
+
+
+@pytest.mark.parametrize("bad", [None, "", "  ", "X-F1", "p-f1", 3])
+def test_verdict_needs_a_claim_id_of_the_plan(bad):
+    with pytest.raises(ValueError, match="claim_id") as err:
+        Verdict(bad, "a claim", "partly")
+    assert "P-F1" in str(err.value)  # the message lists what is allowed
+
+
+def test_verdict_checks_status_claim_and_reasons():
+    with pytest.raises(ValueError, match="status.*reproduced"):
+        Verdict("P-F1", "a claim", "maybe")
+    with pytest.raises(ValueError, match="claim"):
+        Verdict("P-F1", " ", "partly")
+    with pytest.raises(TypeError, match="reasons"):
+        Verdict("P-F1", "a claim", "partly", reasons=(1, 2))
+    assert Verdict("P-F1", "a claim", "partly", reasons="one").reasons == ("one",)
+
+
+def test_verdict_renders_and_round_trips():
+    v = Verdict("P-F7/8", "a <claim>", "not reproduced", ("first & second",), "mlp on digits")
+    bundle = v._repr_mimebundle_()
+    assert bundle[VERDICT_MIME] == v.to_dict() and Verdict.from_dict(v.to_dict()) == v
+    assert f'id="{anchor("P-F7/8")}"' in bundle["text/html"] == bundle["text/html"]
+    assert anchor("P-F7/8") == "verdict-p-f7-8"
+    assert "&lt;claim&gt;" in bundle["text/html"] and "first &amp; second" in bundle["text/html"]
+    assert bundle["text/markdown"].startswith("**Verdict P-F7/8: not reproduced.**")
+
+
+def test_verdicts_in_notebook_finds_displayed_verdicts():
+    v = Verdict("P-T2", "claim", "reproduced", ("r",), "scale")
+    nb = nbformat.v4.new_notebook()
+    out = nbformat.v4.new_output("display_data", data={k: w for k, w in v._repr_mimebundle_().items()})
+    cell = nbformat.v4.new_code_cell("x", outputs=[out, nbformat.v4.new_output("stream", text="hi")])
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), cell]
+    assert verdicts_in_notebook(nb) == [v]
+
+
+def _notebook_with(path: Path, *code: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("n = 1", metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in code]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_notebook_with_a_verdict_without_claim_id_fails_clearly(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    _notebook_with(notebooks / "01_bad.ipynb",
+                   "from sparsegap.verdict import Verdict\nVerdict(None, 'some claim', 'partly').show()")
+    with pytest.raises(bookbuild.NotebookFailed, match="claim_id must be a row id"):
+        bookbuild.execute_notebooks("cpu", tmp_path / "book", notebooks, log=lambda _: None)
+
+
+# ---------------------------------------------------------------- the ledger page
+
+
+def test_ledger_lists_every_verdict_and_every_plan_row(tmp_path):
+    executed = tmp_path / "book" / "notebooks"
+    executed.mkdir(parents=True)
+    verdicts = [Verdict("P-F1", "c1", "partly", ("r",), "s1"), Verdict("P-T2", "c2", "reproduced", (), "s2")]
+    for i, v in enumerate(verdicts):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+            "display_data", data=v._repr_mimebundle_())])]
+        nbformat.write(nb, executed / f"0{i}_chapter.ipynb")
+    page = ledger.write_ledger(tmp_path / "book").read_text()
+    rows = re.findall(r'data-claim="([^"]+)" data-status="([^"]+)" data-source="([^"]*)"', page)
+    assert [r[0] for r in rows] == list(CLAIMS)  # every row of the plan, in plan order, once
+    by_id = {r[0]: r for r in rows}
+    assert by_id["P-F1"] == ("P-F1", "partly", "00_chapter")
+    assert by_id["P-T2"] == ("P-T2", "reproduced", "01_chapter")
+    assert by_id["P-F2"][1] == ledger.NO_CLAIM
+    assert by_id["D-F1"][1] == ledger.NOT_YET
+    assert 'href="notebooks/00_chapter.html#verdict-p-f1"' in page
+    assert "28 rows:** 1 reproduced, 1 partly, 1 shown (no claim), 25 not yet in the book" in page
+
+
+# ---------------------------------------------------------------- notebook parameters
+
+
+def _declared(path: Path) -> dict:
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    tree = ast.parse("".join(cell["source"]))
+    return {t.targets[0].id: ast.literal_eval(t.value) for t in tree.body if isinstance(t, ast.Assign)}
+
+
+def _spec_of(path: Path) -> params.ParameterSpec:
+    nb = json.loads(path.read_text())
+    src = next("".join(c["source"]) for c in nb["cells"] if "PARAMETERS.check" in "".join(c["source"]))
+    module = re.search(r"from sparsegap\.studies import (\w+) as study", src).group(1)
+    import importlib
+    return importlib.import_module(f"sparsegap.studies.{module}").PARAMETERS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_checks_its_parameters_first(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert "parameters" in code[0]["metadata"]["tags"]
+    assert "PARAMETERS.check(globals())" in "".join(code[1]["source"]), "the check must follow the parameters"
+    spec = _spec_of(path)
+    declared = _declared(path)
+    assert list(declared) == spec.names(), "the parameters cell and the chapter's ParameterSpec disagree"
+    spec.check(dict(declared), show=False)  # the cpu defaults are valid
+    for profile in ("smoke", "paper"):
+        values = yaml.safe_load((REPO_ROOT / "notebooks" / "params" / profile / f"{path.stem}.yaml").read_text())
+        spec.check({**declared, **values}, show=False)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_plumbing_cells_are_folded(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        src = "".join(cell["source"])
+        if cell["cell_type"] == "code" and ("%matplotlib" in src or "PARAMETERS.check" in src):
+            assert {"hide-input", "remove-input"} & set(cell["metadata"].get("tags", [])), src[:60]
+
+
+def _namespace(path: Path, **override) -> dict:
+    ns = {"In": [], "Out": {}, "_": None, "get_ipython": lambda: None, "json": json}
+    return {**ns, **_declared(path), **override}
+
+
+def test_unknown_parameter_is_named_with_a_suggestion():
+    nb = REPO_ROOT / "notebooks" / "01_two_regimes.ipynb"
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) 'sparsity' \(did you mean 'sparsities'\?\)"):
+        _spec_of(nb).check(_namespace(nb, sparsity="[0.5]"), show=False)
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("fisher_every", -1, "fisher_every=-1"),
+    ("near_optimal", 2, "near_optimal=2"),
+    ("seeds", "[0, 0]", "duplicates"),
+    ("sparsities", "[0.5, 1.0]", "sparsities[1]=1.0"),
+    ("epochs", 2.5, "epochs=2.5"),
+    ("exclude_output", "yes", "exclude_output='yes'"),
+    ("lr", float("nan"), "lr=nan"),
+    ("train_size", 0, "train_size=0"),
+    ("milestones", "oops: [", "milestones"),
+])
+def test_bad_parameter_values_name_the_parameter(name, value, fragment):
+    nb = REPO_ROOT / "notebooks" / "01_two_regimes.ipynb"
+    with pytest.raises(ValueError) as err:
+        _spec_of(nb).check(_namespace(nb, **{name: value}), show=False)
+    assert fragment in str(err.value) and "must be" in str(err.value)
+
+
+def test_parameters_are_normalised_in_place():
+    nb = REPO_ROOT / "notebooks" / "01_two_regimes.ipynb"
+    ns = _namespace(nb, sparsities="[0.9, 0.99]", seeds="3", epochs=4.0, train_size=None)
+    values = _spec_of(nb).check(ns, show=False)
+    assert ns["sparsities"] == values["sparsities"] == [0.9, 0.99]
+    assert ns["seeds"] == [3] and ns["epochs"] == 4 and isinstance(ns["epochs"], int)
+    assert "<details" in _spec_of(nb).table_html(values)
+
+
+# ---------------------------------------------------------------- the chapter modules
+
+
+def test_old_pipeline_names_stay_importable():
+    from sparsegap import pipeline
+    from sparsegap.studies import curvature, procedure, two_regimes
+    assert pipeline.run_two_regimes is procedure.run_two_regimes
+    assert pipeline.classify_regimes is two_regimes.classify_regimes
+    assert pipeline.curvature_verdict is curvature.curvature_verdict
+
+
+def test_run_hashes_are_pinned():
+    """The split into studies/ must not change any stored run's identity (values from before it)."""
+    from sparsegap.studies.procedure import two_regime_configs
+    c = two_regime_configs(DataConfig("fashion-mnist", train_size=4000), ModelConfig("lenet300-100"),
+                           TrainConfig(epochs=60, batch_size=128, lr=0.05, momentum=0.9, weight_decay=2e-4,
+                                       milestones=(0.5, 0.75), gamma=0.1),
+                           [0.5, 0.995], [0, 1], track=["fisher_trace@5"])
+    assert c[("Sol-D", 0.0, 0)].run_id == "dense-ba7d73089fa86b96"
+    assert c[("Sol-F", 0.5, 0)].run_id == "finetune-faaa14cb7f252bf6"
+    assert c[("Sol-S", 0.995, 1)].run_id == "scratch-a24c8428655a4551"
+    c = two_regime_configs(DataConfig("tishby"), ModelConfig("mlp", hidden=(64, 32, 32, 18, 18, 6, 6), init="kaiming"),
+                           TrainConfig(epochs=150, batch_size=12, lr=0.005, momentum=0.0, weight_decay=0.0,
+                                       milestones=(0.5,), gamma=0.1),
+                           [0.9], [1], min_density=0.05, track=["fisher_trace@3"])
+    assert c[("Sol-D", 0.0, 1)].run_id == "dense-76b2fb4ed7609c70"
+    assert c[("Sol-S", 0.9, 1)].run_id == "scratch-931160f8d7cf69d8"
+
+
+# ---------------------------------------------------------------- figures legible at the book's width
+
+
+def _regime_frames():
+    rows = [{"stage": "Sol-D", "sparsity": 0.0}]
+    for s in (0.5, 0.9, 0.99):
+        rows += [{"stage": st, "sparsity": s} for st in ("Sol-F", "Sol-S")]
+    summary = pd.DataFrame(rows)
+    for m in ("train_acc", "test_acc", "train_loss", "test_loss", "train_entropy", "test_entropy"):
+        summary[m] = 0.5
+        summary[f"{m}_std"] = 0.01
+    regimes = pd.DataFrame({"sparsity": [0.5, 0.9, 0.99], "regime": ["no gap", "generalization", "optimization"]})
+    return summary, regimes
+
+
+def _figures():
+    summary, regimes = _regime_frames()
+    yield "two_regimes", plots.figure_two_regimes(summary, regimes)
+    history = {"train_acc": [0.1, 0.5], "test_acc": [0.1, 0.4], "train_loss": [2, 1], "test_loss": [2, 1.5]}
+    yield "training_curves", plots.figure_training_curves({"Sol-S": [history], "Sol-F": [history]}, sparsity=0.9)
+    table = pd.DataFrame([{"stage": st, "sparsity": s, "seed": 0, "fisher_trace": 1.0 + s, "hessian_trace": 2.0,
+                           "jacobian_norm": 3.0} for st, s in (("Sol-D", 0.0), ("Sol-F", 0.9), ("Sol-S", 0.9))])
+    yield "curvature", plots.figure_curvature(table)
+
+
+@pytest.mark.parametrize("name, fig", list(_figures()), ids=lambda x: x if isinstance(x, str) else "")
+def test_figures_fit_the_page_with_legible_text(name, fig):
+    import matplotlib.pyplot as plt
+    fig.canvas.draw()
+    width_px = fig.get_size_inches()[0] * fig.dpi
+    assert width_px <= plots.PAGE_WIDTH * plots.DPI + 1, f"{name} is {width_px:.0f} px wide"
+    sizes = {t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()}
+    assert min(sizes) >= plots.MIN_FONT_PT, f"{name} has text of {min(sizes)} pt"
+    plt.close(fig)
