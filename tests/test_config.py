@@ -80,3 +80,77 @@ def test_bad_names_and_sparsity():
 
 def test_milestones_are_fractions_of_epochs():
     assert TrainConfig(epochs=250, milestones=(0.4, 0.6, 0.8)).milestone_epochs() == [100, 150, 200]
+
+
+# Every real-valued field rejects NaN and ±inf with a message naming the field, the value and the range.
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("cls, field, value, interval", [
+    (TrainConfig, "weight_decay", INF, r"\[0, inf\)"),
+    (TrainConfig, "weight_decay", NAN, r"\[0, inf\)"),
+    (TrainConfig, "lr", INF, r"\(0, inf\)"),
+    (TrainConfig, "lr", NAN, r"\(0, inf\)"),
+    (TrainConfig, "momentum", NAN, r"\[0, 1\)"),
+    (TrainConfig, "momentum", -INF, r"\[0, 1\)"),
+    (TrainConfig, "gamma", INF, r"\[0, 1\]"),
+    (TrainConfig, "gamma", NAN, r"\[0, 1\]"),
+    (TrainConfig, "milestones", (0.5, NAN), r"\(0, 1\)"),
+    (TrainConfig, "milestones", (INF,), r"\(0, 1\)"),
+])
+def test_non_finite_train_fields_are_rejected(cls, field, value, interval):
+    shown = repr(value[-1] if isinstance(value, tuple) else value)
+    with pytest.raises(ValueError, match=rf"{cls.__name__}\.{field}.*finite number in {interval}, got {shown}"):
+        cls(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("sparsity", INF), ("sparsity", NAN), ("min_density", INF),
+                                          ("min_density", NAN), ("min_density", -INF)])
+def test_non_finite_run_fields_are_rejected(field, value):
+    d = dense()
+    with pytest.raises(ValueError, match=rf"RunConfig\.{field} must .*got {value!r}"):
+        RunConfig("scratch", d.data, d.model, d.train, parent=d, **{"sparsity": 0.5, field: value})
+
+
+def test_integer_fields_reject_non_finite_floats():
+    for cls, field in ((DataConfig, "train_size"), (DataConfig, "subset_seed"), (ModelConfig, "width"),
+                       (TrainConfig, "epochs"), (TrainConfig, "batch_size")):
+        with pytest.raises(TypeError, match=rf"{cls.__name__}\.{field}"):
+            cls(**{field: INF})
+    with pytest.raises(TypeError, match=r"ModelConfig\.hidden\[1\]"):
+        ModelConfig("mlp", hidden=(16, NAN))
+    with pytest.raises(TypeError, match=r"RunConfig\.seed"):
+        dense(seed=NAN)
+
+
+def test_seeds_stay_in_the_range_every_rng_takes():
+    with pytest.raises(ValueError, match=r"RunConfig\.seed must be an int in \[0, 2\*\*32\), got 18446744073709551616"):
+        dense(seed=2**64)
+    with pytest.raises(ValueError, match=r"DataConfig\.subset_seed"):
+        DataConfig("digits", subset_seed=-1)
+
+
+@pytest.mark.parametrize("size", [1, 5, 9])
+def test_a_class_balanced_subset_needs_one_sample_per_class(size):
+    for field in ("train_size", "test_size"):
+        with pytest.raises(ValueError, match=rf"DataConfig\.{field} must be at least the 10 classes.*got {size}"):
+            DataConfig("digits", **{field: size})
+    assert DataConfig("tishby", train_size=2).train_size == 2  # two classes
+
+
+def test_model_fields_that_build_model_would_reject_fail_at_config_time():
+    with pytest.raises(ValueError, match=r"ModelConfig\.width must be 1 for lenet5.*got 2"):
+        ModelConfig("lenet5", width=2)
+    with pytest.raises(ValueError, match=r"ModelConfig\.hidden.*got hidden=None for mlp"):
+        ModelConfig("mlp")
+    with pytest.raises(ValueError, match=r"ModelConfig\.hidden.*got hidden=\(16,\) for lenet300-100"):
+        ModelConfig(hidden=(16,))
+    assert ModelConfig("resnet32", width=4).width == 4
+
+
+def test_valid_values_keep_their_hashes():
+    # The checks only reject: every value accepted before still gives the same canonical dict.
+    t = TrainConfig(epochs=250, lr=0.1, momentum=0.9, weight_decay=2e-4, milestones=(0.4, 0.6, 0.8), gamma=0.1)
+    assert t.to_dict() == {"epochs": 250, "weight_decay": 2e-4, "milestones": [0.4, 0.6, 0.8]}
+    assert TrainConfig(momentum=0, weight_decay=0, gamma=0).to_dict() == {"momentum": 0, "weight_decay": 0,
+                                                                          "gamma": 0}

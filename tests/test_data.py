@@ -204,8 +204,8 @@ def test_train_subset_is_balanced_and_seeded(tmp_path):
     assert torch.equal(d10.x_train, again.x_train)
     others = [load_dataset("mnist", root=tmp_path, train_size=10, seed=s).x_train for s in range(1, 6)]
     assert not all(torch.equal(d10.x_train, o) for o in others)
-    dt = load_dataset("mnist", root=tmp_path, test_size=5, seed=0)
-    assert len(dt.y_test) == 5 and len(set(dt.y_test.tolist())) == 5 and len(dt.y_train) == N_TRAIN
+    dt = load_dataset("mnist", root=tmp_path, test_size=10, seed=0)
+    assert len(dt.y_test) == 10 and len(set(dt.y_test.tolist())) == 10 and len(dt.y_train) == N_TRAIN
 
 
 def test_stratified_fills_small_classes_first():
@@ -366,3 +366,42 @@ def test_download_goes_through_torchvision_and_failures_are_reported(tmp_path, m
     assert calls == [(str(tmp_path), True)] and len(d.y_train) == N_TRAIN
     with pytest.raises(FileNotFoundError, match="no network here"):
         load_dataset("cifar10", root=tmp_path, download=True)
+
+
+@pytest.mark.parametrize("param", ["train_size", "test_size"])
+@pytest.mark.parametrize("size", [1, 5, 9])
+def test_a_class_balanced_subset_smaller_than_the_classes_is_an_error(param, size):
+    # digits has 10 classes: 5 samples cannot hold one of each (it used to return 5 unbalanced ones).
+    with pytest.raises(ValueError, match=rf"{param} must be an int >= 10 \(a class-balanced subset needs one "
+                                         rf"sample for each of the 10 classes\) or None, got {size}"):
+        load_dataset("digits", **{param: size})
+    tishby = load_dataset("tishby", **{param: 2})  # two classes: two samples are enough
+    assert len(tishby.y_train if param == "train_size" else tishby.y_test) == 2
+
+
+def test_num_classes_table_matches_the_loaders():
+    assert set(D.NUM_CLASSES) == set(DATASETS)
+    for name in ("digits", "tishby", "mnist-5k", "mnist1d"):
+        assert load_dataset(name).num_classes == D.NUM_CLASSES[name], name
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"root": 5}, TypeError, r"root must be a path .* got 5 of type int"),
+    ({"download": "no"}, TypeError, r"download must be True or False, got 'no'"),
+    ({"seed": 2**64}, ValueError, r"seed must be an int in \[-2\*\*63, 2\*\*64\)"),
+    ({"seed": 1.5}, ValueError, r"seed must be an int"),
+])
+def test_bad_loader_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        load_dataset("digits", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"label_noise": "no"}, TypeError, r"label_noise must be True or False, got 'no'"),
+    ({"mutual_information": "0.9"}, ValueError, r"mutual_information must be a number in \(0, 1\)"),
+    ({"mutual_information": float("nan")}, ValueError, r"mutual_information must be a number in \(0, 1\)"),
+    ({"mutual_information": float("inf")}, ValueError, r"mutual_information must be a number in \(0, 1\)"),
+])
+def test_bad_tishby_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        make_tishby(**kwargs)

@@ -4,6 +4,8 @@ Every fast estimator (closed-form per-sample norms, torch.func fallback, Hutchin
 Jacobian) is compared with a per-sample autograd loop or an explicit Hessian/Jacobian.
 """
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -413,3 +415,107 @@ def test_callback_logs_at_the_requested_interval():
                               FakeState(model, masks))
     assert trace["step"] == [5, 10]
     assert trace["value"][0] == pytest.approx(fisher_trace(model, x, y, labels="empirical"), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- bad data
+
+ESTIMATORS = {
+    "fisher_trace": lambda model, x, y: fisher_trace(model, x, y, labels="empirical"),
+    "fisher_sampled": lambda model, x, y: fisher_trace(model, x),
+    "hessian_trace": lambda model, x, y: hessian_trace(model, x, y, max_probes=2, min_probes=2),
+    "jacobian_norm": lambda model, x, y: jacobian_norm(model, x),
+    "per_sample_grad_norms_sq": lambda model, x, y: per_sample_grad_norms_sq(model, x, y),
+}
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_x_is_an_error(estimator, bad):
+    x, y = data((12,))
+    x[4, 7] = bad  # fisher_trace used to return nan
+    with pytest.raises(ValueError, match=r"x must hold finite values, got 1 NaN or infinite value\(s\) "
+                                         r"\(first in row 4 of x, shape \(9, 12\)\)"):
+        ESTIMATORS[estimator](mlp(), x, y)
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_integer_x_is_an_error(estimator):
+    x, y = data((12,))
+    with pytest.raises(TypeError, match=r"x must be a floating-point tensor .*got dtype torch.int64"):
+        ESTIMATORS[estimator](mlp(), x.round().long(), y)
+
+
+@pytest.mark.parametrize("estimator", ["fisher_trace", "hessian_trace", "per_sample_grad_norms_sq"])
+@pytest.mark.parametrize("bad, match", [(3, r"y must hold class indices in \[0, 3\) \(the model has 3 outputs\), "
+                                                r"got 3 \(row 2 of y\)"),
+                                        (-1, r"y must hold class indices >= 0, got -1 \(row 2 of y\)")])
+def test_out_of_range_y_is_an_error(estimator, bad, match):
+    x, y = data((12,))
+    y[2] = bad
+    with pytest.raises(ValueError, match=match):
+        ESTIMATORS[estimator](mlp(), x, y)
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_x_of_the_wrong_width_names_x_and_what_the_model_expects(estimator):
+    x, y = data((10,))
+    with pytest.raises(ValueError, match=r"x of shape \(9, 10\) \(dtype torch.float64\) does not fit the model; "
+                                         r"its first layer '1' is Linear\(in_features=12\), so each sample must "
+                                         r"hold 12 values"):
+        ESTIMATORS[estimator](mlp(), x, y)
+    x, y = data((3, 8, 8))
+    with pytest.raises(ValueError, match=r"x of shape \(9, 3, 8, 8\).*first layer '0' is Conv2d\(in_channels=2\), "
+                                         r"so x must have shape \(N, 2, H, W\)"):
+        ESTIMATORS[estimator](cnn(), x, y)
+
+
+def test_integer_x_is_fine_for_a_model_that_embeds_indices():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 4), nn.Flatten(), nn.Linear(12, 3))
+    x = torch.randint(0, 20, (6, 3))
+    y = torch.randint(0, 3, (6,))
+    assert fisher_trace(model, x, y, labels="empirical") > 0
+    with pytest.raises(ValueError, match=r"first layer '0' is Embedding\(20, \.\.\.\), so x must hold integer "
+                                         r"indices in \[0, 20\)"):
+        fisher_trace(model, x + 20)
+
+
+def test_callback_checks_its_arguments_at_construction():
+    x, _ = data((12,))
+    with pytest.raises(ValueError, match="chunk_size"):
+        FisherTraceCallback(x, chunk_size=0)  # used to fail only at the first measurement, mid-training
+    with pytest.raises(ValueError, match=r"seed must be an int"):
+        FisherTraceCallback(x, seed=0.5)
+    x[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x must hold finite values"):
+        FisherTraceCallback(x)
+
+
+def test_hessian_target_rse_must_be_a_number():
+    x, y = data((12,))
+    for bad in ("0.1", float("nan"), -1, True):
+        with pytest.raises(ValueError, match="target_rse must be a number >= 0"):
+            hessian_trace(mlp(), x, y, target_rse=bad)
+
+
+def test_basic_metrics_check_their_inputs():
+    from sparsegap.metrics.basic import disagreement, evaluate, predict_logits, prediction_entropy
+
+    model = mlp()
+    x, y = data((12,))
+    x[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="x must hold finite values"):
+        evaluate(model, x, y)  # a NaN input used to give a NaN loss, as if the network had diverged
+    x, y = data((12,))
+    y[0] = 3
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\).*got a maximum of 3"):
+        evaluate(model, x, y)
+    with pytest.raises(ValueError, match="batch_size"):
+        predict_logits(model, x, batch_size=0)
+    with pytest.raises(ValueError, match=r"logits_a and logits_b must have the same shape, got \(9, 3\) and \(1, 3\)"):
+        disagreement(torch.randn(9, 3), torch.randn(1, 3))  # used to broadcast silently
+    with pytest.raises(ValueError, match=r"logits must be a tensor of shape \(N, classes\), got \(9,\)"):
+        prediction_entropy(torch.randn(9))
+    with torch.no_grad():  # a diverged model still evaluates: the NaN loss is how divergence shows
+        model[1].weight.fill_(float("nan"))
+    assert math.isnan(evaluate(model, *data((12,))).loss)

@@ -184,6 +184,7 @@ def test_aliases(alias, canonical):
     ({"name": "mlp", "input_shape": (40,), "hidden": (16, 0)}, r"hidden=\(16, 0\).*positive ints"),
     ({"hidden": (16,)}, r"hidden=\(16,\).*only mlp"),
     ({"seed": 1.0}, r"seed=1.0.*int or None"),
+    ({"seed": 2**64}, r"seed=18446744073709551616.*int or None.*\[-2\*\*63, 2\*\*64\)"),
 ])
 def test_bad_inputs_raise_clear_errors(kwargs, pattern):
     args = {"name": "resnet20", "num_classes": 10, "input_shape": (3, 32, 32), **kwargs}

@@ -30,12 +30,26 @@ def _positive_int(owner: str, name: str, value: Any) -> None:
         raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
 
 
-def _nonneg_float(owner: str, name: str, value: Any, upper: float = math.inf, closed: bool = True) -> None:
-    _check_type(owner, name, value, (int, float), "a number")
-    ok = 0 <= value <= upper if closed else 0 <= value < upper
-    if not ok or math.isnan(value):
-        bound = f"[0, {upper}]" if closed else f"[0, {upper})"
-        raise ValueError(f"{owner}.{name} must be in {bound}, got {value!r}")
+def _number(owner: str, name: str, value: Any, low: float, high: float = math.inf, *,
+            low_open: bool = False, high_open: bool = False) -> None:
+    """The one check of every real-valued field: a finite number (not a bool) in the interval.
+
+    NaN and ±inf are always rejected, whatever the interval: ``weight_decay=inf`` would train to
+    NaN weights and be stored as a finished run.
+    """
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
+    allowed = f"a finite number in {interval}"
+    _check_type(owner, name, value, (int, float), allowed)
+    in_range = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not (math.isfinite(value) and in_range):
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {value!r}")
+
+
+def _seed(owner: str, name: str, value: Any) -> None:
+    """Seeds feed torch, numpy and derived streams (seed * 1_000_003 + epoch): keep them in [0, 2**32)."""
+    _check_type(owner, name, value, (int,), "an int in [0, 2**32)")
+    if not 0 <= value < 2**32:
+        raise ValueError(f"{owner}.{name} must be an int in [0, 2**32), got {value!r}")
 
 
 def _canonical(what: str, name: str, allowed: tuple[str, ...]) -> str:
@@ -104,12 +118,16 @@ class DataConfig(_Canonical):
 
     def __post_init__(self):
         _check_type("DataConfig", "name", self.name, (str,), "a dataset name (str)")
-        from .data import DATASETS
+        from .data import DATASETS, NUM_CLASSES
         object.__setattr__(self, "name", _canonical("DataConfig.name", self.name, DATASETS))
         for n in ("train_size", "test_size"):
-            if getattr(self, n) is not None:
-                _positive_int("DataConfig", n, getattr(self, n))
-        _check_type("DataConfig", "subset_seed", self.subset_seed, (int,), "an int")
+            size = getattr(self, n)
+            if size is not None:
+                _positive_int("DataConfig", n, size)
+                if size < NUM_CLASSES[self.name]:  # a class-balanced subset needs one sample per class
+                    raise ValueError(f"DataConfig.{n} must be at least the {NUM_CLASSES[self.name]} classes of "
+                                     f"{self.name} (one sample per class), or None; got {size!r}")
+        _seed("DataConfig", "subset_seed", self.subset_seed)
 
 
 @dataclass(frozen=True)
@@ -121,17 +139,22 @@ class ModelConfig(_Canonical):
 
     def __post_init__(self):
         _check_type("ModelConfig", "name", self.name, (str,), "a model name (str)")
-        from .models import MODELS
+        from .models import INITS, MODELS, WIDTH_MODELS
         object.__setattr__(self, "name", _canonical("ModelConfig.name", self.name, MODELS))
         _positive_int("ModelConfig", "width", self.width)
+        if self.width != 1 and self.name not in WIDTH_MODELS:
+            raise ValueError(f"ModelConfig.width must be 1 for {self.name} (only {', '.join(WIDTH_MODELS)} "
+                             f"take a width factor), got {self.width!r}")
         if self.hidden is not None:
             hidden = tuple(self.hidden) if isinstance(self.hidden, list) else self.hidden
             _check_type("ModelConfig", "hidden", hidden, (tuple,), "a tuple of positive ints")
-            for h in hidden:
-                _positive_int("ModelConfig", "hidden[i]", h)
+            for i, h in enumerate(hidden):
+                _positive_int("ModelConfig", f"hidden[{i}]", h)
             object.__setattr__(self, "hidden", hidden)
-        from .models import INITS
-        if self.init not in INITS:
+        if (self.name == "mlp") != (self.hidden is not None):
+            raise ValueError(f"ModelConfig.hidden must be the hidden widths (a tuple of positive ints) for mlp "
+                             f"and None for every other model; got hidden={self.hidden!r} for {self.name}")
+        if not isinstance(self.init, str) or self.init not in INITS:
             raise ValueError(f"ModelConfig.init must be one of {INITS}, got {self.init!r}")
 
 
@@ -149,23 +172,19 @@ class TrainConfig(_Canonical):
     def __post_init__(self):
         _positive_int("TrainConfig", "epochs", self.epochs)
         _positive_int("TrainConfig", "batch_size", self.batch_size)
-        _check_type("TrainConfig", "lr", self.lr, (int, float), "a positive number")
-        if not self.lr > 0 or math.isinf(self.lr):
-            raise ValueError(f"TrainConfig.lr must be a positive finite number, got {self.lr!r}")
-        _nonneg_float("TrainConfig", "momentum", self.momentum, 1.0, closed=False)
-        _nonneg_float("TrainConfig", "weight_decay", self.weight_decay)
-        if self.schedule not in SCHEDULES:
+        _number("TrainConfig", "lr", self.lr, 0, low_open=True)
+        _number("TrainConfig", "momentum", self.momentum, 0, 1, high_open=True)
+        _number("TrainConfig", "weight_decay", self.weight_decay, 0)
+        if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         ms = tuple(self.milestones) if isinstance(self.milestones, list) else self.milestones
         _check_type("TrainConfig", "milestones", ms, (tuple,), "a tuple of fractions in (0, 1)")
-        for m in ms:
-            _check_type("TrainConfig", "milestones[i]", m, (int, float), "a fraction in (0, 1)")
-            if not 0 < m < 1:
-                raise ValueError(f"TrainConfig.milestones are fractions of the epochs in (0, 1), got {m!r}")
+        for i, m in enumerate(ms):  # fractions of the epochs
+            _number("TrainConfig", f"milestones[{i}]", m, 0, 1, low_open=True, high_open=True)
         if list(ms) != sorted(ms):
             raise ValueError(f"TrainConfig.milestones must be increasing, got {ms!r}")
         object.__setattr__(self, "milestones", ms)
-        _nonneg_float("TrainConfig", "gamma", self.gamma, 1.0)
+        _number("TrainConfig", "gamma", self.gamma, 0, 1)
 
     def milestone_epochs(self) -> list[int]:
         return [max(1, round(m * self.epochs)) for m in self.milestones]
@@ -196,11 +215,11 @@ class RunConfig(_Canonical):
             raise ValueError(f"RunConfig.kind must be one of {RUN_KINDS}, got {self.kind!r}")
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
             _check_type("RunConfig", name, getattr(self, name), (cls,), f"a {cls.__name__}")
-        _check_type("RunConfig", "seed", self.seed, (int,), "an int")
+        _seed("RunConfig", "seed", self.seed)
         from .pruning import check_sparsity
         object.__setattr__(self, "sparsity", check_sparsity(self.sparsity, "RunConfig.sparsity"))
         _check_type("RunConfig", "exclude_output", self.exclude_output, (bool,), "a bool")
-        _nonneg_float("RunConfig", "min_density", self.min_density, 1.0)
+        _number("RunConfig", "min_density", self.min_density, 0, 1)
         track = tuple(self.track) if isinstance(self.track, list) else self.track
         _check_type("RunConfig", "track", track, (tuple,), "a tuple of tracker specs such as 'fisher_trace@5'")
         from .trackers import parse_tracker

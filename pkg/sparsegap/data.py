@@ -39,11 +39,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "DataSplits", "data_root", "load_dataset", "make_tishby", "read_idx"]
+__all__ = ["DATASETS", "NUM_CLASSES", "DataSplits", "data_root", "load_dataset", "make_tishby", "read_idx"]
 
 DATASETS: tuple[str, ...] = (
     "fashion-mnist", "mnist-5k", "mnist1d", "tishby", "digits", "mnist", "cifar10", "cifar100",
 )
+
+# Classes of each dataset, known before loading it (checked against the loaded labels).
+NUM_CLASSES: dict[str, int] = {"fashion-mnist": 10, "mnist-5k": 10, "mnist1d": 10, "tishby": 2, "digits": 10,
+                               "mnist": 10, "cifar10": 10, "cifar100": 100}
 
 _SPLIT_SEED = 0  # fixed seed of the train/test split of datasets that ship without one
 _SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}  # Debian package
@@ -108,19 +112,23 @@ def load_dataset(name: str, *, train_size: int | None = None, test_size: int | N
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise ValueError(f"unknown dataset name={name!r}; allowed: {', '.join(DATASETS)}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not -2**63 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [-2**63, 2**64) (torch's seed range), got {seed!r}")
     for param, value in (("train_size", train_size), ("test_size", test_size)):
         if value is not None:  # cheap checks before a possibly slow load; the upper bound after
-            _check_size(param, value, None)
+            _check_size(param, value, None, NUM_CLASSES[key])
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path (str or os.PathLike) or None, got {root!r} of type {type(root).__name__}")
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be True or False, got {download!r} of type {type(download).__name__}")
     root = data_root() if root is None else Path(root).expanduser()
     data = _LOADERS[key](root, download)
     gen = torch.Generator().manual_seed(int(seed))
     if train_size is not None:
-        _check_size("train_size", train_size, len(data.y_train))
+        _check_size("train_size", train_size, len(data.y_train), data.num_classes)
         data = data.subset(_stratified(data.y_train, int(train_size), data.num_classes, gen))
     if test_size is not None:
-        _check_size("test_size", test_size, len(data.y_test))
+        _check_size("test_size", test_size, len(data.y_test), data.num_classes)
         keep = _stratified(data.y_test, int(test_size), data.num_classes, gen)
         data = replace(data, x_test=data.x_test[keep], y_test=data.y_test[keep])
     return data
@@ -128,11 +136,15 @@ def load_dataset(name: str, *, train_size: int | None = None, test_size: int | N
 
 # ---------------------------------------------------------------------------------------- subsets
 
-def _check_size(param: str, value: object, available: int | None) -> None:
+def _check_size(param: str, value: object, available: int | None, num_classes: int = 1) -> None:
+    """A subset size: an int from ``num_classes`` (one sample per class, or the subset is not
+    class-balanced) up to the ``available`` samples (``None``: not known yet)."""
     top = math.inf if available is None else available
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= top:
-        allowed = "a positive int" if available is None else f"an int in [1, {available}]"
-        raise ValueError(f"{param} must be {allowed} or None, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not num_classes <= value <= top:
+        allowed = (f"an int >= {num_classes}" if available is None else f"an int in [{num_classes}, {available}]")
+        why = (f" (a class-balanced subset needs one sample for each of the {num_classes} classes)"
+               if num_classes > 1 else "")
+        raise ValueError(f"{param} must be {allowed}{why} or None, got {value!r}")
 
 
 def _stratified(y: torch.Tensor, n: int, num_classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -414,8 +426,11 @@ def make_tishby(*, label_noise: bool = False, mutual_information: float = 0.99,
     first). Labels: int64 in {0, 1}. Without ``label_noise`` the result does not depend on ``seed``;
     with it, labels are sampled once from a ``numpy`` generator seeded by ``seed``.
     """
-    if not 0 < mutual_information < 1:
-        raise ValueError(f"mutual_information must be in (0, 1) bits, got {mutual_information!r}")
+    if not isinstance(label_noise, bool):
+        raise TypeError(f"label_noise must be True or False, got {label_noise!r} of type {type(label_noise).__name__}")
+    if (isinstance(mutual_information, bool) or not isinstance(mutual_information, numbers.Real)
+            or not 0 < mutual_information < 1):
+        raise ValueError(f"mutual_information must be a number in (0, 1) bits, got {mutual_information!r}")
     bits, f, theta = _tishby_field()
     if label_noise:
         p = _sigmoid_for_information(f - theta, mutual_information)

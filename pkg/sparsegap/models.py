@@ -21,7 +21,7 @@ from torch import nn
 
 MODELS: tuple[str, ...] = ("lenet300-100", "lenet5", "mlp", "resnet20", "resnet32", "resnet18")
 
-_WIDTH_MODELS = ("resnet20", "resnet32")  # the only ones with a width factor
+WIDTH_MODELS: tuple[str, ...] = ("resnet20", "resnet32")  # the only ones with a width factor
 _CONV_MODELS = ("lenet5", "resnet20", "resnet32", "resnet18")  # need input_shape (C, H, W)
 
 
@@ -221,8 +221,8 @@ def build_model(
     name = _canonical_name(name)
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("width", width)
-    if width != 1 and name not in _WIDTH_MODELS:
-        raise ValueError(f"width={width} is not allowed for {name}; only {', '.join(_WIDTH_MODELS)} take a width factor (use width=1)")
+    if width != 1 and name not in WIDTH_MODELS:
+        raise ValueError(f"width={width} is not allowed for {name}; only {', '.join(WIDTH_MODELS)} take a width factor (use width=1)")
     shape = _check_input_shape(name, input_shape)
     if name == "mlp":
         if hidden is None:
@@ -232,8 +232,9 @@ def build_model(
             raise ValueError(f"hidden={hidden!r} is not allowed; it must be a tuple of positive ints")
     elif hidden is not None:
         raise ValueError(f"hidden={hidden!r} is not allowed for {name}; only mlp takes hidden widths (use hidden=None)")
-    if seed is not None and not _is_int(seed):
-        raise ValueError(f"seed={seed!r} is not allowed; it must be an int or None")
+    if seed is not None and not (_is_int(seed) and -2**63 <= seed < 2**64):  # torch.manual_seed's range
+        raise ValueError(f"seed={seed!r} is not allowed; it must be an int or None "
+                         "(ints in torch's seed range [-2**63, 2**64))")
 
     in_features = math.prod(shape)
     builders: dict[str, Callable[[], nn.Module]] = {

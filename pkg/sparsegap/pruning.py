@@ -70,14 +70,25 @@ def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float, *
     ``min_density`` is a per-layer floor: every layer first keeps its ``ceil(min_density·n_l)``
     best weights, and the rest of the budget goes to the globally best remaining scores. Narrow
     layers (the 6-unit layers of the 12-bit MLP) need it, or global pruning can cut them off.
+
+    Scores must be finite (``topk`` would rank NaN highest and keep it). A mask that leaves a
+    layer, or the whole network, with no weight is an error naming the sparsity and the layers:
+    such a network cannot carry its input to its output and would train to chance.
+    Global magnitude pruning of a freshly initialised LeNet-300-100 does that to ``fc1`` from
+    about 96% sparsity on (its init scale is the smallest); a trained network or ``min_density``
+    keeps it connected.
     """
     sparsity = check_sparsity(sparsity)
-    if not scores:
-        raise ValueError("scores is empty: nothing to prune")
-    if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
+    _check_scores(scores)
+    if (isinstance(min_density, bool) or not isinstance(min_density, (int, float))
+            or not 0 <= min_density <= 1):  # NaN fails the comparison too
         raise ValueError(f"min_density must be a number in [0, 1], got {min_density!r}")
     flat = torch.cat([s.reshape(-1).float().cpu() for s in scores.values()])
     n_keep = int(round((1.0 - sparsity) * flat.numel()))
+    if n_keep == 0:
+        raise ValueError(f"sparsity={sparsity} keeps round((1 - sparsity) * {flat.numel()}) = 0 of the "
+                         f"{flat.numel()} prunable weights: the network would have no weight at all. Use a "
+                         f"sparsity of at most {1 - 1 / flat.numel():.6g} (one weight kept) for this network")
     keep = torch.zeros(flat.numel(), dtype=torch.bool)
     if min_density > 0:
         offset = 0
@@ -97,7 +108,30 @@ def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float, *
     for name, s in scores.items():
         masks[name] = keep[offset: offset + s.numel()].view_as(s).to(s.device)
         offset += s.numel()
+    empty = [name for name, m in masks.items() if not m.any()]
+    if empty:
+        sizes = ", ".join(f"{n!r} ({scores[n].numel()} weights)" for n in empty)
+        raise ValueError(f"sparsity={sparsity} leaves layer(s) {sizes} with no weight: global pruning keeps "
+                         f"{n_keep} of {flat.numel()} weights, all in other layers, and the network would be "
+                         f"cut in two. Lower the sparsity, or set min_density > 0 (a per-layer floor)")
     return masks
+
+
+def _check_scores(scores: dict[str, torch.Tensor]) -> None:
+    if not isinstance(scores, dict):
+        raise TypeError(f"scores must be a dict parameter name -> tensor, got {type(scores).__name__}")
+    if not scores:
+        raise ValueError("scores is empty: nothing to prune")
+    for name, s in scores.items():
+        if not isinstance(s, torch.Tensor):
+            raise TypeError(f"scores[{name!r}] must be a torch.Tensor, got {type(s).__name__}")
+        if s.numel() == 0:
+            raise ValueError(f"scores[{name!r}] is empty (shape {tuple(s.shape)}): a layer needs at least one weight")
+        bad = int((~torch.isfinite(s)).sum()) if s.is_floating_point() else 0
+        if bad:
+            raise ValueError(f"scores[{name!r}] holds {bad} NaN or infinite value(s) among {s.numel()}; scores "
+                             f"must be finite (magnitude scores are |w|: a non-finite weight means the "
+                             f"network diverged)")
 
 
 def global_magnitude_masks(model: nn.Module, sparsity: float, *, exclude_output: bool = False,
@@ -108,15 +142,24 @@ def global_magnitude_masks(model: nn.Module, sparsity: float, *, exclude_output:
 
 
 def check_masks(model: nn.Module, masks: Masks) -> None:
+    """Masks must name the model's parameters, match their shapes, be boolean and keep at least one
+    weight in every layer (an empty layer cuts the network)."""
+    if not isinstance(masks, dict):
+        raise TypeError(f"masks must be a dict parameter name -> BoolTensor, got {type(masks).__name__}")
     params = dict(model.named_parameters())
     for name, m in masks.items():
         if name not in params:
             raise ValueError(f"masks has parameter name {name!r} which the model does not have; "
                              f"prunable names are {list(prunable_parameters(model))}")
+        if not isinstance(m, torch.Tensor):
+            raise TypeError(f"masks[{name!r}] must be a bool tensor, got {type(m).__name__}")
         if m.shape != params[name].shape:
-            raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, parameter has {tuple(params[name].shape)}")
+            raise ValueError(f"masks[{name!r}] has shape {tuple(m.shape)}, parameter has {tuple(params[name].shape)}")
         if m.dtype != torch.bool:
-            raise TypeError(f"mask {name!r} must be a bool tensor, got {m.dtype}")
+            raise TypeError(f"masks[{name!r}] must be a bool tensor, got {m.dtype}")
+        if not m.any():
+            raise ValueError(f"masks[{name!r}] keeps no weight of its {m.numel()}: a layer with no weight "
+                             f"cuts the network; every masked layer must keep at least one")
 
 
 @torch.no_grad()

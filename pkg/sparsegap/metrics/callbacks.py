@@ -34,6 +34,11 @@ class FisherTraceCallback:
         if labels not in LABELS:
             raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
         check_positive_int("every", every)
+        check_positive_int("chunk_size", chunk_size)  # here, not at the first measurement mid-training
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64:
+            raise ValueError(f"seed must be an int in [-2**63, 2**64) (torch's seed range), got {seed!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str (the key the trace is logged under), got {name!r}")
         check_xy(x, y, y_required=labels == "empirical")
         if max_samples is not None:
             check_positive_int("max_samples", max_samples)

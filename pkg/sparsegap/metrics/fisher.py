@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparsegap.metrics.persample import check_xy, run_chunks
+from sparsegap.metrics.persample import check_model_input, check_xy, run_chunks
 
 LABELS = ("sampled", "empirical", "exact")
 
@@ -41,6 +41,7 @@ def fisher_trace(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
     if labels not in LABELS:
         raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
     check_xy(x, y, y_required=labels == "empirical")
+    check_model_input(model, x, y)
     if labels == "sampled":
         u = torch.rand(len(x), generator=generator, dtype=torch.float64)
         pick = lambda lg, sl: sample_labels(lg, u[sl])[None]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sparsegap.metrics.persample import (check_positive_int, check_xy, eval_mode, iter_chunks,
-                                         param_device_dtype)
+from sparsegap.metrics.persample import (check_model_input, check_positive_int, check_xy, eval_mode,
+                                         iter_chunks, param_device_dtype)
 
 
 def jacobian_norm(model: nn.Module, x: Tensor, *, chunk_size: int = 256) -> float:
@@ -18,7 +18,9 @@ def jacobian_norm(model: nn.Module, x: Tensor, *, chunk_size: int = 256) -> floa
     check_xy(x, None, y_required=False)
     check_positive_int("chunk_size", chunk_size)
     if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        raise TypeError(f"x must be a floating-point tensor (the Jacobian is taken with respect to it), "
+                        f"got dtype {x.dtype}")
+    check_model_input(model, x)
     device, dtype = param_device_dtype(model)
     total = 0.0
     with eval_mode(model), torch.enable_grad():

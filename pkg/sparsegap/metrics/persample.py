@@ -74,11 +74,23 @@ def param_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return p.device, p.dtype
 
 
+def _first_bad_row(bad: Tensor) -> int:
+    """Index of the first sample (row) that has a True in ``bad``."""
+    return int(bad.reshape(len(bad), -1).any(1).nonzero()[0, 0])
+
+
 def check_xy(x: Tensor, y: Tensor | None, *, y_required: bool = True) -> None:
+    """What can be checked without the model: x a non-empty tensor of finite values, y (when given)
+    one non-negative integer class index per row of x. :func:`check_model_input` does the rest."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(f"x must hold at least one sample, got shape {tuple(x.shape)}")
+    if x.is_floating_point() or x.is_complex():
+        bad = ~torch.isfinite(x)
+        if bool(bad.any()):
+            raise ValueError(f"x must hold finite values, got {int(bad.sum())} NaN or infinite value(s) "
+                             f"(first in row {_first_bad_row(bad)} of x, shape {tuple(x.shape)})")
     if y is None:
         if y_required:
             raise ValueError("y is required here, got None")
@@ -87,8 +99,59 @@ def check_xy(x: Tensor, y: Tensor | None, *, y_required: bool = True) -> None:
         raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"y must have shape ({len(x)},) to match x, got {tuple(y.shape)}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+    if int(y.min()) < 0:
+        raise ValueError(f"y must hold class indices >= 0, got {int(y.min())} "
+                         f"(row {_first_bad_row(y < 0)} of y)")
+
+
+_INDEX_INPUTS = (nn.Embedding, nn.EmbeddingBag)  # models that take integer x
+
+
+def _expected_input(model: nn.Module) -> str:
+    """What the model's first layer wants, for error messages ('' when it cannot be read off)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            return (f"; its first layer {name!r} is Linear(in_features={m.in_features}), so each sample "
+                    f"must hold {m.in_features} values (after flattening)")
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            dims = {1: "L", 2: "H, W", 3: "D, H, W"}[m.weight.ndim - 2]
+            return (f"; its first layer {name!r} is {type(m).__name__}(in_channels={m.in_channels}), "
+                    f"so x must have shape (N, {m.in_channels}, {dims})")
+        if isinstance(m, _INDEX_INPUTS):
+            return (f"; its first layer {name!r} is {type(m).__name__}({m.num_embeddings}, ...), so x "
+                    f"must hold integer indices in [0, {m.num_embeddings})")
+    return ""
+
+
+def check_model_input(model: nn.Module, x: Tensor, y: Tensor | None = None) -> int:
+    """Run the model on the first sample of ``x`` and return its number of classes (logit width).
+
+    Call after :func:`check_xy`. A non-floating ``x`` (int64 pixels...) is an error unless the model
+    embeds indices; an ``x`` the model cannot take (wrong width or shape) is a ValueError naming x,
+    its shape and what the first layer expects, instead of the RuntimeError of a matmul deep inside;
+    ``y`` must hold indices below the number of classes.
+    """
+    device, dtype = param_device_dtype(model)
+    if not (x.is_floating_point() or any(isinstance(m, _INDEX_INPUTS) for m in model.modules())):
+        raise TypeError(f"x must be a floating-point tensor (the model's inputs), got dtype {x.dtype}; "
+                        f"convert it, e.g. x.float()")
+    first = x[:1].to(device=device, dtype=dtype if x.is_floating_point() else None)
+    try:
+        with eval_mode(model), torch.no_grad():
+            out = model(first)
+    except (RuntimeError, IndexError) as err:
+        raise ValueError(f"x of shape {tuple(x.shape)} (dtype {x.dtype}) does not fit the model"
+                         f"{_expected_input(model)}. The first forward pass failed with: {err}") from err
+    if not isinstance(out, Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"the model must return logits of shape (N, classes), got {shape}")
+    n_classes = out.shape[1]
+    if y is not None and int(y.max()) >= n_classes:
+        raise ValueError(f"y must hold class indices in [0, {n_classes}) (the model has {n_classes} outputs), "
+                         f"got {int(y.max())} (row {_first_bad_row(y >= n_classes)} of y)")
+    return n_classes
 
 
 def check_positive_int(name: str, value: int) -> None:
@@ -384,6 +447,7 @@ def per_sample_grad_norms_sq(model: nn.Module, x: Tensor, y: Tensor, *,
     Returns a float64 CPU tensor of shape (N,).
     """
     check_xy(x, y)
+    check_model_input(model, x, y)
     out = torch.empty(len(x), dtype=torch.float64)
     for sl, sq, _ in run_chunks(model, x, lambda lg, sl: y[sl].to(lg.device)[None], masks, chunk_size):
         out[sl] = sq[0].cpu()
