@@ -1,5 +1,7 @@
 import json
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,3 +148,65 @@ def test_run_all_plugs_into_a_process_pool(store):
         runs = run_all(cfgs, store, executor=pool, progress=False)
     assert [r.config for r in runs] == cfgs
     assert len(store.runs()) == 3  # the parent once, then both children
+
+
+# --- clear errors (issue 7, section 4): each names the parameter, the value and what is allowed ---
+
+
+def test_run_store_rejects_a_non_path(tmp_path):
+    with pytest.raises(TypeError, match=r"RunStore\(root=...\) must be a directory path .* got 3 of type int"):
+        RunStore(3)
+
+
+def test_run_store_rejects_a_file(tmp_path):
+    f = tmp_path / "a-file"
+    f.write_text("")
+    with pytest.raises(NotADirectoryError, match=r"RunStore\(root=.*a-file.*is a file, not a directory"):
+        RunStore(f)
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        RunStore(f / "runs")  # a directory that could never be created
+
+
+def test_run_store_rejects_a_read_only_directory(tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root may write anywhere: pretend it may not
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    with pytest.raises(PermissionError, match=r"RunStore\(root=.*ro.*is not writable .*os.access"):
+        RunStore(ro / "runs")
+
+
+@pytest.mark.parametrize("value", [-1, float("inf"), "10"])
+def test_run_store_rejects_bad_lock_settings(tmp_path, value):
+    with pytest.raises(ValueError, match=rf"RunStore\(lock_max_age=...\) must be a finite number of seconds"):
+        RunStore(tmp_path, lock_max_age=value)
+
+
+def test_get_or_train_rejects_a_path_as_store(tmp_path):
+    with pytest.raises(TypeError, match=r"get_or_train\(store=...\) must be a RunStore .* got the str 'a/path'; "
+                                        r"pass store=RunStore\('a/path'\)"):
+        get_or_train(dense_cfg(), "a/path")
+
+
+def test_run_all_names_the_config_that_is_not_one(store):
+    with pytest.raises(TypeError, match=r"configs\[1\] must be a RunConfig, got 'not a config' of type str"):
+        run_all([dense_cfg(), "not a config"], store)
+    with pytest.raises(TypeError, match=r"single RunConfig; pass \[cfg\]"):
+        run_all(dense_cfg(), store)
+    assert not store.root.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", torch.device("cuda")])
+def test_cuda_without_a_gpu_is_an_error_before_anything_is_written(store, device):
+    with pytest.raises(ValueError, match=r"device=.*cuda.*no CUDA GPU is available.*device='auto' picks CUDA, "
+                                         r"then MPS, else the CPU \(here: the CPU\)"):
+        get_or_train(dense_cfg(), store, device=device)
+    assert not store.root.exists()
+
+
+def test_device_must_be_a_string(store):
+    with pytest.raises(TypeError, match="device must be 'auto', 'cpu'.*got 0 of type int"):
+        get_or_train(dense_cfg(), store, device=0)

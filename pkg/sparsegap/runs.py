@@ -8,28 +8,41 @@ Layout of one run (``<root>/<kind>-<hash>/``)::
     checkpoint.pt  the last epoch checkpoint, while training (removed when done)
     weights.pt     the final weights (Sol-D, Sol-F or Sol-S)
     history.json   the per-epoch history
-    DONE           written last: the run is complete
+    meta.json      torch version, seconds, the epoch it resumed at, and its status: done or diverged
+    DONE           written last: the run is complete, with the SHA-256 of every file above
 
-Every file is written to a temporary name and renamed, so a reader never sees half a file.
-A run interrupted mid-training resumes from ``checkpoint.pt``. A run directory that claims to
-be done but does not load is reported with a warning and trained again, never a crash.
-Everything is read back with ``torch.load(weights_only=True)``: no arbitrary unpickling.
+Every file is written to a temporary name, fsynced and renamed, so a reader never sees half a
+file, even after a power cut. A run interrupted mid-training resumes from ``checkpoint.pt``, which
+carries the run's hash so that a checkpoint of another run is never resumed. A run directory that
+claims to be done but does not load, or whose files do not match their checksums, is reported with
+a warning and trained again, never a crash. Everything is read back with
+``torch.load(weights_only=True)``: no arbitrary unpickling.
+
+Many processes (a process pool, a cluster) may share one store. A run is trained under its lock,
+``<root>/.locks/<run id>.lock``, so that it is trained once: the others wait and then load it.
+A run whose loss became NaN or infinite is stored as *diverged* (``Run.diverged``) and, training
+being deterministic, never trained again.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
+import logging
 import os
+import secrets
 import shutil
-import tempfile
+import signal
+import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import torch
 from torch import nn
@@ -38,40 +51,262 @@ from tqdm.auto import tqdm
 from .config import DataConfig, ModelConfig, RunConfig
 from .pruning import Masks, apply_masks, global_magnitude_masks
 from .trackers import make_trackers
-from .train import progress_enabled, train
+from .train import HISTORY_KEYS, progress_enabled, resolve_device, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Init-S must not be Init-D (that would be a lottery ticket), so scratch runs draw their
 # initial weights from another seed stream.
 SCRATCH_INIT_OFFSET = 1_000_003
 
+log = logging.getLogger(__name__)
+
 
 def default_root() -> Path:
     return Path(os.environ.get("SPARSEGAP_RUNS_DIR") or REPO_ROOT / "data" / "runs")
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+# ---------------------------------------------------------------------------------------------
+# Atomic, durable writes
+
+
+def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    # Mode 0o666 lets the umask decide, as for any other file; mkstemp's 0600 would make a store
+    # shared by a group unreadable to everyone but its writer.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        write(Path(tmp))
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())    # the bytes are on disk before a name points at them ...
+        _fault_point(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)         # ... and the new name survives a power cut too
+    _fault_point(path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:                 # platforms that cannot open a directory (Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_save(obj, path: Path) -> None:
-    _atomic(path, lambda p: torch.save(obj, p))
+    _atomic(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    _atomic(path, lambda p: p.write_text(text))
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+_fault_count = 0
+
+
+def _fault_point(written: Path) -> None:
+    """Test hook of tests/test_fault_injection.py, inert unless SPARSEGAP_FAULT_AFTER_WRITE is set.
+
+    With ``SPARSEGAP_FAULT_AFTER_WRITE=N`` the process SIGKILLs itself at the N-th fault point
+    (a temporary file fully written, or a file renamed into place): the worst moments to die.
+    """
+    n = os.environ.get("SPARSEGAP_FAULT_AFTER_WRITE")
+    if not n:
+        return
+    global _fault_count
+    _fault_count += 1
+    if _fault_count == int(n):
+        print(f"fault injection: SIGKILL after writing {written.parent.name}/{written.name}",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The lock of one run
+
+
+class RunLock:
+    """An exclusive lock on one run, shared by every process (and host) that uses the store.
+
+    The lock is a file created with ``O_CREAT | O_EXCL`` (atomic, also on NFS) that holds its
+    owner's host, pid and start time; its mtime is refreshed after every epoch (:meth:`refresh`).
+    A waiter polls until the file is gone. A lock whose owner is gone (a dead pid on this host) or
+    that was not refreshed for ``max_age`` seconds (an owner on another host) is stale: it is taken
+    over, with a warning.
+    """
+
+    POLL = (0.02, 1.0)           # first and longest pause between two polls, in seconds
+    LOG_AFTER = 10.0             # seconds of waiting before saying who holds the lock
+    LOG_EVERY = 300.0
+    WRITE_GRACE = 5.0            # an empty lock file younger than this is still being written
+
+    def __init__(self, path: Path, *, timeout: float | None = None, max_age: float = 86400.0):
+        self.path = path
+        self.timeout = timeout
+        self.max_age = max_age
+        self._mine: bytes | None = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        start = time.monotonic()
+        pause, next_log = self.POLL[0], start + self.LOG_AFTER
+        while not self._try_create():
+            holder = self._read()
+            if holder is None:            # released between our two looks
+                continue
+            reason = self._stale(holder)
+            if reason:
+                self._take_over(holder, reason)
+                continue
+            waited = time.monotonic() - start
+            if self.timeout is not None and waited >= self.timeout:
+                raise TimeoutError(f"run {self.run_id} is still locked by {_describe(holder)} after {waited:.0f} s "
+                                   f"(lock_timeout={self.timeout}); if that process is gone, delete {self.path}")
+            if time.monotonic() >= next_log:
+                log.warning("waiting %.0f s for run %s, locked by %s (lock file %s)",
+                            waited, self.run_id, _describe(holder), self.path)
+                next_log = time.monotonic() + self.LOG_EVERY
+            time.sleep(pause)
+            pause = min(2 * pause, self.POLL[1])
+
+    def refresh(self) -> None:
+        """Tell waiters on other hosts that the owner is alive (the lock's mtime is its heartbeat)."""
+        if self._still_mine():
+            os.utime(self.path)
+        else:
+            warnings.warn(f"the lock of run {self.run_id} was taken over by another process while this one "
+                          f"trained it (lock_max_age={self.max_age} s is shorter than an epoch?)")
+
+    def release(self) -> None:
+        if self._still_mine():
+            self.path.unlink(missing_ok=True)
+        self._mine = None
+
+    @property
+    def run_id(self) -> str:
+        return self.path.stem
+
+    def _try_create(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time(),
+                            "token": secrets.token_hex(8)}).encode()
+        with os.fdopen(fd, "wb") as f:
+            f.write(owner)
+        self._mine = owner
+        return True
+
+    def _still_mine(self) -> bool:
+        try:
+            return self._mine is not None and self.path.read_bytes() == self._mine
+        except FileNotFoundError:
+            return False
+
+    def _read(self) -> _Holder | None:
+        try:
+            st = os.stat(self.path)
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            owner = json.loads(raw)
+            owner = owner if isinstance(owner, dict) else None
+        except ValueError:
+            owner = None      # empty: its creator has not written it yet, or died before it could
+        return _Holder(raw, owner, time.time() - st.st_mtime)
+
+    def _stale(self, holder: _Holder) -> str | None:
+        owner = holder.owner
+        if owner is None:
+            return (f"it is empty or unreadable and {holder.age:.0f} s old"
+                    if holder.age > self.WRITE_GRACE else None)
+        if owner.get("host") == socket.gethostname() and not _process_alive(owner.get("pid"), owner.get("start_time")):
+            return "its owner process is gone"
+        if holder.age > self.max_age:
+            return f"it was not refreshed for {holder.age:.0f} s (lock_max_age={self.max_age} s)"
+        return None
+
+    def _take_over(self, holder: _Holder, reason: str) -> None:
+        # Two waiters may judge the same lock stale; unserialised, the slower one could delete the
+        # lock the faster one has just created. An flock on a side file serialises the takeovers
+        # (the kernel releases it if its holder dies, so it can never go stale itself), and the
+        # lock is deleted only if it is still the very file that was judged stale.
+        import fcntl
+        with open(self.path.parent / ".takeover", "a") as side:
+            fcntl.flock(side, fcntl.LOCK_EX)
+            now = self._read()
+            if now is not None and now.raw == holder.raw:
+                self.path.unlink(missing_ok=True)
+                warnings.warn(f"run {self.run_id}: taking over the stale lock of {_describe(holder)}: {reason}")
+
+
+@dataclass
+class _Holder:
+    raw: bytes
+    owner: dict | None
+    age: float          # seconds since the lock was created or last refreshed
+
+
+def _describe(holder: _Holder) -> str:
+    o = holder.owner
+    if o is None:
+        return "an unknown process (empty lock file)"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(o.get("start_time", 0)))
+    return f"pid {o.get('pid')} on {o.get('host')} since {started}"
+
+
+def _process_alive(pid, since) -> bool:
+    """Whether ``pid`` on this host still runs the process that took the lock at ``since``."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:         # it exists, as another user
+        return True
+    try:  # Linux: a zombie (killed, not yet reaped) is gone; a process started later reuses the pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True                 # no /proc (macOS): trust kill(0)
+    if fields[0] == "Z":
+        return False
+    return not (isinstance(since, (int, float)) and started > since + 2)  # 2 s: btime has 1 s resolution
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs and the store
 
 
 class DamagedRun(Exception):
-    pass
+    """A finished run whose files are missing, unreadable or do not match their checksums."""
+
+
+class MissingRun(LookupError):
+    """The run is not (yet) in the store."""
 
 
 @dataclass
@@ -118,6 +353,15 @@ class Run:
         return value
 
     @property
+    def diverged(self) -> dict | None:
+        """``{"epoch", "step", "loss"}`` if the training loss became NaN or infinite, else None.
+
+        A diverged run stopped there: its history holds the epochs before ``epoch`` only, and its
+        weights are not a trained network.
+        """
+        return self.history.get("diverged")
+
+    @property
     def final(self) -> dict:
         """Last-epoch metrics."""
         return {k: v[-1] for k, v in self.history.items() if isinstance(v, list) and v}
@@ -137,9 +381,53 @@ def build_model_for(model_cfg: ModelConfig, data_cfg: DataConfig, seed: int | No
                        width=model_cfg.width, hidden=model_cfg.hidden, seed=seed, init=model_cfg.init)
 
 
+def _stored_files(cfg: RunConfig) -> tuple[str, ...]:
+    """The files a finished run keeps, each with its SHA-256 in DONE."""
+    masks = ("masks.pt",) if cfg.kind != "dense" else ()
+    return ("config.json", "init.pt", *masks, "weights.pt", "history.json", "meta.json")
+
+
+def _seconds(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"RunStore({name}=...) must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_root(root) -> Path:
+    """The store's directory, or a clear error naming ``root`` and what is allowed."""
+    if root is None:
+        root = default_root()
+    elif isinstance(root, bool) or not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"RunStore(root=...) must be a directory path (str or pathlib.Path), or None for the "
+                        f"default data/runs ($SPARSEGAP_RUNS_DIR); got {root!r} of type {type(root).__name__}")
+    root = Path(root)
+    existing = root
+    while not existing.exists():   # the store creates missing directories: check where it would start
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"RunStore(root={str(root)!r}): {existing} is a file, not a directory; "
+                                 f"root must be a directory (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"RunStore(root={str(root)!r}): {existing} is not writable by this user "
+                              f"(os.access); the store writes runs and their locks there, so root must be "
+                              f"a directory you can write to")
+    return root
+
+
 class RunStore:
-    def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else default_root()
+    """Finished runs under ``root`` (default: ``data/runs`` or ``$SPARSEGAP_RUNS_DIR``).
+
+    ``lock_timeout``: seconds a process waits for another one training the same run before it
+    raises ``TimeoutError`` (None: as long as it takes). ``lock_max_age``: seconds after which a
+    lock that its owner stopped refreshing is stale; owners refresh it every epoch, and a lock
+    whose owner died on this host is stale at once.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, lock_timeout: float | None = None,
+                 lock_max_age: float = 86400.0):
+        self.root = _check_root(root)
+        self.lock_timeout = None if lock_timeout is None else _seconds("lock_timeout", lock_timeout)
+        self.lock_max_age = _seconds("lock_max_age", lock_max_age)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -147,22 +435,37 @@ class RunStore:
     def path(self, cfg: RunConfig) -> Path:
         return self.root / cfg.run_id
 
+    def lock(self, cfg: RunConfig) -> RunLock:
+        """The lock under which ``cfg`` is trained (a context manager)."""
+        return RunLock(self.root / ".locks" / f"{cfg.run_id}.lock", timeout=self.lock_timeout,
+                       max_age=self.lock_max_age)
+
     def is_done(self, cfg: RunConfig) -> bool:
         return (self.path(cfg) / "DONE").exists()
 
     def load(self, cfg: RunConfig) -> Run:
-        """Load a finished run; raises DamagedRun if anything is missing or inconsistent."""
+        """Load a finished run: MissingRun if it is not finished, DamagedRun if anything is
+        missing, unreadable or does not match its checksum in DONE."""
         path = self.path(cfg)
         try:
-            stored = json.loads((path / "config.json").read_text())
+            marker = (path / "DONE").read_bytes()
+        except FileNotFoundError:
+            raise MissingRun(f"run {cfg.run_id} is not in {self.root}") from None
+        except OSError as e:
+            raise DamagedRun(f"DONE unreadable: {e}") from e
+        checksums = _checksums(marker, cfg)
+        read = functools.partial(_read_checked, path, checksums)
+        try:
+            stored = json.loads(read("config.json"))
             if RunConfig.from_dict(stored).hash() != cfg.hash():
                 raise DamagedRun("config.json does not match the directory's hash")
-            history = json.loads((path / "history.json").read_text())
-            if len(history.get("epoch", [])) != cfg.train.epochs:
-                raise DamagedRun(f"history has {len(history.get('epoch', []))} epochs, config says {cfg.train.epochs}")
-            weights = torch.load(path / "weights.pt", weights_only=True, map_location="cpu")
-            init = torch.load(path / "init.pt", weights_only=True, map_location="cpu")
-            masks = torch.load(path / "masks.pt", weights_only=True, map_location="cpu") if cfg.kind != "dense" else None
+            history = json.loads(read("history.json"))
+            _check_history(history, cfg)
+            weights = _load_tensors(read("weights.pt"))
+            init = _load_tensors(read("init.pt"))
+            masks = _load_tensors(read("masks.pt")) if cfg.kind != "dense" else None
+            if checksums is not None:          # old stores may have no meta.json
+                json.loads(read("meta.json"))
         except DamagedRun:
             raise
         except Exception as e:  # unreadable json, truncated or missing tensor files, ...
@@ -180,10 +483,143 @@ class RunStore:
         return out
 
 
-def _initial_state(cfg: RunConfig, store: RunStore, device, progress: bool) -> tuple[nn.Module, Masks | None]:
+def _checksums(marker: bytes, cfg: RunConfig) -> dict[str, str] | None:
+    """The SHA-256 of each file recorded in DONE; None for a marker of the old format (the bare
+    config hash, written before checksums existed), whose files are trusted as they are."""
+    text = marker.decode(errors="replace").strip()
+    if text == cfg.hash():
+        return None
+    try:
+        done = json.loads(text)
+        ok = done["run_hash"] == cfg.hash() and set(done["sha256"]) == set(_stored_files(cfg))
+    except (ValueError, KeyError, TypeError):
+        raise DamagedRun("DONE is not a valid marker") from None
+    if not ok:
+        raise DamagedRun("DONE belongs to another run, or does not list every file")
+    return done["sha256"]
+
+
+def _read_checked(path: Path, checksums: dict[str, str] | None, name: str) -> bytes:
+    data = (path / name).read_bytes()
+    if checksums is not None and _sha256(data) != checksums[name]:
+        raise DamagedRun(f"{name} does not match its SHA-256 in DONE (swapped or corrupted)")
+    return data
+
+
+def _load_tensors(data: bytes):
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+def _check_history(history: dict, cfg: RunConfig) -> None:
+    epochs = len(history.get("epoch", []))
+    diverged = history.get("diverged")
+    if diverged is not None:   # it stopped at the epoch where the loss became NaN or infinite
+        if not isinstance(diverged, dict) or epochs != diverged.get("epoch", 0) - 1:
+            raise DamagedRun(f"history of a diverged run has {epochs} epochs but diverged={diverged!r}")
+    elif epochs != cfg.train.epochs:
+        raise DamagedRun(f"history has {epochs} epochs, config says {cfg.train.epochs}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training into the store
+
+
+def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str = "auto",
+                 progress: bool = True) -> Run:
+    """The run for ``cfg``: from the store if it is there, else trained (its parent first) and stored.
+
+    Safe for many processes sharing one store: the run is trained under its lock, once; the others
+    wait for it and load it.
+    """
+    _check_config(cfg, "cfg")
+    store = _check_store(store, "get_or_train")
+    device = resolve_device(device)           # a bad device fails here, before any directory exists
+    try:
+        run = store.load(cfg)                 # no lock needed: DONE comes last, checksums catch the rest
+    except (MissingRun, DamagedRun):
+        pass                                  # decided under the lock
+    else:
+        _tidy_finished(run, store)
+        return run
+    # The parent first, and outside this run's lock: a process never holds one lock while it
+    # waits for another, so no two processes can wait for each other.
+    parent = get_or_train(cfg.parent, store, device=device, progress=progress) if cfg.parent else None
+    with store.lock(cfg) as lock:
+        return _train_locked(cfg, store, parent, lock, device, progress)
+
+
+def _tidy_finished(run: Run, store: RunStore) -> None:
+    """Remove what a process killed between writing DONE and releasing the lock left behind: its
+    checkpoint (as large as the weights and their momentum) and its lock."""
+    lock = store.lock(run.config)
+    if (run.path / "checkpoint.pt").exists() or lock.path.exists():
+        with lock:
+            (run.path / "checkpoint.pt").unlink(missing_ok=True)
+            _sweep_temporaries(run.path)
+
+
+def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock, device,
+                  progress: bool) -> Run:
+    path = store.path(cfg)
+    if (path / "DONE").exists():              # trained meanwhile by the process we waited for, or damaged
+        try:
+            return store.load(cfg)
+        except DamagedRun as e:
+            warnings.warn(f"run {path.name} in {store.root} is damaged ({e}); training it again")
+            shutil.rmtree(path)
+    _sweep_temporaries(path)
+    model, masks = _initial_state(cfg, parent)
+    checkpoint = _load_checkpoint(path, cfg, model)
+    # Written before the first checkpoint; a resume writes one again only if it was lost.
+    fresh = checkpoint is None
+    if fresh or not (path / "config.json").exists():
+        atomic_write_text(json.dumps(cfg.full_dict(), indent=2), path / "config.json")
+    if fresh or not (path / "init.pt").exists():
+        atomic_save(_to_cpu(model.state_dict()), path / "init.pt")
+    if masks is not None and (fresh or not (path / "masks.pt").exists()):
+        atomic_save(_to_cpu(masks), path / "masks.pt")
+
+    def save_checkpoint(ckpt: dict) -> None:
+        atomic_save(_to_cpu(ckpt) | {"run_hash": cfg.hash()}, path / "checkpoint.pt")
+        lock.refresh()
+
+    t0 = time.time()
+    label = cfg.kind if cfg.kind == "dense" else f"{cfg.kind} s={cfg.sparsity:g}"
+    data = load_data(cfg.data)
+    history = train(model, data, cfg.train, masks=masks, seed=cfg.seed, device=device,
+                    callbacks=make_trackers(cfg.track, data), checkpoint=checkpoint,
+                    on_epoch_end=save_checkpoint, progress=progress, desc=f"{label} seed={cfg.seed}")
+    if "diverged" in history:
+        d = history["diverged"]
+        warnings.warn(f"run {path.name} diverged: loss {d['loss']} at epoch {d['epoch']}, step {d['step']}; "
+                      f"it is stored as diverged and will not be trained again")
+    meta = {"torch": torch.__version__, "seconds": time.time() - t0,
+            "resumed_at_epoch": checkpoint["epoch"] if checkpoint else 0,
+            "status": "diverged" if "diverged" in history else "done"}
+    _write_result(path, cfg, model, history, meta)
+    return store.load(cfg)
+
+
+def _write_result(path: Path, cfg: RunConfig, model: nn.Module, history: dict, meta: dict) -> None:
+    atomic_save(_to_cpu(model.state_dict()), path / "weights.pt")
+    atomic_write_text(json.dumps(history), path / "history.json")
+    atomic_write_text(json.dumps(meta), path / "meta.json")
+    sha = {name: _sha256((path / name).read_bytes()) for name in _stored_files(cfg)}
+    atomic_write_text(json.dumps({"run_hash": cfg.hash(), "sha256": sha}, indent=1), path / "DONE")
+    (path / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def _sweep_temporaries(path: Path) -> None:
+    """Temporaries left by a process killed mid-write. Only the lock's holder writes in a run
+    directory (measurements go to measurements/), so every one found here is an orphan."""
+    for tmp in path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _initial_state(cfg: RunConfig, parent: Run | None) -> tuple[nn.Module, Masks | None]:
     if cfg.kind == "dense":
         return build_model_for(cfg.model, cfg.data, seed=cfg.seed), None
-    sol_d = get_or_train(cfg.parent, store, device=device, progress=progress).model()
+    sol_d = parent.model()
     masks = global_magnitude_masks(sol_d, cfg.sparsity, exclude_output=cfg.exclude_output,
                                    min_density=cfg.min_density)
     if cfg.kind == "finetune":
@@ -194,57 +630,45 @@ def _initial_state(cfg: RunConfig, store: RunStore, device, progress: bool) -> t
     return model, masks
 
 
-def _load_checkpoint(path: Path) -> dict | None:
+def _load_checkpoint(path: Path, cfg: RunConfig, model: nn.Module) -> dict | None:
+    """The checkpoint to resume from, or None. One that is unreadable, malformed or of another
+    run is discarded with a warning (kept, it would fail, or mislead, every retry)."""
     ckpt_path = path / "checkpoint.pt"
     if not ckpt_path.exists():
         return None
     try:
-        return torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        problem = _checkpoint_problem(ckpt, cfg, model)
     except Exception as e:
-        warnings.warn(f"run {path.name}: checkpoint unreadable ({type(e).__name__}); training from the start")
-        ckpt_path.unlink(missing_ok=True)
-        return None
+        problem = f"unreadable ({type(e).__name__})"
+    if problem is None:
+        return ckpt
+    warnings.warn(f"run {path.name}: checkpoint {problem}; discarded, training from the start")
+    ckpt_path.unlink(missing_ok=True)
+    return None
 
 
-def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str = "auto",
-                 progress: bool = True) -> Run:
-    """The run for ``cfg``: from the store if it is there, else trained (its parent first) and stored."""
-    if not isinstance(cfg, RunConfig):
-        raise TypeError(f"cfg must be a RunConfig, got {type(cfg).__name__}")
-    store = store or RunStore()
-    path = store.path(cfg)
-    if (path / "DONE").exists():
-        try:
-            return store.load(cfg)
-        except DamagedRun as e:
-            warnings.warn(f"run {path.name} in {store.root} is damaged ({e}); training it again")
-            shutil.rmtree(path)
-
-    model, masks = _initial_state(cfg, store, device, progress)
-    path.mkdir(parents=True, exist_ok=True)
-    checkpoint = _load_checkpoint(path)
-    if checkpoint is None:
-        atomic_write_text(json.dumps(cfg.full_dict(), indent=2), path / "config.json")
-        atomic_save({k: v.cpu() for k, v in model.state_dict().items()}, path / "init.pt")
-        if masks is not None:
-            atomic_save({k: v.cpu() for k, v in masks.items()}, path / "masks.pt")
-
-    def save_checkpoint(ckpt: dict) -> None:
-        atomic_save(_to_cpu(ckpt), path / "checkpoint.pt")
-
-    t0 = time.time()
-    label = cfg.kind if cfg.kind == "dense" else f"{cfg.kind} s={cfg.sparsity:g}"
-    data = load_data(cfg.data)
-    history = train(model, data, cfg.train, masks=masks, seed=cfg.seed, device=device,
-                    callbacks=make_trackers(cfg.track, data), checkpoint=checkpoint,
-                    on_epoch_end=save_checkpoint, progress=progress, desc=f"{label} seed={cfg.seed}")
-    atomic_save({k: v.cpu() for k, v in model.state_dict().items()}, path / "weights.pt")
-    atomic_write_text(json.dumps(history), path / "history.json")
-    atomic_write_text(json.dumps({"torch": torch.__version__, "seconds": time.time() - t0,
-                                  "resumed_at_epoch": checkpoint["epoch"] if checkpoint else 0}), path / "meta.json")
-    atomic_write_text(cfg.hash(), path / "DONE")
-    (path / "checkpoint.pt").unlink(missing_ok=True)
-    return store.load(cfg)
+def _checkpoint_problem(ckpt, cfg: RunConfig, model: nn.Module) -> str | None:
+    if not isinstance(ckpt, dict):
+        return f"unreadable (a {type(ckpt).__name__}, not a dict)"
+    missing = {"model", "optimizer", "history", "epoch", "masks"} - set(ckpt)
+    if missing:
+        return f"unreadable: malformed, without {sorted(missing)}"
+    if "run_hash" not in ckpt:
+        return "carries no run hash (written before checkpoints did), so it may belong to another run"
+    if ckpt["run_hash"] != cfg.hash():
+        return f"belongs to another run (run_hash {ckpt['run_hash']!r}, this run is {cfg.hash()!r})"
+    epoch, history, state = ckpt["epoch"], ckpt["history"], ckpt["model"]
+    if not (isinstance(epoch, int) and 1 <= epoch <= cfg.train.epochs):
+        return f"unreadable: malformed, epoch={epoch!r}"
+    if not (isinstance(history, dict) and all(len(history.get(k, ())) == epoch for k in HISTORY_KEYS)):
+        return "unreadable: malformed history"
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if not (isinstance(state, dict) and {k: getattr(v, "shape", None) for k, v in state.items()} == expected):
+        return "unreadable: its weights do not fit the model"
+    if not isinstance(ckpt["optimizer"], dict) or not {"state", "param_groups"} <= set(ckpt["optimizer"]):
+        return "unreadable: malformed optimizer state"
+    return None
 
 
 def _to_cpu(obj):
@@ -257,16 +681,38 @@ def _to_cpu(obj):
     return obj
 
 
+def _check_config(cfg, where: str) -> None:
+    if not isinstance(cfg, RunConfig):
+        raise TypeError(f"{where} must be a RunConfig, got {cfg!r:.80} of type {type(cfg).__name__}")
+
+
+def _check_store(store, where: str) -> RunStore:
+    if store is None:
+        return RunStore()
+    if isinstance(store, (str, os.PathLike)):
+        raise TypeError(f"{where}(store=...) must be a RunStore or None (the default store), got the "
+                        f"{type(store).__name__} {str(store)!r}; pass store=RunStore({str(store)!r})")
+    if not isinstance(store, RunStore):
+        raise TypeError(f"{where}(store=...) must be a RunStore or None (the default store), "
+                        f"got {store!r:.80} of type {type(store).__name__}")
+    return store
+
+
 def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, executor=None,
             device: str = "auto", progress: bool = True) -> list[Run]:
     """Train (or load) a sweep of independent configs.
 
     Dense parents are trained first, once each, so that sparse runs sharing a Sol-D never
     train it twice. ``executor`` is anything with ``map`` (a process pool, a distributed
-    engine's executor); the default runs in this process.
+    engine's executor); the default runs in this process. Processes sharing the store (this
+    sweep's workers, or other sweeps) never train a run twice: each run is trained under its lock.
     """
-    store = store or RunStore()
+    if isinstance(configs, RunConfig):
+        raise TypeError("run_all(configs=...) takes a list of RunConfig, got a single RunConfig; pass [cfg]")
     configs = list(configs)
+    for i, c in enumerate(configs):
+        _check_config(c, f"run_all(configs=...): configs[{i}]")
+    store = _check_store(store, "run_all")
     parents = list(dict.fromkeys(c.parent for c in configs if c.parent is not None and not store.is_done(c.parent)))
     # A partial of a module-level function, not a lambda, so that process pools can pickle it.
     work = functools.partial(get_or_train, store=store, device=device, progress=progress)

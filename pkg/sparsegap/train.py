@@ -12,6 +12,7 @@ changes ``state.masks`` in place and calls :func:`sparsegap.pruning.apply_masks`
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -34,19 +35,46 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "train_entropy",
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, then Apple's MPS, else the CPU."""
-    if isinstance(device, torch.device):
-        return device
+    """``auto`` picks CUDA when present, then Apple's MPS, else the CPU. A device that this
+    machine does not have is an error here, before anything is built or written."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from e
+    if isinstance(device, torch.device):
+        resolved = device
+    elif isinstance(device, str):
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from e
+    else:
+        raise TypeError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (a str or torch.device), "
+                        f"got {device!r} of type {type(device).__name__}")
+    _check_available(resolved, device)
+    return resolved
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def _check_available(resolved: torch.device, asked) -> None:
+    auto = ("CUDA" if torch.cuda.is_available() else "MPS" if _mps_available() else "the CPU")
+    fallback = f"device='auto' picks CUDA, then MPS, else the CPU (here: {auto})"
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device={asked!r}, but no CUDA GPU is available (torch.cuda.is_available() is "
+                             f"False); use device='cpu', or {fallback}")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device={asked!r}, but this machine has {count} CUDA GPU(s): "
+                             f"cuda:0 to cuda:{count - 1}; or {fallback}")
+    elif resolved.type == "mps" and not _mps_available():
+        raise ValueError(f"device={asked!r}, but Apple's MPS is not available here; use device='cpu', "
+                         f"or {fallback}")
 
 
 def progress_enabled(progress: bool) -> bool:
@@ -113,6 +141,13 @@ def _call(callbacks: Iterable, hook: str, state: TrainState) -> None:
             fn(state)
 
 
+def diverged_at(epoch: int, step: int, loss: float) -> dict:
+    """``history["diverged"]`` of a run whose training loss became NaN or infinite: the 1-based
+    epoch and global step where it was seen, and the loss as "nan" or "inf" (JSON has neither).
+    The history's per-epoch lists then hold the ``epoch - 1`` epochs completed before it."""
+    return {"epoch": epoch, "step": step, "loss": "nan" if math.isnan(loss) else "inf"}
+
+
 def new_history() -> dict:
     return {k: [] for k in HISTORY_KEYS} | {"trace": {}}
 
@@ -126,6 +161,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     ``checkpoint`` is a dict from a previous call's ``on_epoch_end`` to resume from: the model,
     optimizer state, the masks, the history and the next epoch (the scheduler is fast-forwarded).
     ``on_epoch_end(ckpt)`` receives such a dict after every epoch so that the caller can store it.
+    A non-finite training loss stops training at once and sets ``history["diverged"]`` (see
+    :func:`diverged_at`); no checkpoint is written for the epoch it happened in.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -172,6 +209,11 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             idx = perm[i: i + bs]
             xb, yb = x_train[idx], y_train[idx]
             loss = F.cross_entropy(model(xb), yb)
+            if not torch.isfinite(loss):
+                # Stop at once: a NaN or infinite loss never recovers, and later epochs would be
+                # stored as if they were a trained network.
+                history["diverged"] = diverged_at(epoch + 1, state.step + 1, loss.item())
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             mask_gradients(state.masks)
@@ -180,9 +222,14 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             if callbacks:
                 state.batch, state.loss = (xb, yb), loss
                 _call(callbacks, "on_step_end", state)
+        if "diverged" in history:
+            break
         scheduler.step()
         seconds = time.perf_counter() - t0
         tr = evaluate(model, data.x_train, data.y_train, device=device)
+        if not math.isfinite(tr.loss):   # the epoch's last step left the weights non-finite
+            history["diverged"] = diverged_at(epoch + 1, state.step, tr.loss)
+            break
         te = evaluate(model, data.x_test, data.y_test, device=device)
         for k, v in (("epoch", epoch + 1), ("lr", lr), ("train_loss", tr.loss), ("train_acc", tr.accuracy),
                      ("train_entropy", tr.entropy), ("test_loss", te.loss), ("test_acc", te.accuracy),

@@ -1,0 +1,138 @@
+"""Many processes, one store: each run is trained once, under its lock (issue 7, section 1).
+
+The racing tests start real processes (tests/_store_worker.py), released together by a barrier.
+"""
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _store_worker import Zygote, weights_digest
+from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from sparsegap.runs import RunLock, RunStore, get_or_train
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    z = Zygote()
+    yield z
+    z.close()
+
+
+def dense_cfg(epochs=4, seed=0):
+    # Tiny: the racers are released together and both look for the run within milliseconds.
+    return RunConfig("dense", DataConfig("tishby", train_size=1000), ModelConfig("mlp", hidden=(32, 32)),
+                     TrainConfig(epochs=epochs, batch_size=50, lr=0.05), seed=seed)
+
+
+def finetune_cfg(parent, s=0.5):
+    return RunConfig("finetune", parent.data, parent.model, parent.train, seed=parent.seed, sparsity=s,
+                     parent=parent)
+
+
+def job(tmp_path: Path, name: str, root: Path, configs, **extra) -> dict:
+    return {"root": str(root), "configs": [c.full_dict() for c in configs], "log": str(tmp_path / "trainings.log"),
+            "out": str(tmp_path / f"{name}.out.json"), "stderr": str(tmp_path / f"{name}.stderr")} | extra
+
+
+def race(zygote: Zygote, tmp_path: Path, root: Path, configs, n: int = 2) -> list[dict]:
+    """n processes on the same configs, released together; what each of them got."""
+    go = tmp_path / "go"
+    pids = [zygote.start(job(tmp_path, f"w{i}", root, configs, go=str(go))) for i in range(n)]
+    go.touch()
+    for i, pid in enumerate(pids):
+        assert zygote.wait(pid) == 0, (tmp_path / f"w{i}.stderr").read_text()
+    return [json.loads((tmp_path / f"w{i}.out.json").read_text()) for i in range(n)]
+
+
+def trainings(tmp_path: Path) -> list[str]:
+    log = tmp_path / "trainings.log"
+    return [line.split(" ", 1)[1] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def stored_digest(store: RunStore, cfg: RunConfig) -> str:
+    return weights_digest(torch.load(store.path(cfg) / "weights.pt", weights_only=True))
+
+
+def test_two_processes_racing_on_one_config_train_it_once(zygote, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    parent = dense_cfg()
+    child = finetune_cfg(parent)  # the parent is not cached either: both are raced for
+    got = race(zygote, tmp_path, store.root, [child])
+    assert sorted(trainings(tmp_path)) == ["dense seed=0", "finetune s=0.5 seed=0"]
+    assert got[0] == got[1] == {child.run_id: stored_digest(store, child)}
+    assert not list((store.root / ".locks").glob("*.lock"))
+
+
+def test_two_processes_meeting_one_damaged_run_both_end_with_the_same_valid_run(zygote, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    cfg = dense_cfg()
+    good = get_or_train(cfg, store, device="cpu", progress=False)
+    expected = weights_digest(good.weights)
+    weights = store.path(cfg) / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:200])   # truncated: the run claims to be done but is not
+    got = race(zygote, tmp_path, store.root, [cfg])
+    assert trainings(tmp_path) == ["dense seed=0"]     # retrained once, by one of them
+    assert got[0] == got[1] == {cfg.run_id: expected}
+    assert weights_digest(store.load(cfg).weights) == expected
+
+
+def test_a_lock_left_by_a_killed_owner_is_taken_over(zygote, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    cfg = dense_cfg(epochs=2)
+    hanging = tmp_path / "hanging"
+    owner = zygote.start(job(tmp_path, "owner", store.root, [cfg], hang=str(hanging)))
+    deadline = time.monotonic() + 60
+    while not hanging.exists():   # the owner holds the lock and is "training"
+        assert time.monotonic() < deadline, (tmp_path / "owner.stderr").read_text()
+        time.sleep(0.01)
+    lock = store.root / ".locks" / f"{cfg.run_id}.lock"
+    assert json.loads(lock.read_text())["pid"] == owner
+    os.kill(owner, signal.SIGKILL)
+    assert zygote.wait(owner) == -signal.SIGKILL
+    with pytest.warns(UserWarning, match="stale lock .* owner process is gone"):
+        run = get_or_train(cfg, store, device="cpu", progress=False)
+    assert len(run.history["epoch"]) == 2
+    assert not lock.exists()
+
+
+def test_a_waiter_times_out_naming_the_owner_and_logs_while_it_waits(tmp_path, monkeypatch, caplog):
+    store = RunStore(tmp_path / "runs", lock_timeout=0.3)
+    cfg = dense_cfg(epochs=1)
+    monkeypatch.setattr(RunLock, "LOG_AFTER", 0.0)
+    with store.lock(cfg):  # held by a live process (this one)
+        with caplog.at_level(logging.WARNING, logger="sparsegap.runs"), \
+                pytest.raises(TimeoutError, match=f"locked by pid {os.getpid()} on .*lock_timeout=0.3"):
+            get_or_train(cfg, store, device="cpu", progress=False)
+    assert "waiting" in caplog.text and cfg.run_id in caplog.text
+    assert not store.is_done(cfg)
+
+
+def test_a_lock_not_refreshed_for_lock_max_age_is_taken_over(tmp_path):
+    store = RunStore(tmp_path / "runs", lock_max_age=60)
+    cfg = dense_cfg(epochs=1)
+    lock = store.root / ".locks" / f"{cfg.run_id}.lock"
+    lock.parent.mkdir(parents=True)
+    # An owner on another host: its pid cannot be checked, only its age.
+    lock.write_text(json.dumps({"host": "another-" + socket.gethostname(), "pid": 1, "start_time": time.time() - 600}))
+    os.utime(lock, (time.time() - 120, time.time() - 120))
+    with pytest.warns(UserWarning, match="stale lock .* not refreshed for 1[0-9][0-9] s"):
+        get_or_train(cfg, store, device="cpu", progress=False)
+    assert store.is_done(cfg) and not lock.exists()
+
+
+def test_the_owner_refreshes_its_lock_every_epoch(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs")
+    refreshed = []
+    real = RunLock.refresh
+    monkeypatch.setattr(RunLock, "refresh", lambda self: (refreshed.append(self.path.stat().st_mtime), real(self)))
+    get_or_train(dense_cfg(epochs=3), store, device="cpu", progress=False)
+    assert len(refreshed) == 3
+
