@@ -137,3 +137,26 @@ def test_curvature_summary_marks_sol_s_above_sol_f():
     rows2 = pd.concat([rows, rows.assign(seed=1, fisher_trace=rows.fisher_trace * 3)])
     assert out.columns.tolist() == ["Tr(F)", "Tr(H)", "Tr(H) s.e.", "Jacobian norm"]
     assert curvature_summary(rows2).loc[("Sol-D", 0.0), "Tr(F)"] == "2 ± 1.4"
+
+
+def test_diverged_runs_are_shown_as_diverged_never_as_trained(tmp_path):
+    """Sol-S trained with an absurd learning rate diverges: the tables leave it out of the means,
+    the verdict says so, and the figures draw what was trained."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from sparsegap import plots
+    exp = run_two_regimes(DataConfig("digits", train_size=200), ModelConfig("mlp", hidden=(32,)),
+                          TrainConfig(epochs=2, batch_size=32), [0.5], [0, 1], store=RunStore(tmp_path),
+                          progress=False, scratch_train=TrainConfig(epochs=2, batch_size=32, lr=1e10))
+    table = exp.table
+    s_rows = table[table.stage == "Sol-S"]
+    assert s_rows.diverged.all() and s_rows.train_acc.isna().all()
+    assert not table[table.stage != "Sol-S"].diverged.any()
+    lines = exp.diverged()
+    assert len(lines) == 2 and all(line.startswith("Sol-S s=0.5 seed") and "epoch 1" in line for line in lines)
+    assert exp.trained_histories("Sol-S", 0.5) == [] and len(exp.trained_histories("Sol-F", 0.5)) == 2
+    summary = exp.summary()
+    verdict = two_regimes_verdict(classify_regimes(summary), summary, diverged=lines)
+    assert sum("Left out of the means: Sol-S" in r for r in verdict.reasons) == 2
+    fig = plots.figure_training_curves({st: exp.trained_histories(st, 0.5) for st in ("Sol-S", "Sol-F")})
+    assert any(t.get_text() == "every seed diverged" for t in fig.findobj(matplotlib.text.Text))

@@ -108,6 +108,9 @@ def figure_training_curves(histories: dict[str, list[dict]], *, sparsity: float 
     for j, stage in enumerate(stages):
         for i, (metric, label) in enumerate((("acc", "accuracy"), ("loss", "loss"))):
             ax = axes[i, j]
+            if not histories[stage]:
+                ax.text(0.5, 0.5, "every seed diverged", ha="center", va="center", transform=ax.transAxes)
+                continue
             for part, style in (("train", "-"), ("test", "--")):
                 runs = np.array([h[f"{part}_{metric}"] for h in histories[stage]])
                 epochs = np.arange(1, runs.shape[1] + 1)
@@ -147,7 +150,9 @@ def figure_fisher_trajectories(experiment, *, name: str = "fisher_trace", title:
                              gridspec_kw={"height_ratios": [2, 1]})
 
     def mean_curve(stage, s, key):
-        hs = [experiment.history(stage, s, seed) for seed in seeds]
+        hs = experiment.trained_histories(stage, 0.0 if stage == "Sol-D" else s)
+        if not hs:  # every seed diverged: nothing to draw
+            return np.array([]), np.array([])
         if key == name:
             t = hs[0]["trace"][name]
             return np.asarray(t["epochs"]), np.mean([h["trace"][name]["value"] for h in hs], axis=0)

@@ -31,10 +31,8 @@ def image_explorer(keys: Sequence, render: Callable[[object], bytes], *, descrip
 
 def training_curve_explorer(experiment, stages: Sequence[str] = ("Sol-S", "Sol-F")) -> widgets.VBox:
     """Pick a sparsity, see the training curves of Sol-S and Sol-F side by side (all seeds)."""
-    seeds = sorted({k[2] for k in experiment.runs})
-
     def render(s: float) -> bytes:
-        hist = {st: [experiment.history(st, s, seed) for seed in seeds] for st in stages}
+        hist = {st: experiment.trained_histories(st, s) for st in stages}
         return plots.figure_to_png(plots.figure_training_curves(hist, sparsity=s))
 
     return image_explorer(experiment.sparsities, render, description="sparsity", format_key=lambda s: f"{s:g}")

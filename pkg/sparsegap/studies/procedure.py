@@ -111,6 +111,11 @@ class Experiment:
     def sparsities(self) -> list[float]:
         return sorted({k[1] for k in self.runs if k[0] != "Sol-D"})
 
+    def trained_histories(self, stage: str, sparsity: float) -> list[dict]:
+        """The histories of one stage and sparsity over seeds, diverged runs left out (their lists are shorter)."""
+        hs = [self.history(stage, sparsity, seed) for seed in sorted({k[2] for k in self.runs})]
+        return [h for h in hs if not h.get("diverged")]
+
     def history(self, stage: str, sparsity: float, seed: int) -> dict:
         return self.runs[(stage, 0.0 if stage == "Sol-D" else sparsity, seed)].history
 
