@@ -1,0 +1,82 @@
+"""The thread policy: one torch thread unless a single large model trains alone."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sparsegap.models import build_model
+from sparsegap.threads import (THREADS_ENV, THREADS_MIN_MACS, check_workers, cores, thread_env, threads_for,
+                               use_threads)
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    """The policy as on the 2-core machines it was measured on, whatever runs the tests."""
+    monkeypatch.setattr("sparsegap.threads.cores", lambda: 2)
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+
+
+def test_cores_is_the_affinity():
+    assert cores() == len(os.sched_getaffinity(0))
+
+
+def test_threads_for_follows_the_rule(two_cores):
+    mlp12 = build_model("mlp", num_classes=2, input_shape=(12,), hidden=(64, 32, 32, 18, 18, 6, 6))
+    lenet300 = build_model("lenet300-100", num_classes=10, input_shape=(1, 28, 28))
+    lenet5 = build_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
+    assert threads_for(1) == 1                                        # no model: small
+    assert threads_for(1, mlp12, batch_size=12) == 1
+    assert threads_for(1, lenet300, batch_size=128) == 1              # 34M MACs
+    assert threads_for(1, lenet5, batch_size=128, input_shape=(1, 28, 28)) == 2   # 53M MACs, alone
+    assert threads_for(2, lenet5, batch_size=128, input_shape=(1, 28, 28)) == 1   # two workers
+    assert threads_for(3, macs=10 * THREADS_MIN_MACS) == 1            # never oversubscribed
+    assert threads_for(1, macs=34 * 34_000_000) == 2                  # 34 LeNet-300-100s as one batch
+    assert threads_for(1, macs=THREADS_MIN_MACS - 1) == 1
+
+
+def test_threads_for_on_a_larger_machine(monkeypatch):
+    monkeypatch.setattr("sparsegap.threads.cores", lambda: 8)
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert threads_for(2, macs=THREADS_MIN_MACS) == 4
+    assert threads_for(8, macs=THREADS_MIN_MACS) == 1
+
+
+def test_the_environment_overrides_the_rule(two_cores, monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "2")
+    assert threads_for(1) == 2
+    monkeypatch.setenv(THREADS_ENV, "zero")
+    with pytest.raises(ValueError, match=THREADS_ENV):
+        threads_for(1)
+
+
+def test_use_threads_restores_the_old_count():
+    old = torch.get_num_threads()
+    with use_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == old
+    with pytest.raises(RuntimeError), use_threads(1):
+        raise RuntimeError("training failed")
+    assert torch.get_num_threads() == old
+    with pytest.raises(ValueError, match="positive int"):
+        with use_threads(0):
+            pass
+
+
+def test_thread_env_for_child_processes():
+    env = thread_env(1, {"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def test_bad_worker_counts_are_refused(two_cores):
+    assert check_workers(None) == 2
+    assert check_workers(1) == 1
+    with pytest.raises(ValueError, match="max_workers must be a positive int"):
+        check_workers(0)
+    with pytest.raises(ValueError, match="more than the 2 cores"):
+        check_workers(3)
+    assert check_workers(3, oversubscribe=True) == 3
+    with pytest.raises(ValueError, match="n_workers"):
+        threads_for(0)
