@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from .config import DataConfig, ModelConfig, RunConfig
 from .pruning import Masks, apply_masks, global_magnitude_masks
 from .trackers import make_trackers
+from .threads import threads_for, use_threads
 from .train import HISTORY_KEYS, progress_enabled, resolve_device, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +186,17 @@ class RunLock:
                 next_log = time.monotonic() + self.LOG_EVERY
             time.sleep(pause)
             pause = min(2 * pause, self.POLL[1])
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free (or stale, taken over as usual); False at once if a live owner holds it."""
+        timeout, self.timeout = self.timeout, 0.0
+        try:
+            self.acquire()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.timeout = timeout
 
     def refresh(self) -> None:
         """Tell waiters on other hosts that the owner is alive (the lock's mtime is its heartbeat)."""
@@ -558,8 +570,29 @@ def _tidy_finished(run: Run, store: RunStore) -> None:
             _sweep_temporaries(run.path)
 
 
-def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock, device,
-                  progress: bool) -> Run:
+@dataclass
+class _Job:
+    """A run being trained under its lock: its initial state and the checkpoint to resume from."""
+
+    cfg: RunConfig
+    path: Path
+    lock: RunLock
+    model: nn.Module
+    masks: Masks | None
+    checkpoint: dict | None
+
+    def save_checkpoint(self, ckpt: dict) -> None:
+        atomic_save(_to_cpu(ckpt) | {"run_hash": self.cfg.hash()}, self.path / "checkpoint.pt")
+        self.lock.refresh()
+
+    @property
+    def label(self) -> str:
+        cfg = self.cfg
+        return (cfg.kind if cfg.kind == "dense" else f"{cfg.kind} s={cfg.sparsity:g}") + f" seed={cfg.seed}"
+
+
+def _prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock) -> Run | _Job:
+    """Under the lock: the finished run if another process trained it meanwhile, else the job to train."""
     path = store.path(cfg)
     if (path / "DONE").exists():              # trained meanwhile by the process we waited for, or damaged
         try:
@@ -578,26 +611,45 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
         atomic_save(_to_cpu(model.state_dict()), path / "init.pt")
     if masks is not None and (fresh or not (path / "masks.pt").exists()):
         atomic_save(_to_cpu(masks), path / "masks.pt")
+    return _Job(cfg, path, lock, model, masks, checkpoint)
 
-    def save_checkpoint(ckpt: dict) -> None:
-        atomic_save(_to_cpu(ckpt) | {"run_hash": cfg.hash()}, path / "checkpoint.pt")
-        lock.refresh()
 
-    t0 = time.time()
-    label = cfg.kind if cfg.kind == "dense" else f"{cfg.kind} s={cfg.sparsity:g}"
-    data = load_data(cfg.data)
-    history = train(model, data, cfg.train, masks=masks, seed=cfg.seed, device=device,
-                    callbacks=make_trackers(cfg.track, data), checkpoint=checkpoint,
-                    on_epoch_end=save_checkpoint, progress=progress, desc=f"{label} seed={cfg.seed}")
+def _finish(job: _Job, store: RunStore, history: dict, seconds: float, batch: int = 1, engine: str = "") -> Run:
+    """Store a trained job's result, DONE last. ``batch``: the size of the batch it was trained in."""
     if "diverged" in history:
         d = history["diverged"]
-        warnings.warn(f"run {path.name} diverged: loss {d['loss']} at epoch {d['epoch']}, step {d['step']}; "
+        warnings.warn(f"run {job.path.name} diverged: loss {d['loss']} at epoch {d['epoch']}, step {d['step']}; "
                       f"it is stored as diverged and will not be trained again")
-    meta = {"torch": torch.__version__, "seconds": time.time() - t0,
-            "resumed_at_epoch": checkpoint["epoch"] if checkpoint else 0,
+    meta = {"torch": torch.__version__, "seconds": seconds, "threads": torch.get_num_threads(),
+            "resumed_at_epoch": job.checkpoint["epoch"] if job.checkpoint else 0,
             "status": "diverged" if "diverged" in history else "done"}
-    _write_result(path, cfg, model, history, meta)
-    return store.load(cfg)
+    if batch > 1:  # trained as one member of a batch of this many networks, by this engine
+        meta |= {"batch": batch, "engine": engine}
+    _write_result(job.path, job.cfg, job.model, history, meta)
+    return store.load(job.cfg)
+
+
+def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock, device,
+                  progress: bool) -> Run:
+    job = _prepare(cfg, store, parent, lock)
+    if isinstance(job, Run):
+        return job
+    t0 = time.time()
+    data = load_data(cfg.data)
+    with use_threads(_threads(job.model, cfg, data)):
+        history = train(job.model, data, cfg.train, masks=job.masks, seed=cfg.seed, device=device,
+                        callbacks=make_trackers(cfg.track, data), checkpoint=job.checkpoint,
+                        on_epoch_end=job.save_checkpoint, progress=progress, desc=job.label)
+    return _finish(job, store, history, time.time() - t0)
+
+
+def _threads(model: nn.Module, cfg: RunConfig, data, members: int = 1) -> int:
+    """Torch threads for training ``members`` copies of ``model`` (the policy of sparsegap.threads),
+    given the worker processes that share this machine (SPARSEGAP_WORKERS, set by the book build)."""
+    from .batched import forward_macs
+    workers = max(1, int(os.environ.get("SPARSEGAP_WORKERS", "1") or 1))
+    macs = members * forward_macs(model, cfg.train.batch_size, tuple(data.input_shape))
+    return threads_for(workers, macs=macs)
 
 
 def _write_result(path: Path, cfg: RunConfig, model: nn.Module, history: dict, meta: dict) -> None:
@@ -699,32 +751,110 @@ def _check_store(store, where: str) -> RunStore:
 
 
 def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, executor=None,
-            device: str = "auto", progress: bool = True) -> list[Run]:
+            device: str = "auto", progress: bool = True, batch: bool | None = None) -> list[Run]:
     """Train (or load) a sweep of independent configs.
 
     Dense parents are trained first, once each, so that sparse runs sharing a Sol-D never
     train it twice. ``executor`` is anything with ``map`` (a process pool, a distributed
     engine's executor); the default runs in this process. Processes sharing the store (this
     sweep's workers, or other sweeps) never train a run twice: each run is trained under its lock.
+
+    In this process, configs that can train together (same model, data and training schedule;
+    seeds, masks, sparsities, learning rates and trackers may differ) are trained as one batched
+    model (:mod:`sparsegap.batched`): ``batch=None`` does so where :func:`~sparsegap.batched.should_batch`
+    measured it to pay (tiny networks), ``True`` wherever the model allows it, ``False`` never
+    (``SPARSEGAP_BATCH=0`` in the environment turns the automatic choice off, e.g. for a whole book build).
+    The store still sees ordinary runs, each with its own checkpoint and lock; a member's
+    meta.json records the size of its batch. Batched and single training agree to float
+    precision, not bitwise (the stacked products sum in another order).
     """
     if isinstance(configs, RunConfig):
         raise TypeError("run_all(configs=...) takes a list of RunConfig, got a single RunConfig; pass [cfg]")
     configs = list(configs)
     for i, c in enumerate(configs):
         _check_config(c, f"run_all(configs=...): configs[{i}]")
+    if batch is not None and not isinstance(batch, bool):
+        raise TypeError(f"run_all(batch=...) must be None (automatic), True or False, got {batch!r}")
     store = _check_store(store, "run_all")
+    device = resolve_device(device)
     parents = list(dict.fromkeys(c.parent for c in configs if c.parent is not None and not store.is_done(c.parent)))
     # A partial of a module-level function, not a lambda, so that process pools can pickle it.
     work = functools.partial(get_or_train, store=store, device=device, progress=progress)
     if executor is not None:
         list(executor.map(work, parents))
         return list(executor.map(work, configs))
+    if batch is None and os.environ.get("SPARSEGAP_BATCH", "1") == "0":
+        batch = False
+    if batch is not False:
+        for stage in (parents, configs):   # the children's masks need their parents' solutions
+            for group in _groups([c for c in dict.fromkeys(stage) if not store.is_done(c)]):
+                if len(group) > 1:
+                    _train_group(group, store, device, progress, force=bool(batch))
     todo = parents + configs
     pending = sum(not store.is_done(c) for c in todo)
     with tqdm(total=len(todo), desc=f"runs ({pending} to train)", disable=not progress_enabled(progress),
               leave=False) as bar:
         results = []
-        for c in todo:
+        for c in todo:                     # loads what the groups trained; trains (or waits for) the rest
             results.append(work(c))
             bar.update()
     return results[len(parents):]
+
+
+def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
+    """Configs that one batched model can train: equal model, data and training schedule (all but lr)."""
+    import dataclasses
+    groups: dict = {}
+    for c in configs:
+        key = (c.model, c.data, dataclasses.replace(c.train, lr=1.0))
+        groups.setdefault(key, []).append(c)
+    return list(groups.values())
+
+
+def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool, *, force: bool) -> None:
+    """Train the members of ``group`` that no other process is training as one batched model.
+
+    A member locked by another process is left to it (run_all's loading pass waits for it). If
+    batching does not pay for this model (or fewer than two members are left) nothing is trained
+    here, and run_all trains the members one by one.
+    """
+    from .batched import check_batchable, engine_for, should_batch, train_batched
+
+    data = load_data(group[0].data)
+    probe = build_model_for(group[0].model, group[0].data)
+    try:
+        check_batchable([probe])
+    except ValueError:
+        return
+    if not force and not should_batch(probe, group[0].train.batch_size, len(group),
+                                      input_shape=tuple(data.input_shape)):
+        return
+    parents = {c.parent: get_or_train(c.parent, store, device=device, progress=progress)
+               for c in group if c.parent is not None}
+    jobs: list[_Job] = []
+    try:
+        for cfg in group:
+            lock = store.lock(cfg)
+            if not lock.try_acquire():
+                continue
+            job = _prepare(cfg, store, parents.get(cfg.parent), lock)
+            if isinstance(job, Run):
+                lock.release()
+            else:
+                jobs.append(job)
+        if len(jobs) < 2:
+            return                          # the finally releases the lock; run_all trains it alone
+        t0 = time.time()
+        with use_threads(_threads(probe, group[0], data, members=len(jobs))):
+            histories = train_batched(
+                [j.model for j in jobs], data, [j.cfg.train for j in jobs], masks=[j.masks for j in jobs],
+                seeds=[j.cfg.seed for j in jobs], callbacks=[make_trackers(j.cfg.track, data) for j in jobs],
+                device=device, checkpoints=[j.checkpoint for j in jobs],
+                on_epoch_end=[j.save_checkpoint for j in jobs], progress=progress,
+                desc=f"batch of {len(jobs)}: {jobs[0].label.split(' seed')[0]} ...")
+        seconds = (time.time() - t0) / len(jobs)
+        for job, history in zip(jobs, histories):
+            _finish(job, store, history, seconds, batch=len(jobs), engine=engine_for(probe))
+    finally:
+        for job in jobs:
+            job.lock.release()
