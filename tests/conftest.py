@@ -46,8 +46,10 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
     # A no-op when the copied overlay is current; otherwise it (re)makes it from the npm cache.
     subprocess.run(["bash", str(book / "_scripts" / "fetch_widget_js.sh"), str(book)], check=True)
 
+    # jobs=None: one kernel per core, as `make book` does, so the shared runs of 01 and 03 meet in the
+    # run store's locks.
     runs = bookbuild.execute_notebooks("smoke", book, REPO_ROOT / "notebooks",
-                                       runs_dir=root / "runs", log=lambda _: None)
+                                       runs_dir=root / "runs", log=lambda _: None, jobs=None)
     start = time.perf_counter()
     html = bookbuild.build_html(book)
     seconds = {r.name: r.seconds for r in runs} | {"(html)": time.perf_counter() - start}

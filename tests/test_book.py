@@ -99,6 +99,31 @@ def test_failed_notebook_leaves_nothing_in_the_book(tmp_path: Path) -> None:
     assert (book / "_build" / "failed" / "02_bad.ipynb").is_file()  # kept for debugging
 
 
+def test_parallel_execution_runs_every_notebook_and_reports_failures(tmp_path: Path) -> None:
+    notebooks, book = tmp_path / "notebooks", tmp_path / "book"
+    write_notebook(notebooks / "01_a.ipynb", "import os; print(os.environ['SPARSEGAP_WORKERS'], os.environ['OMP_NUM_THREADS'])")
+    write_notebook(notebooks / "02_b.ipynb", "print('b')")
+    lines: list[str] = []
+    runs = bookbuild.execute_notebooks("cpu", book, notebooks, log=lines.append, jobs=2)
+    assert [r.name for r in runs] == ["01_a", "02_b"]
+    assert sum(": " in line and " s " in line for line in lines) == 2, lines  # one line per notebook
+    out = nbformat.read(book / "notebooks" / "01_a.ipynb", as_version=4).cells[-1].outputs[0]["text"]
+    assert out.split() == ["2", "1"]  # two workers, one torch thread each
+    write_notebook(notebooks / "03_bad.ipynb", "raise RuntimeError('boom in cell')")
+    with pytest.raises(bookbuild.NotebookFailed, match="boom in cell"):
+        bookbuild.execute_notebooks("cpu", book, notebooks, log=lambda _: None, jobs=2)
+    assert not (book / "notebooks" / "03_bad.ipynb").exists()
+
+
+@pytest.mark.parametrize("jobs, message", [(0, "positive int"), (-1, "positive int"), ("2", "positive int"),
+                                           (10_000, "more than the")])
+def test_jobs_are_checked_before_anything_runs(tmp_path: Path, jobs, message) -> None:
+    write_notebook(tmp_path / "01_a.ipynb")
+    with pytest.raises(ValueError, match=message):
+        bookbuild.execute_notebooks("cpu", tmp_path / "book", tmp_path, log=lambda _: None, jobs=jobs)
+    assert not (tmp_path / "book").exists()
+
+
 def test_build_html_needs_the_widget_scripts(tmp_path: Path) -> None:
     (tmp_path / "_config.yml").write_text("title: x\n")
     with pytest.raises(FileNotFoundError, match="fetch_widget_js.sh"):

@@ -84,12 +84,18 @@ def load_parameters(notebook: Path, profile: str) -> dict:
 
 
 @contextlib.contextmanager
-def _kernel_env(runs_dir: Path | None) -> Iterator[None]:
+def _kernel_env(runs_dir: Path | None, workers: int = 1) -> Iterator[None]:
     """Environment inherited by the kernels papermill starts, restored afterwards."""
     saved = dict(os.environ)
     try:
         if runs_dir is not None:
             os.environ["SPARSEGAP_RUNS_DIR"] = str(Path(runs_dir).resolve())
+        # The thread policy (sparsegap.threads): several kernels get one torch thread each, fixed
+        # before torch starts in them; SPARSEGAP_WORKERS tells the policy inside a kernel.
+        os.environ["SPARSEGAP_WORKERS"] = str(workers)
+        if workers > 1:
+            from .threads import thread_env
+            os.environ.update(thread_env(1))
         # tqdm.auto would turn every training loop into progress-bar widgets stored in the page.
         os.environ.setdefault("SPARSEGAP_PROGRESS", "0")
         # `make` exports Agg for scripts; kernels should pick their inline backend as in Jupyter.
@@ -145,19 +151,62 @@ def _hide_injected_parameters(path: Path) -> None:
 def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
                       notebooks_dir: Path = REPO_ROOT / "notebooks",
                       only: Sequence[str] | None = None, runs_dir: Path | None = None,
-                      log: Callable[[str], None] = print) -> list[NotebookRun]:
-    """Execute the notebooks (sorted) with ``profile``; stops at the first failure."""
+                      log: Callable[[str], None] = print, jobs: int | None = 1,
+                      oversubscribe: bool = False) -> list[NotebookRun]:
+    """Execute the notebooks with ``profile``, ``jobs`` at a time (None: one per core), each in its own kernel.
+
+    Notebooks that need the same runs do not wait for each other by any fixed order: the run store's
+    per-run locks make one kernel train a run while the other waits for it and then loads it. With
+    several jobs every kernel gets one torch thread (see :mod:`sparsegap.threads`). On a failure the
+    notebooks not yet started are cancelled, the running ones finish, and the first failure is raised.
+    """
+    from .threads import check_workers
+
+    jobs = check_workers(jobs, oversubscribe=oversubscribe)
     notebooks = find_notebooks(notebooks_dir, only)
     # Read every parameter file before running anything: a typo should not cost a long run first.
     params = {nb.stem: load_parameters(nb, profile) for nb in notebooks}
-    runs = []
-    with _kernel_env(runs_dir):
-        for nb in notebooks:
-            log(f"executing {nb.name} ({profile} profile) ...")
-            run = execute_notebook(nb, book_dir, params[nb.stem], profile)
-            log(f"  {run.name}: {run.seconds:.1f} s")
-            runs.append(run)
-    return runs
+    jobs = min(jobs, len(notebooks)) or 1
+    with _kernel_env(runs_dir, workers=jobs):
+        if jobs == 1:
+            runs = []
+            for nb in notebooks:
+                log(f"executing {nb.name} ({profile} profile) ...")
+                run = execute_notebook(nb, book_dir, params[nb.stem], profile)
+                log(f"  {run.name}: {run.seconds:.1f} s")
+                runs.append(run)
+            return runs
+        return _execute_parallel(notebooks, params, Path(book_dir), profile, jobs, log)
+
+
+def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profile: str, jobs: int,
+                      log: Callable[[str], None]) -> list[NotebookRun]:
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    log(f"executing {len(notebooks)} notebooks ({profile} profile), {jobs} at a time: "
+        f"{', '.join(nb.stem for nb in notebooks)}")
+    start = time.perf_counter()
+    # spawn, not fork: a forked child inherits torch's thread pool in whatever state it is in.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(execute_notebook, nb, book_dir, params[nb.stem], profile): nb for nb in notebooks}
+        pending, failure = set(futures), None
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                nb = futures[future]
+                if future.exception() is None:
+                    run = future.result()
+                    log(f"  {run.name}: {run.seconds:.1f} s  (done after {time.perf_counter() - start:.0f} s)")
+                else:
+                    log(f"  {nb.stem}: FAILED")
+                    failure = failure or future.exception()
+            if failure is not None:
+                for future in pending:
+                    future.cancel()
+        if failure is not None:
+            raise failure
+    return [f.result() for f in futures]  # in notebook order
 
 
 def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True,
@@ -210,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--notebooks-dir", type=Path, default=REPO_ROOT / "notebooks")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--no-html", action="store_true", help="execute notebooks, skip the HTML")
+    parser.add_argument("--jobs", "-j", type=int, default=None,
+                        help="notebooks executed at once (default: one per core)")
+    parser.add_argument("--oversubscribe", action="store_true", help="allow more jobs than cores")
     parser.add_argument("--runs-dir", type=Path, help="run store for the kernels (SPARSEGAP_RUNS_DIR)")
     parser.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     parser.add_argument("--repository-url", metavar="URL",
@@ -219,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         runs = execute_notebooks(args.profile, args.book_dir, args.notebooks_dir, args.only,
-                                 args.runs_dir)
+                                 args.runs_dir, jobs=args.jobs, oversubscribe=args.oversubscribe)
     except (NotebookFailed, FileNotFoundError, ValueError) as err:
         print(f"bookbuild: {err}", file=sys.stderr)
         return 1
