@@ -11,35 +11,21 @@ import pandas as pd
 from .. import params as P
 from ..runs import Run
 from ..verdict import Verdict
+from .fisher_trajectory import DROP_THRESHOLD
 from .procedure import Experiment
+from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS
 
 CLAIM = ("At the same sparsity Sol-S has a larger Fisher trace, Hessian trace and Jacobian norm than Sol-F "
          "(the curse of information).")
 
 PARAMETERS = P.ParameterSpec(
     "03_curvature",
-    dataset=P.Param("str", "must match the two-regimes chapter to reuse its runs"),
-    train_size=P.Param("int", "class-balanced training subset; None means the full training set", low=1, none=True),
-    test_size=P.Param("int", "test subset; None means the full test set", low=1, none=True),
-    model=P.Param("str", "architecture, one of sparsegap.models.MODELS"),
-    width=P.Param("int", "width factor (ResNets)", low=1),
-    sparsities=P.sparsities("three of the two-regimes sparsities"),
-    seeds=P.seeds(),
-    epochs=P.Param("int", "epochs for each of Sol-D, Sol-F and Sol-S", low=1),
-    batch_size=P.Param("int", "minibatch size", low=1),
-    lr=P.Param("float", "initial SGD learning rate", low=0.0),
-    momentum=P.fraction("SGD momentum", high_open=True),
-    weight_decay=P.Param("float", "L2 weight decay", low=0.0),
-    milestones=P.Param("floats", "lr decay points, as fractions of the epochs", low=0.0, high=1.0, min_len=0),
-    gamma=P.fraction("lr decay factor"),
-    exclude_output=P.Param("bool", "True spares the classifier layer from pruning"),
-    fisher_every=P.Param("int", "as in the two-regimes chapter (part of the runs' identity)", low=0),
+    **RUN_PARAMETERS | {"sparsities": P.sparsities("a subset of the two-regimes chapter's sparsities")},
     fisher_labels=P.Param("str", "Tr(F) labels", choices=("sampled", "empirical", "exact")),
     max_probes=P.Param("int", "Hutchinson: most Rademacher probes per network", low=1),
     target_rse=P.Param("float", "Hutchinson: stop when the relative standard error falls below this", low=0.0),
-    drop_threshold=P.fraction("Fisher-trend rule, as in the Fisher-trajectory chapter"),
-    train_gap_tol=P.fraction("regime rule, as in the two-regimes chapter"),
-    near_optimal=P.fraction("regime rule, as in the two-regimes chapter"),
+    drop_threshold=DROP_THRESHOLD,
+    **REGIME_PARAMETERS,
     device=P.device(),
     runs_dir=P.runs_dir(),
 )

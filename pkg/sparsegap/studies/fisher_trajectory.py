@@ -11,6 +11,7 @@ import pandas as pd
 from .. import params as P
 from ..verdict import Verdict
 from .procedure import Experiment
+from .two_regimes import REGIME_PARAMETERS
 
 CLAIM = ("Tr(F) of Sol-S rises then falls but ends above Sol-D's in the generalization regime, "
          "and rises and hardly falls in the optimization regime.")
@@ -18,6 +19,8 @@ CLAIM = ("Tr(F) of Sol-S rises then falls but ends above Sol-D's in the generali
 CLAIMS = {"P-F3": CLAIM,
           "P-T1": "Table 1: in the generalization regime Sol-S's Tr(F) rises, falls and ends above Sol-D's; "
                   "in the optimization regime it rises and hardly falls (Fisher trend, per regime)."}
+
+DROP_THRESHOLD = P.fraction("trend rule: 1 - final/peak above this means Tr(F) came back down")
 
 PARAMETERS = P.ParameterSpec(
     "02_fisher_trajectory",
@@ -40,9 +43,8 @@ PARAMETERS = P.ParameterSpec(
                               low=0.0, high=1.0, min_len=0),
     gamma=P.fraction("lr decay factor"),
     fisher_every=P.Param("int", "epochs between two measurements of Tr(F)", low=1),
-    drop_threshold=P.fraction("trend rule: 1 - final/peak above this means Tr(F) came back down"),
-    train_gap_tol=P.fraction("regime rule, as in the two-regimes chapter"),
-    near_optimal=P.fraction("regime rule, as in the two-regimes chapter"),
+    drop_threshold=DROP_THRESHOLD,
+    **REGIME_PARAMETERS,
     device=P.device(),
     runs_dir=P.runs_dir(),
 )

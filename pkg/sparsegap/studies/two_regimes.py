@@ -17,8 +17,9 @@ from .procedure import run_two_regimes, two_regime_configs  # noqa: F401  (the c
 CLAIM = ("Sol-S falls behind Sol-F at every sparsity: first in generalization only, then in optimization too; "
          "losses follow, and Sol-S predicts with higher entropy.")
 
-PARAMETERS = P.ParameterSpec(
-    "01_two_regimes",
+# The knobs that decide which runs a chapter trains. The curvature chapter measures the very same
+# runs, so it declares these too (a test checks that its defaults match).
+RUN_PARAMETERS = dict(
     dataset=P.Param("str", "dataset name, one of sparsegap.data.DATASETS"),
     train_size=P.Param("int", "class-balanced training subset; None means the full training set", low=1, none=True),
     test_size=P.Param("int", "test subset; None means the full test set", low=1, none=True),
@@ -35,11 +36,15 @@ PARAMETERS = P.ParameterSpec(
     gamma=P.fraction("lr decay factor"),
     exclude_output=P.Param("bool", "True spares the classifier layer from pruning"),
     fisher_every=P.Param("int", "epochs between Tr(F) measurements during training; 0 turns them off", low=0),
+)
+# The regime rule's thresholds, used by every chapter that labels regimes.
+REGIME_PARAMETERS = dict(
     train_gap_tol=P.fraction("regime rule: train-accuracy gap above which a sparsity is in the optimization regime"),
     near_optimal=P.fraction("regime rule: Sol-S train accuracy needed for the generalization regime"),
-    device=P.device(),
-    runs_dir=P.runs_dir(),
 )
+
+PARAMETERS = P.ParameterSpec("01_two_regimes", **RUN_PARAMETERS, **REGIME_PARAMETERS,
+                             device=P.device(), runs_dir=P.runs_dir())
 
 
 def classify_regimes(summary: pd.DataFrame, *, train_gap_tol: float = 0.01, near_optimal: float = 0.98
