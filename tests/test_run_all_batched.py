@@ -60,6 +60,13 @@ def test_batched_sweep_agrees_with_single_runs(tmp_path):
     assert meta(RunStore(tmp_path / "batched"), cfgs[0].parent)["batch"] == 2  # the two Sol-Ds
 
 
+def test_large_groups_are_trained_in_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "MAX_BATCH", 3)
+    cfgs = sweep(epochs=1)
+    run_all(cfgs, RunStore(tmp_path), progress=False, batch=True)
+    assert sorted(meta(RunStore(tmp_path), c).get("batch", 1) for c in cfgs) == [1, 3, 3, 3]
+
+
 def test_automatic_batching_and_the_off_switch(tmp_path, monkeypatch):
     cfgs = sweep(epochs=1)
     run_all(cfgs, RunStore(tmp_path / "auto"), progress=False)  # tiny MLPs: should_batch says yes

@@ -538,7 +538,12 @@ class _Member:
     def __init__(self, i: int, model: nn.Module, cfg: TrainConfig, seed: int, callbacks: list, data, device):
         self.i, self.model, self.cfg, self.seed = i, model, cfg, seed
         self.callbacks = list(callbacks)
-        self.step_callbacks = [cb for cb in self.callbacks if getattr(cb, "on_step_end", None) is not None]
+        # A callback may say that its on_step_end does nothing (``wants_step_end = False``, e.g. a
+        # tracker that measures per epoch): then the per-step bookkeeping (materialising the
+        # member's state, swapping its random streams in and out) is skipped, which for a tiny
+        # network at batch 12 was more than half the training time.
+        self.step_callbacks = [cb for cb in self.callbacks if getattr(cb, "on_step_end", None) is not None
+                               and getattr(cb, "wants_step_end", True)]
         self.optimizer = make_optimizer(model, cfg)
         make_scheduler(self.optimizer, cfg)  # sets "initial_lr", as in train()'s optimizer state
         self.lrs = _lr_table(cfg)
@@ -550,7 +555,8 @@ class _Member:
 
     def call(self, hook: str, lr_epoch: int, bufs: dict | None) -> None:
         """Run the member's callbacks for ``hook``, with its optimizer showing its lr and buffers."""
-        fns = [getattr(cb, hook, None) for cb in self.callbacks]
+        callbacks = self.step_callbacks if hook == "on_step_end" else self.callbacks
+        fns = [getattr(cb, hook, None) for cb in callbacks]
         fns = [fn for fn in fns if fn is not None]
         if not fns:
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -151,7 +152,7 @@ def _hide_injected_parameters(path: Path) -> None:
 def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
                       notebooks_dir: Path = REPO_ROOT / "notebooks",
                       only: Sequence[str] | None = None, runs_dir: Path | None = None,
-                      log: Callable[[str], None] = print, jobs: int | None = 1,
+                      log: Callable[[str], None] | None = None, jobs: int | None = 1,
                       oversubscribe: bool = False) -> list[NotebookRun]:
     """Execute the notebooks with ``profile``, ``jobs`` at a time (None: one per core), each in its own kernel.
 
@@ -163,6 +164,7 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
     from .threads import check_workers
 
     jobs = check_workers(jobs, oversubscribe=oversubscribe)
+    log = log or functools.partial(print, flush=True)  # one line per notebook as it happens, also in a log file
     notebooks = find_notebooks(notebooks_dir, only)
     # Read every parameter file before running anything: a typo should not cost a long run first.
     params = {nb.stem: load_parameters(nb, profile) for nb in notebooks}

@@ -196,6 +196,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     state = TrainState(model, masks, optimizer, data, device, cfg, history, epoch=start_epoch,
                        step=start_epoch * steps_per_epoch, steps_per_epoch=steps_per_epoch)
     mask_gradients = GradientMasker(model)
+    # callbacks whose on_step_end does something (see batched._Member for ``wants_step_end``)
+    step_callbacks = [cb for cb in callbacks if getattr(cb, "wants_step_end", True)]
     _call(callbacks, "on_train_begin", state)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, initial=start_epoch, total=cfg.epochs,
                disable=not progress_enabled(progress), leave=False)
@@ -219,9 +221,9 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             mask_gradients(state.masks)
             optimizer.step()
             state.step += 1
-            if callbacks:
+            if step_callbacks:
                 state.batch, state.loss = (xb, yb), loss
-                _call(callbacks, "on_step_end", state)
+                _call(step_callbacks, "on_step_end", state)
         if "diverged" in history:
             break
         scheduler.step()

@@ -62,6 +62,11 @@ class FisherTraceCallback:
         if self.at_start and state.step == 0:  # a resumed run already logged its start
             self.measure(state)
 
+    @property
+    def wants_step_end(self) -> bool:
+        """Only a per-step tracker does anything after a step (the batched trainer skips the rest)."""
+        return self.unit == "step"
+
     def on_step_end(self, state: Any) -> None:
         if self.unit == "step" and state.step % self.every == 0:
             self.measure(state)
