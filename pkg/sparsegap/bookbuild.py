@@ -184,7 +184,7 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
 def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profile: str, jobs: int,
                       log: Callable[[str], None]) -> list[NotebookRun]:
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     log(f"executing {len(notebooks)} notebooks ({profile} profile), {jobs} at a time: "
         f"{', '.join(nb.stem for nb in notebooks)}")
@@ -194,7 +194,7 @@ def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profi
         futures = {pool.submit(execute_notebook, nb, book_dir, params[nb.stem], profile): nb for nb in notebooks}
         pending, failure = set(futures), None
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 nb = futures[future]
                 if future.exception() is None:

@@ -18,6 +18,10 @@ PAPERS = {
 }
 
 
+PAPERS_SHORT = {"P": "Price of Sparsity", "D": "Sparse double descent", "E": "Evci et al. 2019",
+                "G": "Gradient flow"}
+
+
 @dataclass(frozen=True)
 class Claim:
     claim_id: str
@@ -28,6 +32,10 @@ class Claim:
     @property
     def paper(self) -> str:
         return PAPERS[self.claim_id.split("-")[0]]
+
+    @property
+    def paper_short(self) -> str:
+        return PAPERS_SHORT[self.claim_id.split("-")[0]]
 
 
 CLAIMS: dict[str, Claim] = {c.claim_id: c for c in [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 
-from .claims import CLAIMS
+from .claims import CLAIMS, PAPERS, PAPERS_SHORT
 from .verdict import Verdict, anchor, verdicts_in_notebook
 
 LEDGER_PAGE = "ledger"  # book/ledger.md, listed in book/_toc.yml
@@ -25,6 +25,7 @@ NO_CLAIM = "shown (no claim)"
 class Entry:
     verdict: Verdict
     notebook: str  # stem of the executed notebook that displayed it
+    title: str = ""  # its first heading
 
 
 def collect(executed_dir: Path) -> list[Entry]:
@@ -32,8 +33,17 @@ def collect(executed_dir: Path) -> list[Entry]:
     entries = []
     for path in sorted(Path(executed_dir).glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        entries += [Entry(v, path.stem) for v in verdicts_in_notebook(nb)]
+        entries += [Entry(v, path.stem, _title(nb) or path.stem) for v in verdicts_in_notebook(nb)]
     return entries
+
+
+def _title(nb) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return ""
 
 
 def rows(entries: list[Entry]) -> list[dict]:
@@ -44,13 +54,15 @@ def rows(entries: list[Entry]) -> list[dict]:
     out = []
     for claim_id, claim in CLAIMS.items():
         for e in by_claim.get(claim_id, []):
-            out.append({"claim_id": claim_id, "paper": claim.paper, "claim": e.verdict.claim,
+            out.append({"claim_id": claim_id, "paper": claim.paper_short, "claim": e.verdict.claim,
                         "status": e.verdict.status, "scale": e.verdict.scale,
-                        "link": f"notebooks/{e.notebook}.html#{anchor(claim_id)}", "source": e.notebook})
+                        "link": f"notebooks/{e.notebook}.html#{anchor(claim_id)}", "source": e.notebook,
+                        "title": e.title or e.notebook})
         if claim_id not in by_claim:
             status, link = (NO_CLAIM, f"{claim.shown_in}.html") if claim.shown_in else (NOT_YET, "")
-            out.append({"claim_id": claim_id, "paper": claim.paper, "claim": claim.what, "status": status,
-                        "scale": "", "link": link, "source": claim.shown_in})
+            out.append({"claim_id": claim_id, "paper": claim.paper_short, "claim": claim.what, "status": status,
+                        "scale": "", "link": link, "source": claim.shown_in,
+                        "title": "Introduction" if claim.shown_in == "intro" else claim.shown_in})
     return out
 
 
@@ -63,7 +75,7 @@ def render(table: list[dict]) -> str:
     summary = ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
     cells = []
     for r in table:
-        where = (f'<a href="{html.escape(r["link"])}">{html.escape(r["source"])}</a>' if r["link"] else "")
+        where = (f'<a href="{html.escape(r["link"])}">{html.escape(r["title"])}</a>' if r["link"] else "")
         cells.append(
             f'<tr class="ledger-row" data-claim="{html.escape(r["claim_id"])}" data-status="{html.escape(r["status"])}" '
             f'data-source="{html.escape(r["source"])}"><td><strong>{html.escape(r["claim_id"])}</strong></td>'
@@ -73,7 +85,8 @@ def render(table: list[dict]) -> str:
         "# Claims and verdicts", "",
         "Every row of the reproduction plan, with the verdict the book states for it. This page is generated",
         "by `make book` from the verdicts the executed chapters displayed; nothing on it is typed by hand.",
-        "A verdict holds at the scale shown beside it, which is far smaller than the papers' own.", "",
+        "A verdict holds at the scale shown beside it, which is far smaller than the papers' own.",
+        "Papers: " + "; ".join(f"*{PAPERS_SHORT[k]}*: {PAPERS[k]}" for k in PAPERS) + ".", "",
         f"**{len(table)} rows:** {summary}.", "",
         '<table class="ledger">',
         "<thead><tr><th>id</th><th>paper</th><th>claim</th><th>verdict</th><th>measured at</th>"
