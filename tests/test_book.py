@@ -336,21 +336,22 @@ def test_ledger_holds_exactly_the_verdicts_of_the_notebooks(built_book) -> None:
     import re
 
     from sparsegap.claims import CLAIMS
-    from sparsegap.verdict import verdicts_in_notebook
+    from sparsegap.verdict import anchor, verdicts_in_notebook
 
-    produced = set()
+    produced, anchors = set(), set()
     for name, path in built_book.notebooks.items():
         for v in verdicts_in_notebook(nbformat.read(path, as_version=4)):
             produced.add((v.claim_id, v.status, name))
+            anchors.add((name, anchor(v.claim_id, v.part)))
     assert produced, "no notebook produced a verdict"
     page = (built_book.html_dir / "ledger.html").read_text()
     rows = set(re.findall(r'data-claim="([^"]+)" data-status="([^"]+)" data-source="([^"]*)"', page))
     judged = {r for r in rows if r[1] in ("reproduced", "partly", "not reproduced")}
     assert judged == produced, f"on the ledger only: {judged - produced}; in notebooks only: {produced - judged}"
     assert {r[0] for r in rows} == set(CLAIMS), "every row of the plan is listed, covered or not"
-    for claim_id, _, name in produced:
-        anchor_id = "verdict-" + re.sub(r"[^a-z0-9]+", "-", claim_id.lower()).strip("-")
+    for name, anchor_id in anchors:
         assert f'id="{anchor_id}"' in (built_book.html_dir / "notebooks" / f"{name}.html").read_text()
+        assert f'href="notebooks/{name}.html#{anchor_id}"' in page
 
 
 def _links(html_text: str) -> list[str]:

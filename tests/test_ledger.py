@@ -44,6 +44,14 @@ def test_verdict_needs_a_claim_id_of_the_plan(bad):
     assert "P-F1" in str(err.value)  # the message lists what is allowed
 
 
+def test_verdict_parts_tell_two_claims_of_one_row_apart():
+    a = Verdict("P-F4", "claim a", "partly", part="a")
+    assert a.label == "P-F4 (a)" and 'id="verdict-p-f4-a"' in a._repr_html_()
+    assert Verdict.from_dict(a.to_dict()) == a
+    with pytest.raises(ValueError, match="part"):
+        Verdict("P-F4", "claim", "partly", part="(a)")
+
+
 def test_verdict_checks_status_claim_and_reasons():
     with pytest.raises(ValueError, match="status.*reproduced"):
         Verdict("P-F1", "a claim", "maybe")

@@ -54,13 +54,14 @@ def rows(entries: list[Entry]) -> list[dict]:
     out = []
     for claim_id, claim in CLAIMS.items():
         for e in by_claim.get(claim_id, []):
-            out.append({"claim_id": claim_id, "paper": claim.paper_short, "claim": e.verdict.claim,
-                        "status": e.verdict.status, "scale": e.verdict.scale,
-                        "link": f"notebooks/{e.notebook}.html#{anchor(claim_id)}", "source": e.notebook,
+            out.append({"claim_id": claim_id, "label": e.verdict.label, "paper": claim.paper_short,
+                        "claim": e.verdict.claim, "status": e.verdict.status, "scale": e.verdict.scale,
+                        "link": f"notebooks/{e.notebook}.html#{anchor(claim_id, e.verdict.part)}", "source": e.notebook,
                         "title": e.title or e.notebook})
         if claim_id not in by_claim:
             status, link = (NO_CLAIM, f"{claim.shown_in}.html") if claim.shown_in else (NOT_YET, "")
-            out.append({"claim_id": claim_id, "paper": claim.paper_short, "claim": claim.what, "status": status,
+            out.append({"claim_id": claim_id, "label": claim_id, "paper": claim.paper_short, "claim": claim.what,
+                        "status": status,
                         "scale": "", "link": link, "source": claim.shown_in,
                         "title": "Introduction" if claim.shown_in == "intro" else claim.shown_in})
     return out
@@ -78,7 +79,7 @@ def render(table: list[dict]) -> str:
         where = (f'<a href="{html.escape(r["link"])}">{html.escape(r["title"])}</a>' if r["link"] else "")
         cells.append(
             f'<tr class="ledger-row" data-claim="{html.escape(r["claim_id"])}" data-status="{html.escape(r["status"])}" '
-            f'data-source="{html.escape(r["source"])}"><td><strong>{html.escape(r["claim_id"])}</strong></td>'
+            f'data-source="{html.escape(r["source"])}"><td><strong>{html.escape(r["label"])}</strong></td>'
             f'<td>{html.escape(r["paper"])}</td><td>{html.escape(r["claim"])}</td>'
             f'<td>{html.escape(r["status"])}</td><td>{html.escape(r["scale"])}</td><td>{where}</td></tr>')
     return "\n".join([

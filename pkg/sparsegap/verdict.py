@@ -18,9 +18,9 @@ VERDICT_MIME = "application/vnd.sparsegap.verdict+json"
 _COLORS = {"reproduced": "#2e7d32", "partly": "#b26a00", "not reproduced": "#c62828"}
 
 
-def anchor(claim_id: str) -> str:
-    """The HTML id of a verdict on its page, e.g. ``verdict-p-f7-8`` for P-F7/8."""
-    return "verdict-" + re.sub(r"[^a-z0-9]+", "-", claim_id.lower()).strip("-")
+def anchor(claim_id: str, part: str = "") -> str:
+    """The HTML id of a verdict on its page, e.g. ``verdict-p-f7-8`` for P-F7/8, ``verdict-p-f4-a`` for part a."""
+    return "verdict-" + re.sub(r"[^a-z0-9]+", "-", f"{claim_id} {part}".lower()).strip("-")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class Verdict:
 
     ``claim_id`` is the plan's row id (P-F1, D-F3, ...), ``claim`` the paper's claim in one line,
     ``status`` one of :data:`STATUSES`, ``reasons`` the measured facts behind it, and ``scale`` the
-    setting it was measured at (model, data, seeds, epochs).
+    setting it was measured at (model, data, seeds, epochs). ``part`` tells apart several verdicts on
+    one row of the plan (P-F4 (a) and (b): one figure, two claims).
     """
 
     claim_id: str
@@ -37,6 +38,7 @@ class Verdict:
     status: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
     scale: str = ""
+    part: str = ""
 
     def __post_init__(self):
         check_claim_id(self.claim_id)
@@ -50,22 +52,27 @@ class Verdict:
         object.__setattr__(self, "reasons", reasons)
         if not isinstance(self.scale, str):
             raise TypeError(f"Verdict.scale must be a string, got {self.scale!r}")
+        if not isinstance(self.part, str) or not re.fullmatch(r"[a-z0-9]{0,3}", self.part):
+            raise ValueError(f"Verdict.part must be a short label such as 'a' (or ''), got {self.part!r}")
 
-    def with_scale(self, scale: str) -> "Verdict":
-        return Verdict(self.claim_id, self.claim, self.status, self.reasons, scale)
+    @property
+    def label(self) -> str:
+        """``P-F4`` or ``P-F4 (a)``."""
+        return f"{self.claim_id} ({self.part})" if self.part else self.claim_id
 
     def to_dict(self) -> dict:
         return {"claim_id": self.claim_id, "claim": self.claim, "status": self.status,
-                "reasons": list(self.reasons), "scale": self.scale}
+                "reasons": list(self.reasons), "scale": self.scale, "part": self.part}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Verdict":
-        return cls(d["claim_id"], d["claim"], d["status"], tuple(d.get("reasons", ())), d.get("scale", ""))
+        return cls(d["claim_id"], d["claim"], d["status"], tuple(d.get("reasons", ())), d.get("scale", ""),
+                   d.get("part", ""))
 
     # ------------------------------------------------------------------ rendering
 
     def _repr_markdown_(self) -> str:
-        lines = [f"**Verdict {self.claim_id}: {self.status}.** {self.claim}", ""]
+        lines = [f"**Verdict {self.label}: {self.status}.** {self.claim}", ""]
         lines += [f"- {r}" for r in self.reasons]
         if self.scale:
             lines += ["", f"*Measured at this scale: {self.scale}.*"]
@@ -76,14 +83,14 @@ class Verdict:
         items = "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons)
         scale = (f'<p style="margin:0.4em 0 0 0;font-style:italic">Measured at this scale: '
                  f'{html.escape(self.scale)}.</p>') if self.scale else ""
-        return (f'<div id="{anchor(self.claim_id)}" class="sparsegap-verdict" '
+        return (f'<div id="{anchor(self.claim_id, self.part)}" class="sparsegap-verdict" '
                 f'style="border-left:6px solid {color};padding:0.6em 1em;margin:0.8em 0;background:#f8f8f8">'
-                f'<p style="margin:0 0 0.4em 0"><strong>Verdict {html.escape(self.claim_id)}: '
+                f'<p style="margin:0 0 0.4em 0"><strong>Verdict {html.escape(self.label)}: '
                 f'<span style="color:{color}">{html.escape(self.status)}</span>.</strong> '
                 f'{html.escape(self.claim)}</p><ul style="margin:0">{items}</ul>{scale}</div>')
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        return {"text/plain": f"Verdict({self.claim_id}: {self.status})",
+        return {"text/plain": f"Verdict({self.label}: {self.status})",
                 "text/markdown": self._repr_markdown_(), "text/html": self._repr_html_(),
                 VERDICT_MIME: self.to_dict()}
 
@@ -96,7 +103,7 @@ class Verdict:
             from myst_nb import glue
         except ImportError:  # outside the book's environment the display is all that matters
             return
-        glue(f"{self.claim_id}-status", self.status, display=False)
+        glue(anchor(self.claim_id, self.part).removeprefix("verdict-") + "-status", self.status, display=False)
 
 
 class VerdictMimeRenderer:
