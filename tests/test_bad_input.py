@@ -23,10 +23,12 @@ from torch import nn
 
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.data import load_dataset, make_tishby
+from sparsegap.memorization import first_epoch_reaching, memorized_share, noisy_confusion
 from sparsegap.metrics import (FisherTraceCallback, disagreement, evaluate, fisher_trace, hessian_trace,
                                jacobian_norm, per_sample_grad_norms_sq, predict_logits, prediction_entropy)
 from sparsegap.models import build_model
 from sparsegap.pruning import check_masks, global_magnitude_masks, global_masks_from_scores
+from sparsegap.trackers import make_trackers
 
 INF, NAN = math.inf, math.nan
 
@@ -71,6 +73,11 @@ def _dense() -> RunConfig:
 def _sparse(**kw) -> RunConfig:
     d = _dense()
     return RunConfig("scratch", d.data, d.model, d.train, parent=d, **{"sparsity": 0.5, **kw})
+
+
+def _memorized_history() -> dict:
+    return {"test_acc": [0.5], "trace": {"accuracy:permuted": {"epoch": [0, 0], "step": [0, 5], "epochs": [0.0, 1.0],
+                                                              "value": [0.1, 0.2]}}}
 
 
 def _empty_layer_masks() -> tuple[nn.Module, dict]:
@@ -119,6 +126,14 @@ CASES = [
     Case("data.train_size=inf", "train_size", lambda: DataConfig("digits", train_size=INF)),
     Case("data.subset_seed=1.5", "subset_seed", lambda: DataConfig("digits", subset_seed=1.5)),
     Case("data.subset_seed=2**64", "subset_seed", lambda: DataConfig("digits", subset_seed=2**64)),
+    Case("data.noise=1", "noise", lambda: DataConfig("digits", noise=1.0)),
+    Case("data.noise=-0.1", "noise", lambda: DataConfig("digits", noise=-0.1)),
+    Case("data.noise=nan", "noise", lambda: DataConfig("digits", noise=NAN)),
+    Case("data.noise=inf", "noise", lambda: DataConfig("digits", noise=INF)),
+    Case("data.noise=True", "noise", lambda: DataConfig("digits", noise=True)),
+    Case("data.noise=str", "noise", lambda: DataConfig("digits", noise="0.3")),
+    Case("data.noise_seed=2**32", "noise_seed", lambda: DataConfig("digits", noise=0.3, noise_seed=2**32)),
+    Case("data.noise_seed=-1", "noise_seed", lambda: DataConfig("digits", noise=0.3, noise_seed=-1)),
     # ModelConfig
     Case("model.name=vgg16", "name", lambda: ModelConfig("vgg16")),
     Case("model.width=0", "width", lambda: ModelConfig(width=0)),
@@ -141,6 +156,9 @@ CASES = [
     Case("run.exclude_output=yes", "exclude_output", lambda: _sparse(exclude_output="yes")),
     Case("run.track=str", "track", lambda: _sparse(track="fisher_trace@5")),
     Case("run.data=str", "data", lambda: RunConfig("dense", data="digits")),
+    Case("run.track unknown subset", "track", lambda: _sparse(track=("accuracy:memorized@1",))),
+    Case("run.track unknown metric", "track", lambda: _sparse(track=("acc:permuted@1",))),
+    Case("run.track bad every", "track", lambda: _sparse(track=("accuracy:permuted@0",))),
     # pruning
     Case("masks: 0 of 10 weights kept", "sparsity", lambda: global_masks_from_scores({"a": torch.rand(10)}, 0.999)),
     Case("masks: a layer emptied", "sparsity", lambda: global_masks_from_scores(_scores(), 0.9)),
@@ -214,6 +232,24 @@ CASES = [
     Case("tishby: mutual_information=str", "mutual_information", lambda: make_tishby(mutual_information="0.9")),
     Case("tishby: label_noise='no'", "label_noise", lambda: make_tishby(label_noise="no")),
     Case("subset: idx out of range", "idx", lambda: load_dataset("tishby").subset(torch.tensor([0, 10**6]))),
+    Case("load: noise=1", "noise", lambda: load_dataset("digits", noise=1.0)),
+    Case("load: noise=nan", "noise", lambda: load_dataset("digits", noise=NAN)),
+    Case("load: noise=True", "noise", lambda: load_dataset("digits", noise=True)),
+    Case("load: noise_seed=-1", "noise_seed", lambda: load_dataset("digits", noise=0.2, noise_seed=-1)),
+    Case("load: noise_seed=0.5", "noise_seed", lambda: load_dataset("digits", noise=0.2, noise_seed=0.5)),
+    Case("subset: unknown name", "name", lambda: load_dataset("digits").subset("memorized")),
+    Case("subset: permuted without noise", "subset", lambda: load_dataset("digits").subset("permuted")),
+    Case("trackers: restored without noise", "subset", lambda: make_trackers(["fisher_trace:restored@1"],
+                                                                             load_dataset("digits"))),
+    # memorization statistics
+    Case("memorized_share: no trace", "history", lambda: memorized_share({"test_acc": [0.5], "trace": {}})),
+    Case("memorized_share: at=best", "at", lambda: memorized_share(_memorized_history(), at="best")),
+    Case("first_epoch_reaching: threshold=nan", "threshold",
+         lambda: first_epoch_reaching(_memorized_history(), "accuracy:permuted", NAN)),
+    Case("noisy_confusion: wrong length", "predictions",
+         lambda: noisy_confusion(load_dataset("digits", train_size=100, noise=0.2), [0, 1, 2])),
+    Case("noisy_confusion: class 10", "predictions",
+         lambda: noisy_confusion(load_dataset("digits", train_size=100, noise=0.2), [10] * 20)),
     # models
     Case("build: num_classes=0", "num_classes", lambda: build_model("mlp", num_classes=0, input_shape=(12,),
                                                                       hidden=(4,))),

@@ -115,6 +115,8 @@ class DataConfig(_Canonical):
     train_size: int | None = None   # class-balanced training subset; None = all
     test_size: int | None = None    # None = the full test set
     subset_seed: int = 0
+    noise: float = 0.0              # fraction ε of training labels flipped to another class (data.load_dataset)
+    noise_seed: int = 0             # picks the noisy samples and their labels
 
     def __post_init__(self):
         _check_type("DataConfig", "name", self.name, (str,), "a dataset name (str)")
@@ -128,6 +130,14 @@ class DataConfig(_Canonical):
                     raise ValueError(f"DataConfig.{n} must be at least the {NUM_CLASSES[self.name]} classes of "
                                      f"{self.name} (one sample per class), or None; got {size!r}")
         _seed("DataConfig", "subset_seed", self.subset_seed)
+        _number("DataConfig", "noise", self.noise, 0, 1, high_open=True)
+        object.__setattr__(self, "noise", float(self.noise))
+        if self.noise > 0 and NUM_CLASSES[self.name] < 2:
+            raise ValueError(f"DataConfig.noise must be 0 for {self.name}, which has {NUM_CLASSES[self.name]} "
+                             f"class (no other class to flip a label to); got {self.noise!r}")
+        _seed("DataConfig", "noise_seed", self.noise_seed)
+        if self.noise == 0:  # the seed picks nothing then: clean data keep one identity (and one hash)
+            object.__setattr__(self, "noise_seed", 0)
 
 
 @dataclass(frozen=True)
@@ -222,9 +232,8 @@ class RunConfig(_Canonical):
         _number("RunConfig", "min_density", self.min_density, 0, 1)
         track = tuple(self.track) if isinstance(self.track, list) else self.track
         _check_type("RunConfig", "track", track, (tuple,), "a tuple of tracker specs such as 'fisher_trace@5'")
-        from .trackers import parse_tracker
-        for spec in track:
-            parse_tracker(spec)
+        from .trackers import check_trackers
+        check_trackers(track, self.data)  # specs parse, keys are distinct, no noisy subset of clean data
         object.__setattr__(self, "track", track)
         if self.kind == "dense":
             if self.parent is not None or self.sparsity != 0.0:

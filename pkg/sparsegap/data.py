@@ -22,6 +22,13 @@ training split (computed at load time, kept in ``DataSplits.mean`` / ``.std`` so
 returned as generated. Datasets without an official test split (mnist-5k, digits, tishby) get a
 stratified split drawn with a fixed seed (``_SPLIT_SEED``), so their test set never depends on the
 ``seed`` argument, which only picks the ``train_size`` / ``test_size`` subsets.
+
+Label noise (``load_dataset(..., noise=ε, noise_seed=s)``) is symmetric and applied after the
+training subset is drawn: exactly ``round(ε * n_train)`` training samples get a label drawn
+uniformly from the *other* classes (see :func:`add_label_noise`). The test set is never touched.
+:class:`DataSplits` keeps both label sets and names the subsets of the noisy training set
+(:data:`SUBSETS`): ``permuted`` (the noisy samples with their noisy labels), ``unpermuted`` (the
+clean samples) and ``restored`` (the noisy samples with their true labels).
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "NUM_CLASSES", "DataSplits", "data_root", "load_dataset", "make_tishby", "read_idx"]
+__all__ = ["DATASETS", "NUM_CLASSES", "SUBSETS", "DataSplits", "add_label_noise", "data_root", "load_dataset",
+           "make_tishby", "read_idx"]
 
 DATASETS: tuple[str, ...] = (
     "fashion-mnist", "mnist-5k", "mnist1d", "tishby", "digits", "mnist", "cifar10", "cifar100",
@@ -48,6 +56,10 @@ DATASETS: tuple[str, ...] = (
 # Classes of each dataset, known before loading it (checked against the loaded labels).
 NUM_CLASSES: dict[str, int] = {"fashion-mnist": 10, "mnist-5k": 10, "mnist1d": 10, "tishby": 2, "digits": 10,
                                "mnist": 10, "cifar10": 10, "cifar100": 100}
+
+# Named parts of the data (DataSplits.subset): the training set as trained on (noisy labels), the test
+# set, and the three subsets of the label-noise experiments (He et al. 2022's names).
+SUBSETS: tuple[str, ...] = ("train", "test", "permuted", "unpermuted", "restored")
 
 _SPLIT_SEED = 0  # fixed seed of the train/test split of datasets that ship without one
 _SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}  # Debian package
@@ -61,6 +73,11 @@ class DataSplits:
 
     ``mean`` / ``std`` are the per-channel statistics used for standardisation (empty when the data
     was not standardised): ``x * std + mean`` gives back pixels in [0, 1].
+
+    Label noise: ``y_train`` holds the labels training uses (the noisy ones), ``y_train_true`` the
+    true labels (``y_train`` itself without noise), ``noisy`` is True for the flipped samples and
+    ``noise`` is the fraction ε asked for. ``noisy`` is exactly ``y_train != y_train_true``: a
+    flipped label never lands on the true class. :meth:`subset` names the parts of the data.
     """
 
     name: str
@@ -71,14 +88,52 @@ class DataSplits:
     num_classes: int
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    y_train_true: torch.Tensor | None = None   # None: the same as y_train (no noise)
+    noisy: torch.Tensor | None = None          # None: no sample flipped
+    noise: float = 0.0
+
+    def __post_init__(self):
+        n = len(self.y_train)
+        if self.noisy is None or self.y_train_true is None or not bool(self.noisy.any()):
+            # Without noise the true labels are the training labels, whatever replace() carried over
+            # (replace(clean, y_train=...) keeps working as before noise existed).
+            object.__setattr__(self, "y_train_true", self.y_train)
+            object.__setattr__(self, "noisy", torch.zeros(n, dtype=torch.bool))
+            return
+        if self.y_train_true.shape != self.y_train.shape or self.noisy.shape != (n,) or self.noisy.dtype != torch.bool:
+            raise ValueError(f"y_train_true and noisy must match y_train (shape ({n},), noisy bool), got "
+                             f"{tuple(self.y_train_true.shape)} and {tuple(self.noisy.shape)} {self.noisy.dtype}")
+        if not torch.equal(self.noisy, self.y_train != self.y_train_true):
+            raise ValueError("noisy must be exactly the samples whose label y_train differs from y_train_true")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def subset(self, idx: torch.Tensor) -> DataSplits:
-        """The same splits with the training set restricted to ``idx`` (test set kept)."""
-        idx = torch.as_tensor(idx)
+    def subset(self, name: str | torch.Tensor):
+        """``subset("permuted")``: the ``(x, y)`` tensors of a named subset (one of :data:`SUBSETS`):
+
+        * ``train``: ``(x_train, y_train)``, the training set with the labels trained on (noisy);
+        * ``test``: ``(x_test, y_test)``;
+        * ``permuted``: the noisy samples with their noisy labels (accuracy there = memorized share);
+        * ``unpermuted``: the clean samples, with their (true) labels;
+        * ``restored``: the noisy samples with their true labels.
+
+        Samples keep their order in the training set (see :meth:`subset_indices`). An empty subset
+        (``permuted`` without noise) is a ValueError, never an empty tensor to divide by.
+
+        ``subset(idx)`` with a 1-D integer or boolean tensor: the same splits with the training set
+        restricted to ``idx`` (true labels and noise marks included; test set kept).
+        """
+        if isinstance(name, str):
+            if name == "test":
+                return self.x_test, self.y_test
+            if name == "train":
+                return self.x_train, self.y_train
+            idx = self.subset_indices(name)
+            y = self.y_train_true if name == "restored" else self.y_train
+            return self.x_train[idx], y[idx]
+        idx = torch.as_tensor(name)
         if idx.dim() != 1 or not (idx.dtype == torch.bool or not idx.is_floating_point()):
             raise ValueError(f"idx must be a 1-D integer or boolean tensor, got dtype={idx.dtype} "
                              f"shape={tuple(idx.shape)}")
@@ -88,11 +143,30 @@ class DataSplits:
                 raise ValueError(f"boolean idx must have length {n} (the training set), got {len(idx)}")
         elif len(idx) and (int(idx.min()) < -n or int(idx.max()) >= n):
             raise ValueError(f"idx values must lie in [0, {n}), got [{int(idx.min())}, {int(idx.max())}]")
-        return replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx])
+        return replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx],
+                       y_train_true=self.y_train_true[idx], noisy=self.noisy[idx])
+
+    def subset_indices(self, name: str) -> torch.Tensor:
+        """Sorted indices into the training set of the named subset (``train``, ``permuted``,
+        ``unpermuted`` or ``restored``; ``test`` is no part of it). An empty subset is a ValueError."""
+        if not isinstance(name, str) or name not in SUBSETS:
+            raise ValueError(f"unknown subset name={name!r}; subsets: {', '.join(SUBSETS)}")
+        if name == "test":
+            raise ValueError("subset 'test' has no indices into the training set; use subset('test')")
+        if name == "train":
+            return torch.arange(len(self.y_train))
+        idx = torch.nonzero(self.noisy if name in ("permuted", "restored") else ~self.noisy).flatten()
+        if len(idx) == 0:
+            why = (f"no training label is noisy (noise={self.noise:g}); set DataConfig(noise=...) above 0"
+                   if name != "unpermuted" else f"every training label is noisy (noise={self.noise:g})")
+            raise ValueError(f"subset {name!r} of {self.name} is empty: {why}")
+        return idx
 
     def __repr__(self) -> str:
+        noise = (f", noise={self.noise:g} ({int(self.noisy.sum())} labels flipped)"
+                 if self.noise > 0 or bool(self.noisy.any()) else "")
         return (f"DataSplits(name={self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
-                f"input_shape={self.input_shape}, num_classes={self.num_classes})")
+                f"input_shape={self.input_shape}, num_classes={self.num_classes}{noise})")
 
 
 def data_root() -> Path:
@@ -102,18 +176,26 @@ def data_root() -> Path:
 
 
 def load_dataset(name: str, *, train_size: int | None = None, test_size: int | None = None,
-                 root: str | Path | None = None, download: bool = False, seed: int = 0) -> DataSplits:
+                 root: str | Path | None = None, download: bool = False, seed: int = 0,
+                 noise: float = 0.0, noise_seed: int = 0) -> DataSplits:
     """Load dataset ``name`` (one of :data:`DATASETS`; case and ``_``/``-`` are forgiven).
 
     ``train_size`` / ``test_size`` pick a class-balanced subset, deterministic given ``seed``
     (``None`` keeps the whole split). ``root`` defaults to :func:`data_root`. ``download=True`` lets
     torchvision fetch mnist, fashion-mnist and the CIFARs when no local copy is found.
+
+    ``noise`` = ε in [0, 1) flips the labels of exactly ``round(ε * n_train)`` training samples of
+    the (sub)set, chosen with a generator seeded by ``noise_seed``, each to a class drawn uniformly
+    from the *other* classes (:func:`add_label_noise`), so the realised noise rate is ε itself.
+    open_lth's random labels, by contrast, are drawn from all classes and can land on the true
+    class (realised rate ε (C-1)/C). The test set is never touched.
     """
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise ValueError(f"unknown dataset name={name!r}; allowed: {', '.join(DATASETS)}")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not -2**63 <= seed < 2**64:
         raise ValueError(f"seed must be an int in [-2**63, 2**64) (torch's seed range), got {seed!r}")
+    _check_noise(noise, noise_seed, NUM_CLASSES[key])
     for param, value in (("train_size", train_size), ("test_size", test_size)):
         if value is not None:  # cheap checks before a possibly slow load; the upper bound after
             _check_size(param, value, None, NUM_CLASSES[key])
@@ -131,7 +213,49 @@ def load_dataset(name: str, *, train_size: int | None = None, test_size: int | N
         _check_size("test_size", test_size, len(data.y_test), data.num_classes)
         keep = _stratified(data.y_test, int(test_size), data.num_classes, gen)
         data = replace(data, x_test=data.x_test[keep], y_test=data.y_test[keep])
+    if noise > 0:
+        data = add_label_noise(data, noise, noise_seed)
     return data
+
+
+# ------------------------------------------------------------------------------------ label noise
+
+def _check_noise(noise: object, noise_seed: object, num_classes: int) -> None:
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not (
+            math.isfinite(noise) and 0 <= noise < 1):
+        raise ValueError(f"noise must be a finite number in [0, 1) (the fraction of training labels "
+                         f"flipped), got {noise!r}")
+    if noise > 0 and num_classes < 2:
+        raise ValueError(f"noise must be 0 for a dataset with {num_classes} class (no other class to flip "
+                         f"a label to), got {noise!r}")
+    if not isinstance(noise_seed, numbers.Integral) or isinstance(noise_seed, bool) or not 0 <= noise_seed < 2**32:
+        raise ValueError(f"noise_seed must be an int in [0, 2**32), got {noise_seed!r}")
+
+
+def add_label_noise(data: DataSplits, noise: float, noise_seed: int = 0) -> DataSplits:
+    """Symmetric label noise on the training set of ``data`` (which must be clean).
+
+    Exactly ``round(noise * n_train)`` samples (Python's ``round``), drawn without replacement by a
+    ``torch.Generator`` seeded with ``noise_seed``, each get a label drawn uniformly from the
+    ``C - 1`` classes other than their true one (true label plus an offset uniform in 1..C-1,
+    modulo C). So no flipped label equals the true one and the realised rate is exactly the one
+    asked for; open_lth's random labels can land on the true class. The test set is untouched.
+    """
+    _check_noise(noise, noise_seed, data.num_classes)
+    if bool(data.noisy.any()):
+        raise ValueError(f"noise: the training labels of {data.name} are noisy already "
+                         f"({int(data.noisy.sum())} flipped); add noise to clean data")
+    n, c = len(data.y_train), data.num_classes
+    k = round(noise * n)
+    gen = torch.Generator().manual_seed(int(noise_seed))
+    chosen = torch.randperm(n, generator=gen)[:k]
+    offset = torch.randint(1, c, (k,), generator=gen) if k else torch.zeros(0, dtype=torch.int64)
+    y_true = data.y_train
+    y = y_true.clone()
+    y[chosen] = (y_true[chosen] + offset) % c
+    noisy = torch.zeros(n, dtype=torch.bool)
+    noisy[chosen] = True
+    return replace(data, y_train=y, y_train_true=y_true, noisy=noisy, noise=float(noise))
 
 
 # ---------------------------------------------------------------------------------------- subsets

@@ -383,7 +383,8 @@ class Run:
 def load_data(cfg: DataConfig):
     """Datasets are small and shared by many runs: load each once per process."""
     from .data import load_dataset
-    return load_dataset(cfg.name, train_size=cfg.train_size, test_size=cfg.test_size, seed=cfg.subset_seed)
+    return load_dataset(cfg.name, train_size=cfg.train_size, test_size=cfg.test_size, seed=cfg.subset_seed,
+                        noise=cfg.noise, noise_seed=cfg.noise_seed)
 
 
 def build_model_for(model_cfg: ModelConfig, data_cfg: DataConfig, seed: int | None = None) -> nn.Module:

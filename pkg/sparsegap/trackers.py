@@ -1,39 +1,121 @@
-"""Metrics recorded during training, named in a run's config so that they are part of its identity.
+"""Trackers: metrics recorded during training, named in ``RunConfig.track`` so that they are part of
+a run's identity.
 
-A tracker spec is ``"<name>@<every>"`` (every N epochs) or ``"<name>@<every>step"`` (every N
-optimizer steps); a bare ``"<name>"`` means every epoch. The values land in the run's history under
-``history["trace"][name]`` with the epoch and step of each measurement. A new tracker is a factory
-``(data, every, unit) -> callback`` registered in :data:`TRACKERS`.
+A tracker spec is ``"<metric>[:<subset>][@<every>[step]]"``:
+
+* ``metric``: ``accuracy``, ``loss`` (mean cross-entropy), ``fisher_trace`` (Tr(F) with labels
+  sampled from the model) or ``predictions`` (the predicted class of every sample, a list of ints);
+* ``subset``: one of :data:`sparsegap.data.SUBSETS` (``train``, ``test``, ``permuted``,
+  ``unpermuted``, ``restored``; see :meth:`sparsegap.data.DataSplits.subset`), ``train`` if left out;
+* ``@<every>``: every N epochs, ``@<every>step``: every N optimizer steps; every epoch if left out.
+
+Each tracker also measures once at the start (0 epochs), then every N epochs (or steps). The values
+land in ``history["trace"][key]`` (lists ``epoch``, ``step``, ``epochs``, ``value``) under the spec
+without its ``@`` part: ``"accuracy:permuted@1"`` logs under ``"accuracy:permuted"``,
+``"fisher_trace@5"`` under ``"fisher_trace"`` as it always has.
+
+A new metric is a factory ``(x, y, spec, shared) -> callback`` registered in :data:`TRACKERS`, where
+``(x, y)`` is the subset's data and ``shared`` the subset's :class:`~sparsegap.metrics.callbacks.SharedLogits`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, NamedTuple
 
-_SPEC = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(@(?P<every>[1-9][0-9]*)(?P<unit>step|epoch)?)?$")
+from .data import SUBSETS
+
+_SPEC = re.compile(r"^(?P<metric>[a-z_][a-z0-9_]*)(:(?P<subset>[a-z_][a-z0-9_]*))?"
+                   r"(@(?P<every>[1-9][0-9]*)(?P<unit>step|epoch)?)?$")
+
+# The samples each subset reads: trackers of permuted and restored share one forward pass.
+_ROWS = {"train": "train", "test": "test", "permuted": "noisy", "restored": "noisy", "unpermuted": "clean"}
+# Values train() has already logged per epoch for the same weights and samples.
+_LOGGED = {("accuracy", "train"): "train_acc", ("loss", "train"): "train_loss",
+           ("accuracy", "test"): "test_acc", ("loss", "test"): "test_loss"}
 
 
-def _fisher(data, every: int, unit: str):
+class TrackerSpec(NamedTuple):
+    metric: str    # one of TRACKERS
+    subset: str    # one of data.SUBSETS
+    every: int
+    unit: str      # "epoch" or "step"
+    key: str       # history["trace"][key]: the spec without its "@..." part
+
+
+def _fisher(x, y, spec: TrackerSpec, shared):
     from .metrics.callbacks import FisherTraceCallback
-    return FisherTraceCallback(data.x_train, data.y_train, every=every, unit=unit, labels="sampled")
+    return FisherTraceCallback(x, y, every=spec.every, unit=spec.unit, labels="sampled", name=spec.key)
 
 
-TRACKERS: dict[str, Callable] = {"fisher_trace": _fisher}
+def _subset_metric(x, y, spec: TrackerSpec, shared):
+    from .metrics.callbacks import SubsetMetricCallback
+    return SubsetMetricCallback(x, y, metric=spec.metric, every=spec.every, unit=spec.unit, name=spec.key,
+                                logits=shared, logged_as=_LOGGED.get((spec.metric, spec.subset)))
 
 
-def parse_tracker(spec: str) -> tuple[str, int, str]:
-    """``"fisher_trace@5"`` -> ("fisher_trace", 5, "epoch"); clear errors for anything else."""
+TRACKERS: dict[str, Callable] = {"accuracy": _subset_metric, "loss": _subset_metric, "fisher_trace": _fisher,
+                                 "predictions": _subset_metric}
+
+
+def parse_tracker(spec: str) -> TrackerSpec:
+    """``"accuracy:permuted@2"`` -> TrackerSpec("accuracy", "permuted", 2, "epoch", "accuracy:permuted");
+    a ValueError saying what is allowed for anything else."""
     m = _SPEC.match(spec) if isinstance(spec, str) else None
-    if m is None or m["name"] not in TRACKERS:
-        raise ValueError(f"tracker spec must look like '<name>', '<name>@<N>' or '<name>@<N>step' with name in "
-                         f"{sorted(TRACKERS)}, got {spec!r}")
-    return m["name"], int(m["every"] or 1), m["unit"] or "epoch"
+    allowed = (f"metrics: {', '.join(TRACKERS)}; subsets: {', '.join(SUBSETS)}")
+    if m is None:
+        raise ValueError(f"tracker spec (an entry of RunConfig.track) must look like '<metric>', "
+                         f"'<metric>:<subset>', each optionally followed by '@<N>' (every N epochs) or "
+                         f"'@<N>step' (every N steps), e.g. 'accuracy:permuted@1' ({allowed}); got {spec!r}")
+    if m["metric"] not in TRACKERS:
+        raise ValueError(f"unknown metric {m['metric']!r} in tracker spec {spec!r} (an entry of RunConfig.track); "
+                         f"metrics: {', '.join(TRACKERS)}")
+    subset = m["subset"] or "train"
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r} in tracker spec {spec!r} (an entry of RunConfig.track); "
+                         f"subsets: {', '.join(SUBSETS)}")
+    return TrackerSpec(m["metric"], subset, int(m["every"] or 1), m["unit"] or "epoch", spec.split("@")[0])
+
+
+def check_trackers(specs, data_config) -> None:
+    """What can be checked against a :class:`~sparsegap.config.DataConfig` before loading anything:
+    every spec parses, two specs do not log under one key, and no spec reads the noisy samples of
+    clean data (``permuted`` or ``restored`` with ``noise=0`` would be empty)."""
+    parsed = [parse_tracker(s) for s in specs]
+    keys = [p.key for p in parsed]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise ValueError(f"two tracker specs log under one key {k!r} in track={tuple(specs)!r}; "
+                             f"keep one of them")
+    if not getattr(data_config, "noise", 0):
+        for s, p in zip(specs, parsed):
+            if p.subset in ("permuted", "restored"):
+                raise ValueError(f"tracker spec {s!r} (an entry of RunConfig.track) reads the noisy samples, "
+                                 f"but the data has none: set DataConfig(noise=...) above 0")
 
 
 def make_trackers(specs, data) -> list:
+    """The callbacks of ``specs`` on ``data`` (a :class:`~sparsegap.data.DataSplits`). Subsets are
+    resolved here, once; trackers reading the same samples share one forward pass per measurement.
+    An empty subset (``permuted`` without noise) is a ValueError."""
+    from .metrics.callbacks import SharedLogits
+
+    xs: dict[str, object] = {}
+    shared: dict[str, SharedLogits] = {}
     out = []
     for spec in specs:
-        name, every, unit = parse_tracker(spec)
-        out.append(TRACKERS[name](data, every, unit))
+        p = parse_tracker(spec)
+        rows = _ROWS[p.subset]
+        if p.subset == "train":          # plain tensors: any object with x_train / y_train will do
+            x, y = data.x_train, data.y_train
+        elif p.subset == "test":
+            x, y = data.x_test, data.y_test
+        else:
+            if not callable(getattr(data, "subset", None)):
+                raise TypeError(f"tracker {spec!r} needs a sparsegap.data.DataSplits (for its subsets), "
+                                f"got {type(data).__name__}")
+            x, y = data.subset(p.subset)
+            x = xs.setdefault(rows, x)   # permuted and restored: one tensor of the noisy samples
+        xs.setdefault(rows, x)
+        out.append(TRACKERS[p.metric](x, y, p, shared.setdefault(rows, SharedLogits(x))))
     return out

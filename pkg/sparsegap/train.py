@@ -123,15 +123,16 @@ class TrainState:
     loss: torch.Tensor | None = None
     steps_per_epoch: int = 1
 
-    def log(self, name: str, value: float) -> None:
+    def log(self, name: str, value: float | list[int]) -> None:
         """Record ``value`` with the current epoch index, global step, and epochs completed
-        (``step / steps_per_epoch``: 0 at the initialisation, 1.0 after the first epoch)."""
+        (``step / steps_per_epoch``: 0 at the initialisation, 1.0 after the first epoch).
+        A number is stored as a float; a list or tuple (e.g. predicted classes) as a list of ints."""
         trace = self.history.setdefault("trace", {}).setdefault(
             name, {"epoch": [], "step": [], "epochs": [], "value": []})
         trace["epoch"].append(self.epoch)
         trace["step"].append(self.step)
         trace["epochs"].append(self.step / self.steps_per_epoch)
-        trace["value"].append(float(value))
+        trace["value"].append([int(v) for v in value] if isinstance(value, (list, tuple)) else float(value))
 
 
 def _call(callbacks: Iterable, hook: str, state: TrainState) -> None:

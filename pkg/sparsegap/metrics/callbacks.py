@@ -1,16 +1,20 @@
-"""Training callback that records Tr(F) along training (paper Figures 3 and 5)."""
+"""Training callbacks that record metrics along training: Tr(F) (paper Figures 3 and 5), and the
+accuracy, loss or predictions of the model on a fixed set of samples (Figure 4's subsets)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from sparsegap.metrics.basic import predict_logits
 from sparsegap.metrics.fisher import LABELS, fisher_trace
 from sparsegap.metrics.persample import check_positive_int, check_xy
 
 UNITS = ("epoch", "step")
+SUBSET_METRICS = ("accuracy", "loss", "predictions")
 
 
 class FisherTraceCallback:
@@ -74,3 +78,97 @@ class FisherTraceCallback:
     def on_epoch_end(self, state: Any) -> None:
         if self.unit == "epoch" and (state.epoch + 1) % self.every == 0:
             self.measure(state)
+
+
+class SharedLogits:
+    """The model's logits on a fixed ``x``, computed once per measurement and shared by every
+    tracker that reads the same samples (``accuracy:permuted``, ``loss:permuted`` and
+    ``accuracy:restored`` cost one forward pass together).
+
+    A measurement is identified by the model, the global step and the number of epochs in the
+    history, so trackers called in one hook see the same logits. (A callback that changes the
+    weights between two trackers of one hook, a mask updater placed between them, would not be
+    seen: put such callbacks before the trackers.)
+    """
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x
+        self._key: tuple | None = None
+        self._logits: Tensor | None = None
+
+    def __call__(self, state: Any) -> Tensor:
+        history = getattr(state, "history", None) or {}
+        key = (id(state.model), state.step, len(history.get("epoch", ())))
+        if key != self._key:
+            self._logits = predict_logits(state.model, self.x)
+            self._key = key
+        return self._logits
+
+
+class SubsetMetricCallback:
+    """Log the ``accuracy``, mean cross-entropy ``loss`` or ``predictions`` (predicted class of every
+    sample, a list of ints) of the model on a fixed ``(x, y)``, every ``every`` epochs or steps.
+
+    Values equal :func:`sparsegap.metrics.basic.evaluate`'s on ``(x, y)`` (the same logits, loss and
+    accuracy formulas). With ``at_start`` it also logs once before training (step 0), as
+    :class:`FisherTraceCallback` does. ``logits`` shares the forward pass with other trackers of
+    the same ``x`` (a :class:`SharedLogits`). ``logged_as`` names the per-epoch history key that
+    already holds this value at the end of an epoch (``"test_acc"`` for the accuracy on the test
+    set, ``"train_loss"`` for the loss on the training set...): it is read from there instead of
+    evaluating the same weights on the same samples a second time.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, *, metric: str = "accuracy", every: int = 1, unit: str = "epoch",
+                 name: str | None = None, at_start: bool = True, logits: SharedLogits | None = None,
+                 logged_as: str | None = None) -> None:
+        if metric not in SUBSET_METRICS:
+            raise ValueError(f"metric must be one of {SUBSET_METRICS}, got {metric!r}")
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+        check_positive_int("every", every)
+        name = metric if name is None else name
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str (the key the trace is logged under), got {name!r}")
+        check_xy(x, y)
+        if logits is not None and logits.x is not x:
+            raise ValueError("logits must be a SharedLogits of this very x")
+        self.x, self.y = x, y.cpu()
+        self.metric, self.every, self.unit, self.name, self.at_start = metric, every, unit, name, at_start
+        self.logits = logits if logits is not None else SharedLogits(x)
+        self.logged_as = logged_as if metric != "predictions" else None
+
+    def measure(self, state: Any, from_history: bool = False) -> float | list[int]:
+        history = getattr(state, "history", None) or {}
+        if (from_history and self.logged_as is not None and history.get(self.logged_as)
+                and history.get("epoch") and history["epoch"][-1] == state.epoch + 1):
+            value = history[self.logged_as][-1]  # train() evaluated these very weights just before
+        else:
+            logits = self.logits(state)
+            if logits.shape[1] <= int(self.y.max()):
+                raise ValueError(f"y must hold class indices in [0, {logits.shape[1]}) (the model has "
+                                 f"{logits.shape[1]} outputs), got a maximum of {int(self.y.max())}")
+            if self.metric == "predictions":
+                value = logits.argmax(1).tolist()
+            elif self.metric == "accuracy":
+                value = float((logits.argmax(1) == self.y).float().mean())
+            else:
+                value = float(F.cross_entropy(logits, self.y))
+        state.log(self.name, value)
+        return value
+
+    def on_train_begin(self, state: Any) -> None:
+        if self.at_start and state.step == 0:  # a resumed run already logged its start
+            self.measure(state)
+
+    @property
+    def wants_step_end(self) -> bool:
+        """Only a per-step tracker does anything after a step (the batched trainer skips the rest)."""
+        return self.unit == "step"
+
+    def on_step_end(self, state: Any) -> None:
+        if self.unit == "step" and state.step % self.every == 0:
+            self.measure(state)
+
+    def on_epoch_end(self, state: Any) -> None:
+        if self.unit == "epoch" and (state.epoch + 1) % self.every == 0:
+            self.measure(state, from_history=True)
