@@ -160,3 +160,46 @@ def test_diverged_runs_are_shown_as_diverged_never_as_trained(tmp_path):
     assert sum("Left out of the means: Sol-S" in r for r in verdict.reasons) == 2
     fig = plots.figure_training_curves({st: exp.trained_histories(st, 0.5) for st in ("Sol-S", "Sol-F")})
     assert any(t.get_text() == "every seed diverged" for t in fig.findobj(matplotlib.text.Text))
+
+
+# ---------------------------------------------------------------- chapter 4: memorization under label noise
+
+
+def _noise_history(memorized, test_acc, fisher_noisy, fisher_clean):
+    """A hand-written history with the chapter's traces: one value per epoch 0..E (trackers) or 1..E."""
+    epochs = [float(e) for e in range(len(memorized))]
+    trace = lambda v: {"epoch": list(range(len(v))), "step": list(range(len(v))), "epochs": epochs[:len(v)],  # noqa: E731
+                       "value": list(v)}
+    return {"epoch": list(range(1, len(test_acc) + 1)), "test_acc": list(test_acc),
+            "trace": {"accuracy:permuted": trace(memorized), "fisher_trace:permuted": trace(fisher_noisy),
+                      "fisher_trace:unpermuted": trace(fisher_clean)}}
+
+
+def test_clearly_above_needs_a_gap_beyond_the_seed_scatter():
+    from sparsegap.studies.memorization import clearly_above
+    assert clearly_above([0.80, 0.81, 0.82], [0.70, 0.71, 0.69])
+    assert not clearly_above([0.715, 0.72, 0.71], [0.712, 0.714, 0.71])   # 0.3 points, inside the scatter
+    assert not clearly_above([0.70, 0.71, 0.69], [0.80, 0.81, 0.82])
+
+
+def test_memorization_verdicts_follow_their_rules():
+    from sparsegap.studies import memorization as m
+    jitter = lambda x, i: [v + 0.002 * i for v in x]  # noqa: E731
+    hs = {"Sol-D": [_noise_history(jitter([0.1, 0.4, 0.7, 0.8], i), jitter([0.6, 0.62, 0.6], i),
+                                   [10, 40, 20, 15], [5, 10, 8, 7]) for i in range(3)],
+          "Sol-F": [_noise_history(jitter([0.6, 0.8, 0.9, 0.95], i), jitter([0.55, 0.57, 0.56], i),
+                                   [10, 30, 15, 12], [5, 8, 6, 6]) for i in range(3)],
+          "Sol-S": [_noise_history(jitter([0.05, 0.1, 0.2, 0.3], i), jitter([0.66, 0.70, 0.72], i),
+                                   [1, 20, 30, 31], [1, 10, 12, 12]) for i in range(3)]}
+    a = m.memorization_verdict(hs, threshold=0.5)
+    assert (a.claim_id, a.part, a.status) == ("P-F4", "a", "reproduced")
+    assert "Sol-S never" in a.reasons[1]
+    b = m.robustness_verdict(hs)
+    assert (b.part, b.status) == ("b", "reproduced")
+    c = m.fisher_noise_verdict(hs, memorized=0.5, drop_threshold=0.3)
+    assert c.claim_id == "P-F5" and c.status == "reproduced", c.reasons
+    # Sol-S memorizing as much as Sol-F, at the same time, and testing no better: not reproduced
+    hs["Sol-S"] = [_noise_history(jitter([0.6, 0.8, 0.9, 0.95], i), jitter([0.55, 0.57, 0.56], i),
+                                  [10, 30, 15, 12], [5, 8, 6, 6]) for i in range(3)]
+    assert m.memorization_verdict(hs).status == "not reproduced"
+    assert m.robustness_verdict(hs).status == "not reproduced"   # 0.56: below Sol-D (0.60), level with Sol-F

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -207,5 +208,94 @@ def figure_curvature(table) -> plt.Figure:
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def _band(ax, x, values: np.ndarray, color, style="-", label=None) -> None:
+    """Seed mean as a line, one standard deviation as a band."""
+    mean, std = values.mean(0), values.std(0)
+    ax.plot(x, mean, style, color=color, lw=1.4, label=label)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, lw=0)
+
+
+def figure_memorization(histories: dict[str, list[dict]], *, title: str = "") -> plt.Figure:
+    """P-F4: per epoch, train accuracy (on the noisy labels), test accuracy, the clean samples
+    predicted right, and the noisy samples memorized (noisy label) or predicted right (true label).
+
+    ``histories`` maps a stage to its per-seed histories (with the chapter's subset trackers).
+    """
+    use_book_style()
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 6.4), sharex=True)
+    panels = [(axes[0, 0], "train accuracy (noisy labels)", [("train_acc", "-")]),
+              (axes[0, 1], "test accuracy", [("test_acc", "-")]),
+              (axes[1, 0], "clean samples: correct", [("accuracy:unpermuted", "-")]),
+              (axes[1, 1], "noisy samples: memorized (solid)\nand correct (dashed)",
+               [("accuracy:permuted", "-"), ("accuracy:restored", "--")])]
+    for ax, ylabel, series in panels:
+        for stage, hs in histories.items():
+            if not hs:
+                continue
+            for key, style in series:
+                if key in hs[0].get("trace", {}):
+                    x = np.asarray(hs[0]["trace"][key]["epochs"])
+                    values = np.array([h["trace"][key]["value"] for h in hs])
+                else:
+                    x = np.asarray(hs[0]["epoch"], dtype=float)
+                    values = np.array([h[key] for h in hs])
+                _band(ax, x, values, COLORS[stage], style, label=stage if style == "-" else None)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    axes[0, 0].legend()
+    n = max(len(hs) for hs in histories.values())
+    fig.suptitle(title or f"Memorization under label noise (mean and std of {n} seeds)", x=0.02, ha="left")
+    fig.tight_layout()
+    return fig
+
+
+def figure_fisher_noise(histories: dict[str, list[dict]]) -> plt.Figure:
+    """P-F5: Tr(F) over training on the noisy samples (solid) and on the clean ones (dashed), one
+    panel per solution, on a shared log scale."""
+    use_book_style()
+    stages = [st for st, hs in histories.items() if hs]
+    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 3.3), sharey=True, squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        hs = histories[stage]
+        for key, style, label in (("fisher_trace:permuted", "-", "noisy"), ("fisher_trace:unpermuted", "--", "clean")):
+            x = np.asarray(hs[0]["trace"][key]["epochs"])
+            _band(ax, x, np.array([h["trace"][key]["value"] for h in hs]), COLORS[stage], style, label)
+        ax.set_yscale("log")
+        ax.set_title(stage)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0, 0].set_ylabel("Tr(F), sampled labels")
+    fig.tight_layout()
+    return fig
+
+
+def figure_noisy_confusion(matrices: dict[str, np.ndarray], classes: Sequence[str] | None = None, *,
+                           epoch: float | None = None) -> plt.Figure:
+    """Memorized noisy samples by (true class, noisy label), one heatmap per solution."""
+    use_book_style()
+    stages = list(matrices)
+    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 2.9), squeeze=False)
+    top = max(1, max(int(m.max()) for m in matrices.values()))
+    for ax, stage in zip(axes[0], stages):
+        m = matrices[stage]
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=top)
+        ax.set_title(f"{stage}: {int(m.sum())} memorized")
+        ax.set_xlabel("noisy label")
+        ticks = np.arange(len(m))
+        ax.set_xticks(ticks[::3])
+        ax.set_yticks(ticks[::3])
+        if classes is not None:
+            ax.set_xticklabels([classes[i] for i in ticks[::3]])
+            ax.set_yticklabels([classes[i] for i in ticks[::3]])
+    axes[0, 0].set_ylabel("true class")
+    if epoch is not None:
+        fig.suptitle(f"after epoch {epoch:g}", x=0.02, ha="left")
     fig.tight_layout()
     return fig

@@ -36,3 +36,32 @@ def training_curve_explorer(experiment, stages: Sequence[str] = ("Sol-S", "Sol-F
         return plots.figure_to_png(plots.figure_training_curves(hist, sparsity=s))
 
     return image_explorer(experiment.sparsities, render, description="sparsity", format_key=lambda s: f"{s:g}")
+
+
+def noisy_confusion_explorer(experiment, data, *, key: str = "predictions:permuted", seed: int | None = None,
+                             max_frames: int = 12) -> widgets.VBox:
+    """Slide over epochs: which noisy samples each solution has memorized, by (true class, noisy label).
+
+    Pre-rendered at up to ``max_frames`` measurement epochs of the ``predictions:permuted`` trace of
+    one seed (the first by default), so that the slider also works in the static book.
+    """
+    from .memorization import noisy_confusion
+    from .studies.memorization import STAGES
+
+    s = experiment.sparsities[0]
+    seeds = sorted({k[2] for k in experiment.runs})
+    seed = seeds[0] if seed is None else seed
+    runs = {st: experiment.runs[(st, 0.0 if st == "Sol-D" else s, seed)] for st in STAGES}
+    runs = {st: r for st, r in runs.items() if not r.history.get("diverged")}
+    traces = {st: r.history["trace"][key] for st, r in runs.items()}
+    epochs = next(iter(traces.values()))["epochs"]
+    step = max(1, -(-len(epochs) // max_frames))
+    frames = list(range(0, len(epochs), step))
+    if frames[-1] != len(epochs) - 1:
+        frames.append(len(epochs) - 1)
+
+    def render(i: int) -> bytes:
+        mats = {st: noisy_confusion(data, t["value"][i]) for st, t in traces.items()}
+        return plots.figure_to_png(plots.figure_noisy_confusion(mats, epoch=epochs[i]))
+
+    return image_explorer(frames, render, description="epoch", format_key=lambda i: f"{epochs[i]:g}")
