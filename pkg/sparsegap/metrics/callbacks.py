@@ -17,7 +17,36 @@ UNITS = ("epoch", "step")
 SUBSET_METRICS = ("accuracy", "loss", "predictions")
 
 
-class FisherTraceCallback:
+class _Schedule:
+    """When a tracker measures: once before training (``at_start``), then every ``every`` epochs
+    (at the end of 0-based epochs ``every-1, 2*every-1, ...``) or optimizer steps."""
+
+    every: int
+    unit: str
+    at_start: bool
+
+    def measure(self, state: Any, at_epoch_end: bool = False):
+        raise NotImplementedError
+
+    def on_train_begin(self, state: Any) -> None:
+        if self.at_start and state.step == 0:  # a resumed run already logged its start
+            self.measure(state)
+
+    @property
+    def wants_step_end(self) -> bool:
+        """Only a per-step tracker does anything after a step (the batched trainer skips the rest)."""
+        return self.unit == "step"
+
+    def on_step_end(self, state: Any) -> None:
+        if self.unit == "step" and state.step % self.every == 0:
+            self.measure(state)
+
+    def on_epoch_end(self, state: Any) -> None:
+        if self.unit == "epoch" and (state.epoch + 1) % self.every == 0:
+            self.measure(state, at_epoch_end=True)
+
+
+class FisherTraceCallback(_Schedule):
     """Log ``fisher_trace`` on a fixed sample set every ``every`` epochs or optimizer steps.
 
     With ``unit="epoch"`` it logs at the end of epochs 0-based ``every-1, 2*every-1, ...``; with
@@ -54,7 +83,7 @@ class FisherTraceCallback:
         self.masks_from_state, self.seed, self.at_start = masks_from_state, seed, at_start
         self.chunk_size, self.name = chunk_size, name
 
-    def measure(self, state: Any) -> float:
+    def measure(self, state: Any, at_epoch_end: bool = False) -> float:
         masks = getattr(state, "masks", None) if self.masks_from_state else None
         value = fisher_trace(state.model, self.x, self.y, masks=masks, labels=self.labels,
                              chunk_size=self.chunk_size,
@@ -62,22 +91,6 @@ class FisherTraceCallback:
         state.log(self.name, value)
         return value
 
-    def on_train_begin(self, state: Any) -> None:
-        if self.at_start and state.step == 0:  # a resumed run already logged its start
-            self.measure(state)
-
-    @property
-    def wants_step_end(self) -> bool:
-        """Only a per-step tracker does anything after a step (the batched trainer skips the rest)."""
-        return self.unit == "step"
-
-    def on_step_end(self, state: Any) -> None:
-        if self.unit == "step" and state.step % self.every == 0:
-            self.measure(state)
-
-    def on_epoch_end(self, state: Any) -> None:
-        if self.unit == "epoch" and (state.epoch + 1) % self.every == 0:
-            self.measure(state)
 
 
 class SharedLogits:
@@ -105,7 +118,7 @@ class SharedLogits:
         return self._logits
 
 
-class SubsetMetricCallback:
+class SubsetMetricCallback(_Schedule):
     """Log the ``accuracy``, mean cross-entropy ``loss`` or ``predictions`` (predicted class of every
     sample, a list of ints) of the model on a fixed ``(x, y)``, every ``every`` epochs or steps.
 
@@ -137,9 +150,9 @@ class SubsetMetricCallback:
         self.logits = logits if logits is not None else SharedLogits(x)
         self.logged_as = logged_as if metric != "predictions" else None
 
-    def measure(self, state: Any, from_history: bool = False) -> float | list[int]:
+    def measure(self, state: Any, at_epoch_end: bool = False) -> float | list[int]:
         history = getattr(state, "history", None) or {}
-        if (from_history and self.logged_as is not None and history.get(self.logged_as)
+        if (at_epoch_end and self.logged_as is not None and history.get(self.logged_as)
                 and history.get("epoch") and history["epoch"][-1] == state.epoch + 1):
             value = history[self.logged_as][-1]  # train() evaluated these very weights just before
         else:
@@ -155,20 +168,3 @@ class SubsetMetricCallback:
                 value = float(F.cross_entropy(logits, self.y))
         state.log(self.name, value)
         return value
-
-    def on_train_begin(self, state: Any) -> None:
-        if self.at_start and state.step == 0:  # a resumed run already logged its start
-            self.measure(state)
-
-    @property
-    def wants_step_end(self) -> bool:
-        """Only a per-step tracker does anything after a step (the batched trainer skips the rest)."""
-        return self.unit == "step"
-
-    def on_step_end(self, state: Any) -> None:
-        if self.unit == "step" and state.step % self.every == 0:
-            self.measure(state)
-
-    def on_epoch_end(self, state: Any) -> None:
-        if self.unit == "epoch" and (state.epoch + 1) % self.every == 0:
-            self.measure(state, from_history=True)
