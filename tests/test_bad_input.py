@@ -237,8 +237,8 @@ CASES = [
     Case("load: noise=True", "noise", lambda: load_dataset("digits", noise=True)),
     Case("load: noise_seed=-1", "noise_seed", lambda: load_dataset("digits", noise=0.2, noise_seed=-1)),
     Case("load: noise_seed=0.5", "noise_seed", lambda: load_dataset("digits", noise=0.2, noise_seed=0.5)),
-    Case("subset: unknown name", "name", lambda: load_dataset("digits").subset("memorized")),
-    Case("subset: permuted without noise", "subset", lambda: load_dataset("digits").subset("permuted")),
+    Case("split: unknown name", "name", lambda: load_dataset("digits").split("memorized")),
+    Case("split: permuted without noise", "subset", lambda: load_dataset("digits").split("permuted")),
     Case("trackers: restored without noise", "subset", lambda: make_trackers(["fisher_trace:restored@1"],
                                                                              load_dataset("digits"))),
     # memorization statistics

@@ -55,16 +55,16 @@ def test_subsets_are_disjoint_and_cover_the_training_set():
     assert not set(perm.tolist()) & set(clean.tolist())
     assert torch.equal(torch.sort(torch.cat([perm, clean])).values, torch.arange(n))
     assert torch.equal(d.subset_indices("train"), torch.arange(n))
-    xp, yp = d.subset("permuted")
-    xu, yu = d.subset("unpermuted")
-    xr, yr = d.subset("restored")
+    xp, yp = d.split("permuted")
+    xu, yu = d.split("unpermuted")
+    xr, yr = d.split("restored")
     assert torch.equal(xp, d.x_train[perm]) and torch.equal(yp, d.y_train[perm])
     assert torch.equal(xr, xp) and torch.equal(yr, d.y_train_true[perm]) and bool((yr != yp).all())
     assert torch.equal(xu, d.x_train[clean]) and torch.equal(yu, d.y_train_true[clean])
     assert torch.equal(yu, d.y_train[clean])
-    xt, yt = d.subset("train")
+    xt, yt = d.split("train")
     assert xt is d.x_train and yt is d.y_train  # the labels trained on: the noisy ones
-    assert d.subset("test") == (d.x_test, d.y_test)
+    assert d.split("test") == (d.x_test, d.y_test)
     assert SUBSETS == ("train", "test", "permuted", "unpermuted", "restored")
 
 
@@ -88,12 +88,12 @@ def test_clean_data_have_true_labels_and_no_noisy_subset(digits):
     assert len(digits.noisy) == len(digits.y_train)
     for name in ("permuted", "restored"):
         with pytest.raises(ValueError, match=rf"subset '{name}' of digits is empty"):
-            digits.subset(name)
-    assert torch.equal(digits.subset("unpermuted")[1], digits.y_train)
+            digits.split(name)
+    assert torch.equal(digits.split("unpermuted")[1], digits.y_train)
     with pytest.raises(ValueError, match="unknown subset.*train, test, permuted, unpermuted, restored"):
-        digits.subset("memorized")
+        digits.split("memorized")
     with pytest.raises(ValueError, match="subset 'unpermuted' .* is empty"):
-        load_dataset("digits", train_size=10, noise=0.96).subset("unpermuted")  # round(9.6) = all 10
+        load_dataset("digits", train_size=10, noise=0.96).split("unpermuted")  # round(9.6) = all 10
 
 
 def test_restricting_the_training_set_keeps_the_noise_marks():

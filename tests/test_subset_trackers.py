@@ -101,9 +101,9 @@ def test_subset_trackers_match_a_direct_evaluation(noisy):
     assert set(trace) == {s.split("@")[0] for s in ALL_SPECS}
     for key, t in trace.items():
         assert t["epochs"] == [0.0, 1.0, 2.0] and t["epoch"] == [0, 0, 1] and t["step"] == [0, 7, 14], key
-    logits = {s: predict_logits(model, noisy.subset(s)[0]) for s in SUBSETS}
+    logits = {s: predict_logits(model, noisy.split(s)[0]) for s in SUBSETS}
     for s in SUBSETS:
-        x, y = noisy.subset(s)
+        x, y = noisy.split(s)
         ev = evaluate(model, x, y)
         assert trace[f"accuracy:{s}"]["value"][-1] == pytest.approx(ev.accuracy, rel=1e-6, abs=1e-9)
         assert trace[f"loss:{s}"]["value"][-1] == pytest.approx(ev.loss, rel=1e-6)
@@ -112,7 +112,7 @@ def test_subset_trackers_match_a_direct_evaluation(noisy):
         assert preds == logits[s].argmax(1).tolist()
         assert np.mean(np.array(preds) == y.numpy()) == pytest.approx(ev.accuracy)
     for s in ("permuted", "unpermuted", "restored", "test"):
-        x, y = noisy.subset(s)
+        x, y = noisy.split(s)
         direct = fisher_trace(model, x, y, generator=torch.Generator().manual_seed(0))
         assert trace[f"fisher_trace:{s}"]["value"][-1] == pytest.approx(direct, rel=1e-6)
     # the plain trackers keep their old meaning and keys
@@ -134,7 +134,7 @@ def test_step_trackers(noisy):
     assert t["step"] == [0, 3, 6, 9, 12] and t["epoch"] == [0, 0, 0, 1, 1]
     assert t["epochs"] == pytest.approx([0, 3 / 7, 6 / 7, 9 / 7, 12 / 7])
     assert h["trace"]["predictions:test"]["step"] == [0, 5, 10]
-    x, y = noisy.subset("permuted")
+    x, y = noisy.split("permuted")
     model = mlp()
     h = train(model, noisy, TrainConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9, weight_decay=0.0),
               callbacks=make_trackers(["loss:permuted@7step"], noisy), device="cpu", progress=False)

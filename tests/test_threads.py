@@ -80,3 +80,14 @@ def test_bad_worker_counts_are_refused(two_cores):
     assert check_workers(3, oversubscribe=True) == 3
     with pytest.raises(ValueError, match="n_workers"):
         threads_for(0)
+
+
+def test_workers_come_from_the_book_build(monkeypatch):
+    from sparsegap.threads import WORKERS_ENV, workers
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert workers() == 1
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    assert workers() == 2
+    monkeypatch.setenv(WORKERS_ENV, "two")
+    with pytest.raises(ValueError, match=WORKERS_ENV):
+        workers()

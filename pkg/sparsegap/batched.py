@@ -60,15 +60,9 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .metrics.basic import Evaluation, prediction_entropy
-from .pruning import Masks, apply_masks, check_masks, masks_to
-from .train import (TrainState, epoch_permutation, make_optimizer, make_scheduler, new_history,
+from .pruning import Masks, apply_masks, check_masks, masks_key, masks_to
+from .train import (TrainState, diverged_at, epoch_permutation, make_optimizer, make_scheduler, new_history,
                     progress_enabled, resolve_device)
-
-try:  # the divergence record shared with train()
-    from .train import diverged_at
-except ImportError:  # a train.py from before the record existed
-    def diverged_at(epoch: int, step: int, loss: float) -> dict:
-        return {"epoch": epoch, "step": step, "loss": "nan" if math.isnan(loss) else "inf"}
 
 __all__ = ["ENGINES", "BATCH_MAX_MACS", "BATCH_MAX_PARAMS", "check_batchable", "check_compatible", "engine_for",
            "forward_macs", "should_batch", "train_batched"]
@@ -530,10 +524,6 @@ def _lr_table(cfg: TrainConfig) -> list[float]:
     return lrs
 
 
-def _mask_key(masks: Masks | None):
-    return None if not masks else (id(masks),) + tuple((id(m), m._version) for m in masks.values())
-
-
 class _Member:
     def __init__(self, i: int, model: nn.Module, cfg: TrainConfig, seed: int, callbacks: list, data, device):
         self.i, self.model, self.cfg, self.seed = i, model, cfg, seed
@@ -640,7 +630,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
                 bufs[i] = {names[k]: saved[k]["momentum_buffer"].to(device).clone() for k in range(len(names))}
         apply_masks(model, member_masks)
         mem.state.masks = member_masks
-        mem.mask_key = _mask_key(member_masks)
+        mem.mask_key = masks_key(member_masks)
         mem.rng = _RNG(seeds[i] + mem.start_epoch)
         members.append(mem)
 
@@ -714,10 +704,10 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
                         mem.state.batch, mem.state.loss = (xb[row], yb[row]), losses[row]
                         mem.call("on_step_end", epoch, stack.row_bufs(row))
                         mem.state.batch = mem.state.loss = None
-                        masks_changed |= _mask_key(mem.state.masks) != mem.mask_key
+                        masks_changed |= masks_key(mem.state.masks) != mem.mask_key
                 if masks_changed:  # a mask updater (pruning schedule, SET, RigL) changed some mask
                     for mem in members:
-                        mem.mask_key = _mask_key(mem.state.masks)
+                        mem.mask_key = masks_key(mem.state.masks)
                     stack.set_masks([m.state.masks for m in members])
             if stack is None:
                 continue
@@ -738,9 +728,9 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
                 mem.call("on_epoch_end", epoch + 1, stack.row_bufs(row))  # lr after the scheduler step
                 if on_epoch_end[i] is not None:
                     on_epoch_end[i](mem.checkpoint(stack.row_bufs(row), epoch + 1))
-            if any(_mask_key(m.state.masks) != m.mask_key for m in members):
+            if any(masks_key(m.state.masks) != m.mask_key for m in members):
                 for mem in members:
-                    mem.mask_key = _mask_key(mem.state.masks)
+                    mem.mask_key = masks_key(mem.state.masks)
                 stack.set_masks([m.state.masks for m in members])
             bar.set_postfix(members=len(stack.members))
     finally:

@@ -92,10 +92,10 @@ def _kernel_env(runs_dir: Path | None, workers: int = 1) -> Iterator[None]:
         if runs_dir is not None:
             os.environ["SPARSEGAP_RUNS_DIR"] = str(Path(runs_dir).resolve())
         # The thread policy (sparsegap.threads): several kernels get one torch thread each, fixed
-        # before torch starts in them; SPARSEGAP_WORKERS tells the policy inside a kernel.
-        os.environ["SPARSEGAP_WORKERS"] = str(workers)
+        # before torch starts in them, and the policy inside a kernel learns how many share the cores.
+        from .threads import WORKERS_ENV, thread_env
+        os.environ[WORKERS_ENV] = str(workers)
         if workers > 1:
-            from .threads import thread_env
             os.environ.update(thread_env(1))
         # tqdm.auto would turn every training loop into progress-bar widgets stored in the page.
         os.environ.setdefault("SPARSEGAP_PROGRESS", "0")

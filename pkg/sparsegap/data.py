@@ -57,7 +57,7 @@ DATASETS: tuple[str, ...] = (
 NUM_CLASSES: dict[str, int] = {"fashion-mnist": 10, "mnist-5k": 10, "mnist1d": 10, "tishby": 2, "digits": 10,
                                "mnist": 10, "cifar10": 10, "cifar100": 100}
 
-# Named parts of the data (DataSplits.subset): the training set as trained on (noisy labels), the test
+# Named parts of the data (DataSplits.split): the training set as trained on (noisy labels), the test
 # set, and the three subsets of the label-noise experiments (He et al. 2022's names).
 SUBSETS: tuple[str, ...] = ("train", "test", "permuted", "unpermuted", "restored")
 
@@ -110,8 +110,8 @@ class DataSplits:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def subset(self, name: str | torch.Tensor):
-        """``subset("permuted")``: the ``(x, y)`` tensors of a named subset (one of :data:`SUBSETS`):
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(x, y)`` tensors of a named subset (one of :data:`SUBSETS`):
 
         * ``train``: ``(x_train, y_train)``, the training set with the labels trained on (noisy);
         * ``test``: ``(x_test, y_test)``;
@@ -121,19 +121,19 @@ class DataSplits:
 
         Samples keep their order in the training set (see :meth:`subset_indices`). An empty subset
         (``permuted`` without noise) is a ValueError, never an empty tensor to divide by.
-
-        ``subset(idx)`` with a 1-D integer or boolean tensor: the same splits with the training set
-        restricted to ``idx`` (true labels and noise marks included; test set kept).
         """
-        if isinstance(name, str):
-            if name == "test":
-                return self.x_test, self.y_test
-            if name == "train":
-                return self.x_train, self.y_train
-            idx = self.subset_indices(name)
-            y = self.y_train_true if name == "restored" else self.y_train
-            return self.x_train[idx], y[idx]
-        idx = torch.as_tensor(name)
+        if name == "test":
+            return self.x_test, self.y_test
+        if name == "train":
+            return self.x_train, self.y_train
+        idx = self.subset_indices(name)
+        y = self.y_train_true if name == "restored" else self.y_train
+        return self.x_train[idx], y[idx]
+
+    def subset(self, idx: torch.Tensor) -> "DataSplits":
+        """The same splits with the training set restricted to ``idx``, a 1-D integer or boolean
+        tensor (true labels and noise marks included; the test set is kept)."""
+        idx = torch.as_tensor(idx)
         if idx.dim() != 1 or not (idx.dtype == torch.bool or not idx.is_floating_point()):
             raise ValueError(f"idx must be a 1-D integer or boolean tensor, got dtype={idx.dtype} "
                              f"shape={tuple(idx.shape)}")

@@ -194,7 +194,7 @@ class GradientMasker:
     def __call__(self, masks: Masks | None) -> None:
         if not masks:
             return
-        key = (id(masks),) + tuple((id(m), m._version) for m in masks.values())
+        key = masks_key(masks)
         if key != self._key:
             params = dict(self.model.named_parameters())
             self._grads_of = [params[n] for n in masks]
@@ -203,6 +203,12 @@ class GradientMasker:
         pairs = [(p.grad, m) for p, m in zip(self._grads_of, self._masks) if p.grad is not None]
         if pairs:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+
+def masks_key(masks: Masks | None):
+    """Changes whenever the masks do: another dict, another tensor under a name, or a tensor modified
+    in place (its version counter moves). Mask updaters may change masks in any of these ways."""
+    return None if not masks else (id(masks),) + tuple((id(m), m._version) for m in masks.values())
 
 
 def masks_to(masks: Masks | None, device: torch.device | str) -> Masks | None:

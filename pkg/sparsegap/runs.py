@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from .config import DataConfig, ModelConfig, RunConfig
 from .pruning import Masks, apply_masks, global_magnitude_masks
 from .trackers import make_trackers
-from .threads import threads_for, use_threads
+from .threads import threads_for, use_threads, workers
 from .train import HISTORY_KEYS, progress_enabled, resolve_device, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -645,12 +645,10 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
 
 
 def _threads(model: nn.Module, cfg: RunConfig, data, members: int = 1) -> int:
-    """Torch threads for training ``members`` copies of ``model`` (the policy of sparsegap.threads),
-    given the worker processes that share this machine (SPARSEGAP_WORKERS, set by the book build)."""
+    """Torch threads for training ``members`` copies of ``model``, by the policy of sparsegap.threads."""
     from .batched import forward_macs
-    workers = max(1, int(os.environ.get("SPARSEGAP_WORKERS", "1") or 1))
     macs = members * forward_macs(model, cfg.train.batch_size, tuple(data.input_shape))
-    return threads_for(workers, macs=macs)
+    return threads_for(workers(), macs=macs)
 
 
 def _write_result(path: Path, cfg: RunConfig, model: nn.Module, history: dict, meta: dict) -> None:

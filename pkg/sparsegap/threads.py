@@ -48,7 +48,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["THREADS_ENV", "THREADS_MIN_MACS", "check_workers", "cores", "threads_for", "thread_env", "use_threads"]
+__all__ = ["THREADS_ENV", "THREADS_MIN_MACS", "WORKERS_ENV", "check_workers", "cores", "threads_for", "thread_env",
+           "use_threads", "workers"]
 
 # One forward pass of a training batch must cost at least this many multiply-accumulates before a
 # single training process uses more than one thread (see the module docstring for the measurements).
@@ -80,6 +81,20 @@ def check_workers(max_workers: int | None, *, oversubscribe: bool = False) -> in
                          "each worker would slow the others down. Use at most "
                          f"{n_cores}, or pass oversubscribe=True if you mean it")
     return max_workers
+
+
+WORKERS_ENV = "SPARSEGAP_WORKERS"
+
+
+def workers() -> int:
+    """Training processes sharing this machine, as the book build announces them to its kernels
+    (``$SPARSEGAP_WORKERS``); 1 when unset."""
+    value = os.environ.get(WORKERS_ENV, "")
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${WORKERS_ENV} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def threads_for(n_workers: int = 1, model: nn.Module | None = None, *, batch_size: int = 1,

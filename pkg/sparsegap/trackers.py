@@ -6,7 +6,7 @@ A tracker spec is ``"<metric>[:<subset>][@<every>[step]]"``:
 * ``metric``: ``accuracy``, ``loss`` (mean cross-entropy), ``fisher_trace`` (Tr(F) with labels
   sampled from the model) or ``predictions`` (the predicted class of every sample, a list of ints);
 * ``subset``: one of :data:`sparsegap.data.SUBSETS` (``train``, ``test``, ``permuted``,
-  ``unpermuted``, ``restored``; see :meth:`sparsegap.data.DataSplits.subset`), ``train`` if left out;
+  ``unpermuted``, ``restored``; see :meth:`sparsegap.data.DataSplits.split`), ``train`` if left out;
 * ``@<every>``: every N epochs, ``@<every>step``: every N optimizer steps; every epoch if left out.
 
 Each tracker also measures once at the start (0 epochs), then every N epochs (or steps). The values
@@ -114,7 +114,7 @@ def make_trackers(specs, data) -> list:
             if not callable(getattr(data, "subset", None)):
                 raise TypeError(f"tracker {spec!r} needs a sparsegap.data.DataSplits (for its subsets), "
                                 f"got {type(data).__name__}")
-            x, y = data.subset(p.subset)
+            x, y = data.split(p.subset)
             x = xs.setdefault(rows, x)   # permuted and restored: one tensor of the noisy samples
         xs.setdefault(rows, x)
         out.append(TRACKERS[p.metric](x, y, p, shared.setdefault(rows, SharedLogits(x))))
