@@ -60,8 +60,50 @@ def magnitude_scores(model: nn.Module, *, exclude_output: bool = False) -> dict[
     return {n: p.detach().abs() for n, p in prunable_parameters(model, exclude_output=exclude_output).items()}
 
 
+HEURISTICS = ("magnitude", "gradient", "random")
+
+
+def check_heuristic(heuristic, name: str = "heuristic") -> str:
+    if not isinstance(heuristic, str) or heuristic not in HEURISTICS:
+        raise ValueError(f"{name} must be one of {HEURISTICS} (the pruning heuristics), got {heuristic!r}")
+    return heuristic
+
+
+def gradient_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, exclude_output: bool = False,
+                    masks: Masks | None = None) -> dict[str, torch.Tensor]:
+    """|g ⊙ w| for every prunable weight, g the gradient of the mean cross-entropy on the batch (x, y).
+
+    The first-order estimate of how much the loss changes when a weight is removed (Blalock et al.
+    2020's "gradient" heuristic, as in the sparse double descent paper). The gradient is taken in
+    training mode (as during training; BatchNorm uses the batch's statistics) on a copy of the
+    model, whose own weights, buffers and gradients are left as they were. ``masks`` (of an earlier
+    round) are applied to the copy first, so pruned weights score 0.
+    """
+    import copy
+
+    import torch.nn.functional as F
+    net = copy.deepcopy(model)
+    apply_masks(net, masks)
+    net.train()
+    params = prunable_parameters(net, exclude_output=exclude_output)
+    for p in net.parameters():
+        p.grad = None
+    device = next(net.parameters()).device
+    F.cross_entropy(net(x.to(device)), y.to(device)).backward()
+    return {n: (p.grad.detach() * p.detach()).abs() if p.grad is not None else torch.zeros_like(p)
+            for n, p in params.items()}
+
+
+def random_scores(model: nn.Module, seed: int, *, exclude_output: bool = False) -> dict[str, torch.Tensor]:
+    """Independent U(0, 1) scores for every prunable weight, from a generator seeded by ``seed``
+    (random pruning: the baseline any heuristic should beat)."""
+    g = torch.Generator().manual_seed(int(seed))
+    return {n: torch.rand(p.shape, generator=g).to(p.device)
+            for n, p in prunable_parameters(model, exclude_output=exclude_output).items()}
+
+
 def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float, *,
-                             min_density: float = 0.0) -> Masks:
+                             min_density: float = 0.0, within: Masks | None = None) -> Masks:
     """Keep the globally largest scores so that exactly ``round((1-s)·n)`` weights survive.
 
     Ties at the threshold are broken by position (``topk`` on the concatenated scores), so the
@@ -77,9 +119,15 @@ def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float, *
     Global magnitude pruning of a freshly initialised LeNet-300-100 does that to ``fc1`` from
     about 96% sparsity on (its init scale is the smallest); a trained network or ``min_density``
     keeps it connected.
+
+    ``within``: the masks of an earlier pruning round (iterative pruning). Only weights they keep
+    can be kept again, so the new masks are nested in them; ``sparsity`` is still the fraction of
+    *all* the weights removed, and must be at least ``within``'s.
     """
     sparsity = check_sparsity(sparsity)
     _check_scores(scores)
+    if within is not None:
+        scores = _restrict(scores, within, sparsity)
     if (isinstance(min_density, bool) or not isinstance(min_density, (int, float))
             or not 0 <= min_density <= 1):  # NaN fails the comparison too
         raise ValueError(f"min_density must be a number in [0, 1], got {min_density!r}")
@@ -115,6 +163,30 @@ def global_masks_from_scores(scores: dict[str, torch.Tensor], sparsity: float, *
                          f"{n_keep} of {flat.numel()} weights, all in other layers, and the network would be "
                          f"cut in two. Lower the sparsity, or set min_density > 0 (a per-layer floor)")
     return masks
+
+
+def _restrict(scores: dict[str, torch.Tensor], within: Masks, sparsity: float) -> dict[str, torch.Tensor]:
+    """Scores with every weight that ``within`` prunes ranked below every other one (-1 below the
+    non-negative scores of the heuristics), after checking that the two describe the same weights."""
+    if not isinstance(within, dict) or set(within) != set(scores):
+        raise ValueError(f"within must be masks over the same parameters as the scores ({sorted(scores)}), "
+                         f"got {sorted(within) if isinstance(within, dict) else type(within).__name__}")
+    kept = sum(int(m.sum()) for m in within.values())
+    total = sum(s.numel() for s in scores.values())
+    if round((1.0 - sparsity) * total) > kept:
+        raise ValueError(f"sparsity={sparsity} keeps {round((1.0 - sparsity) * total)} weights, more than the "
+                         f"{kept} that the earlier round (within=...) kept: iterative pruning only removes")
+    out = {}
+    for name, s in scores.items():
+        m = within[name]
+        if m.shape != s.shape or m.dtype != torch.bool:
+            raise ValueError(f"within[{name!r}] must be a bool tensor of shape {tuple(s.shape)}, "
+                             f"got {m.dtype} of shape {tuple(m.shape)}")
+        if (s < 0).any():
+            raise ValueError(f"scores[{name!r}] has negative values; heuristics' scores are >= 0 "
+                             f"(|w|, |g*w|, U(0, 1)), which within=... relies on")
+        out[name] = torch.where(m.to(s.device), s.float(), torch.full_like(s, -1.0, dtype=torch.float))
+    return out
 
 
 def _check_scores(scores: dict[str, torch.Tensor]) -> None:
