@@ -343,9 +343,10 @@ class _Stack:
                             for i in range(0, len(x), chunk)], dim=1)
         y = y.cpu()
         out = []
-        for lg in logits:
-            out.append(Evaluation(loss=float(F.cross_entropy(lg, y)),
-                                  accuracy=float((lg.argmax(1) == y).float().mean()),
+        for row, lg in enumerate(logits):
+            yr = y[row] if y.dim() == 2 else y      # labels per member (rows of the active members)
+            out.append(Evaluation(loss=float(F.cross_entropy(lg, yr)),
+                                  accuracy=float((lg.argmax(1) == yr).float().mean()),
                                   entropy=float(prediction_entropy(lg).mean())))
         return out
 
@@ -576,6 +577,28 @@ class _Member:
 
 # ----------------------------------------------------------------------------- training
 
+def _check_data(data, n_models: int) -> list:
+    """One DataSplits per member: ``data`` itself for all, or a list whose entries differ only in
+    their training labels (the same inputs and test set: label noise of other levels or seeds)."""
+    if not isinstance(data, (list, tuple)):
+        return [data] * n_models
+    datas = list(data)
+    if len(datas) != n_models:
+        raise ValueError(f"data must be one DataSplits or a list of {n_models} (one per model), "
+                         f"got a list of {len(datas)}")
+    first = datas[0]
+    for i, d in enumerate(datas[1:], start=1):
+        if d is first:
+            continue
+        same = (d.x_train.shape == first.x_train.shape and d.x_test.shape == first.x_test.shape
+                and torch.equal(d.x_train, first.x_train) and torch.equal(d.x_test, first.x_test)
+                and torch.equal(d.y_test, first.y_test))
+        if not same:
+            raise ValueError(f"data[{i}] has other inputs or another test set than data[0]; the members of a "
+                             f"batch may differ only in their training labels")
+    return datas
+
+
 def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig] | TrainConfig, *,
                   masks: Sequence[Masks | None] | None = None, seeds: Sequence[int] | None = None,
                   callbacks: Sequence[Sequence] | None = None, device: str | torch.device = "auto",
@@ -586,7 +609,9 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
 
     Every per-member argument is a list with one entry per model (``None`` means: no masks, seed 0,
     no callbacks, no checkpoint, no checkpoint callback for every member). ``cfgs`` may be one
-    TrainConfig for all; members may differ only in ``lr``. The models are trained in place, like
+    TrainConfig for all; members may differ only in ``lr``. ``data`` may also be a list, one
+    DataSplits per member, that differ only in their training labels (label noise of another level
+    or seed): the inputs and the test set must be equal. The models are trained in place, like
     ``train()``'s, and callbacks see ``models[i]`` itself in their :class:`TrainState`.
     ``engine``: ``"bmm"`` (plain MLPs), ``"vmap"`` (any buffer-free model) or ``"auto"``.
     A member's ``history["seconds"]`` is its share of the batched epoch's wall time.
@@ -604,6 +629,8 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
     callbacks = _check_list("callbacks", callbacks, n_models, list)
     checkpoints = _check_list("checkpoints", checkpoints, n_models, None)
     on_epoch_end = _check_list("on_epoch_end", on_epoch_end, n_models, None)
+    datas = _check_data(data, n_models)
+    data = datas[0]
     engine = engine_for(models[0], engine)
     device = resolve_device(device)
     cfg = cfgs[0]
@@ -615,7 +642,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
         model.to(device)
         if masks[i] is not None:
             check_masks(model, masks[i])
-        mem = _Member(i, model, cfgs[i], seeds[i], callbacks[i], data, device)
+        mem = _Member(i, model, cfgs[i], seeds[i], callbacks[i], datas[i], device)
         member_masks = masks_to(masks[i], device)
         ckpt = checkpoints[i]
         if ckpt is not None:
@@ -642,7 +669,8 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
                          f"have shape {x_shape}; use engine='vmap'")
     stack_engine = (_BmmEngine if engine == "bmm" else _VmapEngine)(models[0], names)
 
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_train = data.x_train.to(device)
+    labels = torch.stack([d.y_train for d in datas]).to(device)   # members x samples
     activation_size = _activation_size(models[0], tuple(x_train.shape[1:]))
     n, bs = len(x_train), cfg.batch_size
     steps_per_epoch = -(-n // bs)
@@ -668,6 +696,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
             if stack is None:
                 continue
             t0 = time.perf_counter()
+            y_train = labels[stack.members]
             perms = {i: epoch_permutation(n, seeds[i], epoch).to(device) for i in active}
             perm = torch.stack([perms[i] for i in stack.members])
             stack.set_lrs([members[i].lrs[epoch] for i in stack.members])
@@ -676,7 +705,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
             for start in range(0, n, bs):
                 while True:  # once more without them if some member's loss is not finite
                     idx = perm[:, start: start + bs]
-                    xb, yb = x_train[idx], y_train[idx]
+                    xb, yb = x_train[idx], y_train.gather(1, idx)
                     losses = stack.losses(xb, yb)
                     finite = torch.isfinite(losses)
                     if bool(finite.all()):
@@ -693,6 +722,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
                         break
                     stack.set_lrs([members[i].lrs[epoch] for i in stack.members])
                     perm = torch.stack([perms[i] for i in stack.members])
+                    y_train = labels[stack.members]
                 if stack is None:
                     break
                 stack.sgd_step(momentum, weight_decay)
@@ -712,7 +742,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
             if stack is None:
                 continue
             seconds = (time.perf_counter() - t0) / len(stack.members)
-            trs = stack.evaluate(data.x_train, data.y_train, device, activation_size)
+            trs = stack.evaluate(data.x_train, labels[stack.members], device, activation_size)
             tes = stack.evaluate(data.x_test, data.y_test, device, activation_size)
             for row, i in enumerate(stack.members):
                 mem, tr, te = members[i], trs[row], tes[row]
