@@ -13,7 +13,8 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-RUN_KINDS = ("dense", "finetune", "scratch")
+RUN_KINDS = ("dense", "finetune", "scratch", "imp", "redense")
+SPARSE_KINDS = ("finetune", "scratch", "imp")      # the kinds that train under a mask
 SCHEDULES = ("multistep", "cosine", "constant")
 
 
@@ -199,6 +200,15 @@ class TrainConfig(_Canonical):
     def milestone_epochs(self) -> list[int]:
         return [max(1, round(m * self.epochs)) for m in self.milestones]
 
+    def last_lr(self) -> float:
+        """The learning rate of the last epoch, as the scheduler of :mod:`sparsegap.train` sets it."""
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "cosine":   # CosineAnnealingLR(T_max=epochs) at epoch epochs - 1
+            return self.lr * (1 + math.cos(math.pi * (self.epochs - 1) / self.epochs)) / 2
+        passed = sum(e <= self.epochs - 1 for e in self.milestone_epochs())
+        return self.lr * self.gamma ** passed
+
 
 @dataclass(frozen=True)
 class RunConfig(_Canonical):
@@ -206,7 +216,22 @@ class RunConfig(_Canonical):
 
     ``dense``: Init-D -> Sol-D. ``finetune``: Init-F = Sol-D of ``parent`` masked -> Sol-F.
     ``scratch``: Init-S = a fresh init (another random stream than Init-D) under the same mask -> Sol-S.
-    The mask of a sparse run is one-shot global magnitude pruning of the parent's Sol-D.
+    The mask of a finetune or scratch run is one-shot global pruning of the parent's Sol-D to
+    ``sparsity``, by the heuristic ``prune`` (magnitude |w| by default; see :mod:`sparsegap.pruning`).
+
+    ``imp``: one round of iterative pruning with rewinding (Frankle & Carbin). ``parent`` is the
+    previous round (or the dense run, for round 1); the round removes the fraction ``prune_rate``
+    of the weights that the parent kept, by ``prune`` applied to the parent's solution, rewinds
+    the survivors to their values at training iteration ``rewind_iter`` of the dense run at the
+    root of the chain (0: its initialisation; k > 0 needs ``save_weights_at=(k,)`` in that dense
+    run's config) and trains them. Its ``sparsity`` is derived: 1 - Π(1 - prune_rate) over the
+    chain. An interrupted sweep resumes at the round where it stopped, and more rounds after
+    fewer train only the new ones, since each round is its own run in the store.
+
+    ``redense``: re-dense training (Han et al. 2017, DSD). ``parent`` is a sparse run; its pruned
+    weights return at zero and the whole network trains on with ``train`` (the double-descent paper
+    uses a constant learning rate, the last one of the sparse schedule: see
+    :func:`sparsegap.studies.double_descent.redense_config`).
     """
 
     kind: str
@@ -219,6 +244,11 @@ class RunConfig(_Canonical):
     parent: "RunConfig | None" = None    # the dense run whose Sol-D gives the mask (and Init-F)
     min_density: float = 0.0             # per-layer floor of the mask's density (narrow layers)
     track: tuple[str, ...] = ()          # metrics recorded during training, e.g. "fisher_trace@5" (see trackers.TRACKERS)
+    prune: str = "magnitude"             # the heuristic that scores weights for a mask: magnitude, gradient, random
+    prune_seed: int = 0                  # the batch of the gradient heuristic, the scores of the random one
+    prune_rate: float | None = None      # imp: the fraction of the parent's remaining weights removed
+    rewind_iter: int = 0                 # imp: the dense run's iteration the survivors are rewound to
+    save_weights_at: tuple[int, ...] = ()  # dense: training iterations whose weights are kept (for rewinding)
 
     def __post_init__(self):
         if self.kind not in RUN_KINDS:
@@ -235,14 +265,90 @@ class RunConfig(_Canonical):
         from .trackers import check_trackers
         check_trackers(track, self.data)  # specs parse, keys are distinct, no noisy subset of clean data
         object.__setattr__(self, "track", track)
+        self._check_pruning_fields()
         if self.kind == "dense":
             if self.parent is not None or self.sparsity != 0.0:
                 raise ValueError("a dense RunConfig takes no parent and sparsity 0")
-        else:
-            if not isinstance(self.parent, RunConfig) or self.parent.kind != "dense":
-                raise ValueError(f"a {self.kind} RunConfig needs parent=<the dense RunConfig>, got {self.parent!r}")
-            if self.parent.data != self.data or self.parent.model != self.model:
-                raise ValueError("a sparse run must use the same data and model as its dense parent")
+            return
+        parent_kinds = {"finetune": ("dense",), "scratch": ("dense",), "imp": ("dense", "imp"),
+                        "redense": SPARSE_KINDS}[self.kind]
+        if not isinstance(self.parent, RunConfig) or self.parent.kind not in parent_kinds:
+            what = {"finetune": "the dense RunConfig", "scratch": "the dense RunConfig",
+                    "imp": "the previous round (an imp RunConfig) or, for round 1, the dense RunConfig",
+                    "redense": f"the sparse RunConfig ({', '.join(SPARSE_KINDS)})"}[self.kind]
+            got = f"a {self.parent.kind} RunConfig" if isinstance(self.parent, RunConfig) else repr(self.parent)
+            raise ValueError(f"a {self.kind} RunConfig needs parent=<{what}>, got {got}")
+        if self.parent.data != self.data or self.parent.model != self.model:
+            raise ValueError(f"a {self.kind} run must use the same data and model as its parent")
+        if self.kind == "imp":
+            derived = 1.0 - (1.0 - self.parent.sparsity) * (1.0 - self.prune_rate)
+            if self.sparsity not in (0.0, derived) and abs(self.sparsity - derived) > 1e-12:
+                raise ValueError(f"RunConfig.sparsity of an imp round is derived from the chain, "
+                                 f"1 - Π(1 - prune_rate) = {derived!r}; leave it at 0, got {self.sparsity!r}")
+            object.__setattr__(self, "sparsity", derived)
+            if derived >= 1.0:
+                raise ValueError(f"an imp chain of {self.imp_round} rounds at these prune rates removes every weight")
+            if self.rewind_iter and self.rewind_iter not in self.root.save_weights_at:
+                raise ValueError(f"RunConfig.rewind_iter={self.rewind_iter} needs the dense run at the root of the "
+                                 f"chain to keep its weights at that iteration: give it save_weights_at="
+                                 f"({self.rewind_iter},) (it has {self.root.save_weights_at!r})")
+        elif self.kind == "redense" and self.sparsity != 0.0:
+            raise ValueError(f"a redense RunConfig trains the whole network: sparsity must be 0 (the sparse "
+                             f"parent's is {self.parent.sparsity:g}), got {self.sparsity!r}")
+
+    def _check_pruning_fields(self) -> None:
+        from .pruning import check_heuristic
+        check_heuristic(self.prune, "RunConfig.prune")
+        _seed("RunConfig", "prune_seed", self.prune_seed)
+        masked_from_parent = self.kind in SPARSE_KINDS
+        if not masked_from_parent and (self.prune != "magnitude" or self.prune_seed != 0):
+            raise ValueError(f"RunConfig.prune and prune_seed choose the mask of a sparse run "
+                             f"({', '.join(SPARSE_KINDS)}); a {self.kind} run has none, got "
+                             f"prune={self.prune!r}, prune_seed={self.prune_seed!r}")
+        if self.prune == "magnitude" and self.prune_seed != 0:
+            raise ValueError(f"RunConfig.prune_seed picks the batch of the gradient heuristic and the scores of "
+                             f"the random one; magnitude pruning draws nothing, so it must be 0, got "
+                             f"{self.prune_seed!r}")
+        if self.kind == "imp":
+            _number("RunConfig", "prune_rate", self.prune_rate, 0, 1, low_open=True, high_open=True)
+            object.__setattr__(self, "prune_rate", float(self.prune_rate))
+        elif self.prune_rate is not None:
+            raise ValueError(f"RunConfig.prune_rate is the fraction removed per round of an imp run; "
+                             f"a {self.kind} run takes None, got {self.prune_rate!r}")
+        _check_type("RunConfig", "rewind_iter", self.rewind_iter, (int,), "an int >= 0")
+        if self.rewind_iter < 0 or (self.rewind_iter and self.kind != "imp"):
+            raise ValueError(f"RunConfig.rewind_iter must be an int >= 0, and 0 except for an imp run "
+                             f"(kind={self.kind!r}), got {self.rewind_iter!r}")
+        its = tuple(self.save_weights_at) if isinstance(self.save_weights_at, list) else self.save_weights_at
+        _check_type("RunConfig", "save_weights_at", its, (tuple,), "a tuple of positive ints")
+        for i, k in enumerate(its):
+            _positive_int("RunConfig", f"save_weights_at[{i}]", k)
+        if list(its) != sorted(set(its)):
+            raise ValueError(f"RunConfig.save_weights_at must be increasing and without repeats, got {its!r}")
+        if its and self.kind != "dense":
+            raise ValueError(f"RunConfig.save_weights_at keeps weights of a dense run for rewinding; a "
+                             f"{self.kind} run takes (), got {its!r}")
+        object.__setattr__(self, "save_weights_at", its)
+
+    @property
+    def root(self) -> "RunConfig":
+        """The dense run at the start of this run's chain of parents (itself, for a dense run)."""
+        cfg = self
+        while cfg.parent is not None:
+            cfg = cfg.parent
+        return cfg
+
+    @property
+    def depth(self) -> int:
+        """Parents between this run and its root: 0 for a dense run, the round for an imp run."""
+        return 0 if self.parent is None else 1 + self.parent.depth
+
+    @property
+    def imp_round(self) -> int:
+        """The round of an imp run (1 for the first); 0 for every other kind."""
+        if self.kind != "imp":
+            return 0
+        return 1 + (self.parent.imp_round if self.parent is not None else 0)
 
     @property
     def run_id(self) -> str:
@@ -269,3 +375,38 @@ def as_list(value, name: str) -> list:
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{name} must be a list such as [0.9, 0.99], got {value!r} of type {type(value).__name__}")
     return list(value)
+
+
+def imp_chain(dense: RunConfig, rounds: int, *, prune_rate: float, **fields) -> list[RunConfig]:
+    """The rounds 1..``rounds`` of iterative pruning from ``dense``, each the parent of the next.
+
+    ``fields`` go to every round (``prune``, ``prune_seed``, ``rewind_iter``, ``exclude_output``,
+    ``min_density``, ``train``, ``track``...); data, model, seed and, unless given, train and track
+    are the dense run's.
+    """
+    if not isinstance(dense, RunConfig) or dense.kind != "dense":
+        raise TypeError(f"imp_chain(dense=...) must be a dense RunConfig, got {dense!r:.80}")
+    _check_type("imp_chain", "rounds", rounds, (int,), "an int >= 0")
+    if rounds < 0:
+        raise ValueError(f"imp_chain(rounds=...) must be an int >= 0, got {rounds!r}")
+    fields = {"train": dense.train, "track": dense.track, "seed": dense.seed} | fields
+    chain, parent = [], dense
+    for _ in range(rounds):
+        parent = RunConfig("imp", dense.data, dense.model, parent=parent, prune_rate=prune_rate, **fields)
+        chain.append(parent)
+    return chain
+
+
+def redense_config(sparse: RunConfig, *, epochs: int | None = None, lr: float | None = None) -> RunConfig:
+    """Re-dense training after ``sparse`` (Han et al. 2017, as the double-descent paper uses it): the
+    pruned weights return at zero and the whole network trains for ``epochs`` (default: as many as
+    the sparse run) at the constant learning rate ``lr`` (default: the last one of the sparse run's
+    schedule), with the sparse run's batch size, momentum and weight decay."""
+    if not isinstance(sparse, RunConfig) or sparse.kind not in SPARSE_KINDS:
+        raise TypeError(f"redense_config(sparse=...) must be a sparse RunConfig ({', '.join(SPARSE_KINDS)}), "
+                        f"got {sparse!r:.80}")
+    t = sparse.train
+    train = TrainConfig(epochs=t.epochs if epochs is None else epochs, batch_size=t.batch_size,
+                        lr=t.last_lr() if lr is None else lr, momentum=t.momentum,
+                        weight_decay=t.weight_decay, schedule="constant")
+    return RunConfig("redense", sparse.data, sparse.model, train, seed=sparse.seed, parent=sparse, track=sparse.track)

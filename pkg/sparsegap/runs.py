@@ -4,7 +4,9 @@ Layout of one run (``<root>/<kind>-<hash>/``)::
 
     config.json    the full config (written first)
     init.pt        the initial weights (Init-D, Init-F or Init-S), masked
-    masks.pt       the masks of a sparse run
+    masks.pt       the masks of a sparse run (finetune, scratch, imp)
+    weights-iter<k>.pt  the weights after training iteration k, for each k of ``save_weights_at``
+                   (a dense run that imp rounds rewind to)
     checkpoint.pt  the last epoch checkpoint, while training (removed when done)
     weights.pt     the final weights (Sol-D, Sol-F or Sol-S)
     history.json   the per-epoch history
@@ -26,6 +28,7 @@ being deterministic, never trained again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -48,8 +51,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import DataConfig, ModelConfig, RunConfig
-from .pruning import Masks, apply_masks, global_magnitude_masks
+from .config import SPARSE_KINDS, DataConfig, ModelConfig, RunConfig
+from .pruning import (Masks, apply_masks, global_masks_from_scores, gradient_scores, magnitude_scores,
+                      prunable_parameters, random_scores)
 from .trackers import make_trackers
 from .threads import threads_for, use_threads, workers
 from .train import HISTORY_KEYS, progress_enabled, resolve_device, train
@@ -331,6 +335,7 @@ class Run:
     weights: dict
     init: dict
     masks: Masks | None
+    saved: dict[int, dict] = dataclasses.field(default_factory=dict)   # iteration -> weights (save_weights_at)
 
     def _build(self) -> nn.Module:
         return build_model_for(self.config.model, self.config.data)
@@ -342,10 +347,21 @@ class Run:
         return m
 
     def init_model(self) -> nn.Module:
-        """The network at its initialisation (Init-D, Init-F or Init-S)."""
+        """The network at its initialisation (Init-D, Init-F, Init-S, an imp round's rewound weights,
+        or a re-dense run's start: its sparse parent's solution)."""
         m = self._build()
         m.load_state_dict(self.init)
         return m
+
+    def weights_at(self, iteration: int) -> dict:
+        """The weights after training iteration ``iteration`` (0: the initialisation), kept because
+        the config's ``save_weights_at`` asked for them."""
+        if iteration == 0:
+            return self.init
+        if iteration not in self.saved:
+            raise KeyError(f"run {self.config.run_id} kept no weights at iteration {iteration!r}; it keeps "
+                           f"iteration 0 (init) and save_weights_at={self.config.save_weights_at!r}")
+        return self.saved[iteration]
 
     def measure(self, name: str, params: dict, fn: Callable[[], dict]) -> dict:
         """A measurement on this run, computed once and kept beside it.
@@ -396,8 +412,55 @@ def build_model_for(model_cfg: ModelConfig, data_cfg: DataConfig, seed: int | No
 
 def _stored_files(cfg: RunConfig) -> tuple[str, ...]:
     """The files a finished run keeps, each with its SHA-256 in DONE."""
-    masks = ("masks.pt",) if cfg.kind != "dense" else ()
-    return ("config.json", "init.pt", *masks, "weights.pt", "history.json", "meta.json")
+    masks = ("masks.pt",) if cfg.kind in SPARSE_KINDS else ()
+    saved = tuple(_saved_name(k) for k in cfg.save_weights_at)
+    return ("config.json", "init.pt", *masks, *saved, "weights.pt", "history.json", "meta.json")
+
+
+def _saved_name(iteration: int) -> str:
+    return f"weights-iter{iteration}.pt"
+
+
+@lru_cache(maxsize=32)
+def _prunable_counts(model_cfg: ModelConfig, data_cfg: DataConfig, exclude_output: bool) -> tuple[int, int]:
+    """(prunable weights, prunable layers) of the model."""
+    params = prunable_parameters(build_model_for(model_cfg, data_cfg), exclude_output=exclude_output)
+    return sum(p.numel() for p in params.values()), len(params)
+
+
+def check_runnable(cfg: RunConfig) -> None:
+    """What a config alone cannot know, checked against its data and model before anything trains:
+    kept iterations within the dense run's length, and imp chains that leave a weight per layer."""
+    for c in _chain(cfg):
+        if c.save_weights_at:
+            n = len(load_data(c.data).y_train)
+            steps = -(-n // c.train.batch_size)
+            total = c.train.epochs * steps
+            late = [k for k in c.save_weights_at if k > total]
+            if late:
+                raise ValueError(f"RunConfig.save_weights_at={c.save_weights_at!r} asks for iteration(s) {late}, "
+                                 f"beyond the dense run's {total} iterations ({c.train.epochs} epochs x {steps} "
+                                 f"steps of batch {c.train.batch_size} on {n} samples); an imp round can only "
+                                 f"rewind to an iteration the dense run reaches")
+        if c.kind == "imp":
+            n, layers = _prunable_counts(c.model, c.data, c.exclude_output)
+            kept = round((1.0 - c.sparsity) * n)
+            if kept < layers:
+                rate = c.prune_rate
+                most = 0
+                while round((1 - rate) ** (most + 1) * n) >= layers:
+                    most += 1
+                raise ValueError(f"an imp chain of {c.imp_round} rounds (sparsity {c.sparsity:.6g}) keeps "
+                                 f"{kept} of {n} prunable weights, fewer than its {layers} layers: no mask can "
+                                 f"leave one weight per layer. At prune_rate={rate:g}, use at most {most} rounds")
+
+
+def _chain(cfg: RunConfig) -> list[RunConfig]:
+    out = []
+    while cfg is not None:
+        out.append(cfg)
+        cfg = cfg.parent
+    return out[::-1]
 
 
 def _seconds(name: str, value) -> float:
@@ -476,14 +539,15 @@ class RunStore:
             _check_history(history, cfg)
             weights = _load_tensors(read("weights.pt"))
             init = _load_tensors(read("init.pt"))
-            masks = _load_tensors(read("masks.pt")) if cfg.kind != "dense" else None
+            masks = _load_tensors(read("masks.pt")) if cfg.kind in SPARSE_KINDS else None
+            saved = {k: _load_tensors(read(_saved_name(k))) for k in cfg.save_weights_at}
             if checksums is not None:          # old stores may have no meta.json
                 json.loads(read("meta.json"))
         except DamagedRun:
             raise
         except Exception as e:  # unreadable json, truncated or missing tensor files, ...
             raise DamagedRun(f"{type(e).__name__}: {e}") from e
-        return Run(cfg, path, history, weights, init, masks)
+        return Run(cfg, path, history, weights, init, masks, saved)
 
     def runs(self) -> list[RunConfig]:
         """Configs of every finished run in the store."""
@@ -547,6 +611,7 @@ def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str =
     _check_config(cfg, "cfg")
     store = _check_store(store, "get_or_train")
     device = resolve_device(device)           # a bad device fails here, before any directory exists
+    check_runnable(cfg)
     try:
         run = store.load(cfg)                 # no lock needed: DONE comes last, checksums catch the rest
     except (MissingRun, DamagedRun):
@@ -589,7 +654,35 @@ class _Job:
     @property
     def label(self) -> str:
         cfg = self.cfg
-        return (cfg.kind if cfg.kind == "dense" else f"{cfg.kind} s={cfg.sparsity:g}") + f" seed={cfg.seed}"
+        if cfg.kind == "dense":
+            what = "dense"
+        elif cfg.kind == "imp":
+            what = f"imp round {cfg.imp_round} s={cfg.sparsity:.4g}"
+        elif cfg.kind == "redense":
+            what = f"redense from s={cfg.parent.sparsity:.4g}"
+        else:
+            what = f"{cfg.kind} s={cfg.sparsity:g}"
+        return what + f" seed={cfg.seed}"
+
+    def callbacks(self, data) -> list:
+        """The run's trackers, and the keeper of the weights at ``save_weights_at``."""
+        cbs = make_trackers(self.cfg.track, data)
+        if self.cfg.save_weights_at:
+            cbs.append(_KeepWeights(self.cfg.save_weights_at, self.path))
+        return cbs
+
+
+class _KeepWeights:
+    """Writes the weights after each training iteration in ``iterations`` (``weights-iter<k>.pt``),
+    the points imp rounds rewind to. Written before the epoch's checkpoint, so a resumed run past k has it."""
+
+    def __init__(self, iterations: tuple[int, ...], path: Path):
+        self.iterations = set(iterations)
+        self.path = path
+
+    def on_step_end(self, state) -> None:
+        if state.step in self.iterations:
+            atomic_save(_to_cpu(state.model.state_dict()), self.path / _saved_name(state.step))
 
 
 def _prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock) -> Run | _Job:
@@ -602,8 +695,16 @@ def _prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock)
             warnings.warn(f"run {path.name} in {store.root} is damaged ({e}); training it again")
             shutil.rmtree(path)
     _sweep_temporaries(path)
-    model, masks = _initial_state(cfg, parent)
+    model, masks = _initial_state(cfg, parent, store)
     checkpoint = _load_checkpoint(path, cfg, model)
+    if checkpoint is not None and cfg.save_weights_at:
+        steps = checkpoint["epoch"] * -(-len(load_data(cfg.data).y_train) // cfg.train.batch_size)
+        lost = [k for k in cfg.save_weights_at if k <= steps and not (path / _saved_name(k)).exists()]
+        if lost:
+            warnings.warn(f"run {path.name}: the weights of iteration(s) {lost} are missing although the "
+                          f"checkpoint is past them; discarded, training from the start")
+            (path / "checkpoint.pt").unlink(missing_ok=True)
+            checkpoint = None
     # Written before the first checkpoint; a resume writes one again only if it was lost.
     fresh = checkpoint is None
     if fresh or not (path / "config.json").exists():
@@ -639,7 +740,7 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
     data = load_data(cfg.data)
     with use_threads(_threads(job.model, cfg, data)):
         history = train(job.model, data, cfg.train, masks=job.masks, seed=cfg.seed, device=device,
-                        callbacks=make_trackers(cfg.track, data), checkpoint=job.checkpoint,
+                        callbacks=job.callbacks(data), checkpoint=job.checkpoint,
                         on_epoch_end=job.save_checkpoint, progress=progress, desc=job.label)
     return _finish(job, store, history, time.time() - t0)
 
@@ -667,18 +768,46 @@ def _sweep_temporaries(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _initial_state(cfg: RunConfig, parent: Run | None) -> tuple[nn.Module, Masks | None]:
+def _initial_state(cfg: RunConfig, parent: Run | None, store: RunStore) -> tuple[nn.Module, Masks | None]:
     if cfg.kind == "dense":
         return build_model_for(cfg.model, cfg.data, seed=cfg.seed), None
-    sol_d = parent.model()
-    masks = global_magnitude_masks(sol_d, cfg.sparsity, exclude_output=cfg.exclude_output,
-                                   min_density=cfg.min_density)
+    solution = parent.model()
+    if cfg.kind == "redense":            # the sparse solution, pruned weights at zero, and no mask
+        apply_masks(solution, parent.masks)
+        return solution, None
+    masks = pruning_masks(cfg, solution, parent.masks)
     if cfg.kind == "finetune":
-        model = sol_d                                             # Init-F: Sol-D under the mask
-    else:
+        model = solution                                          # Init-F: Sol-D under the mask
+    elif cfg.kind == "scratch":
         model = build_model_for(cfg.model, cfg.data, seed=cfg.seed + SCRATCH_INIT_OFFSET)  # Init-S
+    else:                                                         # imp: rewound to the root's iteration k
+        root = parent if parent.config.kind == "dense" else store.load(cfg.root)
+        model = build_model_for(cfg.model, cfg.data)
+        model.load_state_dict(root.weights_at(cfg.rewind_iter))
     apply_masks(model, masks)
     return model, masks
+
+
+# Seeds of the gradient heuristic's batch and the random heuristic's scores: (prune_seed, round)
+# mixed so that every round of a chain draws afresh.
+PRUNE_STREAM = 7_919
+
+
+def pruning_masks(cfg: RunConfig, solution: nn.Module, within: Masks | None = None) -> Masks:
+    """The mask of a sparse run: ``cfg.prune``'s scores of ``solution`` (the parent's trained
+    network), the globally best kept to ``cfg.sparsity``; nested in ``within`` (the previous imp round's masks)."""
+    stream = cfg.prune_seed * PRUNE_STREAM + cfg.imp_round
+    if cfg.prune == "magnitude":
+        scores = magnitude_scores(solution, exclude_output=cfg.exclude_output)
+    elif cfg.prune == "random":
+        scores = random_scores(solution, stream, exclude_output=cfg.exclude_output)
+    else:   # gradient: one training batch (of the run's batch size), drawn by the stream
+        data = load_data(cfg.data)
+        g = torch.Generator().manual_seed(stream)
+        idx = torch.randperm(len(data.y_train), generator=g)[: cfg.train.batch_size]
+        scores = gradient_scores(solution, data.x_train[idx], data.y_train[idx], exclude_output=cfg.exclude_output,
+                                 masks=within)
+    return global_masks_from_scores(scores, cfg.sparsity, min_density=cfg.min_density, within=within)
 
 
 def _load_checkpoint(path: Path, cfg: RunConfig, model: nn.Module) -> dict | None:
@@ -753,8 +882,9 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
             device: str = "auto", progress: bool = True, batch: bool | None = None) -> list[Run]:
     """Train (or load) a sweep of independent configs.
 
-    Dense parents are trained first, once each, so that sparse runs sharing a Sol-D never
-    train it twice. ``executor`` is anything with ``map`` (a process pool, a distributed
+    Parents are trained first, once each and stage by stage down their chains (dense runs, their
+    sparse children, an imp chain's later rounds), so that runs sharing a parent never train it
+    twice; a run whose ancestors are missing gets them trained too. ``executor`` is anything with ``map`` (a process pool, a distributed
     engine's executor); the default runs in this process. Processes sharing the store (this
     sweep's workers, or other sweeps) never train a run twice: each run is trained under its lock.
 
@@ -776,28 +906,40 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
         raise TypeError(f"run_all(batch=...) must be None (automatic), True or False, got {batch!r}")
     store = _check_store(store, "run_all")
     device = resolve_device(device)
-    parents = list(dict.fromkeys(c.parent for c in configs if c.parent is not None and not store.is_done(c.parent)))
+    for c in dict.fromkeys(configs):
+        check_runnable(c)                  # every config, before anything trains
+    # Waves: every run whose parent is done (or that has none) is ready; the ready runs train (batched
+    # where they can), which makes their children ready, and so on down the chains. A child's mask
+    # and start need its parent's solution. Runs of different depths train together when ready
+    # together (an imp chain's next round beside the re-dense run of the round before).
+    todo = [c for c in dict.fromkeys(a for c in configs for a in _chain(c))]
     # A partial of a module-level function, not a lambda, so that process pools can pickle it.
     work = functools.partial(get_or_train, store=store, device=device, progress=progress)
-    if executor is not None:
-        list(executor.map(work, parents))
-        return list(executor.map(work, configs))
     if batch is None and os.environ.get("SPARSEGAP_BATCH", "1") == "0":
         batch = False
-    if batch is not False:
-        for stage in (parents, configs):   # the children's masks need their parents' solutions
-            for group in _groups([c for c in dict.fromkeys(stage) if not store.is_done(c)]):
-                if len(group) > 1:
-                    _train_group(group, store, device, progress, force=bool(batch))
-    todo = parents + configs
-    pending = sum(not store.is_done(c) for c in todo)
-    with tqdm(total=len(todo), desc=f"runs ({pending} to train)", disable=not progress_enabled(progress),
-              leave=False) as bar:
-        results = []
-        for c in todo:                     # loads what the groups trained; trains (or waits for) the rest
-            results.append(work(c))
-            bar.update()
-    return results[len(parents):]
+    pending = [c for c in todo if not store.is_done(c)]
+    loaded: dict[RunConfig, Run] = {}
+    with tqdm(total=len(todo), initial=len(todo) - len(pending), desc=f"runs ({len(pending)} to train)",
+              disable=not progress_enabled(progress), leave=False) as bar:
+        while pending:
+            ready = [c for c in pending if c.parent is None or store.is_done(c.parent)]
+            # none ready: their parents are being trained by another process; get_or_train waits for them
+            ready = ready or pending
+            if executor is not None:
+                loaded |= dict(zip(ready, executor.map(work, ready)))
+            else:
+                if batch is not False:
+                    for group in _groups(ready):
+                        if len(group) > 1:
+                            _train_group(group, store, device, progress, force=bool(batch))
+                for c in ready:            # trains (or waits for) what no group trained
+                    loaded[c] = work(c)
+            bar.update(len(ready))
+            pending = [c for c in pending if c not in set(ready) and not store.is_done(c)]
+    rest = [c for c in dict.fromkeys(configs) if c not in loaded]   # trained before this call: load them
+    if rest:
+        loaded |= dict(zip(rest, executor.map(work, rest) if executor is not None else map(work, rest)))
+    return [loaded[c] for c in configs]
 
 
 # Largest batch run_all trains as one model. Beyond about 16 members the gain of batching small
@@ -808,12 +950,11 @@ MAX_BATCH = 16
 
 
 def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
-    """Configs that one batched model can train: equal model, data and training schedule (all but
-    lr), in chunks of at most MAX_BATCH."""
-    import dataclasses
+    """Configs that one batched model can train: equal model, data (but for the label noise: the
+    inputs are the same) and training schedule (all but lr), in chunks of at most MAX_BATCH."""
     groups: dict = {}
     for c in configs:
-        key = (c.model, c.data, dataclasses.replace(c.train, lr=1.0))
+        key = (c.model, dataclasses.replace(c.data, noise=0.0, noise_seed=0), dataclasses.replace(c.train, lr=1.0))
         groups.setdefault(key, []).append(c)
     return [g[i: i + MAX_BATCH] for g in groups.values() for i in range(0, len(g), MAX_BATCH)]
 
@@ -854,8 +995,8 @@ def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool
         t0 = time.time()
         with use_threads(_threads(probe, group[0], data, members=len(jobs))):
             histories = train_batched(
-                [j.model for j in jobs], data, [j.cfg.train for j in jobs], masks=[j.masks for j in jobs],
-                seeds=[j.cfg.seed for j in jobs], callbacks=[make_trackers(j.cfg.track, data) for j in jobs],
+                [j.model for j in jobs], [load_data(j.cfg.data) for j in jobs], [j.cfg.train for j in jobs], masks=[j.masks for j in jobs],
+                seeds=[j.cfg.seed for j in jobs], callbacks=[j.callbacks(load_data(j.cfg.data)) for j in jobs],
                 device=device, checkpoints=[j.checkpoint for j in jobs],
                 on_epoch_end=[j.save_checkpoint for j in jobs], progress=progress,
                 desc=f"batch of {len(jobs)}: {jobs[0].label.split(' seed')[0]} ...")
