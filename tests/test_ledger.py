@@ -120,7 +120,7 @@ def test_ledger_lists_every_verdict_and_every_plan_row(tmp_path):
     assert by_id["P-F2"][1] == ledger.NO_CLAIM
     assert by_id["D-F1"][1] == ledger.NOT_YET
     assert 'href="notebooks/00_chapter.html#verdict-p-f1"' in page
-    assert "28 rows:** 1 reproduced, 1 partly, 1 shown (no claim), 25 not yet in the book" in page
+    assert "28 rows:** 1 reproduced, 1 partly, 2 shown (no claim), 24 not yet in the book" in page
 
 
 # ---------------------------------------------------------------- notebook parameters
@@ -255,6 +255,29 @@ def _figures():
     table = pd.DataFrame([{"stage": st, "sparsity": s, "seed": 0, "fisher_trace": 1.0 + s, "hessian_trace": 2.0,
                            "jacobian_norm": 3.0} for st, s in (("Sol-D", 0.0), ("Sol-F", 0.9), ("Sol-S", 0.9))])
     yield "curvature", plots.figure_curvature(table)
+    rows = [{"heuristic": h, "noise": e, "round": r, "sparsity": 1 - 0.5 ** r, "train_acc": 1.0 - 0.05 * r,
+             "test_acc": 0.6, "test_best": 0.7, "train_acc_std": 0.01, "test_acc_std": 0.01}
+            for h, e in (("magnitude", 0.2), ("magnitude", 0.4), ("random", 0.4)) for r in range(8)]
+    yield "double_descent", plots.figure_double_descent(pd.DataFrame(rows))
+    trace = {k: {"epochs": [1.0, 2.0], "value": [0.2, 0.4]} for k in
+             ("accuracy:permuted", "accuracy:unpermuted", "accuracy:restored")}
+    h = history | {"epoch": [1, 2], "trace": trace}
+    keys = {"dense": [h], "overfitting": [h], "sweet spot": [h], "underfitting": [h]}
+    at = {"dense": 0.0, "overfitting": 0.98, "sweet spot": 0.999, "underfitting": 0.998}
+    yield "dd_dynamics", plots.figure_dd_dynamics(keys, at)
+    yield "dd_memorization", plots.figure_dd_memorization(keys, at)
+    yield "redense_dynamics", plots.figure_redense_dynamics({k: (v, v) for k, v in keys.items() if k != "dense"}, at)
+    paths = pd.DataFrame([{"t": t, "subset": sub, "loss": 1 - t, "accuracy": t, "round": r, "seed": 0,
+                           "sparsity": 1 - 0.5 ** r} for r in (3, 5) for sub in ("train", "test") for t in (0, 0.5, 1)])
+    yield "interpolation", plots.figure_interpolation(paths, {3: "overfitting", 5: "sweet spot"})
+    curves = pd.DataFrame([{"alpha": a, "loss": 0.1 + a * a, "solution": sol, "round": r, "seed": 0,
+                            "sparsity": 1 - 0.5 ** r} for a in (-1, 0, 1)
+                           for sol, r in (("dense", 0), ("sparse", 3), ("re-dense", 3))])
+    yield "loss_curves", plots.figure_loss_curves(curves, {0: "dense", 3: "overfitting"})
+    dist = pd.DataFrame([{"round": r, "seed": s, "sparsity": 1 - 0.5 ** r, "sparse_distance": 5.0 + s,
+                          "redense_distance": 8.0, "sparse_test_acc": 0.6, "redense_test_acc": 0.5}
+                         for r in range(1, 6) for s in (0, 1)])
+    yield "distance", plots.figure_distance(dist)
 
 
 @pytest.mark.parametrize("name, fig", list(_figures()), ids=lambda x: x if isinstance(x, str) else "")

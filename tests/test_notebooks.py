@@ -48,3 +48,21 @@ def test_curvature_parameter_files_match_the_two_regimes_ones():
         for name in set(a) & set(b) - {"sparsities"}:
             assert a[name] == b[name], f"{profile}: {name} differs between 01 and 03"
         assert set(b["sparsities"]) <= set(a["sparsities"]), profile
+
+
+def test_redense_chapter_reuses_the_double_descent_chain():
+    """06 studies one chain of 05: the chain's parameters must agree (defaults and every parameter file),
+    or 06 would train a chain of its own."""
+    import yaml
+    from sparsegap.studies.double_descent import CHAIN_PARAMETERS
+    a = parameters(ROOT / "notebooks" / "05_sparse_double_descent.ipynb")
+    b = parameters(ROOT / "notebooks" / "06_redense_and_landscape.ipynb")
+    for name in CHAIN_PARAMETERS:
+        assert a[name] == b[name], f"{name}: 05 has {a[name]!r}, 06 has {b[name]!r}"
+    assert b["noise"] in a["noises"]
+    for profile in ("smoke", "paper"):
+        fa = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "05_sparse_double_descent.yaml").read_text())
+        fb = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "06_redense_and_landscape.yaml").read_text())
+        for name in CHAIN_PARAMETERS:
+            assert fa.get(name, a[name]) == fb.get(name, b[name]), f"{profile}: {name} differs between 05 and 06"
+        assert fb.get("noise", b["noise"]) in fa.get("noises", a["noises"]), profile

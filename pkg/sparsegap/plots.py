@@ -299,3 +299,203 @@ def figure_noisy_confusion(matrices: dict[str, np.ndarray], classes: Sequence[st
         fig.suptitle(f"after epoch {epoch:g}", x=0.02, ha="left")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------ sparse double descent (chapters 5, 6)
+
+HEURISTIC_COLORS = {"magnitude": "#1f77b4", "gradient": "#2ca02c", "random": "#d62728"}
+KEY_COLORS = {"dense": "0.35", "overfitting": "#d62728", "sweet spot": "#2ca02c", "underfitting": "#9467bd"}
+
+
+def _sparsity_band(ax, d: pd.DataFrame, col: str, color, style="-", label=None, marker="o") -> None:
+    x = sparsity_axis(d.sparsity)
+    ax.plot(x, d[col], style, color=color, marker=marker, ms=3, lw=1.3, label=label)
+    std = d.get(f"{col}_std")
+    if std is not None:
+        std = std.fillna(0.0)
+        ax.fill_between(x, d[col] - std, d[col] + std, color=color, alpha=0.15, lw=0)
+
+
+def _density_ticks(ax, sparsities) -> None:
+    """Ticks at every other round: sparsity on a log-density axis (0.9, 0.99, 0.999 evenly spaced)."""
+    s = sorted(sparsities)
+    s = s[::2] if len(s) > 6 else s
+    ax.set_xticks(sparsity_axis(s))
+    ax.set_xticklabels([f"{100 * v:.4g}" for v in s], rotation=60)
+    ax.set_xlabel("sparsity (%)")
+
+
+def figure_double_descent(summary: pd.DataFrame) -> plt.Figure:
+    """D-F1: per ε (columns), train accuracy (top) and last-epoch (solid) and best (dotted) test
+    accuracy (bottom) against sparsity, one color per heuristic; seed means with a one-std band."""
+    use_book_style()
+    noises = sorted(summary.noise.unique())
+    fig, axes = plt.subplots(2, len(noises), figsize=(PAGE_WIDTH, 5.6), sharex=True, squeeze=False)
+    for j, eps in enumerate(noises):
+        for h in HEURISTIC_COLORS:
+            d = summary[(summary.noise == eps) & (summary.heuristic == h)].sort_values("round")
+            if d.empty:
+                continue
+            c = HEURISTIC_COLORS[h]
+            _sparsity_band(axes[0, j], d, "train_acc", c, label=h)
+            _sparsity_band(axes[1, j], d, "test_acc", c, label=f"{h}, last epoch")
+            axes[1, j].plot(sparsity_axis(d.sparsity), d.test_best, ":", color=c, lw=1.2, label=f"{h}, best epoch")
+        axes[0, j].axhline(1 - eps, color="0.5", lw=0.8, ls="--")
+        axes[0, j].set_title(f"ε = {eps:g}")
+        _density_ticks(axes[1, j], summary[summary.noise == eps].sparsity.unique())
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("train accuracy\n(dashed: clean share 1 - ε)")
+    axes[1, 0].set_ylabel("test accuracy")
+    handles, labels = axes[1, 0].get_legend_handles_labels()
+    for ax in axes[1, 1:]:
+        for hd, lb in zip(*ax.get_legend_handles_labels()):
+            if lb not in labels:
+                handles.append(hd)
+                labels.append(lb)
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def _epoch_panels(hist_by_key: dict[str, list[dict]], series, sparsity_of: dict[str, float], ylabel: str,
+                  *, vline: float | None = None) -> plt.Figure:
+    use_book_style()
+    keys = [k for k in hist_by_key if hist_by_key[k]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(PAGE_WIDTH, 3.0), sharey=True, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        hs = hist_by_key[key]
+        for name, style, color, label in series:
+            if name in hs[0].get("trace", {}):
+                x = np.asarray(hs[0]["trace"][name]["epochs"])
+                values = np.array([h["trace"][name]["value"] for h in hs])
+            else:
+                x = np.asarray(hs[0]["epoch"], dtype=float)
+                values = np.array([h[name] for h in hs])
+            _band(ax, x, values, color, style, label=label)
+        if vline is not None:
+            ax.axvline(vline, color="0.4", lw=0.8, ls=":")
+        ax.set_title(f"{key}\n{100 * sparsity_of[key]:.4g}%")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def figure_dd_dynamics(hist_by_key: dict[str, list[dict]], sparsity_of: dict[str, float]) -> plt.Figure:
+    """D-F2: train (noisy labels) and test accuracy over epochs at the characteristic sparsities."""
+    return _epoch_panels(hist_by_key, [("train_acc", "-", "#1f77b4", "train (noisy labels)"),
+                                       ("test_acc", "-", "#ff7f0e", "test")], sparsity_of, "accuracy")
+
+
+def figure_dd_memorization(hist_by_key: dict[str, list[dict]], sparsity_of: dict[str, float]) -> plt.Figure:
+    """D-F3: accuracy on the unpermuted, permuted (noisy label) and restored (true label) training
+    samples over epochs at the characteristic sparsities."""
+    return _epoch_panels(hist_by_key, [("accuracy:unpermuted", "-", "#2ca02c", "unpermuted"),
+                                       ("accuracy:permuted", "-", "#d62728", "permuted (noisy label)"),
+                                       ("accuracy:restored", "--", "#9467bd", "restored (true label)")],
+                         sparsity_of, "train accuracy")
+
+
+def figure_redense_dynamics(pairs: dict[str, tuple[list[dict], list[dict]]], sparsity_of: dict[str, float]
+                            ) -> plt.Figure:
+    """D-F4: accuracy over the epochs of sparse training, then re-dense training (after the dotted line)."""
+    joined, switch = {}, None
+    for key, (sparse_hs, dense_hs) in pairs.items():
+        hs = []
+        for sp, rd in zip(sparse_hs, dense_hs):
+            n = len(sp["epoch"])
+            switch = n
+            h = {k: list(sp[k]) + list(rd[k]) for k in ("train_acc", "test_acc")}
+            h["epoch"] = list(range(1, n + len(rd["epoch"]) + 1))
+            h["trace"] = {name: {"epochs": list(sp["trace"][name]["epochs"]) + [n + e for e in rd["trace"][name]["epochs"]],
+                                 "value": list(sp["trace"][name]["value"]) + list(rd["trace"][name]["value"])}
+                          for name in ("accuracy:permuted",)}
+            hs.append(h)
+        joined[key] = hs
+    return _epoch_panels(joined, [("train_acc", "-", "#1f77b4", "train (noisy labels)"),
+                                  ("test_acc", "-", "#ff7f0e", "test"),
+                                  ("accuracy:permuted", "--", "#d62728", "permuted samples fitted")],
+                         sparsity_of, "accuracy", vline=switch)
+
+
+def figure_interpolation(paths: pd.DataFrame, names: dict[int, str]) -> plt.Figure:
+    """D-F5: loss (blue, left axis) and accuracy (red, right axis) along (1-α)·sparse + α·re-dense,
+    train solid and test dashed, one panel per characteristic sparsity (seed means)."""
+    use_book_style()
+    rounds = list(names)
+    fig, axes = plt.subplots(1, len(rounds), figsize=(PAGE_WIDTH, 3.0), squeeze=False)
+    for ax, rnd in zip(axes[0], rounds):
+        p = paths[paths["round"] == rnd].groupby(["subset", "t"]).mean(numeric_only=True).reset_index()
+        right = ax.twinx()
+        for subset, style in (("train", "-"), ("test", "--")):
+            q = p[p.subset == subset]
+            ax.plot(q.t, q.loss, style, color="#1f77b4", lw=1.3, label=f"loss, {subset}")
+            right.plot(q.t, q.accuracy, style, color="#d62728", lw=1.3, label=f"accuracy, {subset}")
+        ax.set_title(f"{names[rnd]}\n{100 * p.sparsity.iloc[0]:.4g}%")
+        ax.set_xlabel("α (0: sparse, 1: re-dense)")
+        ax.tick_params(axis="y", colors="#1f77b4")
+        right.tick_params(axis="y", colors="#d62728")
+        right.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("cross-entropy loss", color="#1f77b4")
+    right.set_ylabel("accuracy", color="#d62728")
+    handles = axes[0, 0].get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    labels = axes[0, 0].get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def figure_loss_curves(curves: pd.DataFrame, names: dict[int, str]) -> plt.Figure:
+    """D-F6: train loss along a filter-normalized random direction around the sparse (left) and the
+    re-dense (right) minima at the characteristic sparsities, the dense minimum in both (seed means)."""
+    use_book_style()
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.2), sharey=True)
+    m = curves.groupby(["solution", "round", "alpha"]).mean(numeric_only=True).reset_index()
+    for ax, sol in zip(axes, ("sparse", "re-dense")):
+        d = m[m.solution == "dense"]
+        ax.plot(d.alpha, d.loss, color=KEY_COLORS["dense"], lw=1.3, label="dense")
+        for rnd, name in names.items():
+            if rnd == 0:
+                continue
+            d = m[(m.solution == sol) & (m["round"] == rnd)]
+            ax.plot(d.alpha, d.loss, color=KEY_COLORS.get(name, "k"), lw=1.3,
+                    label=f"{name} ({100 * d.sparsity.iloc[0]:.4g}%)")
+        ax.set_title(f"{sol} minima")
+        ax.set_xlabel("α (filter-normalized)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylabel("train loss")
+    fig.tight_layout()
+    return fig
+
+
+def figure_distance(table: pd.DataFrame) -> plt.Figure:
+    """D-F7: L2 distance from initialization (blue, left) and test accuracy (red, right) against
+    sparsity, re-dense solutions solid and sparse ones dashed (seed means, one-std bands)."""
+    use_book_style()
+    g = table.groupby("round")
+    m = g.mean(numeric_only=True)
+    s = g.std(ddof=1, numeric_only=True).add_suffix("_std")
+    d = m.join(s)
+    d = d[d.index > 0]
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.8, 4.4))
+    right = ax.twinx()
+    for sol, style in (("redense", "-"), ("sparse", "--")):
+        name = "re-dense" if sol == "redense" else "sparse"
+        _sparsity_band(ax, d, f"{sol}_distance", "#1f77b4", style, label=f"distance, {name}")
+        _sparsity_band(right, d, f"{sol}_test_acc", "#d62728", style, label=f"test accuracy, {name}")
+    _density_ticks(ax, d.sparsity)
+    ax.set_ylabel("L2 distance from initialization", color="#1f77b4")
+    right.set_ylabel("test accuracy", color="#d62728")
+    ax.grid(alpha=0.3)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return fig
