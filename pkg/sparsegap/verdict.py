@@ -18,6 +18,28 @@ VERDICT_MIME = "application/vnd.sparsegap.verdict+json"
 _COLORS = {"reproduced": "#2e7d32", "partly": "#b26a00", "not reproduced": "#c62828"}
 
 
+def status_of(parts) -> str:
+    """The status of a claim judged in parts: *reproduced* if every part holds, *partly* if some do."""
+    parts = list(parts)
+    return "reproduced" if parts and all(parts) else "partly" if any(parts) else "not reproduced"
+
+
+def clearly_above(a, b) -> bool:
+    """mean(a) exceeds mean(b) by more than two standard errors of the difference (Welch's, from the
+    seed spreads): with three seeds a gap smaller than the seeds' own scatter is not a difference."""
+    import numpy as np
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    se = np.sqrt((a.var(ddof=1) / len(a) if len(a) > 1 else 0.0) + (b.var(ddof=1) / len(b) if len(b) > 1 else 0.0))
+    return bool(a.mean() - b.mean() > 2 * se)
+
+
+def mean_std(values, fmt: str = ".1%") -> str:
+    """``mean ± std`` over seeds (sample std; 0 for one seed), for a verdict's reasons."""
+    import numpy as np
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():{fmt}} ± {v.std(ddof=1) if len(v) > 1 else 0.0:{fmt}}"
+
+
 def anchor(claim_id: str, part: str = "") -> str:
     """The HTML id of a verdict on its page, e.g. ``verdict-p-f7-8`` for P-F7/8, ``verdict-p-f4-a`` for part a."""
     return "verdict-" + re.sub(r"[^a-z0-9]+", "-", f"{claim_id} {part}".lower()).strip("-")

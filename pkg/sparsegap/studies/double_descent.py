@@ -19,8 +19,8 @@ from .. import params as P
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, imp_chain
 from ..pruning import HEURISTICS
 from ..runs import Run, RunStore, run_all
-from ..verdict import Verdict
-from .memorization import clearly_above
+from ..verdict import Verdict, clearly_above, mean_std
+from ..verdict import status_of as _status
 from .procedure import check_seeds
 
 # Recorded during every run of the chapter (part of the runs' identity, so chapters 5 and 6 share them).
@@ -221,15 +221,6 @@ CLAIM_MEM = ("Higher sparsity memorizes fewer noisy labels: train accuracy on th
              "sparsity rises, while the unpermuted samples lose much less.")
 
 
-def _status(parts: list[bool]) -> str:
-    return "reproduced" if all(parts) else "partly" if any(parts) else "not reproduced"
-
-
-def _fmt(vals: Sequence[float]) -> str:
-    vals = np.asarray(vals, dtype=float)
-    return f"{vals.mean():.1%} ± {vals.std(ddof=1) if len(vals) > 1 else 0.0:.1%}"
-
-
 def double_descent_verdict(chains: Chains, *, scale: str = "") -> Verdict:
     """D-F1. A chain shows the double descent when (1) its worst pruned round tests clearly below the
     dense network (the dip) and (2) a later round tests clearly above it (the peak); "clearly" is a
@@ -245,9 +236,9 @@ def double_descent_verdict(chains: Chains, *, scale: str = "") -> Verdict:
         sweet = ks["sweet spot"]
         peak = sweet is not None and clearly_above(chains.values(h, eps, sweet, "test_acc"), dense)
         shows.append(dip and peak)
-        where = (f"peak {_fmt(chains.values(h, eps, sweet, 'test_acc'))} at {ch.sparsity[sweet]:.2%}"
+        where = (f"peak {mean_std(chains.values(h, eps, sweet, 'test_acc'))} at {ch.sparsity[sweet]:.2%}"
                  if sweet is not None else "no round after it")
-        reasons.append(f"{h}, ε={eps:g}: dense {_fmt(dense)}; worst {_fmt(over)} at sparsity "
+        reasons.append(f"{h}, ε={eps:g}: dense {mean_std(dense)}; worst {mean_std(over)} at sparsity "
                        f"{ch.sparsity[ks['overfitting']]:.2%} (dip clear: {'yes' if dip else 'no'}); {where} "
                        f"(above dense clearly: {'yes' if peak else 'no'}).")
     reasons.append(f"The double descent shows in {sum(shows)} of {len(shows)} chains (last-epoch test accuracy, "
@@ -273,10 +264,10 @@ def memorization_verdict(chains: Chains, heuristic: str, noise: float, *, scale:
     milder = drop(unperm) < drop(perm)
     reasons = [
         f"{heuristic}, ε={noise:g}. Train accuracy on the permuted samples (their noisy labels), seed mean ± std: "
-        + ", ".join(f"{k} ({ch.sparsity[ks[k]]:.2%}) {_fmt(v)}" for k, v in perm.items()) + ".",
+        + ", ".join(f"{k} ({ch.sparsity[ks[k]]:.2%}) {mean_std(v)}" for k, v in perm.items()) + ".",
         f"Falls clearly at the sweet spot, below both the dense and the overfitting round: {'yes' if falls else 'no'}.",
         f"From dense to the sweet spot the permuted samples lose {drop(perm):.0%} of their accuracy, the unpermuted "
-        f"ones {drop(unperm):.0%} ({_fmt(unperm['dense'])} to {_fmt(unperm['sweet spot'])}): milder "
+        f"ones {drop(unperm):.0%} ({mean_std(unperm['dense'])} to {mean_std(unperm['sweet spot'])}): milder "
         f"{'yes' if milder else 'no'}.",
     ]
     return Verdict("D-F3", CLAIM_MEM, _status([falls, milder]), tuple(reasons), scale)

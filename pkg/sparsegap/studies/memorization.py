@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from .. import params as P
 from ..config import DataConfig, ModelConfig, TrainConfig
 from ..memorization import first_epoch_reaching, memorization_table, memorized_share
 from ..runs import RunStore
-from ..verdict import Verdict
+from ..verdict import Verdict, clearly_above  # noqa: F401  (clearly_above: re-exported)
+from ..verdict import status_of as _status
 from .procedure import Experiment, run_two_regimes
 from .two_regimes import RUN_PARAMETERS
 
@@ -81,18 +81,6 @@ CLAIM_A = ("Sol-S memorizes the noisy samples less than Sol-F and Sol-D, and lat
 CLAIM_B = "Under label noise Sol-S tests better than Sol-D and Sol-F (benign obliviscence)."
 CLAIM_C = ("Tr(F) is higher on the noisy samples than on the clean ones, and it falls as they get memorized; "
            "where they are not memorized it hardly falls.")
-
-
-def _status(parts: list[bool]) -> str:
-    return "reproduced" if all(parts) else "partly" if any(parts) else "not reproduced"
-
-
-def clearly_above(a: Sequence[float], b: Sequence[float]) -> bool:
-    """mean(a) exceeds mean(b) by more than two standard errors of the difference (Welch's, from the
-    seed spreads): with three seeds a gap smaller than the seeds' own scatter is not a difference."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    se = np.sqrt((a.var(ddof=1) / len(a) if len(a) > 1 else 0.0) + (b.var(ddof=1) / len(b) if len(b) > 1 else 0.0))
-    return bool(a.mean() - b.mean() > 2 * se)
 
 
 def memorization_verdict(hs: dict[str, list[dict]], *, threshold: float = 0.5, scale: str = "") -> Verdict:

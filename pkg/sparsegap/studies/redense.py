@@ -21,10 +21,10 @@ from .. import landscape as L
 from .. import params as P
 from ..config import redense_config
 from ..runs import Run, RunStore, load_data, run_all
-from ..verdict import Verdict
+from ..verdict import Verdict, clearly_above, mean_std
+from ..verdict import status_of as _status
 from .double_descent import (CHAIN_PARAMETERS, Chains, chain_configs, chain_settings, characteristic_rounds,
                              data_config)
-from .memorization import clearly_above
 
 PARAMETERS = P.ParameterSpec(
     "06_redense_and_landscape",
@@ -180,15 +180,6 @@ CLAIM_DIST = ("The distance from initialization shrinks as sparsity rises, for s
               "mirrors the test accuracy.")
 
 
-def _status(parts: list[bool]) -> str:
-    return "reproduced" if all(parts) else "partly" if any(parts) else "not reproduced"
-
-
-def _ms(vals) -> str:
-    v = np.asarray(vals, dtype=float)
-    return f"{v.mean():.1%} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.1%}"
-
-
 def _rank_corr(x, y) -> float:
     x, y = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
     return float(np.corrcoef(x, y)[0, 1])
@@ -218,9 +209,9 @@ def redense_verdict(exp: Redense, *, scale: str = "") -> Verdict:
     memorizes = clearly_above(t.redense_permuted, t.sparse_permuted)
     reasons = (
         f"At the sweet spot (sparsity {t.sparsity.iloc[0]:.2%}), seed mean ± std: test accuracy sparse "
-        f"{_ms(t.sparse_test_acc)}, re-dense {_ms(t.redense_test_acc)} (clearly worse: {'yes' if worse else 'no'}).",
-        f"Train accuracy on the permuted samples (noisy labels fitted): sparse {_ms(t.sparse_permuted)}, re-dense "
-        f"{_ms(t.redense_permuted)} (clearly more memorization: {'yes' if memorizes else 'no'}).",
+        f"{mean_std(t.sparse_test_acc)}, re-dense {mean_std(t.redense_test_acc)} (clearly worse: {'yes' if worse else 'no'}).",
+        f"Train accuracy on the permuted samples (noisy labels fitted): sparse {mean_std(t.sparse_permuted)}, re-dense "
+        f"{mean_std(t.redense_permuted)} (clearly more memorization: {'yes' if memorizes else 'no'}).",
     )
     return Verdict("D-F4", CLAIM_REDENSE, _status([worse, memorizes]), reasons, scale)
 
