@@ -627,6 +627,12 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
         if isinstance(s, bool) or not isinstance(s, int):
             raise TypeError(f"seeds[{i}] must be an int, got {s!r}")
     callbacks = _check_list("callbacks", callbacks, n_models, list)
+    for i, cbs in enumerate(callbacks):
+        hooked = [type(cb).__name__ for cb in cbs if getattr(cb, "on_after_backward", None) is not None]
+        if hooked:
+            raise ValueError(f"callbacks[{i}] has {hooked} with on_after_backward, which batched training does "
+                             f"not call (the members' gradients are never separate tensors); train that run "
+                             f"with sparsegap.train.train")
     checkpoints = _check_list("checkpoints", checkpoints, n_models, None)
     on_epoch_end = _check_list("on_epoch_end", on_epoch_end, n_models, None)
     datas = _check_data(data, n_models)

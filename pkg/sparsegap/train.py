@@ -5,9 +5,13 @@ a DataLoader. The permutation of epoch ``e`` comes from a generator seeded by ``
 which makes a run resumed from an epoch checkpoint follow exactly the same batches as an
 uninterrupted one.
 
-Callbacks are objects with any of ``on_train_begin(state)``, ``on_step_end(state)`` and
-``on_epoch_end(state)``. A mask updater (gradual pruning, SET, RigL) is a callback that
-changes ``state.masks`` in place and calls :func:`sparsegap.pruning.apply_masks`.
+Callbacks are objects with any of ``on_train_begin(state)``, ``on_after_backward(state)``,
+``on_step_end(state)`` and ``on_epoch_end(state)``. ``on_after_backward`` sees the minibatch's
+*dense* gradient in ``p.grad`` (before the pruned weights' entries are zeroed and before the
+optimizer step): RigL reads it there instead of paying a second backward pass. A mask updater
+(gradual pruning, SET, RigL) is a callback that changes ``state.masks`` in place, calls
+:func:`sparsegap.pruning.apply_masks` and clears the optimizer state of the weights it prunes or
+regrows (a stale momentum buffer would move them on the next step).
 """
 
 from __future__ import annotations
@@ -199,6 +203,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     mask_gradients = GradientMasker(model)
     # callbacks whose on_step_end does something (see batched._Member for ``wants_step_end``)
     step_callbacks = [cb for cb in callbacks if getattr(cb, "wants_step_end", True)]
+    grad_callbacks = [cb for cb in callbacks if getattr(cb, "on_after_backward", None) is not None]
     _call(callbacks, "on_train_begin", state)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, initial=start_epoch, total=cfg.epochs,
                disable=not progress_enabled(progress), leave=False)
@@ -219,6 +224,9 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_callbacks:
+                state.batch, state.loss = (xb, yb), loss
+                _call(grad_callbacks, "on_after_backward", state)
             mask_gradients(state.masks)
             optimizer.step()
             state.step += 1
