@@ -4,7 +4,13 @@ a run's identity.
 A tracker spec is ``"<metric>[:<subset>][@<every>[step]]"``:
 
 * ``metric``: ``accuracy``, ``loss`` (mean cross-entropy), ``fisher_trace`` (Tr(F) with labels
-  sampled from the model) or ``predictions`` (the predicted class of every sample, a list of ints);
+  sampled from the model), ``predictions`` (the predicted class of every sample, a list of ints),
+  ``grad_norm`` (norm of the loss gradient over the active weights, on a fixed batch of at most 256
+  samples), ``gsnr`` (Liu et al.'s per-sample gradient signal-to-noise ratio, averaged per layer,
+  on a fixed set of at most 256 samples) or ``grad_snr`` (the authors' layer-wise SNR of one epoch's
+  minibatch gradients: training samples and epochs only, ``grad_snr`` or ``grad_snr@N``, nothing
+  at the start, and only under :func:`sparsegap.train.train`, since the batched trainer writes no
+  ``p.grad``); see :mod:`sparsegap.metrics.gradflow`;
 * ``subset``: one of :data:`sparsegap.data.SUBSETS` (``train``, ``test``, ``permuted``,
   ``unpermuted``, ``restored``; see :meth:`sparsegap.data.DataSplits.split`), ``train`` if left out;
 * ``@<every>``: every N epochs, ``@<every>step``: every N optimizer steps; every epoch if left out.
@@ -12,7 +18,9 @@ A tracker spec is ``"<metric>[:<subset>][@<every>[step]]"``:
 Each tracker also measures once at the start (0 epochs), then every N epochs (or steps). The values
 land in ``history["trace"][key]`` (lists ``epoch``, ``step``, ``epochs``, ``value``) under the spec
 without its ``@`` part: ``"accuracy:permuted@1"`` logs under ``"accuracy:permuted"``,
-``"fisher_trace@5"`` under ``"fisher_trace"`` as it always has.
+``"fisher_trace@5"`` under ``"fisher_trace"`` as it always has. The per-layer metrics (``grad_snr``,
+``gsnr``) log one trace per Conv/Linear layer, under ``"<key>/<layer>"``: ``"grad_snr/fc1"``,
+``"gsnr:test/fc1"``.
 
 A new metric is a factory ``(x, y, spec, shared) -> callback`` registered in :data:`TRACKERS`, where
 ``(x, y)`` is the subset's data and ``shared`` the subset's :class:`~sparsegap.metrics.callbacks.SharedLogits`.
@@ -54,8 +62,26 @@ def _subset_metric(x, y, spec: TrackerSpec, shared):
                                 logits=shared, logged_as=_LOGGED.get((spec.metric, spec.subset)))
 
 
+def _grad_norm(x, y, spec: TrackerSpec, shared):
+    from .metrics.gradflow import GradNormCallback
+    return GradNormCallback(x, y, every=spec.every, unit=spec.unit, name=spec.key)
+
+
+def _grad_snr(x, y, spec: TrackerSpec, shared):
+    from .metrics.gradflow import GradSNRCallback
+    return GradSNRCallback(every=spec.every, name=spec.key)
+
+
+def _gsnr(x, y, spec: TrackerSpec, shared):
+    from .metrics.gradflow import GSNRCallback
+    return GSNRCallback(x, y, every=spec.every, unit=spec.unit, name=spec.key)
+
+
 TRACKERS: dict[str, Callable] = {"accuracy": _subset_metric, "loss": _subset_metric, "fisher_trace": _fisher,
-                                 "predictions": _subset_metric}
+                                 "predictions": _subset_metric, "grad_norm": _grad_norm, "grad_snr": _grad_snr,
+                                 "gsnr": _gsnr}
+# Metrics of the training minibatches themselves, measured over whole epochs: no subset, no "@Nstep".
+_MINIBATCH_METRICS = ("grad_snr",)
 
 
 def parse_tracker(spec: str) -> TrackerSpec:
@@ -74,6 +100,10 @@ def parse_tracker(spec: str) -> TrackerSpec:
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r} in tracker spec {spec!r} (an entry of RunConfig.track); "
                          f"subsets: {', '.join(SUBSETS)}")
+    if m["metric"] in _MINIBATCH_METRICS and (subset != "train" or m["unit"] == "step"):
+        raise ValueError(f"tracker spec {spec!r} (an entry of RunConfig.track): {m['metric']} is measured over "
+                         f"the training minibatches of whole epochs, so it takes no subset but 'train' and no "
+                         f"'@<N>step'; use '{m['metric']}' or '{m['metric']}@<N>' (every N epochs)")
     return TrackerSpec(m["metric"], subset, int(m["every"] or 1), m["unit"] or "epoch", spec.split("@")[0])
 
 
