@@ -13,8 +13,13 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-RUN_KINDS = ("dense", "finetune", "scratch", "imp", "redense")
-SPARSE_KINDS = ("finetune", "scratch", "imp")      # the kinds that train under a mask
+RUN_KINDS = ("dense", "finetune", "scratch", "imp", "redense", "gradual", "lottery", "dst", "zeroinit")
+SPARSE_KINDS = ("finetune", "scratch", "imp", "gradual", "lottery", "dst")   # the kinds that train under a mask
+HEURISTIC_KINDS = ("finetune", "scratch", "imp")   # the kinds whose mask prunes the parent's solution by a heuristic
+PRUNED_KINDS = ("finetune", "imp", "gradual")      # pruned solutions: their final mask serves lottery and scratch runs
+UPDATER_KINDS = ("gradual", "dst")                 # the kinds whose mask changes during training
+DST_METHODS = ("set", "rigl")
+DISTRIBUTIONS = ("uniform", "erk")
 SCHEDULES = ("multistep", "cosine", "constant")
 
 
@@ -60,6 +65,11 @@ def _canonical(what: str, name: str, allowed: tuple[str, ...]) -> str:
         if key == a.lower().replace("_", "-"):
             return a
     raise ValueError(f"{what} must be one of {allowed}, got {name!r}")
+
+
+def _sparse_inits() -> tuple[str, ...]:
+    from .sparse_init import SPARSE_INITS
+    return SPARSE_INITS
 
 
 class _Canonical:
@@ -228,6 +238,21 @@ class RunConfig(_Canonical):
     chain. An interrupted sweep resumes at the round where it stopped, and more rounds after
     fewer train only the new ones, since each round is its own run in the store.
 
+    ``gradual``: the pruned solution P-S of Evci et al. (2019): dense training from the run's own
+    init while gradual magnitude pruning (Zhu & Gupta 2018) raises the sparsity to ``sparsity``
+    between the fractions ``update_start`` and ``update_end`` of the training steps, every
+    ``update_every`` steps. ``lottery``: the lottery solution L-S, the same initialization as its
+    pruned parent's root (``gradual``, ``imp`` or ``finetune``) under the parent's final mask. A
+    ``scratch`` run whose parent is such a pruned solution takes the parent's final mask (S-S);
+    with a dense parent it prunes the parent's Sol-D as before. ``dst``: dynamic sparse training
+    (``dst_method`` SET or RigL) from a random mask of ``sparsity`` (layer densities by
+    ``distribution``, uniform or ERK), updating the mask every ``update_every`` steps until the
+    fraction ``update_end`` of training, dropping ``drop_fraction`` (decayed on a cosine) of each
+    layer's weights. ``zeroinit``: dense training from an init whose fraction ``sparsity`` of prunable
+    weights is set to zero, at random or, with a pruned parent, by its final mask (Evci et al.'s
+    sparse-init dense training). ``sparse_init`` ("unit" or "layer") re-draws a sparse run's fresh
+    initial weights to suit its mask (:mod:`sparsegap.sparse_init`).
+
     ``redense``: re-dense training (Han et al. 2017, DSD). ``parent`` is a sparse run; its pruned
     weights return at zero and the whole network trains on with ``train`` (the double-descent paper
     uses a constant learning rate, the last one of the sparse schedule: see
@@ -249,6 +274,13 @@ class RunConfig(_Canonical):
     prune_rate: float | None = None      # imp: the fraction of the parent's remaining weights removed
     rewind_iter: int = 0                 # imp: the dense run's iteration the survivors are rewound to
     save_weights_at: tuple[int, ...] = ()  # dense: training iterations whose weights are kept (for rewinding)
+    update_start: float = 0.0            # gradual: fraction of the training steps where pruning starts
+    update_end: float = 0.0              # gradual, dst: fraction of the training steps where mask updates end
+    update_every: int = 0                # gradual, dst: steps between two mask updates
+    dst_method: str = ""                 # dst: "set" or "rigl"
+    drop_fraction: float = 0.0           # dst: fraction of each layer's weights dropped (and regrown) at first
+    distribution: str = "uniform"        # dst, zeroinit without parent: layer densities, "uniform" or "erk"
+    sparse_init: str = ""                # fresh sparse inits: "" (dense init), "unit" or "layer" (sparse_init)
 
     def __post_init__(self):
         if self.kind not in RUN_KINDS:
@@ -266,16 +298,28 @@ class RunConfig(_Canonical):
         check_trackers(track, self.data)  # specs parse, keys are distinct, no noisy subset of clean data
         object.__setattr__(self, "track", track)
         self._check_pruning_fields()
+        self._check_update_fields()
         if self.kind == "dense":
             if self.parent is not None or self.sparsity != 0.0:
                 raise ValueError("a dense RunConfig takes no parent and sparsity 0")
             return
-        parent_kinds = {"finetune": ("dense",), "scratch": ("dense",), "imp": ("dense", "imp"),
-                        "redense": SPARSE_KINDS}[self.kind]
+        if self.kind in ("gradual", "dst") or (self.kind == "zeroinit" and self.parent is None):
+            if self.parent is not None:
+                raise ValueError(f"a {self.kind} RunConfig starts from its own init and takes no parent, "
+                                 f"got a {self.parent.kind} parent")
+            if self.sparsity <= 0:
+                raise ValueError(f"a {self.kind} RunConfig needs sparsity in (0, 1), got {self.sparsity!r}")
+            return
+        parent_kinds = {"finetune": ("dense",), "scratch": ("dense", *PRUNED_KINDS), "imp": ("dense", "imp"),
+                        "redense": SPARSE_KINDS, "lottery": PRUNED_KINDS, "zeroinit": PRUNED_KINDS}[self.kind]
         if not isinstance(self.parent, RunConfig) or self.parent.kind not in parent_kinds:
-            what = {"finetune": "the dense RunConfig", "scratch": "the dense RunConfig",
+            what = {"finetune": "the dense RunConfig",
+                    "scratch": f"the dense RunConfig, or a pruned solution ({', '.join(PRUNED_KINDS)})",
                     "imp": "the previous round (an imp RunConfig) or, for round 1, the dense RunConfig",
-                    "redense": f"the sparse RunConfig ({', '.join(SPARSE_KINDS)})"}[self.kind]
+                    "redense": f"the sparse RunConfig ({', '.join(SPARSE_KINDS)})",
+                    "lottery": f"a pruned solution ({', '.join(PRUNED_KINDS)}) whose final mask it takes",
+                    "zeroinit": f"a pruned solution ({', '.join(PRUNED_KINDS)}) whose mask zeroes the init, "
+                                f"or None for a random fraction"}[self.kind]
             got = f"a {self.parent.kind} RunConfig" if isinstance(self.parent, RunConfig) else repr(self.parent)
             raise ValueError(f"a {self.kind} RunConfig needs parent=<{what}>, got {got}")
         if self.parent.data != self.data or self.parent.model != self.model:
@@ -292,6 +336,11 @@ class RunConfig(_Canonical):
                 raise ValueError(f"RunConfig.rewind_iter={self.rewind_iter} needs the dense run at the root of the "
                                  f"chain to keep its weights at that iteration: give it save_weights_at="
                                  f"({self.rewind_iter},) (it has {self.root.save_weights_at!r})")
+        elif self.kind in ("lottery", "zeroinit") or (self.kind == "scratch" and self.parent.kind != "dense"):
+            if self.sparsity not in (0.0, self.parent.sparsity):
+                raise ValueError(f"a {self.kind} run takes its parent's mask and so its sparsity "
+                                 f"({self.parent.sparsity!r}); leave sparsity at 0, got {self.sparsity!r}")
+            object.__setattr__(self, "sparsity", self.parent.sparsity)
         elif self.kind == "redense" and self.sparsity != 0.0:
             raise ValueError(f"a redense RunConfig trains the whole network: sparsity must be 0 (the sparse "
                              f"parent's is {self.parent.sparsity:g}), got {self.sparsity!r}")
@@ -300,10 +349,11 @@ class RunConfig(_Canonical):
         from .pruning import check_heuristic
         check_heuristic(self.prune, "RunConfig.prune")
         _seed("RunConfig", "prune_seed", self.prune_seed)
-        masked_from_parent = self.kind in SPARSE_KINDS
+        masked_from_parent = self.kind in HEURISTIC_KINDS and (
+            self.kind != "scratch" or self.parent is None or self.parent.kind == "dense")
         if not masked_from_parent and (self.prune != "magnitude" or self.prune_seed != 0):
-            raise ValueError(f"RunConfig.prune and prune_seed choose the mask of a sparse run "
-                             f"({', '.join(SPARSE_KINDS)}); a {self.kind} run has none, got "
+            raise ValueError(f"RunConfig.prune and prune_seed choose how a sparse run prunes its parent's solution "
+                             f"({', '.join(HEURISTIC_KINDS)} from a dense parent); a {self.kind} run does not, got "
                              f"prune={self.prune!r}, prune_seed={self.prune_seed!r}")
         if self.prune == "magnitude" and self.prune_seed != 0:
             raise ValueError(f"RunConfig.prune_seed picks the batch of the gradient heuristic and the scores of "
@@ -329,6 +379,42 @@ class RunConfig(_Canonical):
             raise ValueError(f"RunConfig.save_weights_at keeps weights of a dense run for rewinding; a "
                              f"{self.kind} run takes (), got {its!r}")
         object.__setattr__(self, "save_weights_at", its)
+
+    def _check_update_fields(self) -> None:
+        k = self.kind
+        _number("RunConfig", "update_start", self.update_start, 0, 1, high_open=True)
+        _number("RunConfig", "update_end", self.update_end, 0, 1)
+        _check_type("RunConfig", "update_every", self.update_every, (int,), "an int >= 0")
+        if k in UPDATER_KINDS:
+            if self.update_every < 1:
+                raise ValueError(f"RunConfig.update_every (steps between two mask updates) of a {k} run must be "
+                                 f"an int >= 1, got {self.update_every!r}")
+            if self.update_end <= self.update_start:
+                raise ValueError(f"RunConfig.update_end must be after update_start (fractions of the training "
+                                 f"steps): a {k} schedule whose end precedes its start, got start="
+                                 f"{self.update_start!r}, end={self.update_end!r}")
+        elif (self.update_start, self.update_end, self.update_every) != (0.0, 0.0, 0):
+            raise ValueError(f"RunConfig.update_start, update_end and update_every schedule the mask updates of "
+                             f"{' and '.join(UPDATER_KINDS)} runs; a {k} run takes the defaults")
+        if k == "dst":
+            if self.dst_method not in DST_METHODS:
+                raise ValueError(f"RunConfig.dst_method must be one of {DST_METHODS} for a dst run, "
+                                 f"got {self.dst_method!r}")
+            if self.update_start != 0.0:
+                raise ValueError(f"a dst run updates its mask from the start: update_start must be 0, "
+                                 f"got {self.update_start!r}")
+            _number("RunConfig", "drop_fraction", self.drop_fraction, 0, 1, low_open=True, high_open=True)
+        elif self.dst_method or self.drop_fraction:
+            raise ValueError(f"RunConfig.dst_method and drop_fraction belong to dst runs; a {k} run takes "
+                             f"'' and 0, got {self.dst_method!r} and {self.drop_fraction!r}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"RunConfig.distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
+        if self.distribution != "uniform" and not (k == "dst" or (k == "zeroinit" and self.parent is None)):
+            raise ValueError(f"RunConfig.distribution sets the layer densities of a random mask (dst, zeroinit "
+                             f"without parent); a {k} run takes 'uniform', got {self.distribution!r}")
+        if self.sparse_init and (self.sparse_init not in _sparse_inits() or k not in ("scratch", "dst")):
+            raise ValueError(f"RunConfig.sparse_init must be '' or one of {_sparse_inits()}, and only for runs "
+                             f"with a fresh sparse init (scratch, dst); got {self.sparse_init!r} for a {k} run")
 
     @property
     def root(self) -> "RunConfig":

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import SPARSE_KINDS, DataConfig, ModelConfig, RunConfig
+from .config import SPARSE_KINDS, UPDATER_KINDS, DataConfig, ModelConfig, RunConfig
 from .pruning import (Masks, apply_masks, global_masks_from_scores, gradient_scores, magnitude_scores,
                       prunable_parameters, random_scores)
 from .trackers import make_trackers
@@ -646,8 +646,10 @@ class _Job:
     model: nn.Module
     masks: Masks | None
     checkpoint: dict | None
+    final_masks: Masks | None = None     # the masks at the last epoch end (mask updaters change them)
 
     def save_checkpoint(self, ckpt: dict) -> None:
+        self.final_masks = _to_cpu(ckpt.get("masks"))
         atomic_save(_to_cpu(ckpt) | {"run_hash": self.cfg.hash()}, self.path / "checkpoint.pt")
         self.lock.refresh()
 
@@ -665,10 +667,22 @@ class _Job:
         return what + f" seed={cfg.seed}"
 
     def callbacks(self, data) -> list:
-        """The run's trackers, and the keeper of the weights at ``save_weights_at``."""
-        cbs = make_trackers(self.cfg.track, data)
-        if self.cfg.save_weights_at:
-            cbs.append(_KeepWeights(self.cfg.save_weights_at, self.path))
+        """The run's mask updater (gradual pruning, SET, RigL), its trackers, and the keeper of the
+        weights at ``save_weights_at``. The updater comes first, so trackers see the updated mask."""
+        cfg = self.cfg
+        cbs = []
+        if cfg.kind in UPDATER_KINDS:
+            from .dst import DynamicSparse, GradualPruning
+            total = cfg.train.epochs * -(-len(data.y_train) // cfg.train.batch_size)
+            end = max(1, round(cfg.update_end * total))
+            if cfg.kind == "gradual":
+                cbs.append(GradualPruning(cfg.sparsity, round(cfg.update_start * total), end, cfg.update_every,
+                                          exclude_output=cfg.exclude_output, min_density=cfg.min_density))
+            else:
+                cbs.append(DynamicSparse(cfg.dst_method, cfg.drop_fraction, cfg.update_every, end, seed=cfg.seed))
+        cbs += make_trackers(cfg.track, data)
+        if cfg.save_weights_at:
+            cbs.append(_KeepWeights(cfg.save_weights_at, self.path))
         return cbs
 
 
@@ -727,6 +741,10 @@ def _finish(job: _Job, store: RunStore, history: dict, seconds: float, batch: in
             "status": "diverged" if "diverged" in history else "done"}
     if batch > 1:  # trained as one member of a batch of this many networks, by this engine
         meta |= {"batch": batch, "engine": engine}
+    if job.cfg.kind in UPDATER_KINDS:   # the mask the updater ended with (children take it)
+        final = job.final_masks or job.masks or {n: torch.ones_like(p, dtype=torch.bool) for n, p in
+                                                 prunable_parameters(job.model, exclude_output=job.cfg.exclude_output).items()}
+        atomic_save(_to_cpu(final), job.path / "masks.pt")
     _write_result(job.path, job.cfg, job.model, history, meta)
     return store.load(job.cfg)
 
@@ -736,6 +754,8 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
     job = _prepare(cfg, store, parent, lock)
     if isinstance(job, Run):
         return job
+    if job.checkpoint is not None:
+        job.final_masks = job.checkpoint.get("masks")
     t0 = time.time()
     data = load_data(cfg.data)
     with use_threads(_threads(job.model, cfg, data)):
@@ -769,8 +789,12 @@ def _sweep_temporaries(path: Path) -> None:
 
 
 def _initial_state(cfg: RunConfig, parent: Run | None, store: RunStore) -> tuple[nn.Module, Masks | None]:
-    if cfg.kind == "dense":
+    if cfg.kind in ("dense", "gradual"):   # P-S starts dense, from its own init; its pruner makes the mask
         return build_model_for(cfg.model, cfg.data, seed=cfg.seed), None
+    if cfg.kind == "dst" or (cfg.kind == "zeroinit" and parent is None):
+        return _random_mask_state(cfg)
+    if cfg.kind in ("lottery", "zeroinit") or (cfg.kind == "scratch" and parent.config.kind != "dense"):
+        return _parent_mask_state(cfg, parent, store)
     solution = parent.model()
     if cfg.kind == "redense":            # the sparse solution, pruned weights at zero, and no mask
         apply_masks(solution, parent.masks)
@@ -784,8 +808,47 @@ def _initial_state(cfg: RunConfig, parent: Run | None, store: RunStore) -> tuple
         root = parent if parent.config.kind == "dense" else store.load(cfg.root)
         model = build_model_for(cfg.model, cfg.data)
         model.load_state_dict(root.weights_at(cfg.rewind_iter))
+    if cfg.sparse_init:
+        _sparse_init(cfg, model, masks)
     apply_masks(model, masks)
     return model, masks
+
+
+def _sparse_init(cfg: RunConfig, model: nn.Module, masks: Masks) -> None:
+    from .sparse_init import sparse_init_
+    sparse_init_(model, masks, cfg.sparse_init, seed=cfg.seed + SCRATCH_INIT_OFFSET)
+
+
+def _parent_mask_state(cfg: RunConfig, parent: Run, store: RunStore) -> tuple[nn.Module, Masks | None]:
+    """Lottery (the pruned solution's root init), scratch (a fresh init) or zeroinit (the dense init,
+    trained dense) under the final mask of a pruned solution."""
+    masks = parent.masks
+    if cfg.kind == "scratch":
+        model = build_model_for(cfg.model, cfg.data, seed=cfg.seed + SCRATCH_INIT_OFFSET)
+        if cfg.sparse_init:
+            _sparse_init(cfg, model, masks)
+    else:
+        root = parent if parent.config.kind in ("dense", "gradual") else store.load(parent.config.root)
+        model = root.init_model() if cfg.kind == "lottery" else build_model_for(cfg.model, cfg.data, seed=cfg.seed)
+    apply_masks(model, masks)
+    return model, (None if cfg.kind == "zeroinit" else masks)
+
+
+def _random_mask_state(cfg: RunConfig) -> tuple[nn.Module, Masks | None]:
+    """A random mask with the config's layer densities: the start of a dst run (a fresh init under it),
+    or the zeros of a zeroinit run (the dense init, trained dense)."""
+    from .dst import erk_densities, random_masks, uniform_densities
+    if cfg.kind == "dst":
+        model = build_model_for(cfg.model, cfg.data, seed=cfg.seed + SCRATCH_INIT_OFFSET)
+    else:
+        model = build_model_for(cfg.model, cfg.data, seed=cfg.seed)
+    dens = (erk_densities if cfg.distribution == "erk" else uniform_densities)(
+        model, 1.0 - cfg.sparsity, exclude_output=cfg.exclude_output)
+    masks = random_masks(model, dens, seed=cfg.seed * PRUNE_STREAM + 1)
+    if cfg.sparse_init:
+        _sparse_init(cfg, model, masks)
+    apply_masks(model, masks)
+    return model, (masks if cfg.kind == "dst" else None)
 
 
 # Seeds of the gradient heuristic's batch and the random heuristic's scores: (prune_seed, round)
@@ -954,6 +1017,8 @@ def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
     inputs are the same) and training schedule (all but lr), in chunks of at most MAX_BATCH."""
     groups: dict = {}
     for c in configs:
+        if c.kind in UPDATER_KINDS or any(t.startswith("grad_snr") for t in c.track):
+            continue    # mask updaters touch the optimizer state, grad_snr reads p.grad: trained alone
         key = (c.model, dataclasses.replace(c.data, noise=0.0, noise_seed=0), dataclasses.replace(c.train, lr=1.0))
         groups.setdefault(key, []).append(c)
     return [g[i: i + MAX_BATCH] for g in groups.values() for i in range(0, len(g), MAX_BATCH)]
