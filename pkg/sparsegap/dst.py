@@ -428,14 +428,14 @@ class DynamicSparse:
             # drop: the k active weights of smallest |w| (ties by position: a stable sort)
             w = p.detach().abs().reshape(-1).float().cpu()
             w = w.masked_fill(~flat_m, math.inf)
-            drop = torch.sort(w, stable=True).indices[:k]
+            drop = _first_k(w, k, largest=False)
             # grow: among the weights inactive before this update
             candidates = (~flat_m).nonzero().reshape(-1)
             if self.method == "set":
                 grow = candidates[torch.randperm(len(candidates), generator=gen)[:k]]
             else:
                 g = self._grads[name].reshape(-1).float().cpu()[candidates]
-                grow = candidates[torch.sort(g, descending=True, stable=True).indices[:k]]
+                grow = candidates[_first_k(g, k, largest=True)]
             new = flat_m.clone()
             new[drop] = False
             new[grow] = True
@@ -448,3 +448,13 @@ class DynamicSparse:
         self._grads, self._grad_step = None, None
         self.n_updates += 1
         self.last_update = {"step": step, "fraction": f, "changed": changed}
+
+
+def _first_k(v: torch.Tensor, k: int, *, largest: bool) -> torch.Tensor:
+    """The indices of the k smallest (or largest) entries of the 1-D ``v``, ties at the threshold broken
+    by position: the first k of a stable sort, as a set, from one ``topk`` instead of a full sort."""
+    thr = torch.topk(v, k, largest=largest, sorted=False).values
+    thr = thr.max() if not largest else thr.min()
+    beyond = ((v < thr) if not largest else (v > thr)).nonzero().reshape(-1)
+    ties = (v == thr).nonzero().reshape(-1)[: k - len(beyond)]
+    return torch.cat([beyond, ties])
