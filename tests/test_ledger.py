@@ -278,6 +278,27 @@ def _figures():
                           "redense_distance": 8.0, "sparse_test_acc": 0.6, "redense_test_acc": 0.5}
                          for r in range(1, 6) for s in (0, 1)])
     yield "distance", plots.figure_distance(dist)
+    sols = pd.DataFrame([{"key": k, "sparsity": s, "train_acc": 0.9, "test_acc": 0.8, "train_acc_std": 0.01,
+                          "test_acc_std": 0.01} for k in ("P-S", "L-S", "S-S", "RigL") for s in (0.8, 0.9, 0.98)]
+                        + [{"key": "dense", "sparsity": 0.0, "train_acc": 0.9, "test_acc": 0.85, "train_acc_std": 0.0,
+                            "test_acc_std": 0.01}])
+    yield "solutions", plots.figure_solutions(sols, title="LeNet-300-100 on fashion-mnist (2 seeds)")
+    zero = pd.DataFrame([{"key": f, "sparsity": f, "train_acc": 0.9, "test_acc": 0.8, "train_acc_std": 0.01,
+                          "test_acc_std": 0.01} for f in (0.0, 0.5, 0.99, 0.999)])
+    yield "zeroed_init", plots.figure_zeroed_init(zero)
+    norms = pd.DataFrame([{"solution": sol, "sparsity": s, "seed": seed, "epochs": e, "grad_norm": 1.0 + e}
+                          for sol in ("P-S", "S-S", "S-S unit", "SET", "RigL", "L-S") for s in (0.9, 0.98)
+                          for seed in (0, 1) for e in (0.0, 1.0, 2.0)])
+    yield "grad_norms", plots.figure_grad_norms(norms, [0.9, 0.98])
+    pairs = pd.DataFrame([{"pair": pr, "sparsity": s, "seed": seed, "distance": 1.0, "disagreement": 0.1,
+                           "ensemble_accuracy": 0.8} for pr in ("L-S ↔ P-S", "S-S ↔ P-S") for s in (0.9, 0.98)
+                          for seed in (0, 1)])
+    yield "pairs", plots.figure_pairs(pairs)
+    snr = pd.DataFrame([{"stage": st, "sparsity": 0.0 if st == "Sol-D" else s, "seed": seed, "layer": layer,
+                         "epochs": e, "snr": 1.0 + e, "mean": 0.1, "std": 0.2}
+                        for st in ("Sol-D", "Sol-F", "Sol-S") for s in (0.6, 0.95) for seed in (0, 1)
+                        for layer in ("fc1", "fc2", "fc3") for e in (1.0, 2.0)])
+    yield "grad_snr", plots.figure_grad_snr(snr)
 
 
 @pytest.mark.parametrize("name, fig", list(_figures()), ids=lambda x: x if isinstance(x, str) else "")

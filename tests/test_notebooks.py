@@ -66,3 +66,20 @@ def test_redense_chapter_reuses_the_double_descent_chain():
         for name in CHAIN_PARAMETERS:
             assert fa.get(name, a[name]) == fb.get(name, b[name]), f"{profile}: {name} differs between 05 and 06"
         assert fb.get("noise", b["noise"]) in fa.get("noises", a["noises"]), profile
+
+
+def test_gradient_flow_chapter_reuses_the_difficulty_runs():
+    """08 reads 07's P-S, L-S and S-S: their run parameters must agree (defaults and parameter files)."""
+    import yaml
+    from sparsegap.studies.difficulty import RUN_PARAMETERS
+    a = parameters(ROOT / "notebooks" / "07_difficulty_of_sparse_training.ipynb")
+    b = parameters(ROOT / "notebooks" / "08_gradient_flow.ipynb")
+    for name in RUN_PARAMETERS:
+        assert a[name] == b[name], f"{name}: 07 has {a[name]!r}, 08 has {b[name]!r}"
+    assert set(b["sparsities"]) <= set(a["sparsities"])
+    for profile in ("smoke", "paper"):
+        fa = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "07_difficulty_of_sparse_training.yaml").read_text())
+        fb = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "08_gradient_flow.yaml").read_text())
+        for name in RUN_PARAMETERS:
+            assert fa.get(name, a[name]) == fb.get(name, b[name]), f"{profile}: {name} differs between 07 and 08"
+        assert set(fb.get("sparsities", b["sparsities"])) <= set(fa.get("sparsities", a["sparsities"])), profile

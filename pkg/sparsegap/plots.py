@@ -499,3 +499,126 @@ def figure_distance(table: pd.DataFrame) -> plt.Figure:
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     return fig
+
+
+# ------------------------------------------------------------ how sparse networks are found (chapters 7, 8)
+
+SOLUTION_COLORS = {"P-S": "#1f77b4", "L-S": "#2ca02c", "S-S": "#ff7f0e", "sparse-init dense": "#9467bd",
+                   "S-S unit": "#8c564b", "SET": "#e377c2", "RigL": "#17becf", "dense": "0.35"}
+
+
+def figure_solutions(summary: pd.DataFrame, *, title: str = "", keys: Sequence[str] | None = None) -> plt.Figure:
+    """E-F1, G-2: last-epoch test accuracy against sparsity per solution (seed means, one-std bands),
+    the dense network as a horizontal line (with its std as a band)."""
+    use_book_style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.8, 4.2))
+    dense = summary[summary.key == "dense"]
+    if len(dense):
+        m, s = float(dense.test_acc.iloc[0]), float(dense.test_acc_std.fillna(0).iloc[0])
+        ax.axhline(m, color=SOLUTION_COLORS["dense"], lw=1.2, label="dense")
+        ax.axhspan(m - s, m + s, color=SOLUTION_COLORS["dense"], alpha=0.12, lw=0)
+    keys = keys or [k for k in SOLUTION_COLORS if k != "dense" and k in set(summary.key)]
+    for k in keys:
+        d = summary[summary.key == k].sort_values("sparsity")
+        _sparsity_band(ax, d, "test_acc", SOLUTION_COLORS.get(k, "k"), label=k)
+    _density_ticks(ax, summary[summary.key != "dense"].sparsity.unique())
+    ax.set_ylabel("test accuracy (last epoch)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def figure_zeroed_init(summary: pd.DataFrame) -> plt.Figure:
+    """E-F5: test accuracy of dense training from an init with a random fraction of the weights zeroed."""
+    use_book_style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.6))
+    d = summary.sort_values("sparsity")
+    _sparsity_band(ax, d, "test_acc", "#9467bd", label="test")
+    _sparsity_band(ax, d, "train_acc", "#1f77b4", style="--", label="train")
+    _density_ticks(ax, d.sparsity.unique())
+    ax.set_xlabel("fraction of the initial weights set to zero (%)")
+    ax.set_ylabel("accuracy (last epoch)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def figure_grad_norms(norms: pd.DataFrame, sparsities: Sequence[float]) -> plt.Figure:
+    """G-1: the gradient norm on a fixed batch over training, one panel per sparsity, one line per
+    solution (seed mean, one-std band), log scale."""
+    use_book_style()
+    fig, axes = plt.subplots(1, len(sparsities), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
+    for ax, s in zip(axes[0], sparsities):
+        d = norms[norms.sparsity == s]
+        for sol in [k for k in SOLUTION_COLORS if k in set(d.solution)]:
+            e = d[d.solution == sol].pivot_table(index="seed", columns="epochs", values="grad_norm")
+            _band(ax, e.columns.to_numpy(dtype=float), e.to_numpy(), SOLUTION_COLORS[sol], label=sol)
+        ax.set_yscale("log")
+        ax.set_title(f"sparsity {s:g}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("gradient norm (fixed batch)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def figure_pairs(pairs: pd.DataFrame) -> plt.Figure:
+    """G-3: L-S ↔ P-S against S-S ↔ P-S: L2 distance, test disagreement and two-model ensemble accuracy
+    per sparsity (seed means, error bars one std)."""
+    use_book_style()
+    cols = [("distance", "L2 distance"), ("disagreement", "test disagreement"),
+            ("ensemble_accuracy", "ensemble test accuracy")]
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH, 3.2))
+    sparsities = sorted(pairs.sparsity.unique())
+    x = np.arange(len(sparsities))
+    for ax, (col, label) in zip(axes, cols):
+        for i, (pair, color) in enumerate((("L-S ↔ P-S", SOLUTION_COLORS["L-S"]), ("S-S ↔ P-S", SOLUTION_COLORS["S-S"]))):
+            g = pairs[pairs.pair == pair].groupby("sparsity")[col]
+            ax.bar(x + (i - 0.5) * 0.38, g.mean().reindex(sparsities), 0.38, yerr=g.std(ddof=1).reindex(sparsities).fillna(0),
+                   color=color, label=pair)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{s:g}" for s in sparsities])
+        ax.set_xlabel("sparsity")
+        ax.set_title(label)
+        ax.grid(alpha=0.3, axis="y")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gradient SNR") -> plt.Figure:
+    """P-F11: a per-layer gradient term over epochs, one row per sparsity and one column per layer, for
+    Sol-S, Sol-F and Sol-D (seed means, one-std bands; log scale)."""
+    use_book_style()
+    sparsities = sorted(s for s in table.sparsity.unique() if s > 0)
+    layers = sorted(table.layer.unique())
+    fig, axes = plt.subplots(len(sparsities), len(layers), figsize=(PAGE_WIDTH, 2.5 * len(sparsities) + 0.6),
+                             sharex=True, squeeze=False)
+    for i, s in enumerate(sparsities):
+        for j, layer in enumerate(layers):
+            ax = axes[i, j]
+            for stage in ("Sol-D", "Sol-F", "Sol-S"):
+                d = table[(table.stage == stage) & (table.layer == layer)
+                          & (table.sparsity == (0.0 if stage == "Sol-D" else s))]
+                if d.empty:
+                    continue
+                e = d.pivot_table(index="seed", columns="epochs", values=term)
+                _band(ax, e.columns.to_numpy(dtype=float), e.to_numpy(), COLORS[stage], label=stage)
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{layer}, sparsity {s:g}")
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if i == len(sparsities) - 1:
+                ax.set_xlabel("epoch")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig

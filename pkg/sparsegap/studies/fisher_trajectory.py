@@ -43,6 +43,9 @@ PARAMETERS = P.ParameterSpec(
                               low=0.0, high=1.0, min_len=0),
     gamma=P.fraction("lr decay factor"),
     fisher_every=P.Param("int", "epochs between two measurements of Tr(F)", low=1),
+    unit_init_sparsities=P.Param("floats", "sparsities (among sparsities) where Sol-S trains again with the "
+                                           "sparsity-aware unit init; [] for none", low=0.0, high=1.0,
+                                 high_open=True, unique=True, min_len=0),
     drop_threshold=DROP_THRESHOLD,
     **REGIME_PARAMETERS,
     device=P.device(),
@@ -113,3 +116,29 @@ def fisher_trajectory_verdict(trends: pd.DataFrame, regimes: pd.DataFrame, *, dr
     if claim_id not in CLAIMS:
         raise ValueError(f"claim_id must be one of {sorted(CLAIMS)} (the claims this rule judges), got {claim_id!r}")
     return Verdict(claim_id, CLAIMS[claim_id], status, tuple(reasons), scale)
+
+
+def unit_init_configs(experiment: Experiment, sparsities) -> dict:
+    """Sol-S again at ``sparsities``, each from the very same mask and parent, but with the
+    sparsity-aware "unit" init (:mod:`sparsegap.sparse_init`), keyed (sparsity, seed)."""
+    import dataclasses
+    missing = sorted(set(sparsities) - set(experiment.sparsities))
+    if missing:
+        raise ValueError(f"unit_init_sparsities must be drawn from sparsities={experiment.sparsities}, "
+                         f"got {missing} too")
+    return {(s, seed): dataclasses.replace(run.config, sparse_init="unit")
+            for (stage, s, seed), run in experiment.runs.items() if stage == "Sol-S" and s in set(sparsities)}
+
+
+def unit_init_table(experiment: Experiment, unit_runs: dict) -> pd.DataFrame:
+    """Per sparsity, seed means of the last-epoch train and test accuracy of Sol-S with the dense init
+    (the chapter's runs) and with the unit init."""
+    rows = []
+    for (s, seed), run in unit_runs.items():
+        plain = experiment.runs[("Sol-S", s, seed)]
+        for init, r in (("dense (Kaiming)", plain), ("unit (sparsity-aware)", run)):
+            h = r.history
+            rows.append({"sparsity": s, "seed": seed, "init": init,
+                         "train_acc": float("nan") if h.get("diverged") else h["train_acc"][-1],
+                         "test_acc": float("nan") if h.get("diverged") else h["test_acc"][-1]})
+    return pd.DataFrame(rows).groupby(["sparsity", "init"])[["train_acc", "test_acc"]].mean().unstack("init")
