@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import functools
 import os
+import random
 import subprocess
 import sys
 import time
@@ -119,9 +120,21 @@ def execute_notebook(notebook: Path, book_dir: Path, parameters: dict, profile: 
     partial.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(notebook), str(partial), parameters=parameters or None,
-                                   kernel_name=KERNEL, cwd=str(notebook.parent),
-                                   progress_bar=False)
+        for attempt in range(KERNEL_START_ATTEMPTS):
+            try:
+                papermill.execute_notebook(str(notebook), str(partial), parameters=parameters or None,
+                                           kernel_name=KERNEL, cwd=str(notebook.parent),
+                                           progress_bar=False)
+                break
+            except Exception as err:
+                if not _kernel_did_not_start(err) or attempt == KERNEL_START_ATTEMPTS - 1:
+                    raise
+                # Kernels started at the same moment by parallel builds can draw the same free TCP port
+                # (jupyter_client picks ports before binding them): the kernel dies before it answers.
+                # Nothing of the notebook ran, so starting it again is safe.
+                print(f"  {notebook.stem}: the kernel did not start ({err}); starting it again", file=sys.stderr,
+                      flush=True)
+                time.sleep(1.0 + random.random() * 2)
     except Exception as err:  # PapermillExecutionError, or a kernel that would not start
         # Keep the half-run notebook for debugging, but outside the pages Sphinx renders.
         failed.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +148,19 @@ def execute_notebook(notebook: Path, book_dir: Path, parameters: dict, profile: 
     _hide_injected_parameters(partial)
     os.replace(partial, final)
     return NotebookRun(notebook.stem, time.perf_counter() - start, final)
+
+
+KERNEL_START_ATTEMPTS = 3
+
+
+def _kernel_did_not_start(err: Exception) -> bool:
+    """A kernel that died or could not bind its ports before running any cell (not a notebook error)."""
+    import papermill
+    if isinstance(err, papermill.PapermillExecutionError):
+        return False
+    text = f"{type(err).__name__}: {err}"
+    return any(s in text for s in ("Kernel died before replying to kernel_info", "Address already in use",
+                                   "Kernel didn't respond"))
 
 
 def _hide_injected_parameters(path: Path) -> None:
