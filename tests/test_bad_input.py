@@ -152,7 +152,7 @@ CASES = [
     Case("run.min_density=1.5", "min_density", lambda: _sparse(min_density=1.5)),
     Case("run.seed=1.5", "seed", lambda: _sparse(seed=1.5)),
     Case("run.seed=2**64", "seed", lambda: _sparse(seed=2**64)),
-    Case("run.kind=lottery", "kind", lambda: RunConfig("lottery")),
+    Case("run.kind=ticket", "kind", lambda: RunConfig("ticket")),
     Case("run.exclude_output=yes", "exclude_output", lambda: _sparse(exclude_output="yes")),
     Case("run.track=str", "track", lambda: _sparse(track="fisher_trace@5")),
     Case("run.data=str", "data", lambda: RunConfig("dense", data="digits")),

@@ -73,7 +73,7 @@ def test_bad_names_and_sparsity():
     with pytest.raises(ValueError, match="needs parent"):
         RunConfig("scratch", d.data, d.model, d.train, sparsity=0.5)
     with pytest.raises(ValueError, match="RunConfig.kind"):
-        RunConfig("lottery", d.data, d.model, d.train)
+        RunConfig("ticket", d.data, d.model, d.train)
     with pytest.raises(ValueError, match="DataConfig.train_size"):
         DataConfig("digits", train_size=-5)
 

@@ -224,7 +224,7 @@ def test_an_unknown_heuristic_is_refused(heuristic):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(kind="dense", prune="gradient"), "a dense run has none"),
+    (dict(kind="dense", prune="gradient"), "a dense run does not"),
     (dict(kind="scratch", prune_seed=3), "magnitude pruning draws nothing"),
     (dict(kind="scratch", save_weights_at=(3,)), "a scratch run takes"),
     (dict(kind="dense", save_weights_at=(5, 3)), "increasing"),
