@@ -160,10 +160,7 @@ class GradualPruning:
             raise ValueError(f"end_step={end_step!r} <= start_step={start_step!r}: a gradual schedule whose end "
                              f"precedes its start (or equals it); end_step must be > start_step")
         self.end_step = int(end_step)
-        if not _is_int(every) or every < 1:
-            raise ValueError(f"every must be a positive int (the steps between two mask updates; an update "
-                             f"interval of 0 is not allowed), got {every!r}")
-        self.every = int(every)
+        self.every = _check_every(every)
         if not isinstance(exclude_output, bool):
             raise TypeError(f"exclude_output must be a bool, got {exclude_output!r}")
         self.exclude_output = exclude_output
@@ -372,10 +369,7 @@ class DynamicSparse:
             raise ValueError(f"drop_fraction must be a number in (0, 1) (the fraction of each layer's active "
                              f"weights dropped and regrown at the first update), got {drop_fraction!r}")
         self.drop_fraction = float(drop_fraction)
-        if not _is_int(every) or every < 1:
-            raise ValueError(f"every must be a positive int (the steps between two mask updates; an update "
-                             f"interval of 0 is not allowed), got {every!r}")
-        self.every = int(every)
+        self.every = _check_every(every)
         self.end_step = _check_int("end_step", end_step, 1)
         if not _is_int(seed):
             raise ValueError(f"seed must be an int, got {seed!r}")
@@ -448,6 +442,13 @@ class DynamicSparse:
         self._grads, self._grad_step = None, None
         self.n_updates += 1
         self.last_update = {"step": step, "fraction": f, "changed": changed}
+
+
+def _check_every(every) -> int:
+    if not _is_int(every) or every < 1:
+        raise ValueError(f"every must be a positive int (the steps between two mask updates; an update "
+                         f"interval of 0 is not allowed), got {every!r}")
+    return int(every)
 
 
 def _first_k(v: torch.Tensor, k: int, *, largest: bool) -> torch.Tensor:

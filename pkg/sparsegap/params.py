@@ -181,3 +181,26 @@ def runs_dir() -> Param:
 
 def fraction(doc: str, *, high_open: bool = False) -> Param:
     return Param("float", doc, low=0.0, high=1.0, high_open=high_open)
+
+
+def data_parameters() -> dict[str, Param]:
+    """dataset, train_size, test_size and model: the data and network of a chapter's runs."""
+    return dict(
+        dataset=Param("str", "dataset name, one of sparsegap.data.DATASETS"),
+        train_size=Param("int", "class-balanced training subset; None means the full training set", low=1, none=True),
+        test_size=Param("int", "test subset; None means the full test set", low=1, none=True),
+        model=Param("str", "architecture, one of sparsegap.models.MODELS"),
+    )
+
+
+def training_parameters(epochs_doc: str = "epochs of every run") -> dict[str, Param]:
+    """epochs, batch_size, lr, momentum, weight_decay, milestones and gamma: SGD with multistep decay."""
+    return dict(
+        epochs=Param("int", epochs_doc, low=1),
+        batch_size=Param("int", "minibatch size", low=1),
+        lr=Param("float", "initial SGD learning rate", low=0.0),
+        momentum=fraction("SGD momentum", high_open=True),
+        weight_decay=Param("float", "L2 weight decay", low=0.0),
+        milestones=Param("floats", "lr decay points, as fractions of the epochs", low=0.0, high=1.0, min_len=0),
+        gamma=fraction("lr decay factor"),
+    )

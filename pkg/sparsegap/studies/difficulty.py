@@ -31,18 +31,9 @@ KIND = {"L-S": "lottery", "S-S": "scratch", "sparse-init dense": "zeroinit"}
 
 # The runs of this chapter; the gradient-flow chapter declares the same parameters to share P-S, L-S and S-S.
 RUN_PARAMETERS = dict(
-    dataset=P.Param("str", "dataset name, one of sparsegap.data.DATASETS"),
-    train_size=P.Param("int", "class-balanced training subset; None means the full training set", low=1, none=True),
-    test_size=P.Param("int", "test subset; None means the full test set", low=1, none=True),
-    model=P.Param("str", "architecture, one of sparsegap.models.MODELS"),
+    **P.data_parameters(),
     seeds=P.seeds(),
-    epochs=P.Param("int", "epochs of every run", low=1),
-    batch_size=P.Param("int", "minibatch size", low=1),
-    lr=P.Param("float", "initial SGD learning rate", low=0.0),
-    momentum=P.fraction("SGD momentum", high_open=True),
-    weight_decay=P.Param("float", "L2 weight decay", low=0.0),
-    milestones=P.Param("floats", "lr decay points, as fractions of the epochs", low=0.0, high=1.0, min_len=0),
-    gamma=P.fraction("lr decay factor"),
+    **P.training_parameters(),
     exclude_output=P.Param("bool", "True spares the classifier layer from pruning"),
     prune_start=P.fraction("gradual pruning starts at this fraction of the training steps", high_open=True),
     prune_end=P.fraction("... and reaches the final sparsity at this fraction"),

@@ -31,10 +31,7 @@ CHARACTERISTIC = ("dense", "overfitting", "sweet spot", "underfitting")
 # The knobs that decide which runs the chapter trains; the re-dense chapter declares them too, so
 # that both name the same runs (a test checks that their defaults agree).
 CHAIN_PARAMETERS = dict(
-    dataset=P.Param("str", "dataset name, one of sparsegap.data.DATASETS"),
-    train_size=P.Param("int", "class-balanced training subset; None means the full training set", low=1, none=True),
-    test_size=P.Param("int", "test subset; None means the full test set", low=1, none=True),
-    model=P.Param("str", "architecture, one of sparsegap.models.MODELS"),
+    **P.data_parameters(),
     init=P.Param("str", '"kaiming" (He normal weights, zero biases, as the paper) or "default"'),
     prune_rate=P.Param("float", "fraction of the remaining weights each round removes (the paper: 0.2)",
                        low=0.0, high=1.0, high_open=True),

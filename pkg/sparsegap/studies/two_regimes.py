@@ -20,20 +20,11 @@ CLAIM = ("Sol-S falls behind Sol-F at every sparsity: first in generalization on
 # The knobs that decide which runs a chapter trains. The curvature chapter measures the very same
 # runs, so it declares these too (a test checks that its defaults match).
 RUN_PARAMETERS = dict(
-    dataset=P.Param("str", "dataset name, one of sparsegap.data.DATASETS"),
-    train_size=P.Param("int", "class-balanced training subset; None means the full training set", low=1, none=True),
-    test_size=P.Param("int", "test subset; None means the full test set", low=1, none=True),
-    model=P.Param("str", "architecture, one of sparsegap.models.MODELS"),
+    **P.data_parameters(),
     width=P.Param("int", "width factor (ResNets)", low=1),
     sparsities=P.sparsities(),
     seeds=P.seeds(),
-    epochs=P.Param("int", "epochs for each of Sol-D, Sol-F and Sol-S", low=1),
-    batch_size=P.Param("int", "minibatch size", low=1),
-    lr=P.Param("float", "initial SGD learning rate", low=0.0),
-    momentum=P.fraction("SGD momentum", high_open=True),
-    weight_decay=P.Param("float", "L2 weight decay", low=0.0),
-    milestones=P.Param("floats", "lr decay points, as fractions of the epochs", low=0.0, high=1.0, min_len=0),
-    gamma=P.fraction("lr decay factor"),
+    **P.training_parameters("epochs for each of Sol-D, Sol-F and Sol-S"),
     exclude_output=P.Param("bool", "True spares the classifier layer from pruning"),
     fisher_every=P.Param("int", "epochs between Tr(F) measurements during training; 0 turns them off", low=0),
 )
