@@ -418,16 +418,12 @@ class RunConfig(_Canonical):
 
     @property
     def root(self) -> "RunConfig":
-        """The dense run at the start of this run's chain of parents (itself, for a dense run)."""
+        """The run at the start of this run's chain of parents, which has none: the dense run of an imp
+        chain or of finetune and scratch runs, a gradual or dst run itself."""
         cfg = self
         while cfg.parent is not None:
             cfg = cfg.parent
         return cfg
-
-    @property
-    def depth(self) -> int:
-        """Parents between this run and its root: 0 for a dense run, the round for an imp run."""
-        return 0 if self.parent is None else 1 + self.parent.depth
 
     @property
     def imp_round(self) -> int:
