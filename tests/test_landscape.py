@@ -279,3 +279,22 @@ def test_distance_from_init_leaves_out_batchnorm_and_checks_architecture():
                                                         for k in keys)), rel=1e-12)
     with pytest.raises(ValueError, match="different architectures"):
         distance_from_init(mlp(0), mlp(0, hidden=(4,)))
+
+
+def test_linear_path_reports_the_l2_term_and_the_objective_apart():
+    """E-F6/7: with a weight-decay coefficient the objective's two terms come apart."""
+    import pandas as pd
+    from sparsegap.landscape import linear_path
+    torch.manual_seed(0)
+    a = build_model("mlp", hidden=(8,), num_classes=3, input_shape=(5,), seed=0)
+    b = build_model("mlp", hidden=(8,), num_classes=3, input_shape=(5,), seed=1)
+    x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
+    plain = linear_path(a, b, None, ts=[0.0, 0.5, 1.0], subsets=[("mine", (x, y))])
+    assert list(plain.columns) == ["t", "subset", "loss", "accuracy"]
+    path = linear_path(a, b, None, ts=[0.0, 0.5, 1.0], subsets=[("mine", (x, y))], weight_decay=1e-3)
+    norm_a = sum(float(p.detach().double().pow(2).sum()) for p in a.parameters())
+    assert path.l2.iloc[0] == pytest.approx(0.5e-3 * norm_a)
+    assert (path.objective == path.loss + path.l2).all()
+    assert pd.Series(path.loss).equals(pd.Series(plain.loss))
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        linear_path(a, b, None, subsets=[("mine", (x, y))], weight_decay=-1.0)

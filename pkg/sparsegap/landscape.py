@@ -305,7 +305,7 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: DataSplits | None,
                 ts: Sequence[float] | np.ndarray | None = None,
                 subsets: Sequence[str | tuple[str, tuple[torch.Tensor, torch.Tensor]]] = ("train", "test"),
                 reestimate_bn: bool | None = None, bn_batches: int | None = None,
-                device: torch.device | str = "cpu") -> pd.DataFrame:
+                device: torch.device | str = "cpu", weight_decay: float = 0.0) -> pd.DataFrame:
     """Loss and accuracy along the line ``θ(t) = (1 - t) θ_a + t θ_b`` between two networks.
 
     Parameters
@@ -332,13 +332,18 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: DataSplits | None,
         Re-estimate from the first ``bn_batches`` batches of 256 training inputs (None: all).
     device : torch.device or str
         Where the copy is evaluated.
+    weight_decay : float
+        With a coefficient λ > 0, the training objective's two terms are reported apart (Evci et al.
+        2019, Fig. 6/7): ``l2`` = λ/2·‖θ(t)‖² over every trainable parameter (what SGD's weight decay
+        λ penalizes) and ``objective`` = ``loss`` + ``l2``. 0 (the default) adds neither column.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``t``, ``subset``, ``loss`` (mean cross-entropy), ``accuracy`` (in [0, 1]), one row
-        per point and subset, points in the order of ``ts``. Rows with ``t = 0`` (``t = 1``) equal
-        ``metrics.basic.evaluate(model_a)`` (``model_b``) on that subset exactly.
+        Columns ``t``, ``subset``, ``loss`` (mean cross-entropy), ``accuracy`` (in [0, 1]) (and ``l2``,
+        ``objective`` with ``weight_decay``), one row per point and subset, points in the order of
+        ``ts``. Rows with ``t = 0`` (``t = 1``) equal ``metrics.basic.evaluate(model_a)``
+        (``model_b``) on that subset exactly.
     """
     for name, model in (("model_a", model_a), ("model_b", model_b)):
         if not isinstance(model, nn.Module):
@@ -349,6 +354,9 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: DataSplits | None,
     resolved = _resolve_subsets(subsets, data)
     reestimate = _resolve_reestimate(reestimate_bn, model_a, data, bn_batches)
     device = torch.device(device)
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float))
+            or not math.isfinite(weight_decay) or weight_decay < 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0 (the L2 coefficient), got {weight_decay!r}")
 
     work = copy.deepcopy(model_a).to(device)
     sa = {k: v.detach().to(device) for k, v in model_a.state_dict().items()}
@@ -358,8 +366,14 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: DataSplits | None,
         work.load_state_dict(interpolate_state(sa, sb, t))
         if reestimate and t not in (0.0, 1.0):
             _reestimate_bn(work, data.x_train, max_batches=bn_batches)
-        rows += _evaluate_rows(work, "t", t, resolved, device)
-    return pd.DataFrame(rows, columns=["t", "subset", "loss", "accuracy"])
+        point = _evaluate_rows(work, "t", t, resolved, device)
+        if weight_decay:
+            with torch.no_grad():
+                l2 = 0.5 * weight_decay * float(sum(p.double().pow(2).sum() for p in work.parameters()))
+            point = [r | {"l2": l2, "objective": r["loss"] + l2} for r in point]
+        rows += point
+    columns = ["t", "subset", "loss", "accuracy"] + (["l2", "objective"] if weight_decay else [])
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ------------------------------------------------------------------------------------ directions
