@@ -319,3 +319,17 @@ def test_different_architectures_raise(data):
         compare(a, "model", data.x_test, data.y_test)
     with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\)"):
         ensemble_accuracy(a, a, data.x_test, data.y_test + 3)
+
+
+def test_disagreement_classes_count_the_disagreeing_samples_per_true_class():
+    from sparsegap.metrics.compare import disagreement, disagreement_classes
+    torch.manual_seed(0)
+    a = build_model("mlp", hidden=(8,), num_classes=3, input_shape=(5,), seed=0)
+    b = build_model("mlp", hidden=(8,), num_classes=3, input_shape=(5,), seed=1)
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    counts = disagreement_classes(a, b, x, y)
+    with torch.no_grad():
+        differ = a(x).argmax(1) != b(x).argmax(1)
+    assert counts.tolist() == [int((differ & (y == c)).sum()) for c in range(3)]
+    assert int(counts.sum()) == round(disagreement(a, b, x) * 40)
+    assert disagreement_classes(a, a, x, y).sum() == 0

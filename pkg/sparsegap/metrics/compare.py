@@ -12,6 +12,7 @@ modes are restored and nothing else is changed.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -75,6 +76,17 @@ def disagreement(a: nn.Module, b: nn.Module, x: Tensor) -> float:
     check_xy(x, None, y_required=False)
     la, lb = _logits(a, b, x)
     return float(_disagree(la, lb).double().mean())
+
+
+def disagreement_classes(a: nn.Module, b: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The class distribution of the samples on which ``a`` and ``b`` disagree (The Price of Sparsity,
+    Fig. 9/10): counts per true class ``y`` (a LongTensor of length the number of outputs) of the
+    samples whose argmax predictions differ. Divide by the counts of ``y`` for per-class rates."""
+    _check_models(a, b)
+    check_xy(x, y)
+    la, lb = _logits(a, b, x)
+    y = _check_labels(y, la.shape[1])
+    return torch.bincount(y[_disagree(la, lb)], minlength=la.shape[1])
 
 
 def _ensemble_hits(la: Tensor, lb: Tensor, y: Tensor) -> Tensor:
