@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .persample import (_BN_TYPES, _CSR_MAX_DENSITY, _CSR_MIN_ELEMENTS, _Layer, _Plan, _all_finite,
+from .persample import (_BN_TYPES, forward_capturing, _CSR_MAX_DENSITY, _CSR_MIN_ELEMENTS, _Layer, _Plan, _all_finite,
                         _csr_transposed, _layer_sq_norms, _plan, check_masks, check_model_input,
                         check_positive_int, check_xy, eval_mode, iter_chunks, param_device_dtype,
                         trainable_params)
@@ -177,20 +177,7 @@ def _chunk_dots_and_sq_norms(model: nn.Module, plan: _Plan, x: Tensor, y: Tensor
                              ) -> tuple[Tensor, Tensor]:
     """(⟨∇ℓ_i, d⟩, ‖∇ℓ_i‖²) in float64 for one chunk: one forward and one backward pass (plus the
     torch.func pass for fallback parameters). The model must already be in eval mode."""
-    def capture(layer: _Layer):
-        def hook(_m, inputs, output):
-            layer.calls.append((inputs[0].detach(), output))
-            # A clone keeps the captured output intact if the next op works in place (ReLU(inplace)).
-            return output.clone()
-        return hook
-
-    handles = [layer.module.register_forward_hook(capture(layer)) for layer in plan.layers]
-    try:
-        with torch.enable_grad():
-            logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    logits = forward_capturing(model, plan, x)
     try:
         if logits.ndim != 2:
             raise ValueError(f"the model must return logits of shape (N, classes), got {tuple(logits.shape)}")

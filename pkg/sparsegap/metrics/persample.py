@@ -358,15 +358,9 @@ def _fallback_sq_norms(model: nn.Module, names: list[str], x: Tensor, labels: Te
     return total
 
 
-def sq_grad_norms_chunk(model: nn.Module, plan: _Plan, x: Tensor,
-                        make_labels: Callable[[Tensor], Tensor],
-                        masks: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """Squared per-sample gradient norms of -log p(label | x) for K label sets on one chunk.
-
-    ``make_labels(logits) -> (K, n)`` picks the labels from the (detached) logits, so that
-    Monte-Carlo labels and all-class sums need a single forward pass. Returns ``(sq (K, n),
-    logits (n, C))``. The model must already be in eval mode.
-    """
+def forward_capturing(model: nn.Module, plan: _Plan, x: Tensor) -> Tensor:
+    """The logits of ``x``, with grad enabled, each planned layer's (input, output) pairs appended to
+    its ``calls`` (the closed forms read them after one backward pass)."""
     def capture(layer: _Layer):
         def hook(_m, inputs, output):
             layer.calls.append((inputs[0].detach(), output))
@@ -381,6 +375,19 @@ def sq_grad_norms_chunk(model: nn.Module, plan: _Plan, x: Tensor,
     finally:
         for h in handles:
             h.remove()
+    return logits
+
+
+def sq_grad_norms_chunk(model: nn.Module, plan: _Plan, x: Tensor,
+                        make_labels: Callable[[Tensor], Tensor],
+                        masks: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Squared per-sample gradient norms of -log p(label | x) for K label sets on one chunk.
+
+    ``make_labels(logits) -> (K, n)`` picks the labels from the (detached) logits, so that
+    Monte-Carlo labels and all-class sums need a single forward pass. Returns ``(sq (K, n),
+    logits (n, C))``. The model must already be in eval mode.
+    """
+    logits = forward_capturing(model, plan, x)
     try:
         if logits.ndim != 2:
             raise ValueError(f"the model must return logits of shape (N, classes), got {tuple(logits.shape)}")
