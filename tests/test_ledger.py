@@ -10,6 +10,7 @@ from pathlib import Path
 
 import matplotlib
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -299,6 +300,12 @@ def _figures():
                         for st in ("Sol-D", "Sol-F", "Sol-S") for s in (0.6, 0.95) for seed in (0, 1)
                         for layer in ("fc1", "fc2", "fc3") for e in (1.0, 2.0)])
     yield "grad_snr", plots.figure_grad_snr(snr)
+    path = pd.DataFrame([{"alpha": a, "subset": sub, "loss": 2.3 - 2 * a + 0.01, "accuracy": a, "seed": seed}
+                         for a in (0.0, 0.5, 1.0) for sub in ("train", "test") for seed in (0, 1)])
+    yield "init_s_path", plots.figure_init_s_path(path)
+    yield "cosines", plots.figure_cosines({a: np.linspace(-0.5, 0.5, 100) for a in (0.0, 0.3, 0.9)})
+    yield "class_bars", plots.figure_class_bars({"α = 0.3": np.arange(10) + 1, "α = 0.9": np.ones(10)},
+                                                reference=np.ones(10) * 400)
 
 
 @pytest.mark.parametrize("name, fig", list(_figures()), ids=lambda x: x if isinstance(x, str) else "")

@@ -83,3 +83,20 @@ def test_gradient_flow_chapter_reuses_the_difficulty_runs():
         for name in RUN_PARAMETERS:
             assert fa.get(name, a[name]) == fb.get(name, b[name]), f"{profile}: {name} differs between 07 and 08"
         assert set(fb.get("sparsities", b["sparsities"])) <= set(fa.get("sparsities", a["sparsities"])), profile
+
+
+def test_paths_chapter_reuses_the_two_regimes_runs():
+    """10 reads 01's Sol-F and Sol-S at one of its sparsities: the run parameters must agree."""
+    import yaml
+    a = parameters(ROOT / "notebooks" / "01_two_regimes.ipynb")
+    b = parameters(ROOT / "notebooks" / "10_paths_and_cosines.ipynb")
+    shared = ["dataset", "train_size", "test_size", "model", "width", "seeds", "epochs", "batch_size", "lr",
+              "momentum", "weight_decay", "milestones", "gamma", "exclude_output", "fisher_every"]
+    for name in shared:
+        assert a[name] == b[name], f"{name}: 01 has {a[name]!r}, 10 has {b[name]!r}"
+    assert b["sparsity"] in a["sparsities"]
+    fa = yaml.safe_load((ROOT / "notebooks" / "params" / "paper" / "01_two_regimes.yaml").read_text())
+    fb = yaml.safe_load((ROOT / "notebooks" / "params" / "paper" / "10_paths_and_cosines.yaml").read_text())
+    for name in set(fa) & set(fb):
+        assert fa[name] == fb[name], f"paper: {name} differs between 01 and 10"
+    assert fb["sparsity"] in fa["sparsities"]

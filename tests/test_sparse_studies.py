@@ -1,6 +1,7 @@
 """The verdict rules of chapters 7, 8 and 9 on made-up results whose answer is known."""
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from sparsegap.runs import Run
@@ -96,3 +97,25 @@ def test_gradient_snr_verdicts():
     assert gs.diffusion_verdict(t, 0.6).status == "not reproduced"
     assert gs.hike_verdict(t, 0.95).status == "not reproduced"
     assert np.isfinite(t.snr).all()
+
+
+def test_path_and_class_rules_of_chapter_10():
+    from sparsegap.studies import paths as pt
+    down = pd.DataFrame([{"alpha": a, "subset": "train", "loss": 2.3 - 2 * a, "seed": s}
+                         for a in (0.0, 0.5, 1.0) for s in (0, 1)])
+    assert pt.path_verdict(down).status == "reproduced"
+    bump = down.assign(loss=[2.3, 2.3, 3.0, 3.0, 0.3, 0.3])
+    assert pt.path_verdict(bump).status == "not reproduced"
+    assert pt.tv(np.array([1, 0]), np.array([0, 1])) == 1.0 and pt.tv(np.array([2, 2]), np.array([5, 5])) == 0.0
+    y = np.repeat(np.arange(10), 100)
+    skewed = np.zeros(10, int)
+    skewed[0] = 50
+    flat = np.full(10, 5)
+    v = pt.classes_verdict({0.3: [skewed], 0.9: [flat]}, y, 50, 50)
+    assert v.status == "reproduced"
+    assert pt.classes_verdict({0.3: [flat], 0.9: [flat]}, y, 50, 50).status == "not reproduced"
+    labels = {"train": y, "test": y}
+    assert pt.disagreement_verdict([{"train": skewed, "test": skewed}], labels, 50).status == "reproduced"
+    assert pt.disagreement_verdict([{"train": flat, "test": flat}], labels, 50).status == "not reproduced"
+    with pytest.raises(ValueError, match="alphas must include 0.3 and 0.9"):
+        pt.check_alphas([0.0, 0.5])

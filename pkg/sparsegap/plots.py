@@ -622,3 +622,68 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
     fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
+
+
+# ------------------------------------------------------------ the path from Init-S to Sol-F (chapter 10)
+
+def figure_init_s_path(paths: pd.DataFrame) -> plt.Figure:
+    """P-F6 (a): loss along (1 − α)·Init-S + α·Sol-F on the training (solid) and the test set (dashed),
+    seed means with one-std bands."""
+    use_book_style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.4))
+    for subset, style in (("train", "-"), ("test", "--")):
+        d = paths[paths.subset == subset].pivot_table(index="seed", columns="alpha", values="loss")
+        _band(ax, d.columns.to_numpy(dtype=float), d.to_numpy(), "#d62728", style, label=f"{subset} loss")
+    ax.set_xlabel("α (0: Init-S, 1: Sol-F)")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def figure_cosines(cos_by_alpha: dict[float, np.ndarray]) -> plt.Figure:
+    """P-F6 (b, c): the distribution of the per-sample cosines between −∇ℓ_i and Sol-F − Init-S, one
+    histogram per α (all seeds pooled)."""
+    use_book_style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.8, 3.6))
+    cmap = plt.get_cmap("viridis")
+    alphas = sorted(cos_by_alpha)
+    for i, a in enumerate(alphas):
+        v = np.asarray(cos_by_alpha[a], dtype=float)
+        ax.hist(v[np.isfinite(v)], bins=60, histtype="step", lw=1.4, density=True,
+                color=cmap(i / max(1, len(alphas) - 1)), label=f"α = {a:g}")
+    ax.axvline(0, color="0.5", lw=0.8)
+    ax.set_xlabel("cos(−∇ℓ_i, Sol-F − Init-S)")
+    ax.set_ylabel("density")
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def figure_class_bars(hists: dict[str, np.ndarray], *, ylabel: str = "share of the samples",
+                      reference: np.ndarray | None = None, classes: Sequence[str] | None = None) -> plt.Figure:
+    """P-F7/8, P-F9/10: class distributions side by side (each normalized to 1), with the data's own
+    class distribution as a dotted line."""
+    use_book_style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.4))
+    k = len(next(iter(hists.values())))
+    x = np.arange(k)
+    width = 0.8 / len(hists)
+    for i, (label, h) in enumerate(hists.items()):
+        h = np.asarray(h, dtype=float)
+        ax.bar(x + (i - (len(hists) - 1) / 2) * width, h / max(h.sum(), 1), width, label=label)
+    if reference is not None:
+        r = np.asarray(reference, dtype=float)
+        ax.step(np.arange(k + 1) - 0.5, np.append(r / r.sum(), r[-1] / r.sum()), where="post", color="k", ls=":",
+                lw=1.2, label="all samples")
+    ax.set_xticks(x)
+    ax.set_xticklabels(classes if classes is not None else [str(c) for c in range(k)], rotation=30)
+    ax.set_xlabel("class")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    return fig
