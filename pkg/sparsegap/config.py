@@ -13,7 +13,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-RUN_KINDS = ("dense", "finetune", "scratch", "imp", "redense", "gradual", "lottery", "dst", "zeroinit")
+RUN_KINDS = ("dense", "finetune", "scratch", "imp", "redense", "gradual", "lottery", "dst", "zeroinit", "curve")
 SPARSE_KINDS = ("finetune", "scratch", "imp", "gradual", "lottery", "dst")   # the kinds that train under a mask
 HEURISTIC_KINDS = ("finetune", "scratch", "imp")   # the kinds whose mask prunes the parent's solution by a heuristic
 PRUNED_KINDS = ("finetune", "imp", "gradual")      # pruned solutions: their final mask serves lottery and scratch runs
@@ -253,6 +253,10 @@ class RunConfig(_Canonical):
     sparse-init dense training). ``sparse_init`` ("unit" or "layer") re-draws a sparse run's fresh
     initial weights to suit its mask (:mod:`sparsegap.sparse_init`).
 
+    ``curve``: a Bézier curve (:mod:`sparsegap.curves`) of degree ``curve_degree`` from ``parent``'s
+    solution to ``partner``'s, trained in the ``curve_mode`` "sparse" (control points held to the
+    endpoints' shared mask) or "dense" with ``train``'s settings (its weight decay is the L2 term).
+
     ``redense``: re-dense training (Han et al. 2017, DSD). ``parent`` is a sparse run; its pruned
     weights return at zero and the whole network trains on with ``train`` (the double-descent paper
     uses a constant learning rate, the last one of the sparse schedule: see
@@ -281,6 +285,9 @@ class RunConfig(_Canonical):
     drop_fraction: float = 0.0           # dst: fraction of each layer's weights dropped (and regrown) at first
     distribution: str = "uniform"        # dst, zeroinit without parent: layer densities, "uniform" or "erk"
     sparse_init: str = ""                # fresh sparse inits: "" (dense init), "unit" or "layer" (sparse_init)
+    partner: "RunConfig | None" = None   # curve: the second endpoint (parent is the first)
+    curve_degree: int = 0                # curve: 2 (quadratic) or 3 (cubic)
+    curve_mode: str = ""                 # curve: "sparse" or "dense"
 
     def __post_init__(self):
         if self.kind not in RUN_KINDS:
@@ -299,6 +306,12 @@ class RunConfig(_Canonical):
         object.__setattr__(self, "track", track)
         self._check_pruning_fields()
         self._check_update_fields()
+        if self.kind == "curve":
+            self._check_curve()
+            return
+        if self.partner is not None or self.curve_degree or self.curve_mode:
+            raise ValueError(f"RunConfig.partner, curve_degree and curve_mode describe a curve run; a {self.kind} "
+                             f"run takes None, 0 and ''")
         if self.kind == "dense":
             if self.parent is not None or self.sparsity != 0.0:
                 raise ValueError("a dense RunConfig takes no parent and sparsity 0")
@@ -380,6 +393,23 @@ class RunConfig(_Canonical):
                              f"{self.kind} run takes (), got {its!r}")
         object.__setattr__(self, "save_weights_at", its)
 
+    def _check_curve(self) -> None:
+        for name in ("parent", "partner"):
+            end = getattr(self, name)
+            if not isinstance(end, RunConfig):
+                raise ValueError(f"a curve RunConfig needs {name}=<an endpoint RunConfig>, got {end!r:.60}")
+            if end.data != self.data or end.model != self.model:
+                raise ValueError(f"the endpoints of a curve must have the curve's architecture and data: {name} has "
+                                 f"model {end.model!r} and data {end.data!r}, the curve {self.model!r}, {self.data!r}")
+        from .curves import DEGREES, MODES
+        if self.curve_degree not in DEGREES or isinstance(self.curve_degree, bool):
+            raise ValueError(f"RunConfig.curve_degree (the curve's order) must be one of {DEGREES}, "
+                             f"got {self.curve_degree!r}")
+        if self.curve_mode not in MODES:
+            raise ValueError(f"RunConfig.curve_mode must be one of {MODES}, got {self.curve_mode!r}")
+        if self.sparsity != 0.0:
+            raise ValueError(f"a curve run takes sparsity 0 (its mode says whether it is sparse), got {self.sparsity!r}")
+
     def _check_update_fields(self) -> None:
         k = self.kind
         _number("RunConfig", "update_start", self.update_start, 0, 1, high_open=True)
@@ -442,6 +472,7 @@ _NESTED = {
     ("RunConfig", "model"): ModelConfig,
     ("RunConfig", "train"): TrainConfig,
     ("RunConfig", "parent"): RunConfig,
+    ("RunConfig", "partner"): RunConfig,
 }
 
 

@@ -342,6 +342,9 @@ class Run:
 
     def model(self) -> nn.Module:
         """The trained network (Sol-D, Sol-F or Sol-S) on the CPU."""
+        if self.config.kind == "curve":
+            raise TypeError(f"run {self.config.run_id} is a curve (control points between two networks), not one "
+                            f"network: use sparsegap.runs.load_curve(config, store), and its network_at(t)")
         m = self._build()
         m.load_state_dict(self.weights)
         return m
@@ -456,11 +459,17 @@ def check_runnable(cfg: RunConfig) -> None:
 
 
 def _chain(cfg: RunConfig) -> list[RunConfig]:
+    """``cfg`` and every run it needs first (parents, and a curve's partner with its own parents),
+    each after what it needs."""
     out = []
-    while cfg is not None:
-        out.append(cfg)
-        cfg = cfg.parent
-    return out[::-1]
+    for before in (cfg.parent, cfg.partner):
+        if before is not None:
+            out += [c for c in _chain(before) if c not in out]
+    return out + [cfg]
+
+
+def _needs(cfg: RunConfig) -> list[RunConfig]:
+    return [c for c in (cfg.parent, cfg.partner) if c is not None]
 
 
 def _seconds(name: str, value) -> float:
@@ -622,6 +631,8 @@ def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str =
     # The parent first, and outside this run's lock: a process never holds one lock while it
     # waits for another, so no two processes can wait for each other.
     parent = get_or_train(cfg.parent, store, device=device, progress=progress) if cfg.parent else None
+    if cfg.partner is not None:
+        get_or_train(cfg.partner, store, device=device, progress=progress)
     with store.lock(cfg) as lock:
         return _train_locked(cfg, store, parent, lock, device, progress)
 
@@ -758,6 +769,12 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
         job.final_masks = job.checkpoint.get("masks")
     t0 = time.time()
     data = load_data(cfg.data)
+    if cfg.kind == "curve":
+        from .curves import train_curve
+        with use_threads(_threads(job.model.base, cfg, data)):
+            history = train_curve(job.model, data, cfg.train, seed=cfg.seed, checkpoint=job.checkpoint,
+                                  on_epoch_end=job.save_checkpoint, progress=progress)
+        return _finish(job, store, history, time.time() - t0)
     with use_threads(_threads(job.model, cfg, data)):
         history = train(job.model, data, cfg.train, masks=job.masks, seed=cfg.seed, device=device,
                         callbacks=job.callbacks(data), checkpoint=job.checkpoint,
@@ -789,6 +806,8 @@ def _sweep_temporaries(path: Path) -> None:
 
 
 def _initial_state(cfg: RunConfig, parent: Run | None, store: RunStore) -> tuple[nn.Module, Masks | None]:
+    if cfg.kind == "curve":
+        return load_curve(cfg, store, trained=False), None
     if cfg.kind in ("dense", "gradual"):   # P-S starts dense, from its own init; its pruner makes the mask
         return build_model_for(cfg.model, cfg.data, seed=cfg.seed), None
     if cfg.kind == "dst" or (cfg.kind == "zeroinit" and parent is None):
@@ -812,6 +831,27 @@ def _initial_state(cfg: RunConfig, parent: Run | None, store: RunStore) -> tuple
         _sparse_init(cfg, model, masks)
     apply_masks(model, masks)
     return model, masks
+
+
+def load_curve(cfg: RunConfig, store: RunStore | None = None, *, trained: bool = True):
+    """The :class:`sparsegap.curves.BezierCurve` of a curve run between its two (stored) endpoints:
+    trained (its stored control points), or as it starts (``trained=False``, on the straight line).
+    In the sparse mode the endpoints must share one mask."""
+    from .curves import BezierCurve
+    store = _check_store(store, "load_curve")
+    a, b = store.load(cfg.parent), store.load(cfg.partner)
+    masks = None
+    if cfg.curve_mode == "sparse":
+        ma, mb = a.masks, b.masks
+        same = ma is not None and mb is not None and ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
+        if not same:
+            raise ValueError(f"a sparse curve needs endpoints with one shared mask, but {cfg.parent.run_id} and "
+                             f"{cfg.partner.run_id} have different masks (or one has none); use curve_mode='dense'")
+        masks = ma
+    curve = BezierCurve(a._build(), a.weights, b.weights, cfg.curve_degree, masks=masks)
+    if trained:
+        curve.load_state_dict(store.load(cfg).weights)
+    return curve
 
 
 def _sparse_init(cfg: RunConfig, model: nn.Module, masks: Masks) -> None:
@@ -985,7 +1025,7 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
     with tqdm(total=len(todo), initial=len(todo) - len(pending), desc=f"runs ({len(pending)} to train)",
               disable=not progress_enabled(progress), leave=False) as bar:
         while pending:
-            ready = [c for c in pending if c.parent is None or store.is_done(c.parent)]
+            ready = [c for c in pending if all(store.is_done(n) for n in _needs(c))]
             # none ready: their parents are being trained by another process; get_or_train waits for them
             ready = ready or pending
             if executor is not None:
@@ -1017,7 +1057,7 @@ def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
     inputs are the same) and training schedule (all but lr), in chunks of at most MAX_BATCH."""
     groups: dict = {}
     for c in configs:
-        if c.kind in UPDATER_KINDS or any(t.startswith("grad_snr") for t in c.track):
+        if c.kind in UPDATER_KINDS or c.kind == "curve" or any(t.startswith("grad_snr") for t in c.track):
             continue    # mask updaters touch the optimizer state, grad_snr reads p.grad: trained alone
         key = (c.model, dataclasses.replace(c.data, noise=0.0, noise_seed=0), dataclasses.replace(c.train, lr=1.0))
         groups.setdefault(key, []).append(c)
