@@ -121,7 +121,7 @@ def test_ledger_lists_every_verdict_and_every_plan_row(tmp_path):
     assert by_id["P-F2"][1] == ledger.NO_CLAIM
     assert by_id["D-F1"][1] == ledger.NOT_YET
     assert 'href="notebooks/00_chapter.html#verdict-p-f1"' in page
-    assert "28 rows:** 1 reproduced, 1 partly, 2 shown (no claim), 24 not yet in the book" in page
+    assert "28 rows:** 1 reproduced, 1 partly, 3 shown (no claim), 23 not yet in the book" in page
 
 
 # ---------------------------------------------------------------- notebook parameters
@@ -304,6 +304,10 @@ def _figures():
                          for a in (0.0, 0.5, 1.0) for sub in ("train", "test") for seed in (0, 1)])
     yield "init_s_path", plots.figure_init_s_path(path)
     yield "cosines", plots.figure_cosines({a: np.linspace(-0.5, 0.5, 100) for a in (0.0, 0.3, 0.9)})
+    obj = pd.DataFrame([{"t": t, "subset": "train", "loss": 0.2 + t * (1 - t), "l2": 0.03, "start": st, "seed": seed}
+                        for t in (-0.2, 0.0, 0.5, 1.0, 1.2) for st in ("dense init", "random sparse init")
+                        for seed in (0, 1)])
+    yield "objective_paths", plots.figure_objective_paths(obj, "start", xlabel="t (0: the start, 1: P-S)")
     yield "class_bars", plots.figure_class_bars({"α = 0.3": np.arange(10) + 1, "α = 0.9": np.ones(10)},
                                                 reference=np.ones(10) * 400)
 

@@ -100,3 +100,19 @@ def test_paths_chapter_reuses_the_two_regimes_runs():
     for name in set(fa) & set(fb):
         assert fa[name] == fb[name], f"paper: {name} differs between 01 and 10"
     assert fb["sparsity"] in fa["sparsities"]
+
+
+def test_energy_chapter_reuses_the_difficulty_runs():
+    """11 reads 07's P-S, L-S and S-S at one of its sparsities: the run parameters must agree."""
+    import yaml
+    from sparsegap.studies.difficulty import RUN_PARAMETERS
+    a = parameters(ROOT / "notebooks" / "07_difficulty_of_sparse_training.ipynb")
+    b = parameters(ROOT / "notebooks" / "11_energy_landscape.ipynb")
+    for name in RUN_PARAMETERS:
+        assert a[name] == b[name], f"{name}: 07 has {a[name]!r}, 11 has {b[name]!r}"
+    assert b["sparsity"] in a["sparsities"]
+    for profile in ("smoke", "paper"):
+        fa = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "07_difficulty_of_sparse_training.yaml").read_text())
+        fb = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "11_energy_landscape.yaml").read_text())
+        for name in RUN_PARAMETERS:
+            assert fa.get(name, a[name]) == fb.get(name, b[name]), f"{profile}: {name} differs between 07 and 11"

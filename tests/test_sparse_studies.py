@@ -119,3 +119,25 @@ def test_path_and_class_rules_of_chapter_10():
     assert pt.disagreement_verdict([{"train": flat, "test": flat}], labels, 50).status == "not reproduced"
     with pytest.raises(ValueError, match="alphas must include 0.3 and 0.9"):
         pt.check_alphas([0.0, 0.5])
+
+
+def test_barrier_rule_of_chapter_11():
+    from sparsegap.studies import energy as en
+
+    def paths(height, spread=0.0):
+        return pd.DataFrame([{"t": t, "subset": "train", "seed": s,
+                              "loss": 0.2 + s * spread + height * 4 * t * (1 - t)} for t in (0.0, 0.25, 0.5, 0.75, 1.0)
+                             for s in (0, 1, 2)])
+    assert en.barrier(paths(0.5)[lambda d: d.seed == 0]) == pytest.approx(0.5)
+    assert en.has_barrier(paths(0.5), 0.01)[0]
+    assert not en.has_barrier(paths(0.005), 0.01)[0]                 # below the floor
+    assert not en.has_barrier(paths(0.05, spread=0.1), 0.01)[0]      # within the endpoints' spread
+    line = paths(0.5).assign(path="line")
+    both = pd.concat([paths(0.3).assign(path="quadratic, sparse"), paths(0.0).assign(path="quadratic, dense")])
+    assert en.line_verdict(line, 0.01).status == "reproduced"
+    assert en.curves_verdict(both, 0.01).status == "reproduced"
+    flat = pd.concat([paths(0.0).assign(path="quadratic, sparse"), paths(0.3).assign(path="quadratic, dense")])
+    assert en.curves_verdict(flat, 0.01).status == "not reproduced"
+    ramp = pd.DataFrame([{"t": t, "subset": "train", "seed": 0, "start": "dense init", "loss": 2 - t}
+                         for t in (-0.2, 0.0, 0.5, 1.0, 1.2)])
+    assert en.init_verdict(ramp).status == "reproduced"

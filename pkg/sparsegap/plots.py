@@ -687,3 +687,29 @@ def figure_class_bars(hists: dict[str, np.ndarray], *, ylabel: str = "share of t
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------ the energy landscape (chapter 11)
+
+def figure_objective_paths(paths: pd.DataFrame, by: str, *, xlabel: str) -> plt.Figure:
+    """E-F3, E-F4, E-F6/7, E-F8: along each path (one color per value of ``by``), the training
+    cross-entropy (left, log scale) and the L2 term (right), seed means with one-std bands."""
+    use_book_style()
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.5))
+    cmap = plt.get_cmap("tab10")
+    for i, (name, d) in enumerate(paths[paths.subset == "train"].groupby(by, sort=False)):
+        for ax, col in zip(axes, ("loss", "l2")):
+            e = d.pivot_table(index="seed", columns="t", values=col)
+            _band(ax, e.columns.to_numpy(dtype=float), e.to_numpy(), cmap(i), label=name)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("train cross-entropy")
+    axes[1].set_ylabel("L2 term λ/2·‖θ‖²")
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.axvline(0, color="0.6", lw=0.7)
+        ax.axvline(1, color="0.6", lw=0.7)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
