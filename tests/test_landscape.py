@@ -180,10 +180,11 @@ def test_tiny_resnet20_endpoints_with_batchnorm():
     data = toy_data(input_shape=(3, 8, 8), n_train=16, n_test=8)
     a = build_model("resnet20", num_classes=3, input_shape=(3, 8, 8), seed=0)
     b = build_model("resnet20", num_classes=3, input_shape=(3, 8, 8), seed=1)
-    df = linear_path(a, b, data, ts=[0.0, 0.5, 1.0], subsets=("test",))
-    assert df.loss.iloc[0] == evaluate(a, *data.split("test")).loss
-    assert df.loss.iloc[2] == evaluate(b, *data.split("test")).loss
-    assert np.isfinite(df.loss).all()
+    for reestimate in (True, False):     # the endpoints are the two networks, with BN re-estimation on and off
+        df = linear_path(a, b, data, ts=[0.0, 0.5, 1.0], subsets=("test",), reestimate_bn=reestimate)
+        assert df.loss.iloc[0] == evaluate(a, *data.split("test")).loss
+        assert df.loss.iloc[2] == evaluate(b, *data.split("test")).loss
+        assert np.isfinite(df.loss).all()
 
 
 # ------------------------------------------------------------------------------------ directions
