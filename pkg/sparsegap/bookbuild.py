@@ -17,8 +17,10 @@ import contextlib
 import functools
 import os
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,8 +218,11 @@ def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profi
         f"{', '.join(nb.stem for nb in notebooks)}")
     start = time.perf_counter()
     # spawn, not fork: a forked child inherits torch's thread pool in whatever state it is in.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(execute_notebook, nb, book_dir, params[nb.stem], profile): nb for nb in notebooks}
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_stop_on_sigterm)
+    previous = _stop_on_sigterm() if threading.current_thread() is threading.main_thread() else None
+    try:
+        futures = {pool.submit(_execute_in_worker, nb, book_dir, params[nb.stem], profile): nb for nb in notebooks}
         pending, failure = set(futures), None
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -234,7 +239,43 @@ def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profi
                     future.cancel()
         if failure is not None:
             raise failure
+    except (KeyboardInterrupt, SystemExit):
+        # Stopped (Ctrl-C, or SIGTERM turned into SystemExit): stop the workers too, or they would go on
+        # executing the queue; each one shuts down its kernel on the way out.
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return [f.result() for f in futures]  # in notebook order
+
+
+def _execute_in_worker(notebook: Path, book_dir: Path, parameters: dict, profile: str) -> NotebookRun:
+    """:func:`execute_notebook` in a pool worker that exits once stopped: papermill has shut its kernel
+    down by the time SystemExit gets here, and the worker must not go on to the next queued notebook."""
+    try:
+        return execute_notebook(notebook, book_dir, parameters, profile)
+    except SystemExit as stop:
+        os._exit(stop.code if isinstance(stop.code, int) else 1)
+
+
+def _stop_on_sigterm():
+    """SIGTERM raises SystemExit, so that ``finally`` blocks run: papermill shuts down its kernel, the build
+    stops its workers. Installed in the build's main process and in every worker; returns the old handler."""
+    return signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _stop_workers(pool) -> None:
+    processes = list(getattr(pool, "_processes", {}).values())
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()          # SIGTERM: SystemExit in the worker, which cleans up its kernel
+    deadline = time.monotonic() + 30
+    for proc in processes:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
 
 
 def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True,
