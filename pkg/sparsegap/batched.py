@@ -115,6 +115,9 @@ def check_compatible(cfgs: Sequence[TrainConfig]) -> None:
     for i, c in enumerate(cfgs):
         if not isinstance(c, TrainConfig):
             raise TypeError(f"cfgs[{i}] must be a TrainConfig, got {type(c).__name__}")
+    if any(c.fisher_reg for c in cfgs):
+        raise ValueError("the Fisher regularizer (TrainConfig.fisher_reg) needs each member's own double backward "
+                         "pass, which batched training does not do; train those runs with sparsegap.train.train")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "lr":
             continue

@@ -21,6 +21,7 @@ UPDATER_KINDS = ("gradual", "dst")                 # the kinds whose mask change
 DST_METHODS = ("set", "rigl")
 DISTRIBUTIONS = ("uniform", "erk")
 SCHEDULES = ("multistep", "cosine", "constant")
+FISHER_REG_OFF = ("step", "linear")
 
 
 def _check_type(owner: str, name: str, value: Any, types: tuple, allowed: str) -> None:
@@ -189,6 +190,9 @@ class TrainConfig(_Canonical):
     schedule: str = "multistep"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of `epochs` where the lr is multiplied by gamma
     gamma: float = 0.1
+    fisher_reg: float = 0.0          # c: the loss gets + c·R(θ) early on (c < 0: negative Fisher regularization)
+    fisher_reg_epochs: int = 0       # ... during the first this many epochs
+    fisher_reg_off: str = "step"     # ... then off at once ("step"), or ramped linearly to 0 over them ("linear")
 
     def __post_init__(self):
         _positive_int("TrainConfig", "epochs", self.epochs)
@@ -206,6 +210,26 @@ class TrainConfig(_Canonical):
             raise ValueError(f"TrainConfig.milestones must be increasing, got {ms!r}")
         object.__setattr__(self, "milestones", ms)
         _number("TrainConfig", "gamma", self.gamma, 0, 1)
+        _number("TrainConfig", "fisher_reg", self.fisher_reg, -math.inf)
+        _check_type("TrainConfig", "fisher_reg_epochs", self.fisher_reg_epochs, (int,), "an int in [0, epochs]")
+        if not 0 <= self.fisher_reg_epochs <= self.epochs:
+            raise ValueError(f"TrainConfig.fisher_reg_epochs must be an int in [0, epochs={self.epochs}], "
+                             f"got {self.fisher_reg_epochs!r}")
+        if self.fisher_reg_off not in FISHER_REG_OFF:
+            raise ValueError(f"TrainConfig.fisher_reg_off must be one of {FISHER_REG_OFF}, got {self.fisher_reg_off!r}")
+        if bool(self.fisher_reg) != bool(self.fisher_reg_epochs):
+            raise ValueError(f"TrainConfig.fisher_reg and fisher_reg_epochs go together (a coefficient for some "
+                             f"epochs, or neither), got fisher_reg={self.fisher_reg!r}, "
+                             f"fisher_reg_epochs={self.fisher_reg_epochs!r}")
+
+    def fisher_reg_at(self, epoch: int) -> float:
+        """The Fisher regularizer's coefficient in 0-based epoch ``epoch``: ``fisher_reg`` during the first
+        ``fisher_reg_epochs`` epochs (step), or ramped linearly from it to 0 over them (linear); 0 after."""
+        if epoch >= self.fisher_reg_epochs:
+            return 0.0
+        if self.fisher_reg_off == "step":
+            return self.fisher_reg
+        return self.fisher_reg * (1.0 - epoch / self.fisher_reg_epochs)
 
     def milestone_epochs(self) -> list[int]:
         return [max(1, round(m * self.epochs)) for m in self.milestones]

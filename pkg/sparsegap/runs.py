@@ -1057,7 +1057,8 @@ def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
     inputs are the same) and training schedule (all but lr), in chunks of at most MAX_BATCH."""
     groups: dict = {}
     for c in configs:
-        if c.kind in UPDATER_KINDS or c.kind == "curve" or any(t.startswith("grad_snr") for t in c.track):
+        if (c.kind in UPDATER_KINDS or c.kind == "curve" or c.train.fisher_reg
+                or any(t.startswith("grad_snr") for t in c.track)):
             continue    # mask updaters touch the optimizer state, grad_snr reads p.grad: trained alone
         key = (c.model, dataclasses.replace(c.data, noise=0.0, noise_seed=0), dataclasses.replace(c.train, lr=1.0))
         groups.setdefault(key, []).append(c)

@@ -153,6 +153,26 @@ def diverged_at(epoch: int, step: int, loss: float) -> dict:
     return {"epoch": epoch, "step": step, "loss": "nan" if math.isnan(loss) else "inf"}
 
 
+def fisher_penalty(model: nn.Module, logits: torch.Tensor, masks: Masks | None = None, *,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """R(θ), the "Fisher penalty" of Jastrzębski et al. (2021): the squared norm of the minibatch gradient
+    of the mean cross-entropy against labels ŷ sampled from the model's own softmax (a differentiable,
+    one-sample proxy of Tr(F)), over the active weights (``masks`` leave pruned entries out). Built with
+    ``create_graph=True`` so that R itself can be differentiated (one extra backward pass through it)."""
+    with torch.no_grad():
+        probs = torch.softmax(logits.detach().float(), dim=1)
+        labels = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(F.cross_entropy(logits, labels), params, create_graph=True)
+    total = logits.new_zeros(())
+    for name, g in zip(names, grads):
+        if masks and name in masks:
+            g = g * masks[name].to(g.dtype)
+        total = total + (g * g).sum()
+    return total
+
+
 def new_history() -> dict:
     return {k: [] for k in HISTORY_KEYS} | {"trace": {}}
 
@@ -213,10 +233,15 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
         model.train()
         perm = epoch_permutation(n, seed, epoch).to(device)
         lr = optimizer.param_groups[0]["lr"]
+        reg_coef = cfg.fisher_reg_at(epoch)
+        reg_gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 7) if reg_coef else None
         for i in range(0, n, bs):
             idx = perm[i: i + bs]
             xb, yb = x_train[idx], y_train[idx]
-            loss = F.cross_entropy(model(xb), yb)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if reg_coef:
+                loss = loss + reg_coef * fisher_penalty(model, logits, state.masks, generator=reg_gen)
             if not torch.isfinite(loss):
                 # Stop at once: a NaN or infinite loss never recovers, and later epochs would be
                 # stored as if they were a trained network.
