@@ -50,39 +50,35 @@ def test_curvature_parameter_files_match_the_two_regimes_ones():
         assert set(b["sparsities"]) <= set(a["sparsities"]), profile
 
 
-def test_redense_chapter_reuses_the_double_descent_chain():
-    """06 studies one chain of 05: the chain's parameters must agree (defaults and every parameter file),
-    or 06 would train a chain of its own."""
+def _profiles(a_stem: str, b_stem: str):
+    """(profile, values of a, values of b) for the defaults and every parameter file: a file's value,
+    else the notebook's default."""
     import yaml
-    from sparsegap.studies.double_descent import CHAIN_PARAMETERS
-    a = parameters(ROOT / "notebooks" / "05_sparse_double_descent.ipynb")
-    b = parameters(ROOT / "notebooks" / "06_redense_and_landscape.ipynb")
-    for name in CHAIN_PARAMETERS:
-        assert a[name] == b[name], f"{name}: 05 has {a[name]!r}, 06 has {b[name]!r}"
-    assert b["noise"] in a["noises"]
+    a, b = parameters(ROOT / "notebooks" / f"{a_stem}.ipynb"), parameters(ROOT / "notebooks" / f"{b_stem}.ipynb")
+    yield "defaults", a, b
     for profile in ("smoke", "paper"):
-        fa = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "05_sparse_double_descent.yaml").read_text())
-        fb = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "06_redense_and_landscape.yaml").read_text())
-        for name in CHAIN_PARAMETERS:
-            assert fa.get(name, a[name]) == fb.get(name, b[name]), f"{profile}: {name} differs between 05 and 06"
-        assert fb.get("noise", b["noise"]) in fa.get("noises", a["noises"]), profile
+        fa = yaml.safe_load((ROOT / "notebooks" / "params" / profile / f"{a_stem}.yaml").read_text())
+        fb = yaml.safe_load((ROOT / "notebooks" / "params" / profile / f"{b_stem}.yaml").read_text())
+        yield profile, a | fa, b | fb
 
 
-def test_gradient_flow_chapter_reuses_the_difficulty_runs():
-    """08 reads 07's P-S, L-S and S-S: their run parameters must agree (defaults and parameter files)."""
-    import yaml
-    from sparsegap.studies.difficulty import RUN_PARAMETERS
-    a = parameters(ROOT / "notebooks" / "07_difficulty_of_sparse_training.ipynb")
-    b = parameters(ROOT / "notebooks" / "08_gradient_flow.ipynb")
-    for name in RUN_PARAMETERS:
-        assert a[name] == b[name], f"{name}: 07 has {a[name]!r}, 08 has {b[name]!r}"
-    assert set(b["sparsities"]) <= set(a["sparsities"])
-    for profile in ("smoke", "paper"):
-        fa = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "07_difficulty_of_sparse_training.yaml").read_text())
-        fb = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "08_gradient_flow.yaml").read_text())
-        for name in RUN_PARAMETERS:
-            assert fa.get(name, a[name]) == fb.get(name, b[name]), f"{profile}: {name} differs between 07 and 08"
-        assert set(fb.get("sparsities", b["sparsities"])) <= set(fa.get("sparsities", a["sparsities"])), profile
+@pytest.mark.parametrize("a_stem, b_stem, names, inside", [
+    # 06 studies one chain of 05, at one of its noise levels
+    ("05_sparse_double_descent", "06_redense_and_landscape", "double_descent.CHAIN_PARAMETERS", ("noise", "noises")),
+    # 08 and 11 read 07's P-S, L-S and S-S at some of its sparsities
+    ("07_difficulty_of_sparse_training", "08_gradient_flow", "difficulty.RUN_PARAMETERS", ("sparsities", "sparsities")),
+    ("07_difficulty_of_sparse_training", "11_energy_landscape", "difficulty.RUN_PARAMETERS", ("sparsity", "sparsities")),
+])
+def test_chapters_that_read_another_chapters_runs_share_its_parameters(a_stem, b_stem, names, inside):
+    """Otherwise the reading chapter would train runs of its own (defaults and every parameter file)."""
+    import importlib
+    module, attr = names.split(".")
+    shared = getattr(importlib.import_module(f"sparsegap.studies.{module}"), attr)
+    for profile, a, b in _profiles(a_stem, b_stem):
+        for name in shared:
+            assert a[name] == b[name], f"{profile}: {name} differs between {a_stem} and {b_stem}"
+        mine, theirs = b[inside[0]], a[inside[1]]
+        assert set(mine if isinstance(mine, list) else [mine]) <= set(theirs), profile
 
 
 def test_paths_chapter_reuses_the_two_regimes_runs():
@@ -100,19 +96,3 @@ def test_paths_chapter_reuses_the_two_regimes_runs():
     for name in set(fa) & set(fb):
         assert fa[name] == fb[name], f"paper: {name} differs between 01 and 10"
     assert fb["sparsity"] in fa["sparsities"]
-
-
-def test_energy_chapter_reuses_the_difficulty_runs():
-    """11 reads 07's P-S, L-S and S-S at one of its sparsities: the run parameters must agree."""
-    import yaml
-    from sparsegap.studies.difficulty import RUN_PARAMETERS
-    a = parameters(ROOT / "notebooks" / "07_difficulty_of_sparse_training.ipynb")
-    b = parameters(ROOT / "notebooks" / "11_energy_landscape.ipynb")
-    for name in RUN_PARAMETERS:
-        assert a[name] == b[name], f"{name}: 07 has {a[name]!r}, 11 has {b[name]!r}"
-    assert b["sparsity"] in a["sparsities"]
-    for profile in ("smoke", "paper"):
-        fa = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "07_difficulty_of_sparse_training.yaml").read_text())
-        fb = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "11_energy_landscape.yaml").read_text())
-        for name in RUN_PARAMETERS:
-            assert fa.get(name, a[name]) == fb.get(name, b[name]), f"{profile}: {name} differs between 07 and 11"
