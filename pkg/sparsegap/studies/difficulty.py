@@ -24,7 +24,7 @@ from .. import params as P
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..runs import Run, RunStore, run_all
 from ..verdict import Verdict, clearly_above, mean_std, status_of
-from .procedure import check_seeds, check_sparsities
+from .procedure import check_seeds, check_sparsities, data_config, train_config
 
 SOLUTIONS = ("P-S", "L-S", "S-S", "sparse-init dense")
 KIND = {"L-S": "lottery", "S-S": "scratch", "sparse-init dense": "zeroinit"}
@@ -57,10 +57,7 @@ PARAMETERS = P.ParameterSpec(
 
 def settings(p: dict) -> tuple[DataConfig, ModelConfig, TrainConfig, dict]:
     """The data, model and training configs and the gradual schedule shared by every run, from notebook parameters."""
-    data = DataConfig(p["dataset"], train_size=p["train_size"], test_size=p["test_size"])
-    model = ModelConfig(p["model"])
-    train = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
-                        weight_decay=p["weight_decay"], milestones=tuple(p["milestones"]), gamma=p["gamma"])
+    data, model, train = data_config(p), ModelConfig(p["model"]), train_config(p)
     gradual = dict(update_start=p["prune_start"], update_end=p["prune_end"], update_every=p["prune_every"],
                    exclude_output=p["exclude_output"])
     return data, model, train, gradual

@@ -21,6 +21,7 @@ from ..pruning import HEURISTICS
 from ..runs import Run, RunStore, run_all
 from ..verdict import Verdict, clearly_above, mean_std
 from ..verdict import status_of as _status
+from . import procedure
 from .procedure import check_seeds
 
 # Recorded during every run of the chapter (part of the runs' identity, so chapters 5 and 6 share them).
@@ -76,16 +77,13 @@ def check_heuristics(heuristics: Sequence[str]) -> tuple[str, ...]:
 def chain_settings(p: dict) -> tuple[ModelConfig, TrainConfig, dict]:
     """The model, the training config and the imp fields shared by every chain, from notebook parameters."""
     model = ModelConfig(p["model"], init=p["init"])
-    train = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
-                        weight_decay=p["weight_decay"], schedule=p["schedule"], milestones=tuple(p["milestones"]),
-                        gamma=p["gamma"])
+    train = procedure.train_config(p)
     imp = dict(prune_rate=p["prune_rate"], rewind_iter=p["rewind_iter"], exclude_output=p["exclude_output"])
     return model, train, imp
 
 
 def data_config(p: dict, noise: float) -> DataConfig:
-    return DataConfig(p["dataset"], train_size=p["train_size"], test_size=p["test_size"], noise=noise,
-                      noise_seed=p["noise_seed"])
+    return procedure.data_config(p, noise=noise, noise_seed=p["noise_seed"])
 
 
 def chain_configs(data: DataConfig, model: ModelConfig, train: TrainConfig, *, heuristic: str, rounds: int,

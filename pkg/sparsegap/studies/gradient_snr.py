@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from .. import params as P
-from ..config import DataConfig, ModelConfig, TrainConfig
+from ..config import ModelConfig
 from ..runs import RunStore
 from ..verdict import Verdict, clearly_above, mean_std, status_of
-from .procedure import Experiment, run_two_regimes
+from .procedure import Experiment, data_config, run_two_regimes, train_config
 
 TRACK = ("grad_snr@1",)
 TERMS = {"snr": "grad_snr", "mean": "grad_snr_mean", "std": "grad_snr_std"}
@@ -36,10 +36,7 @@ PARAMETERS = P.ParameterSpec(
 
 
 def run_snr(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
-    data = DataConfig(p["dataset"], train_size=p["train_size"], test_size=p["test_size"])
-    train = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
-                        weight_decay=p["weight_decay"], milestones=tuple(p["milestones"]), gamma=p["gamma"])
-    return run_two_regimes(data, ModelConfig(p["model"]), train, p["sparsities"], p["seeds"], store=store,
+    return run_two_regimes(data_config(p), ModelConfig(p["model"]), train_config(p), p["sparsities"], p["seeds"], store=store,
                            device=device, progress=progress, track=TRACK, exclude_output=p["exclude_output"])
 
 

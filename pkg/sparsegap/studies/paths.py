@@ -19,12 +19,12 @@ import torch
 
 from .. import landscape as L
 from .. import params as P
-from ..config import DataConfig, ModelConfig, TrainConfig
+from ..config import ModelConfig
 from ..metrics.compare import disagreement_classes
 from ..metrics.cosines import per_sample_cosines, top_fraction_classes
 from ..runs import Run, RunStore, load_data
 from ..verdict import Verdict, status_of
-from .procedure import Experiment, run_two_regimes
+from .procedure import Experiment, data_config, run_two_regimes, train_config
 from .redense import monotone
 from .two_regimes import RUN_PARAMETERS
 
@@ -43,9 +43,7 @@ PARAMETERS = P.ParameterSpec(
 
 def run_paths(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
     """Sol-D, Sol-F and Sol-S at ``sparsity``: the two-regimes chapter's own runs."""
-    data = DataConfig(p["dataset"], train_size=p["train_size"], test_size=p["test_size"])
-    train = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
-                        weight_decay=p["weight_decay"], milestones=tuple(p["milestones"]), gamma=p["gamma"])
+    data, train = data_config(p), train_config(p)
     track = [f"fisher_trace@{p['fisher_every']}"] if p["fisher_every"] else []
     return run_two_regimes(data, ModelConfig(p["model"], width=p["width"]), train, [p["sparsity"]], p["seeds"],
                            store=store, device=device, progress=progress, exclude_output=p["exclude_output"],

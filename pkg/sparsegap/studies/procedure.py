@@ -130,6 +130,20 @@ def run_two_regimes(data: DataConfig, model: ModelConfig, train: TrainConfig, sp
 
 
 
+def data_config(p: dict, **fields) -> DataConfig:
+    """The DataConfig of a chapter from its checked parameters (``params.data_parameters``); ``fields``
+    add the rest (label noise, ...)."""
+    return DataConfig(p["dataset"], train_size=p["train_size"], test_size=p["test_size"], **fields)
+
+
+def train_config(p: dict) -> TrainConfig:
+    """The TrainConfig of a chapter from its checked parameters (``params.training_parameters``, and
+    ``schedule`` where the chapter has one)."""
+    extra = {"schedule": p["schedule"]} if "schedule" in p else {}
+    return TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
+                       weight_decay=p["weight_decay"], milestones=tuple(p["milestones"]), gamma=p["gamma"], **extra)
+
+
 def describe_scale(data: DataConfig, model: ModelConfig, seeds: Sequence[int], epochs: int | str) -> str:
     """The setting a verdict was measured at, in one line for the ledger."""
     size = f"{data.train_size} training samples" if data.train_size else "the full training set"
