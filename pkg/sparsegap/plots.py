@@ -212,6 +212,14 @@ def figure_curvature(table) -> plt.Figure:
     return fig
 
 
+def _over_epochs(hs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values of shape seeds x points) of one history series over seeds: a tracker's trace
+    (``history["trace"][key]``) or a per-epoch list of ``train()`` (``history[key]``)."""
+    if key in hs[0].get("trace", {}):
+        return np.asarray(hs[0]["trace"][key]["epochs"]), np.array([h["trace"][key]["value"] for h in hs])
+    return np.asarray(hs[0]["epoch"], dtype=float), np.array([h[key] for h in hs])
+
+
 def _band(ax, x, values: np.ndarray, color, style="-", label=None) -> None:
     """Seed mean as a line, one standard deviation as a band."""
     mean, std = values.mean(0), values.std(0)
@@ -237,13 +245,7 @@ def figure_memorization(histories: dict[str, list[dict]], *, title: str = "") ->
             if not hs:
                 continue
             for key, style in series:
-                if key in hs[0].get("trace", {}):
-                    x = np.asarray(hs[0]["trace"][key]["epochs"])
-                    values = np.array([h["trace"][key]["value"] for h in hs])
-                else:
-                    x = np.asarray(hs[0]["epoch"], dtype=float)
-                    values = np.array([h[key] for h in hs])
-                _band(ax, x, values, COLORS[stage], style, label=stage if style == "-" else None)
+                _band(ax, *_over_epochs(hs, key), COLORS[stage], style, label=stage if style == "-" else None)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     for ax in axes[1]:
@@ -366,13 +368,7 @@ def _epoch_panels(hist_by_key: dict[str, list[dict]], series, sparsity_of: dict[
     for ax, key in zip(axes[0], keys):
         hs = hist_by_key[key]
         for name, style, color, label in series:
-            if name in hs[0].get("trace", {}):
-                x = np.asarray(hs[0]["trace"][name]["epochs"])
-                values = np.array([h["trace"][name]["value"] for h in hs])
-            else:
-                x = np.asarray(hs[0]["epoch"], dtype=float)
-                values = np.array([h[name] for h in hs])
-            _band(ax, x, values, color, style, label=label)
+            _band(ax, *_over_epochs(hs, name), color, style, label=label)
         if vline is not None:
             ax.axvline(vline, color="0.4", lw=0.8, ls=":")
         ax.set_title(f"{key}\n{100 * sparsity_of[key]:.4g}%")
