@@ -54,3 +54,13 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
     html = bookbuild.build_html(book)
     seconds = {r.name: r.seconds for r in runs} | {"(html)": time.perf_counter() - start}
     return BuiltBook(book, html, {r.name: r.output for r in runs}, root / "runs", seconds)
+
+
+@pytest.fixture
+def float64():
+    """float64 for tight comparisons (the estimator tests), restored afterwards so other tests are unaffected."""
+    import torch
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -12,13 +12,9 @@ from sparsegap.models import build_model
 from sparsegap.pruning import global_magnitude_masks
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """float64 for tight comparisons, restored afterwards so other test modules are unaffected."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+
+
+pytestmark = pytest.mark.usefixtures("float64")   # conftest.float64: tight comparisons in float64
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -18,16 +18,10 @@ from sparsegap.metrics.jacobian import jacobian_norm
 from sparsegap.metrics.persample import per_sample_grad_norms_sq
 
 # torch.func.hessian imports a module that warns about torch.jit.script; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning"),
+              pytest.mark.usefixtures("float64")]   # conftest.float64: tight comparisons in float64
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """float64 for tight comparisons, restored afterwards so other test modules are unaffected."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 # ----------------------------------------------------------------------------- tiny models

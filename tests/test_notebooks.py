@@ -29,27 +29,6 @@ def test_notebook_is_clean_and_parameterized(path):
         assert f.exists(), f"missing {f.relative_to(ROOT)}"
 
 
-def test_curvature_chapter_reuses_the_two_regimes_runs():
-    """03 measures the networks of 01: their shared defaults must agree, or 03 would train new runs."""
-    a = parameters(ROOT / "notebooks" / "01_two_regimes.ipynb")
-    b = parameters(ROOT / "notebooks" / "03_curvature.ipynb")
-    shared = ["dataset", "train_size", "test_size", "model", "width", "seeds", "epochs", "batch_size", "lr",
-              "momentum", "weight_decay", "milestones", "gamma", "exclude_output", "fisher_every"]
-    for name in shared:
-        assert a[name] == b[name], f"{name}: 01 has {a[name]!r}, 03 has {b[name]!r}"
-    assert set(b["sparsities"]) <= set(a["sparsities"])
-
-
-def test_curvature_parameter_files_match_the_two_regimes_ones():
-    import yaml
-    for profile in ("smoke", "paper"):
-        a = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "01_two_regimes.yaml").read_text())
-        b = yaml.safe_load((ROOT / "notebooks" / "params" / profile / "03_curvature.yaml").read_text())
-        for name in set(a) & set(b) - {"sparsities"}:
-            assert a[name] == b[name], f"{profile}: {name} differs between 01 and 03"
-        assert set(b["sparsities"]) <= set(a["sparsities"]), profile
-
-
 def _profiles(a_stem: str, b_stem: str):
     """(profile, values of a, values of b) for the defaults and every parameter file: a file's value,
     else the notebook's default."""
@@ -63,6 +42,9 @@ def _profiles(a_stem: str, b_stem: str):
 
 
 @pytest.mark.parametrize("a_stem, b_stem, names, inside", [
+    # 03 measures 01's networks, at some of its sparsities; 10 follows 01's Sol-S and Sol-F at one of them
+    ("01_two_regimes", "03_curvature", "two_regimes.RUN_PARAMETERS", ("sparsities", "sparsities")),
+    ("01_two_regimes", "10_paths_and_cosines", "two_regimes.RUN_PARAMETERS", ("sparsity", "sparsities")),
     # 06 studies one chain of 05, at one of its noise levels
     ("05_sparse_double_descent", "06_redense_and_landscape", "double_descent.CHAIN_PARAMETERS", ("noise", "noises")),
     # 08 and 11 read 07's P-S, L-S and S-S at some of its sparsities
@@ -75,24 +57,7 @@ def test_chapters_that_read_another_chapters_runs_share_its_parameters(a_stem, b
     module, attr = names.split(".")
     shared = getattr(importlib.import_module(f"sparsegap.studies.{module}"), attr)
     for profile, a, b in _profiles(a_stem, b_stem):
-        for name in shared:
+        for name in set(shared) - set(inside):
             assert a[name] == b[name], f"{profile}: {name} differs between {a_stem} and {b_stem}"
         mine, theirs = b[inside[0]], a[inside[1]]
         assert set(mine if isinstance(mine, list) else [mine]) <= set(theirs), profile
-
-
-def test_paths_chapter_reuses_the_two_regimes_runs():
-    """10 reads 01's Sol-F and Sol-S at one of its sparsities: the run parameters must agree."""
-    import yaml
-    a = parameters(ROOT / "notebooks" / "01_two_regimes.ipynb")
-    b = parameters(ROOT / "notebooks" / "10_paths_and_cosines.ipynb")
-    shared = ["dataset", "train_size", "test_size", "model", "width", "seeds", "epochs", "batch_size", "lr",
-              "momentum", "weight_decay", "milestones", "gamma", "exclude_output", "fisher_every"]
-    for name in shared:
-        assert a[name] == b[name], f"{name}: 01 has {a[name]!r}, 10 has {b[name]!r}"
-    assert b["sparsity"] in a["sparsities"]
-    fa = yaml.safe_load((ROOT / "notebooks" / "params" / "paper" / "01_two_regimes.yaml").read_text())
-    fb = yaml.safe_load((ROOT / "notebooks" / "params" / "paper" / "10_paths_and_cosines.yaml").read_text())
-    for name in set(fa) & set(fb):
-        assert fa[name] == fb[name], f"paper: {name} differs between 01 and 10"
-    assert fb["sparsity"] in fa["sparsities"]
