@@ -14,7 +14,6 @@ guard for optimizers or updaters that do not have this property.
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import torch
 from torch import nn

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .. import params as P
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from ..runs import Run, RunStore, run_all
+from ..runs import RunStore, run_all
 from ..verdict import Verdict, clearly_above, mean_std, status_of
 from .procedure import check_seeds, check_sparsities, data_config, train_config
 

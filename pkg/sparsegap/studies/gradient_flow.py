@@ -9,7 +9,6 @@ fixed batch once per epoch (the ``grad_norm`` tracker). G-3 compares solutions p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np

@@ -9,9 +9,7 @@ which logs both terms too). Not the per-sample GSNR of Liu et al. (2020), which
 
 from __future__ import annotations
 
-from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from .. import params as P
