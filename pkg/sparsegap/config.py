@@ -22,6 +22,7 @@ DST_METHODS = ("set", "rigl")
 DISTRIBUTIONS = ("uniform", "erk")
 SCHEDULES = ("multistep", "cosine", "constant")
 FISHER_REG_OFF = ("step", "linear")
+DATA_SCHEDULES = ("full", "fisher", "random", "disagree")   # see sparsegap.schedule
 
 
 def _check_type(owner: str, name: str, value: Any, types: tuple, allowed: str) -> None:
@@ -129,6 +130,8 @@ class DataConfig(_Canonical):
     subset_seed: int = 0
     noise: float = 0.0              # fraction ε of training labels flipped to another class (data.load_dataset)
     noise_seed: int = 0             # picks the noisy samples and their labels
+    validation: int = 0             # > 0: carve this many (class-balanced) samples out of the training set and
+                                    # evaluate on them in place of the test set (data.load_dataset)
 
     def __post_init__(self):
         _check_type("DataConfig", "name", self.name, (str,), "a dataset name (str)")
@@ -150,6 +153,13 @@ class DataConfig(_Canonical):
         _seed("DataConfig", "noise_seed", self.noise_seed)
         if self.noise == 0:  # the seed picks nothing then: clean data keep one identity (and one hash)
             object.__setattr__(self, "noise_seed", 0)
+        _check_type("DataConfig", "validation", self.validation, (int,), "an int >= 0")
+        classes = NUM_CLASSES[self.name]
+        top = None if self.train_size is None else self.train_size - classes
+        if self.validation != 0 and not (classes <= self.validation and (top is None or self.validation <= top)):
+            raise ValueError(f"DataConfig.validation must be 0 (no validation split) or an int in [{classes}, "
+                             f"{top if top is not None else 'the training set size - ' + str(classes)}] (one sample "
+                             f"per class held out, one per class left to train on), got {self.validation!r}")
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,11 @@ class TrainConfig(_Canonical):
     fisher_reg: float = 0.0          # c: the loss gets + c·R(θ) early on (c < 0: negative Fisher regularization)
     fisher_reg_epochs: int = 0       # ... during the first this many epochs
     fisher_reg_off: str = "step"     # ... then off at once ("step"), or ramped linearly to 0 over them ("linear")
+    data_schedule: str = "full"      # the samples of each epoch: "full", or a subset schedule (sparsegap.schedule)
+    subset: float = 1.0              # the memorization phase trains on this fraction of the training set, ...
+    memorize_epochs: int = 0         # ... for this many epochs; then the consolidating phase widens the subset
+    consolidate_epochs: int = 0      # ... linearly to the whole set over this many epochs
+    rerank_every: int = 0            # re-rank the samples every this many epochs (0: once, at the start)
 
     def __post_init__(self):
         _positive_int("TrainConfig", "epochs", self.epochs)
@@ -221,6 +236,32 @@ class TrainConfig(_Canonical):
             raise ValueError(f"TrainConfig.fisher_reg and fisher_reg_epochs go together (a coefficient for some "
                              f"epochs, or neither), got fisher_reg={self.fisher_reg!r}, "
                              f"fisher_reg_epochs={self.fisher_reg_epochs!r}")
+        self._check_data_schedule()
+
+    def _check_data_schedule(self) -> None:
+        if not isinstance(self.data_schedule, str) or self.data_schedule not in DATA_SCHEDULES:
+            raise ValueError(f"TrainConfig.data_schedule must be one of {DATA_SCHEDULES}, got {self.data_schedule!r}")
+        _number("TrainConfig", "subset", self.subset, 0, 1, low_open=True)
+        for name in ("memorize_epochs", "consolidate_epochs", "rerank_every"):
+            value = getattr(self, name)
+            _check_type("TrainConfig", name, value, (int,), f"an int in [0, epochs={self.epochs}]")
+            if not 0 <= value <= self.epochs:
+                raise ValueError(f"TrainConfig.{name} must be an int in [0, epochs={self.epochs}], got {value!r}")
+        phases = self.memorize_epochs + self.consolidate_epochs
+        if phases > self.epochs:
+            raise ValueError(f"TrainConfig.memorize_epochs + consolidate_epochs must fit in epochs={self.epochs}, "
+                             f"got {self.memorize_epochs} + {self.consolidate_epochs} = {phases}")
+        if self.data_schedule == "full":
+            set_ = {n: getattr(self, n) for n, d in (("subset", 1.0), ("memorize_epochs", 0),
+                                                      ("consolidate_epochs", 0), ("rerank_every", 0))
+                    if getattr(self, n) != d}
+            if set_:
+                raise ValueError(f"TrainConfig {', '.join(f'{k}={v!r}' for k, v in set_.items())} only apply to a "
+                                 f"subset schedule; set data_schedule to one of {DATA_SCHEDULES[1:]}")
+        elif self.subset < 1 and phases == 0:
+            raise ValueError(f"TrainConfig.subset={self.subset!r} needs a phase to apply in: memorize_epochs and "
+                             f"consolidate_epochs are both 0")
+        object.__setattr__(self, "subset", float(self.subset))
 
     def fisher_reg_at(self, epoch: int) -> float:
         """The Fisher regularizer's coefficient in 0-based epoch ``epoch``: ``fisher_reg`` during the first

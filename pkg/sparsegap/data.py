@@ -91,6 +91,7 @@ class DataSplits:
     y_train_true: torch.Tensor | None = None   # None: the same as y_train (no noise)
     noisy: torch.Tensor | None = None          # None: no sample flipped
     noise: float = 0.0
+    evaluation: str = "test"   # "validation": x_test / y_test are held out of the training set, not the test set
 
     def __post_init__(self):
         n = len(self.y_train)
@@ -165,7 +166,8 @@ class DataSplits:
     def __repr__(self) -> str:
         noise = (f", noise={self.noise:g} ({int(self.noisy.sum())} labels flipped)"
                  if self.noise > 0 or bool(self.noisy.any()) else "")
-        return (f"DataSplits(name={self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
+        held = "test" if self.evaluation == "test" else "validation (in place of test)"
+        return (f"DataSplits(name={self.name!r}, train={len(self.y_train)}, {held}={len(self.y_test)}, "
                 f"input_shape={self.input_shape}, num_classes={self.num_classes}{noise})")
 
 
@@ -177,7 +179,7 @@ def data_root() -> Path:
 
 def load_dataset(name: str, *, train_size: int | None = None, test_size: int | None = None,
                  root: str | Path | None = None, download: bool = False, seed: int = 0,
-                 noise: float = 0.0, noise_seed: int = 0) -> DataSplits:
+                 noise: float = 0.0, noise_seed: int = 0, validation: int = 0) -> DataSplits:
     """Load dataset ``name`` (one of :data:`DATASETS`; case and ``_``/``-`` are forgiven).
 
     ``train_size`` / ``test_size`` pick a class-balanced subset, deterministic given ``seed``
@@ -189,6 +191,12 @@ def load_dataset(name: str, *, train_size: int | None = None, test_size: int | N
     from the *other* classes (:func:`add_label_noise`), so the realised noise rate is ε itself.
     open_lth's random labels, by contrast, are drawn from all classes and can land on the true
     class (realised rate ε (C-1)/C). The test set is never touched.
+
+    ``validation`` > 0 holds that many class-balanced samples out of the training (sub)set (drawn
+    by their own generator, seeded by ``seed``) and puts them in place of the test set, so that
+    every "test" metric of a run reads the validation split and the test set stays unseen while
+    hyperparameters are chosen (``evaluation`` is then "validation"). Label noise, if any, is
+    added to the samples left for training only.
     """
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
@@ -213,9 +221,28 @@ def load_dataset(name: str, *, train_size: int | None = None, test_size: int | N
         _check_size("test_size", test_size, len(data.y_test), data.num_classes)
         keep = _stratified(data.y_test, int(test_size), data.num_classes, gen)
         data = replace(data, x_test=data.x_test[keep], y_test=data.y_test[keep])
+    if validation:
+        data = hold_out(data, validation, seed)
     if noise > 0:
         data = add_label_noise(data, noise, noise_seed)
     return data
+
+
+def hold_out(data: DataSplits, validation: int, seed: int = 0) -> DataSplits:
+    """``data`` with ``validation`` class-balanced training samples moved into the evaluation split
+    (in place of the test set) and the rest left to train on; see :func:`load_dataset`."""
+    n = len(data.y_train)
+    if isinstance(validation, bool) or not isinstance(validation, numbers.Integral) or not (
+            data.num_classes <= validation <= n - data.num_classes):
+        raise ValueError(f"validation must be an int in [{data.num_classes}, {n - data.num_classes}] (one sample "
+                         f"per class held out, one per class left to train on, of {n}), got {validation!r}")
+    if bool(data.noisy.any()):
+        raise ValueError("hold_out needs clean data: add label noise after carving the validation split")
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+    held = _stratified(data.y_train, int(validation), data.num_classes, gen)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[held] = False
+    return replace(data.subset(keep), x_test=data.x_train[held], y_test=data.y_train[held], evaluation="validation")
 
 
 # ------------------------------------------------------------------------------------ label noise

@@ -403,7 +403,7 @@ def load_data(cfg: DataConfig):
     """Datasets are small and shared by many runs: load each once per process."""
     from .data import load_dataset
     return load_dataset(cfg.name, train_size=cfg.train_size, test_size=cfg.test_size, seed=cfg.subset_seed,
-                        noise=cfg.noise, noise_seed=cfg.noise_seed)
+                        noise=cfg.noise, noise_seed=cfg.noise_seed, validation=cfg.validation)
 
 
 def build_model_for(model_cfg: ModelConfig, data_cfg: DataConfig, seed: int | None = None) -> nn.Module:
@@ -723,7 +723,7 @@ def _prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock)
     model, masks = _initial_state(cfg, parent, store)
     checkpoint = _load_checkpoint(path, cfg, model)
     if checkpoint is not None and cfg.save_weights_at:
-        steps = checkpoint["epoch"] * -(-len(load_data(cfg.data).y_train) // cfg.train.batch_size)
+        steps = checkpoint.get("step", checkpoint["epoch"] * -(-len(load_data(cfg.data).y_train) // cfg.train.batch_size))
         lost = [k for k in cfg.save_weights_at if k <= steps and not (path / _saved_name(k)).exists()]
         if lost:
             warnings.warn(f"run {path.name}: the weights of iteration(s) {lost} are missing although the "
@@ -775,11 +775,24 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
             history = train_curve(job.model, data, cfg.train, seed=cfg.seed, checkpoint=job.checkpoint,
                                   on_epoch_end=job.save_checkpoint, progress=progress)
         return _finish(job, store, history, time.time() - t0)
+    reference = _dense_predictions(cfg, store, data) if cfg.train.data_schedule == "disagree" else None
     with use_threads(_threads(job.model, cfg, data)):
         history = train(job.model, data, cfg.train, masks=job.masks, seed=cfg.seed, device=device,
                         callbacks=job.callbacks(data), checkpoint=job.checkpoint,
-                        on_epoch_end=job.save_checkpoint, progress=progress, desc=job.label)
+                        on_epoch_end=job.save_checkpoint, progress=progress, desc=job.label, reference=reference)
     return _finish(job, store, history, time.time() - t0)
+
+
+def _dense_predictions(cfg: RunConfig, store: RunStore, data) -> torch.Tensor:
+    """The predicted class of every training sample by the dense run at the root of ``cfg``'s chain (the
+    reference of the "disagree" data schedule), computed on the CPU in eval mode."""
+    root = cfg.root
+    if root.kind != "dense" or root is cfg:
+        raise ValueError(f"data_schedule 'disagree' compares a sparse run with its dense parent; run "
+                         f"{cfg.run_id} ({cfg.kind}) has no dense run at the root of its parents")
+    model = store.load(root).model().eval()
+    with torch.no_grad():
+        return torch.cat([model(data.x_train[i: i + 1024]).argmax(1) for i in range(0, len(data.x_train), 1024)])
 
 
 def _threads(model: nn.Module, cfg: RunConfig, data, members: int = 1) -> int:
@@ -1057,9 +1070,10 @@ def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
     inputs are the same) and training schedule (all but lr), in chunks of at most MAX_BATCH."""
     groups: dict = {}
     for c in configs:
-        if (c.kind in UPDATER_KINDS or c.kind == "curve" or c.train.fisher_reg
+        if (c.kind in UPDATER_KINDS or c.kind == "curve" or c.train.fisher_reg or c.train.data_schedule != "full"
                 or any(t.startswith("grad_snr") for t in c.track)):
-            continue    # mask updaters touch the optimizer state, grad_snr reads p.grad: trained alone
+            continue    # mask updaters touch the optimizer state, grad_snr reads p.grad, schedules pick
+                        # each run's own samples: trained alone
         key = (c.model, dataclasses.replace(c.data, noise=0.0, noise_seed=0), dataclasses.replace(c.train, lr=1.0))
         groups.setdefault(key, []).append(c)
     return [g[i: i + MAX_BATCH] for g in groups.values() for i in range(0, len(g), MAX_BATCH)]

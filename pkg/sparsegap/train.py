@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .metrics.basic import evaluate
 from .pruning import GradientMasker, Masks, apply_masks, check_masks, masks_to
+from .schedule import DataSchedule
 
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "train_entropy",
                 "test_loss", "test_acc", "test_entropy", "seconds")
@@ -126,6 +127,7 @@ class TrainState:
     batch: tuple | None = None
     loss: torch.Tensor | None = None
     steps_per_epoch: int = 1
+    indices: torch.Tensor | None = None   # the training samples of this epoch under a data schedule (None: all)
 
     def log(self, name: str, value: float | list[int]) -> None:
         """Record ``value`` with the current epoch index, global step, and epochs completed
@@ -180,7 +182,7 @@ def new_history() -> dict:
 def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = None, seed: int = 0,
           callbacks: Iterable = (), device: str | torch.device = "auto",
           checkpoint: dict | None = None, on_epoch_end: Callable[[dict], None] | None = None,
-          progress: bool = True, desc: str = "train") -> dict:
+          progress: bool = True, desc: str = "train", reference: torch.Tensor | None = None) -> dict:
     """Train ``model`` on ``data`` (a :class:`sparsegap.data.DataSplits`) and return its history.
 
     ``checkpoint`` is a dict from a previous call's ``on_epoch_end`` to resume from: the model,
@@ -188,6 +190,11 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     ``on_epoch_end(ckpt)`` receives such a dict after every epoch so that the caller can store it.
     A non-finite training loss stops training at once and sets ``history["diverged"]`` (see
     :func:`diverged_at`); no checkpoint is written for the epoch it happened in.
+
+    ``cfg.data_schedule`` other than "full" trains each epoch on the subset that
+    :class:`sparsegap.schedule.DataSchedule` picks (``state.indices``; its size is logged as the trace
+    ``samples``); ``reference`` is the dense network's predicted class of every training sample, which
+    the "disagree" schedule needs.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -199,7 +206,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     masks = masks_to(masks, device)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    history, start_epoch = new_history(), 0
+    history, start_epoch, start_step = new_history(), 0, None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         # The scheduler is fast-forwarded rather than restored: its state dict holds objects
@@ -212,14 +219,22 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
         optimizer.load_state_dict(checkpoint["optimizer"])
         masks = masks_to(checkpoint.get("masks"), device)
         history, start_epoch = checkpoint["history"], checkpoint["epoch"]
+        start_step = checkpoint.get("step")
     apply_masks(model, masks)
     seed_everything(seed + start_epoch)
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     n, bs = len(x_train), cfg.batch_size
     steps_per_epoch = -(-n // bs)
+    schedule = None
+    if cfg.data_schedule != "full":
+        schedule = DataSchedule(cfg, n, seed=seed, reference=reference)
+        if checkpoint is not None:
+            schedule.load_state_dict(checkpoint.get("schedule"))
+    # a data schedule makes epochs of different lengths: the checkpoint then carries the step count
+    step = start_epoch * steps_per_epoch if start_step is None else start_step
     state = TrainState(model, masks, optimizer, data, device, cfg, history, epoch=start_epoch,
-                       step=start_epoch * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+                       step=step, steps_per_epoch=steps_per_epoch)
     mask_gradients = GradientMasker(model)
     # callbacks whose on_step_end does something (see batched._Member for ``wants_step_end``)
     step_callbacks = [cb for cb in callbacks if getattr(cb, "wants_step_end", True)]
@@ -229,13 +244,19 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
                disable=not progress_enabled(progress), leave=False)
     for epoch in bar:
         state.epoch = epoch
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()   # the epoch's time includes ranking the samples for a schedule
+        if schedule is None:
+            perm = epoch_permutation(n, seed, epoch).to(device)
+        else:
+            state.indices = schedule.indices(epoch, model, x_train, y_train, state.masks)
+            perm = (epoch_permutation(n, seed, epoch).to(device) if state.indices is None else
+                    state.indices[epoch_permutation(len(state.indices), seed, epoch).to(device)])
+            state.log("samples", len(perm))
         model.train()
-        perm = epoch_permutation(n, seed, epoch).to(device)
         lr = optimizer.param_groups[0]["lr"]
         reg_coef = cfg.fisher_reg_at(epoch)
         reg_gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 7) if reg_coef else None
-        for i in range(0, n, bs):
+        for i in range(0, len(perm), bs):
             idx = perm[i: i + bs]
             xb, yb = x_train[idx], y_train[idx]
             logits = model(xb)
@@ -276,7 +297,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
         bar.set_postfix(train=f"{tr.accuracy:.3f}", test=f"{te.accuracy:.3f}")
         if on_epoch_end is not None:
             on_epoch_end({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "masks": state.masks,
+                          "masks": state.masks, "step": state.step,
+                          **({"schedule": schedule.state_dict()} if schedule is not None else {}),
                           "history": history, "epoch": epoch + 1})
     bar.close()
     return history

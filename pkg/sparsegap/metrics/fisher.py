@@ -56,3 +56,17 @@ def fisher_trace(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
         else:
             total += float(sq.sum())
     return total / len(x)
+
+
+def per_sample_fisher(model: nn.Module, x: Tensor, *, masks: dict[str, Tensor] | None = None,
+                      chunk_size: int = 256, generator: torch.Generator | None = None) -> Tensor:
+    """The per-sample terms of :func:`fisher_trace` with sampled labels: ||∇θ log p(ŷ_i|x_i)||², ŷ_i drawn
+    from the model's softmax with uniforms ``torch.rand(N, generator=generator)`` (so, with the same
+    generator state, their mean is ``fisher_trace(..., labels="sampled")``). A float64 CPU tensor of shape (N,)."""
+    check_xy(x, None, y_required=False)
+    check_model_input(model, x)
+    u = torch.rand(len(x), generator=generator, dtype=torch.float64)
+    out = torch.empty(len(x), dtype=torch.float64)
+    for sl, sq, _ in run_chunks(model, x, lambda lg, sl: sample_labels(lg, u[sl])[None], masks, chunk_size):
+        out[sl] = sq[0].cpu()
+    return out
