@@ -371,6 +371,7 @@ class RunConfig(_Canonical):
         object.__setattr__(self, "track", track)
         self._check_pruning_fields()
         self._check_update_fields()
+        self._check_remedy_fields()
         if self.kind == "curve":
             self._check_curve()
             return
@@ -474,6 +475,22 @@ class RunConfig(_Canonical):
             raise ValueError(f"RunConfig.curve_mode must be one of {MODES}, got {self.curve_mode!r}")
         if self.sparsity != 0.0:
             raise ValueError(f"a curve run takes sparsity 0 (its mode says whether it is sparse), got {self.sparsity!r}")
+
+    def _check_remedy_fields(self) -> None:
+        """A data schedule makes epochs of different lengths, and curve training has neither remedy: refuse what
+        would count steps by whole epochs or ignore the fields."""
+        t = self.train
+        if t.data_schedule != "full" and (self.kind in UPDATER_KINDS or self.save_weights_at):
+            raise ValueError(f"TrainConfig.data_schedule={t.data_schedule!r} shortens the epochs, which a {self.kind} run"
+                             f"{' (with save_weights_at)' if self.save_weights_at else ''} counts in whole-set steps; "
+                             f"use data_schedule='full' there")
+        if self.kind == "curve" and (t.data_schedule != "full" or t.fisher_reg):
+            raise ValueError("curve training has no data schedule or Fisher regularizer: use TrainConfig's defaults "
+                             "(data_schedule='full', fisher_reg=0) for a curve run")
+        if t.data_schedule == "disagree" and (self.parent is None or self.root.kind != "dense"):
+            raise ValueError(f"TrainConfig.data_schedule='disagree' compares a sparse run with the dense run at the "
+                             f"root of its parents; this {self.kind} run has "
+                             f"{'no parent' if self.parent is None else 'a ' + self.root.kind + ' run there'}")
 
     def _check_update_fields(self) -> None:
         k = self.kind

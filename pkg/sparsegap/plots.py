@@ -709,3 +709,112 @@ def figure_objective_paths(paths: pd.DataFrame, by: str, *, xlabel: str) -> plt.
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
+
+
+# ------------------------------------------------------------------------ chapter 12, the remedies
+REMEDY_COLORS = {"Sol-S": COLORS["Sol-S"], "neg. Fisher reg.": "#9467bd", "Fisher schedule": "#2ca02c",
+                 "hard + disagree [57]": "#8c564b", "random schedule": "0.55", "Sol-F": COLORS["Sol-F"]}
+
+
+def figure_remedy_selection(selection: pd.DataFrame) -> plt.Figure:
+    """Validation accuracy of every candidate setting per sparsity (one seed), plain Sol-S as a line;
+    columns ``sparsity``, ``remedy``, ``label``, ``val_acc``, ``chosen``."""
+    use_book_style()
+    sparsities = sorted(selection.sparsity.unique())
+    fig, axes = plt.subplots(1, len(sparsities), figsize=(PAGE_WIDTH, 0.45 * selection.label.nunique() + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, s in zip(axes[0], sparsities):
+        d = selection[(selection.sparsity == s) & (selection.remedy != "Sol-S")].reset_index(drop=True)
+        y = np.arange(len(d))
+        for i, r in d.iterrows():   # the chosen settings solid, the others faded
+            ax.barh(i, r.val_acc * 100, color=REMEDY_COLORS.get(r.remedy, "k"), alpha=1.0 if r.chosen else 0.4)
+        plain = selection[(selection.sparsity == s) & (selection.remedy == "Sol-S")].val_acc
+        if len(plain):
+            ax.axvline(float(plain.iloc[0]) * 100, color=REMEDY_COLORS["Sol-S"], ls="--", lw=1.4, label="plain Sol-S")
+        ax.set_yticks(y, [f"{r}: {lab}" for r, lab in zip(d.remedy, d.label)])
+        lo = float(d.val_acc.min()) * 100
+        ax.set_xlim(lo - 2, float(max(d.val_acc.max(), plain.max() if len(plain) else 0)) * 100 + 1)
+        ax.set_title(f"sparsity {s:g}")
+        ax.set_xlabel("validation accuracy (%)")
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def figure_remedies(table: pd.DataFrame, variants: Sequence[str]) -> plt.Figure:
+    """Per regime (rows): train accuracy, test accuracy and Tr(F) (columns) of every variant, each seed a dot,
+    the seed mean a bar."""
+    use_book_style()
+    regimes = list(dict.fromkeys(table.sort_values("sparsity").regime))
+    metrics = (("train_acc", "train accuracy (%)", 100), ("test_acc", "test accuracy (%)", 100),
+               ("fisher_trace", "Tr(F) of the solution", 1))
+    fig, axes = plt.subplots(len(regimes), 3, figsize=(FULL_WIDTH, 3.3 * len(regimes)), squeeze=False)
+    x = np.arange(len(variants))
+    for row, regime in zip(axes, regimes):
+        d = table[table.regime == regime]
+        for ax, (col, label, k) in zip(row, metrics):
+            means = [d[d.variant == v][col].mean() * k for v in variants]
+            ax.bar(x, means, color=[REMEDY_COLORS.get(v, "k") for v in variants], alpha=0.55)
+            for i, v in enumerate(variants):
+                vals = d[d.variant == v][col].dropna() * k
+                ax.plot(np.full(len(vals), x[i]), vals, "o", color="k", ms=3.5)
+            finite = [m for m in means if np.isfinite(m)]
+            if finite and col != "fisher_trace":
+                lo, hi = min(finite), max(finite)
+                ax.set_ylim(lo - max(1.0, 0.6 * (hi - lo)), hi + max(0.5, 0.3 * (hi - lo)))
+            ax.set_xticks(x, variants, rotation=35, ha="right")
+            ax.set_ylabel(label)
+            ax.set_title(f"{regime} regime, s={d.sparsity.iloc[0]:g}")
+            ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def figure_gap_closed(gaps: pd.DataFrame, regime_metric: dict[str, str]) -> plt.Figure:
+    """Per regime, on the metric of its gap: each remedy's gain over plain Sol-S (points, seed mean) with its 95%
+    paired interval; the dashed line at the gap Sol-F - Sol-S is where a remedy would close all of it."""
+    use_book_style()
+    regimes = list(dict.fromkeys(gaps.sort_values("sparsity").regime))
+    fig, axes = plt.subplots(1, len(regimes), figsize=(PAGE_WIDTH, 3.6), squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        metric = regime_metric[regime]
+        d = gaps[(gaps.regime == regime) & (gaps.metric == metric)].reset_index(drop=True)
+        y = np.arange(len(d))
+        for i, r in d.iterrows():
+            ax.errorbar(r.gain * 100, i, xerr=[[max(0.0, (r.gain - r.gain_lo) * 100)], [max(0.0, (r.gain_hi - r.gain) * 100)]],
+                        fmt="o", color=REMEDY_COLORS.get(r.remedy, "k"), capsize=4, lw=1.6)
+        ax.axvline(0, color=REMEDY_COLORS["Sol-S"], lw=1.2, label="plain Sol-S")
+        if len(d):
+            ax.axvline(float(d.gap.iloc[0]) * 100, color=REMEDY_COLORS["Sol-F"], ls="--", lw=1.2, label="Sol-F")
+        ax.set_yticks(y, list(d.remedy))
+        ax.invert_yaxis()
+        ax.set_xlabel(f"gain in {metric.replace('_acc', '')} accuracy (pts)")
+        ax.set_title(f"{regime}, s={d.sparsity.iloc[0]:g}" if len(d) else regime)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][-1].legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def figure_remedy_curves(histories: dict[tuple[str, str], list[dict]], variants: Sequence[str]) -> plt.Figure:
+    """Train accuracy over epochs per regime (columns), every variant (seed mean and one-std band); keys of
+    ``histories`` are (regime, variant)."""
+    use_book_style()
+    regimes = list(dict.fromkeys(r for r, _ in histories))
+    fig, axes = plt.subplots(1, len(regimes), figsize=(FULL_WIDTH, 3.6), squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        for v in variants:
+            hs = [h for h in histories.get((regime, v), []) if not h.get("diverged")]
+            if hs:
+                x, vals = _over_epochs(hs, "train_acc")
+                _band(ax, x, vals * 100, REMEDY_COLORS.get(v, "k"), label=v)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("train accuracy (%)")
+        ax.set_title(f"{regime} regime")
+        ax.set_ylim(60, 101)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -433,8 +433,14 @@ def _prunable_counts(model_cfg: ModelConfig, data_cfg: DataConfig, exclude_outpu
 
 def check_runnable(cfg: RunConfig) -> None:
     """What a config alone cannot know, checked against its data and model before anything trains:
-    kept iterations within the dense run's length, and imp chains that leave a weight per layer."""
+    kept iterations within the dense run's length, imp chains that leave a weight per layer, and a data
+    schedule's memorization subset of at least one batch."""
     for c in _chain(cfg):
+        if c.train.data_schedule != "full":
+            from .schedule import check_schedule
+            check_schedule(c.train, len(load_data(c.data).y_train))
+        if c.data.validation:
+            load_data(c.data)          # a validation split too large for the training set fails here
         if c.save_weights_at:
             n = len(load_data(c.data).y_train)
             steps = -(-n // c.train.batch_size)

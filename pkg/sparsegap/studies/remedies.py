@@ -1,0 +1,413 @@
+"""Chapter 12, closing the gap (P-S4): the two remedies that The Price of Sparsity proposes in its
+Section 4 and never tests, tested.
+
+(i) **Negative Fisher regularization, early only**: the loss gets λ·R(θ) with λ < 0 during the first
+epochs (``TrainConfig.fisher_reg``; R is the Fisher penalty of :func:`sparsegap.train.fisher_penalty`),
+then the term is switched off; λ > 0 is the control.
+(ii) **A Fisher-ranked data schedule**: a memorization phase on the hardest samples by per-sample
+Fisher, then a consolidating phase widening to the whole set (``TrainConfig.data_schedule="fisher"``),
+beside the baseline of the paper's [57] (hard samples and sparse/dense disagreement, ``"disagree"``)
+and a random subset of the same sizes (``"random"``).
+
+The setting is the two-regimes chapter's, whose runs are shared through the store: one sparsity from
+its generalization regime and one from its optimization regime, read from its classification. The
+remedies' settings are chosen on a validation split held out of the training set (one seed), never
+on the test set; the chosen settings then train with every seed of the comparison, paired with plain
+Sol-S and Sol-F of the same seed (same dense run, same mask).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+
+from .. import params as P
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ..runs import Run, RunStore, load_data, run_all
+from ..verdict import Verdict
+from .procedure import describe_scale, two_regime_configs
+from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS, classify_regimes
+
+CLAIM_NFR = ("Negative Fisher regularization in the early epochs only makes Sol-S close part of its gap to Sol-F "
+             "(proposed in Section 4, not tested there).")
+CLAIM_SCHEDULE = ("A data schedule, the hardest samples by Fisher first (memorization phase) and then gradually "
+                  "easier ones (consolidating phase), makes Sol-S close part of its gap to Sol-F "
+                  "(proposed in Section 4, not tested there).")
+
+PLAIN = ("Sol-S", "Sol-F")
+NFR, FISHER, DISAGREE, RANDOM = "neg. Fisher reg.", "Fisher schedule", "hard + disagree [57]", "random schedule"
+REMEDIES = (NFR, FISHER, DISAGREE, RANDOM)
+SCHEDULE_OF = {FISHER: "fisher", DISAGREE: "disagree", RANDOM: "random"}
+# The gap each regime is defined by: test accuracy in the generalization regime, train accuracy in the other.
+REGIME_METRIC = {"generalization": "test_acc", "optimization": "train_acc"}
+
+PARAMETERS = P.ParameterSpec(
+    "12_remedies",
+    **RUN_PARAMETERS,
+    **REGIME_PARAMETERS,
+    remedy_seeds=P.seeds("seeds of the comparison (each: one Sol-D, its mask, plain Sol-S, Sol-F and every remedy)"),
+    validation=P.Param("int", "training samples held out as the validation split that chooses the settings", low=1),
+    select_seed=P.Param("int", "the seed of the runs on the validation split", low=0),
+    reg_coefs=P.Param("floats", "(i) coefficients λ < 0 tried", high=0.0, high_open=True, unique=True),
+    reg_control=P.Param("float", "(i) the control: a positive coefficient, tried beside them", low=0.0),
+    reg_epochs=P.Param("ints", "(i) how many first epochs the term lasts, tried", low=1, unique=True),
+    reg_off=P.Param("str", "(i) how it switches off: at once, or ramped linearly to 0", choices=("step", "linear")),
+    subset=P.fraction("(ii) the memorization phase trains on this fraction of the training set"),
+    memorize_epochs=P.Param("ints", "(ii) memorization phase lengths tried", low=1, unique=True),
+    consolidate_epochs=P.Param("int", "(ii) epochs over which the subset widens to the whole set", low=0),
+    rerank_every=P.Param("int", "(ii) re-rank the samples every this many epochs; 0 ranks once, at the start", low=0),
+    executor=P.Param("str", '"auto" (processes on the free cores), "local" or "processes:N"'),
+    device=P.device(),
+    runs_dir=P.runs_dir(),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    track: tuple[str, ...]
+
+
+def setting(p: dict) -> Setting:
+    from .procedure import data_config, train_config
+    track = (f"fisher_trace@{p['fisher_every']}",) if p["fisher_every"] else ()
+    return Setting(data_config(p), ModelConfig(p["model"], width=p["width"]), train_config(p), track)
+
+
+# ------------------------------------------------------------------------------------- the regimes
+
+def chapter_one(p: dict, *, store: RunStore | None = None, device: str = "auto", executor=None,
+                progress: bool = True):
+    """The two-regimes chapter's runs (loaded from the store when it ran first) and its regime table."""
+    from .two_regimes import run_two_regimes
+    st = setting(p)
+    experiment = run_two_regimes(st.data, st.model, st.train, p["sparsities"], p["seeds"], store=store,
+                                 device=device, executor=executor, progress=progress,
+                                 exclude_output=p["exclude_output"], track=st.track)
+    regimes = classify_regimes(experiment.summary(), train_gap_tol=p["train_gap_tol"], near_optimal=p["near_optimal"])
+    return experiment, regimes
+
+
+def pick_sparsities(regimes: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
+    """One sparsity per regime, by a stated rule: the generalization-regime sparsity with the largest test
+    gap, and the optimization-regime sparsity with the largest train gap (the widest gap to close).
+
+    A regime that chapter 1 did not find gets a stand-in, said in the returned notes: for generalization the
+    sparsity outside the optimization regime with the largest test gap, for optimization the highest
+    sparsity left. (At smoke scale nothing is trained enough to have regimes.)"""
+    out, notes = {}, []
+    for regime, gap in (("generalization", "test_gap"), ("optimization", "train_gap")):
+        rows = regimes[regimes.regime == regime]
+        if len(rows):
+            out[regime] = float(rows.loc[rows[gap].idxmax(), "sparsity"])
+    if "generalization" not in out:
+        rows = regimes[(regimes.regime != "optimization") & ~regimes.sparsity.isin(out.values())]
+        if len(rows):
+            out["generalization"] = float(rows.loc[rows.test_gap.idxmax(), "sparsity"])
+            notes.append(f"Chapter 1 finds no generalization regime; s={out['generalization']:g} (the largest test gap "
+                         f"outside the optimization regime) stands in for it.")
+    if "optimization" not in out:
+        rows = regimes[~regimes.sparsity.isin(out.values())]
+        if len(rows):
+            out["optimization"] = float(rows.sparsity.max())
+            notes.append(f"Chapter 1 finds no optimization regime; s={out['optimization']:g} (the highest sparsity "
+                         f"left) stands in for it.")
+    return dict(sorted(out.items(), key=lambda kv: kv[1])), notes
+
+
+# -------------------------------------------------------------------------------------- the configs
+
+def remedy_train(train: TrainConfig, **fields) -> TrainConfig:
+    return dataclasses.replace(train, **fields)
+
+
+def candidates(p: dict) -> list[tuple[str, str, dict]]:
+    """The settings tried on the validation split: (remedy, label, TrainConfig fields)."""
+    out = []
+    for lam in [*p["reg_coefs"], p["reg_control"]]:
+        epochs = p["reg_epochs"] if lam < 0 else [max(p["reg_epochs"])]   # the control at the longest only
+        for e in epochs:
+            out.append((NFR, f"λ={lam:g}, {e} ep", dict(fisher_reg=float(lam), fisher_reg_epochs=e,
+                                                         fisher_reg_off=p["reg_off"])))
+    for m in p["memorize_epochs"]:
+        out.append((FISHER, f"memorize {m} ep", schedule_fields(p, "fisher", m)))
+    return out
+
+
+def schedule_fields(p: dict, kind: str, memorize: int) -> dict:
+    return dict(data_schedule=kind, subset=float(p["subset"]), memorize_epochs=memorize,
+                consolidate_epochs=p["consolidate_epochs"], rerank_every=p["rerank_every"])
+
+
+def selection_configs(p: dict, picked: dict[str, float]) -> dict[tuple, RunConfig]:
+    """The runs on the validation split: Sol-D, plain Sol-S and every candidate, keyed (remedy, label, sparsity)
+    (plain Sol-S has remedy "Sol-S" and label "")."""
+    st = setting(p)
+    data = dataclasses.replace(st.data, validation=p["validation"])
+    dense = RunConfig("dense", data, st.model, st.train, seed=p["select_seed"])
+    out = {}
+    for s in picked.values():
+        def scratch(train):
+            return RunConfig("scratch", data, st.model, train, seed=p["select_seed"], sparsity=s,
+                             exclude_output=p["exclude_output"], parent=dense)
+        out[("Sol-S", "", s)] = scratch(st.train)
+        for remedy, label, fields in candidates(p):
+            out[(remedy, label, s)] = scratch(remedy_train(st.train, **fields))
+    return out
+
+
+def choose(selection: dict[tuple, Run], p: dict) -> dict[tuple[str, float], dict]:
+    """Per (remedy, sparsity) the candidate with the best validation accuracy (diverged runs and the control
+    never chosen; ties go to the first in the grid); returns its TrainConfig fields and label."""
+    grid = {(r, label): fields for r, label, fields in candidates(p)}
+    best = {}
+    for (remedy, label, s), run in selection.items():
+        if remedy == "Sol-S" or run.diverged or grid[(remedy, label)].get("fisher_reg", -1) > 0:
+            continue
+        acc = run.final["test_acc"]      # the evaluation split of these runs is the validation split
+        if (remedy, s) not in best or acc > best[(remedy, s)]["val_acc"]:
+            best[(remedy, s)] = {"label": label, "fields": grid[(remedy, label)], "val_acc": acc}
+    return best
+
+
+def plain_configs(p: dict, picked: dict[str, float]) -> dict[tuple, RunConfig]:
+    """Sol-D, plain Sol-S and Sol-F of every comparison seed, keyed (stage, sparsity, seed); the seeds of
+    chapter 1 keep its trackers, so that its runs are the ones loaded here."""
+    st = setting(p)
+    out = {}
+    for seed in p["remedy_seeds"]:
+        track = st.track if seed in p["seeds"] else ()
+        out |= two_regime_configs(st.data, st.model, st.train, list(picked.values()), [seed],
+                                  exclude_output=p["exclude_output"], track=track)
+    return out
+
+
+def final_configs(p: dict, picked: dict[str, float], chosen: dict) -> dict[tuple, RunConfig]:
+    """The comparison, keyed (variant, sparsity, seed): Sol-D (sparsity 0), plain Sol-S and Sol-F, and every
+    remedy at its chosen setting; the baselines take the Fisher schedule's phases (the same subset sizes).
+    The plain runs are those of :func:`plain_configs`."""
+    st = setting(p)
+    plain = plain_configs(p, picked)
+    out = dict(plain)
+    for seed in p["remedy_seeds"]:
+        dense = plain[("Sol-D", 0.0, seed)]
+        for s in picked.values():
+            for remedy in REMEDIES:
+                source = chosen.get((NFR if remedy == NFR else FISHER, s))
+                if source is None:          # every candidate diverged: nothing to train
+                    continue
+                fields = source["fields"]
+                if remedy in (DISAGREE, RANDOM):
+                    fields = {**fields, "data_schedule": SCHEDULE_OF[remedy]}
+                out[(remedy, s, seed)] = RunConfig("scratch", st.data, st.model, remedy_train(st.train, **fields),
+                                                   seed=seed, sparsity=s, exclude_output=p["exclude_output"],
+                                                   parent=dense)
+    return out
+
+
+def run_configs(configs: dict, store: RunStore | None, *, device: str, executor, progress: bool = True,
+                batch: bool | None = None) -> dict:
+    runs = run_all(list(configs.values()), store, device=device, executor=executor, progress=progress, batch=batch)
+    return dict(zip(configs, runs))
+
+
+# ------------------------------------------------------------------------------------- measurements
+
+def fisher_of(run: Run, *, seed: int = 0) -> float:
+    """Tr(F) of a run's solution on its whole training set, sampled labels, cached beside the run."""
+    import torch
+
+    from ..metrics.fisher import fisher_trace
+    data = load_data(run.config.data)
+
+    def measure() -> dict:
+        g = torch.Generator().manual_seed(seed)
+        return {"fisher_trace": fisher_trace(run.model(), data.x_train, masks=run.masks, labels="sampled",
+                                             generator=g)}
+    return run.measure("final_fisher", {"n": len(data.x_train), "seed": seed}, measure)["fisher_trace"]
+
+
+def final_table(runs: dict[tuple, Run], picked: dict[str, float]) -> pd.DataFrame:
+    """One row per (variant, sparsity, seed) but Sol-D: accuracies, Tr(F), training seconds; NaN if diverged."""
+    regime_of = {s: r for r, s in picked.items()}
+    rows = []
+    for (variant, s, seed), run in runs.items():
+        if variant == "Sol-D":
+            continue
+        bad = bool(run.diverged)
+        rows.append({"variant": variant, "regime": regime_of[s], "sparsity": s, "seed": seed, "diverged": bad,
+                     "train_acc": math.nan if bad else run.final["train_acc"],
+                     "test_acc": math.nan if bad else run.final["test_acc"],
+                     "fisher_trace": math.nan if bad else fisher_of(run)})
+    return pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    order = {v: i for i, v in enumerate(("Sol-S", *REMEDIES, "Sol-F"))}
+    g = table.groupby(["regime", "sparsity", "variant"])[["train_acc", "test_acc", "fisher_trace"]]
+    out = g.mean().join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds")).reset_index()
+    return out.sort_values(["sparsity", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c
+                           ).reset_index(drop=True)
+
+
+def fieller(d: np.ndarray, g: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` confidence interval of the ratio mean(d) / mean(g) from paired samples (Fieller's
+    method, with the t quantile of n - 1 degrees of freedom): the values θ whose paired differences
+    d - θ g a t-test does not reject. (-inf, inf) when mean(g) itself is not clearly away from 0."""
+    from scipy import stats
+    d, g = np.asarray(d, float), np.asarray(g, float)
+    n = len(d)
+    if n < 2:
+        return (-math.inf, math.inf)
+    t2 = stats.t.ppf(0.5 + level / 2, n - 1) ** 2 / n
+    md, mg = d.mean(), g.mean()
+    vdd, vgg, vdg = np.var(d, ddof=1), np.var(g, ddof=1), np.cov(d, g, ddof=1)[0, 1]
+    # (md - θ mg)^2 <= t2 (vdd - 2θ vdg + θ^2 vgg)  <=>  a θ^2 + b θ + c <= 0
+    a, b, c = mg * mg - t2 * vgg, -2 * (md * mg - t2 * vdg), md * md - t2 * vdd
+    if a <= 0:
+        return (-math.inf, math.inf)
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return (-math.inf, math.inf)
+    r = math.sqrt(disc)
+    return ((-b - r) / (2 * a), (-b + r) / (2 * a))
+
+
+def gap_closed(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per regime, remedy and metric, over the seeds (paired by seed): the mean gain over plain Sol-S with its
+    paired-t interval and p-value, the gap Sol-F - Sol-S, and the share of it the remedy closes,
+    mean(gain) / mean(gap), with Fieller's interval. Seeds where any of the three diverged are left out."""
+    from scipy import stats
+    rows = []
+    for (regime, s), part in table.groupby(["regime", "sparsity"]):
+        wide = {m: part.pivot(index="seed", columns="variant", values=m) for m in ("train_acc", "test_acc")}
+        for remedy in REMEDIES:
+            for metric, w in wide.items():
+                if remedy not in w:
+                    continue
+                both = w[["Sol-S", "Sol-F", remedy]].dropna()
+                gain = (both[remedy] - both["Sol-S"]).to_numpy()
+                gap = (both["Sol-F"] - both["Sol-S"]).to_numpy()
+                n = len(gain)
+                if n >= 2:
+                    half = stats.t.ppf(0.5 + level / 2, n - 1) * gain.std(ddof=1) / math.sqrt(n)
+                    p_value = float(stats.ttest_rel(both[remedy], both["Sol-S"]).pvalue) if gain.std() > 0 else math.nan
+                else:
+                    half, p_value = math.inf, math.nan
+                lo, hi = fieller(gain, gap, level)
+                rows.append({"regime": regime, "sparsity": s, "remedy": remedy, "metric": metric, "seeds": n,
+                             "gain": gain.mean() if n else math.nan, "gain_lo": gain.mean() - half,
+                             "gain_hi": gain.mean() + half, "p_value": p_value,
+                             "gap": gap.mean() if n else math.nan,
+                             "share": gain.mean() / gap.mean() if n and gap.mean() != 0 else math.nan,
+                             "share_lo": lo, "share_hi": hi})
+    return pd.DataFrame(rows)
+
+
+def costs(selection: dict[tuple, Run], chosen: dict) -> pd.DataFrame:
+    """The wall-clock cost of each chosen remedy relative to plain Sol-S: training seconds (the ranking of a
+    schedule included; evaluation excluded) summed over the run, both trained in the same build on the
+    validation split. For the regularizer, also a penalized epoch against a plain epoch of the same run."""
+    rows = []
+    for (remedy, s), best in chosen.items():
+        run = selection[(remedy, best["label"], s)]
+        plain = selection[("Sol-S", "", s)]
+        sec, base = np.asarray(run.history["seconds"]), np.asarray(plain.history["seconds"])
+        row = {"remedy": remedy, "sparsity": s, "setting": best["label"], "seconds": sec.sum(),
+               "plain_seconds": base.sum(), "run_cost": sec.sum() / base.sum()}
+        e = best["fields"].get("fisher_reg_epochs", 0)
+        if e and len(sec) > e:
+            row["penalized_epoch_cost"] = np.median(sec[:e]) / np.median(sec[e:])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+
+def _judge(gaps: pd.DataFrame, remedy: str, picked: dict[str, float]) -> tuple[list[bool], list[str]]:
+    closes, reasons = [], []
+    for regime, s in picked.items():
+        metric = REGIME_METRIC[regime]
+        r = gaps[(gaps.regime == regime) & (gaps.remedy == remedy) & (gaps.metric == metric)]
+        if not len(r):
+            reasons.append(f"{regime} regime (s={s:g}): no run of {remedy} finished.")
+            closes.append(False)
+            continue
+        r = r.iloc[0]
+        clear = bool(r.gain_lo > 0)
+        closes.append(clear)
+        verdict = "" if clear else "; clearly below zero (it hurts)" if r.gain_hi < 0 else "; not clearly above zero"
+        share = (f"{r.share:.0%} of the gap" if math.isfinite(r.share) else "an undefined share of the gap")
+        interval = (f"[{r.share_lo:.0%}, {r.share_hi:.0%}]" if math.isfinite(r.share_lo) else "unbounded")
+        reasons.append(f"{regime} regime (s={s:g}, {metric.replace('_', ' ')}): {remedy} changes Sol-S by "
+                       f"{r.gain * 100:+.2f} pts (95% CI {r.gain_lo * 100:+.2f} to {r.gain_hi * 100:+.2f}, paired over "
+                       f"{r.seeds} seeds) against a gap of {r.gap * 100:.2f} pts: {share}, 95% CI {interval}"
+                       f"{verdict}.")
+    return closes, reasons
+
+
+def _status(closes: list[bool]) -> str:
+    return "reproduced" if closes and all(closes) else "partly" if any(closes) else "not reproduced"
+
+
+def verdict_regularizer(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
+                        scale: str = "") -> Verdict:
+    """P-S4 (i). Reproduced: negative Fisher regularization raises Sol-S clearly (the 95% paired interval of
+    the gain above 0) on the metric of each regime's gap, in both regimes; partly: in one; else not reproduced."""
+    closes, reasons = _judge(gaps, NFR, picked)
+    for (remedy, s), best in chosen.items():
+        if remedy == NFR:
+            reasons.append(f"Chosen on the validation split at s={s:g}: {best['label']} "
+                           f"(validation accuracy {best['val_acc']:.2%}).")
+    c = cost[cost.remedy == NFR]
+    if len(c):
+        reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run; a penalized epoch "
+                       f"{c.penalized_epoch_cost.mean():.2f}x a plain one.")
+    return Verdict("P-S4", CLAIM_NFR, _status(closes), tuple(reasons), scale, part="i")
+
+
+def verdict_schedule(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
+                     scale: str = "") -> Verdict:
+    """P-S4 (ii). As (i) for the Fisher schedule, and it must also beat the random schedule of the same sizes
+    (by the mean gain) to count in a regime: otherwise fewer samples early, not the Fisher ranking, did it."""
+    closes, reasons = _judge(gaps, FISHER, picked)
+    for i, (regime, s) in enumerate(picked.items()):
+        metric = REGIME_METRIC[regime]
+        sel = gaps[(gaps.regime == regime) & (gaps.metric == metric)].set_index("remedy")
+        if FISHER in sel.index and RANDOM in sel.index:
+            beats = bool(sel.gain[FISHER] > sel.gain[RANDOM])
+            reasons.append(f"{regime} regime: the random schedule of the same sizes changes Sol-S by "
+                           f"{sel.gain[RANDOM] * 100:+.2f} pts, the hard + disagree baseline by "
+                           f"{sel.gain.get(DISAGREE, math.nan) * 100:+.2f} pts; the Fisher ranking "
+                           f"{'does' if beats else 'does not do'} better than random.")
+            closes[i] = closes[i] and beats
+    for (remedy, s), best in chosen.items():
+        if remedy == FISHER:
+            reasons.append(f"Chosen on the validation split at s={s:g}: {best['label']} "
+                           f"(validation accuracy {best['val_acc']:.2%}).")
+    c = cost[cost.remedy == FISHER]
+    if len(c):
+        reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run (ranking included).")
+    return Verdict("P-S4", CLAIM_SCHEDULE, _status(closes), tuple(reasons), scale, part="ii")
+
+
+def scale_of(p: dict) -> str:
+    st = setting(p)
+    return describe_scale(st.data, st.model, p["remedy_seeds"], p["epochs"]) + \
+        f"; settings chosen on {p['validation']} held-out training samples"
+
+
+def selection_table(selection: dict[tuple, Run], chosen: dict) -> pd.DataFrame:
+    """The validation split's results: one row per (remedy, setting, sparsity), the chosen ones marked."""
+    picked = {(r, s): best["label"] for (r, s), best in chosen.items()}
+    rows = [{"sparsity": s, "remedy": remedy, "label": label,
+             "val_acc": math.nan if run.diverged else run.final["test_acc"],
+             "val_train_acc": math.nan if run.diverged else run.final["train_acc"],
+             "diverged": bool(run.diverged), "chosen": picked.get((remedy, s)) == label}
+            for (remedy, label, s), run in selection.items()]
+    return pd.DataFrame(rows)
