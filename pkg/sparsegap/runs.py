@@ -1036,7 +1036,8 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
     # together (an imp chain's next round beside the re-dense run of the round before).
     todo = [c for c in dict.fromkeys(a for c in configs for a in _chain(c))]
     # A partial of a module-level function, not a lambda, so that process pools can pickle it.
-    work = functools.partial(get_or_train, store=store, device=device, progress=progress)
+    # workers of a pool print no progress bars (they would interleave in the same terminal)
+    work = functools.partial(get_or_train, store=store, device=device, progress=progress and executor is None)
     if batch is None and os.environ.get("SPARSEGAP_BATCH", "1") == "0":
         batch = False
     pending = [c for c in todo if not store.is_done(c)]
