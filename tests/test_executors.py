@@ -1,0 +1,123 @@
+"""Where the runs of a sweep train (sparsegap.executors): the executor keyword, and a process pool that
+trains the same runs, bitwise, as this process does.
+
+The pool tests spawn two worker processes (a few seconds of start-up); the runs are tiny MLPs on digits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsegap import executors
+from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from sparsegap.executors import EXECUTORS, executor_for, parse_executor
+from sparsegap.runs import RunStore, run_all
+from sparsegap.threads import WORKERS_ENV
+
+# ------------------------------------------------------------------------------------ parse_executor
+
+
+@pytest.mark.parametrize("spec, n", [
+    ("local", 0), ("LOCAL", 0), ("  Local\n", 0),
+    ("processes:3", 3), ("processes:1", 1), ("Processes:2", 2), (" PROCESSES:12 ", 12),
+])
+def test_parse_executor_local_and_processes(spec, n):
+    assert parse_executor(spec) == n
+
+
+@pytest.mark.parametrize("n_cores, n_workers, expected", [
+    (2, None, 2),      # alone on two cores: two processes
+    (2, "2", 0),       # a two-job book build on two cores: one core each, so train in process
+    (8, "2", 4),
+    (8, "3", 2),
+    (8, "5", 0),       # 8 // 5 = 1 < 2
+    (1, None, 0),
+    (16, "1", 16),
+])
+def test_parse_executor_auto(monkeypatch, n_cores, n_workers, expected):
+    monkeypatch.setattr(executors, "cores", lambda: n_cores)
+    if n_workers is None:
+        monkeypatch.delenv(WORKERS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(WORKERS_ENV, n_workers)
+    assert parse_executor("auto") == expected
+    assert parse_executor(" AUTO ") == expected
+
+
+@pytest.mark.parametrize("spec, error", [
+    ("processes:0", ValueError), ("processes:x", ValueError), ("processes:", ValueError),
+    ("processes:-1", ValueError), ("processes:1.5", ValueError), ("dask", ValueError), ("", ValueError),
+    (3, TypeError), (None, TypeError), (2.0, TypeError),
+])
+def test_parse_executor_refuses_bad_values(spec, error):
+    with pytest.raises(error) as info:
+        parse_executor(spec)
+    message = str(info.value)
+    assert "executor" in message
+    assert repr(spec) in message                      # the value given
+    for allowed in EXECUTORS:                         # and the values allowed
+        assert allowed in message
+
+
+def test_executor_for_local_yields_none():
+    with executor_for("local") as ex:
+        assert ex is None
+    with executor_for() as ex:                        # the default is local
+        assert ex is None
+
+
+def test_executor_for_refuses_a_bad_spec_before_starting_anything():
+    with pytest.raises(ValueError, match="executor"):
+        with executor_for("processes:0"):
+            pytest.fail("the block must not run")
+
+
+# ----------------------------------------------------------------------------------------- the pool
+
+DATA = DataConfig("digits", train_size=100, test_size=50)
+MODEL = ModelConfig("mlp", hidden=(8,))
+TRAIN = TrainConfig(epochs=2, batch_size=32, lr=0.05, schedule="constant")
+
+
+def sweep() -> list[RunConfig]:
+    dense = [RunConfig("dense", DATA, MODEL, TRAIN, seed=s) for s in (0, 1)]
+    child = RunConfig("scratch", DATA, MODEL, TRAIN, seed=0, sparsity=0.5, parent=dense[0])
+    return [*dense, child]
+
+
+def without_seconds(history: dict) -> dict:
+    return {k: v for k, v in history.items() if k != "seconds"}
+
+
+def test_a_pool_trains_the_same_runs_as_this_process(tmp_path):
+    cfgs = sweep()
+    local = run_all(cfgs, RunStore(tmp_path / "local"), progress=False, batch=False)
+    with executor_for("processes:2") as ex:
+        assert ex is not None
+        pooled = run_all(cfgs, RunStore(tmp_path / "pool"), executor=ex, progress=False)
+    assert len(pooled) == len(local) == len(cfgs)
+    for a, b, cfg in zip(local, pooled, cfgs):
+        assert a.config == b.config == cfg
+        assert b.path.is_relative_to(tmp_path / "pool")
+        assert a.weights.keys() == b.weights.keys()
+        for k in a.weights:
+            assert torch.equal(a.weights[k], b.weights[k]), (cfg.kind, cfg.seed, k)
+        assert without_seconds(a.history) == without_seconds(b.history), (cfg.kind, cfg.seed)
+    # the two seeds and the child really are different runs
+    assert not torch.equal(local[0].weights[next(iter(local[0].weights))],
+                           local[1].weights[next(iter(local[1].weights))])
+    assert local[2].masks                                     # the child is sparse
+
+
+def test_leaving_the_block_on_an_error_stops_the_workers():
+    processes = []
+    with pytest.raises(RuntimeError, match="stop here"):
+        with executor_for("processes:2") as ex:
+            futures = [ex.submit(sum, [i, 1]) for i in range(4)]
+            assert [f.result(timeout=120) for f in futures] == [1, 2, 3, 4]
+            processes = list(ex._processes.values())
+            assert processes and all(p.is_alive() for p in processes)
+            raise RuntimeError("stop here")
+    assert processes
+    assert not any(p.is_alive() for p in processes)      # stopped by the time the block is left
