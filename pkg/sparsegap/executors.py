@@ -61,8 +61,26 @@ def executor_for(spec: str = "local") -> Iterator[ProcessPoolExecutor | None]:
     try:
         yield pool
     except BaseException:
-        from .bookbuild import _stop_workers
-        _stop_workers(pool)
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool's workers now (a run they were training resumes from its checkpoint next time).
+
+    The pool's own management thread also reaps workers that die, so a ``join`` here can return before the
+    exit is recorded: poll ``is_alive`` until every worker is seen gone."""
+    import time
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        proc.terminate()
+    for signal_, wait in (("terminate", 10.0), ("kill", 5.0)):
+        deadline = time.monotonic() + wait
+        while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if signal_ == "terminate":
+            for proc in processes:
+                if proc.is_alive():
+                    proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)

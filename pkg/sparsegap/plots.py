@@ -750,11 +750,11 @@ def figure_remedies(table: pd.DataFrame, variants: Sequence[str]) -> plt.Figure:
     regimes = list(dict.fromkeys(table.sort_values("sparsity").regime))
     metrics = (("train_acc", "train accuracy (%)", 100), ("test_acc", "test accuracy (%)", 100),
                ("fisher_trace", "Tr(F) of the solution", 1))
-    fig, axes = plt.subplots(len(regimes), 3, figsize=(FULL_WIDTH, 3.3 * len(regimes)), squeeze=False)
+    fig, axes = plt.subplots(3, len(regimes), figsize=(PAGE_WIDTH, 9.6), squeeze=False)
     x = np.arange(len(variants))
-    for row, regime in zip(axes, regimes):
+    for column, regime in zip(axes.T, regimes):
         d = table[table.regime == regime]
-        for ax, (col, label, k) in zip(row, metrics):
+        for ax, (col, label, k) in zip(column, metrics):
             means = [d[d.variant == v][col].mean() * k for v in variants]
             ax.bar(x, means, color=[REMEDY_COLORS.get(v, "k") for v in variants], alpha=0.55)
             for i, v in enumerate(variants):
@@ -803,7 +803,7 @@ def figure_remedy_curves(histories: dict[tuple[str, str], list[dict]], variants:
     ``histories`` are (regime, variant)."""
     use_book_style()
     regimes = list(dict.fromkeys(r for r, _ in histories))
-    fig, axes = plt.subplots(1, len(regimes), figsize=(FULL_WIDTH, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(regimes), figsize=(PAGE_WIDTH, 3.8), sharey=True, squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         for v in variants:
             hs = [h for h in histories.get((regime, v), []) if not h.get("diverged")]

@@ -128,6 +128,9 @@ def remedy_train(train: TrainConfig, **fields) -> TrainConfig:
 
 def candidates(p: dict) -> list[tuple[str, str, dict]]:
     """The settings tried on the validation split: (remedy, label, TrainConfig fields)."""
+    if not p["reg_control"] > 0:
+        raise ValueError(f"reg_control must be a positive coefficient (the control has the sign of the original Fisher "
+                         f"penalty), got {p['reg_control']!r}")
     out = []
     for lam in [*p["reg_coefs"], p["reg_control"]]:
         epochs = p["reg_epochs"] if lam < 0 else [max(p["reg_epochs"])]   # the control at the longest only
@@ -165,9 +168,12 @@ def choose(selection: dict[tuple, Run], p: dict) -> dict[tuple[str, float], dict
     """Per (remedy, sparsity) the candidate with the best validation accuracy (diverged runs and the control
     never chosen; ties go to the first in the grid); returns its TrainConfig fields and label."""
     grid = {(r, label): fields for r, label, fields in candidates(p)}
+    order = {key: i for i, key in enumerate(grid)}
     best = {}
-    for (remedy, label, s), run in selection.items():
-        if remedy == "Sol-S" or run.diverged or grid[(remedy, label)].get("fisher_reg", -1) > 0:
+    # in grid order, so that a tie goes to the first setting of the grid
+    for (remedy, label, s), run in sorted(((k, v) for k, v in selection.items() if k[0] != "Sol-S"),
+                                          key=lambda kv: (kv[0][2], order[kv[0][:2]])):
+        if run.diverged or grid[(remedy, label)].get("fisher_reg", -1) > 0:
             continue
         acc = run.final["test_acc"]      # the evaluation split of these runs is the validation split
         if (remedy, s) not in best or acc > best[(remedy, s)]["val_acc"]:
@@ -366,8 +372,9 @@ def verdict_regularizer(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str
                            f"(validation accuracy {best['val_acc']:.2%}).")
     c = cost[cost.remedy == NFR]
     if len(c):
-        reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run; a penalized epoch "
-                       f"{c.penalized_epoch_cost.mean():.2f}x a plain one.")
+        epoch = (f"; a penalized epoch {c.penalized_epoch_cost.mean():.2f}x a plain one"
+                 if "penalized_epoch_cost" in c and c.penalized_epoch_cost.notna().any() else "")
+        reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run{epoch}.")
     return Verdict("P-S4", CLAIM_NFR, _status(closes), tuple(reasons), scale, part="i")
 
 
