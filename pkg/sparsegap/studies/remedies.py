@@ -357,6 +357,11 @@ def _judge(gaps: pd.DataFrame, remedy: str, picked: dict[str, float]) -> tuple[l
     return closes, reasons
 
 
+def _chosen_lines(chosen: dict, remedy: str) -> list[str]:
+    return [f"Chosen on the validation split at s={s:g}: {best['label']} (validation accuracy {best['val_acc']:.2%})."
+            for (r, s), best in chosen.items() if r == remedy]
+
+
 def _status(closes: list[bool]) -> str:
     return "reproduced" if closes and all(closes) else "partly" if any(closes) else "not reproduced"
 
@@ -366,10 +371,7 @@ def verdict_regularizer(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str
     """P-S4 (i). Reproduced: negative Fisher regularization raises Sol-S clearly (the 95% paired interval of
     the gain above 0) on the metric of each regime's gap, in both regimes; partly: in one; else not reproduced."""
     closes, reasons = _judge(gaps, NFR, picked)
-    for (remedy, s), best in chosen.items():
-        if remedy == NFR:
-            reasons.append(f"Chosen on the validation split at s={s:g}: {best['label']} "
-                           f"(validation accuracy {best['val_acc']:.2%}).")
+    reasons += _chosen_lines(chosen, NFR)
     c = cost[cost.remedy == NFR]
     if len(c):
         epoch = (f"; a penalized epoch {c.penalized_epoch_cost.mean():.2f}x a plain one"
@@ -393,10 +395,7 @@ def verdict_schedule(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str, f
                            f"{sel.gain.get(DISAGREE, math.nan) * 100:+.2f} pts; the Fisher ranking "
                            f"{'does' if beats else 'does not do'} better than random.")
             closes[i] = closes[i] and beats
-    for (remedy, s), best in chosen.items():
-        if remedy == FISHER:
-            reasons.append(f"Chosen on the validation split at s={s:g}: {best['label']} "
-                           f"(validation accuracy {best['val_acc']:.2%}).")
+    reasons += _chosen_lines(chosen, FISHER)
     c = cost[cost.remedy == FISHER]
     if len(c):
         reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run (ranking included).")
