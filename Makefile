@@ -39,7 +39,7 @@ $(VENV)/.torch-ok:
 	touch $@
 
 $(DEPS_STAMP): $(VENV)/.torch-ok pkg/pyproject.toml
-	$(VENV)/bin/pip install --quiet -e "pkg[book,test,bench]" $(TORCH_PINS)
+	$(VENV)/bin/pip install --quiet -e "pkg[book,test,bench,dask]" $(TORCH_PINS)
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
 	rm -f $(VENV)/.deps-*
 	touch $@

@@ -6,6 +6,8 @@ The pool tests spawn two worker processes (a few seconds of start-up); the runs 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -23,7 +25,18 @@ from sparsegap.threads import WORKERS_ENV
     ("processes:3", 3), ("processes:1", 1), ("Processes:2", 2), (" PROCESSES:12 ", 12),
 ])
 def test_parse_executor_local_and_processes(spec, n):
-    assert parse_executor(spec) == n
+    assert parse_executor(spec).workers == n
+    assert parse_executor(spec).kind == ("processes" if n else "local")
+
+
+@pytest.mark.parametrize("spec, kind, address, path", [
+    ("dask", "dask", "", ""), ("DASK", "dask", "", ""),
+    ("dask:tcp://10.0.0.5:8786", "dask", "tcp://10.0.0.5:8786", ""),
+    ("slurm:~/cluster.yaml", "slurm", "", "~/cluster.yaml"),
+])
+def test_parse_executor_dask_and_slurm(spec, kind, address, path):
+    s = parse_executor(spec)
+    assert (s.kind, s.address, s.path) == (kind, address, path)
 
 
 @pytest.mark.parametrize("n_cores, n_workers, expected", [
@@ -41,13 +54,14 @@ def test_parse_executor_auto(monkeypatch, n_cores, n_workers, expected):
         monkeypatch.delenv(WORKERS_ENV, raising=False)
     else:
         monkeypatch.setenv(WORKERS_ENV, n_workers)
-    assert parse_executor("auto") == expected
-    assert parse_executor(" AUTO ") == expected
+    assert parse_executor("auto").workers == expected
+    assert parse_executor(" AUTO ").workers == expected
 
 
 @pytest.mark.parametrize("spec, error", [
     ("processes:0", ValueError), ("processes:x", ValueError), ("processes:", ValueError),
-    ("processes:-1", ValueError), ("processes:1.5", ValueError), ("dask", ValueError), ("", ValueError),
+    ("processes:-1", ValueError), ("processes:1.5", ValueError), ("ray", ValueError), ("", ValueError),
+    ("dask:", ValueError), ("slurm:", ValueError),
     (3, TypeError), (None, TypeError), (2.0, TypeError),
 ])
 def test_parse_executor_refuses_bad_values(spec, error):
@@ -95,7 +109,7 @@ def test_a_pool_trains_the_same_runs_as_this_process(tmp_path):
     local = run_all(cfgs, RunStore(tmp_path / "local"), progress=False, batch=False)
     with executor_for("processes:2") as ex:
         assert ex is not None
-        pooled = run_all(cfgs, RunStore(tmp_path / "pool"), executor=ex, progress=False)
+        pooled = run_all(cfgs, RunStore(tmp_path / "pool"), executor=ex, progress=False, batch=False)
     assert len(pooled) == len(local) == len(cfgs)
     for a, b, cfg in zip(local, pooled, cfgs):
         assert a.config == b.config == cfg
@@ -121,3 +135,26 @@ def test_leaving_the_block_on_an_error_stops_the_workers():
             raise RuntimeError("stop here")
     assert processes
     assert not any(p.is_alive() for p in processes)      # stopped by the time the block is left
+
+
+class Recorder:
+    """An executor in this process that records the tasks it is given."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def map(self, fn, items):
+        items = list(items)
+        self.tasks += items
+        return [fn(i) for i in items]
+
+
+def test_a_batched_group_is_one_task_and_never_split(tmp_path):
+    cfgs = [RunConfig("dense", DATA, MODEL, TRAIN, seed=s) for s in range(3)]
+    rec = Recorder()
+    runs = run_all(cfgs, RunStore(tmp_path / "a"), executor=rec, progress=False, batch=True)
+    assert [len(t) for t in rec.tasks] == [3]                      # the group of three is one task
+    assert all(json.loads((r.path / "meta.json").read_text()).get("batch") == 3 for r in runs)
+    rec = Recorder()
+    run_all(cfgs, RunStore(tmp_path / "b"), executor=rec, progress=False, batch=False)
+    assert [len(t) for t in rec.tasks] == [1, 1, 1]                # batch=False: one run per task

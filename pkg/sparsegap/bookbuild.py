@@ -181,12 +181,13 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
                       notebooks_dir: Path = REPO_ROOT / "notebooks",
                       only: Sequence[str] | None = None, runs_dir: Path | None = None,
                       log: Callable[[str], None] | None = None, jobs: int | None = 1,
-                      oversubscribe: bool = False) -> list[NotebookRun]:
+                      oversubscribe: bool = False, executor: str | None = None) -> list[NotebookRun]:
     """Execute the notebooks with ``profile``, ``jobs`` at a time (None: one per core), each in its own kernel.
 
     Notebooks that need the same runs do not wait for each other by any fixed order: the run store's
     per-run locks make one kernel train a run while the other waits for it and then loads it. With
-    several jobs every kernel gets one torch thread (see :mod:`sparsegap.threads`). On a failure the
+    several jobs every kernel gets one torch thread (see :mod:`sparsegap.threads`). ``executor`` (a keyword
+    of :mod:`sparsegap.executors`) overrides every notebook's ``executor`` parameter. On a failure the
     notebooks not yet started are cancelled, the running ones finish, and the first failure is raised.
     """
     from .threads import check_workers
@@ -196,6 +197,10 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
     notebooks = find_notebooks(notebooks_dir, only)
     # Read every parameter file before running anything: a typo should not cost a long run first.
     params = {nb.stem: load_parameters(nb, profile) for nb in notebooks}
+    if executor is not None:       # one keyword for every notebook (their `executor` parameter)
+        from .executors import parse_executor
+        parse_executor(executor)
+        params = {stem: p | {"executor": executor} for stem, p in params.items()}
     jobs = min(jobs, len(notebooks)) or 1
     with _kernel_env(runs_dir, workers=jobs):
         if jobs == 1:
@@ -332,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="notebooks executed at once (default: one per core)")
     parser.add_argument("--oversubscribe", action="store_true", help="allow more jobs than cores")
     parser.add_argument("--runs-dir", type=Path, help="run store for the kernels (SPARSEGAP_RUNS_DIR)")
+    parser.add_argument("--executor", metavar="SPEC",
+                        help='where every notebook trains its runs: "local", "processes:N", "auto", "dask", '
+                             '"dask:ADDRESS" or "slurm:PATH" (default: each notebook\'s own parameter)')
     parser.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     parser.add_argument("--repository-url", metavar="URL",
                         help="repository the book's buttons point to (default: repository.url of _config.yml)")
@@ -340,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         runs = execute_notebooks(args.profile, args.book_dir, args.notebooks_dir, args.only,
-                                 args.runs_dir, jobs=args.jobs, oversubscribe=args.oversubscribe)
+                                 args.runs_dir, jobs=args.jobs, oversubscribe=args.oversubscribe,
+                                 executor=args.executor)
     except (NotebookFailed, FileNotFoundError, ValueError) as err:
         print(f"bookbuild: {err}", file=sys.stderr)
         return 1

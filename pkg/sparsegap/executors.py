@@ -1,69 +1,108 @@
-"""Where the runs of a sweep train: one keyword for :func:`sparsegap.runs.run_all` and the notebooks.
+"""Where the runs of a sweep train: one keyword for :func:`sparsegap.runs.run_all`, the notebooks (their
+``executor`` parameter) and the book build (``--executor``).
 
 * ``"local"``: in this process, one run (or one batched group of small runs) after another;
 * ``"processes:N"``: a pool of N spawned processes on this machine, one torch thread each;
 * ``"auto"``: ``processes:k`` with k = the cores this process may use divided by the training
   processes already sharing the machine (``$SPARSEGAP_WORKERS``, set by a parallel book build),
   and ``"local"`` when k < 2. Alone on two cores that is two processes; inside a two-job book
-  build it is ``"local"``, so the build never oversubscribes the cores.
+  build it is ``"local"``, so the build never oversubscribes the cores;
+* ``"dask"``: a ``dask.distributed.LocalCluster`` on this machine (one single-threaded worker process
+  per free core, on the loopback interface); ``"dask:ADDRESS"`` (e.g. ``"dask:tcp://10.0.0.5:8786"``):
+  a running scheduler;
+* ``"slurm:PATH"``: a ``dask_jobqueue.SLURMCluster`` described by the YAML file at PATH (see
+  :func:`slurm_cluster`). Dask and dask-jobqueue come with the extra ``pkg[dask]``.
 
-The run store makes every run independent and lock-protected, so a pool is only a way of running
-``get_or_train`` on several configs at once; a pool trains runs one by one, unbatched (batching
-small networks happens in the local path).
+The run store makes every run independent, idempotent and lock-protected, so an executor is only a way
+of calling ``get_or_train`` on several configs at once. Each task is one run, or one batched group of
+small runs (never split over workers). On Dask every task runs with one torch thread
+(``torch.set_num_threads(1)`` inside the task: two workers with default threads on two cores thrash),
+with ``pure=False``, a key made from the run hash, and retries: a run lost with its worker is run again
+and resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import math
 import multiprocessing
 import os
+import uuid
 from concurrent.futures import ProcessPoolExecutor
-from typing import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
-from .threads import WORKERS_ENV, cores, workers
+from .threads import THREADS_ENV, WORKERS_ENV, cores, workers
 
-EXECUTORS = ("local", "processes:N", "auto")
+EXECUTORS = ("local", "processes:N", "auto", "dask", "dask:ADDRESS", "slurm:PATH")
+CONNECT_TIMEOUT = 5.0   # seconds to reach a dask scheduler before saying it is unreachable
+RETRIES = 2             # times a dask task lost with its worker is run again
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so that glibc hands freed memory back to
+# the system at once; torch frees and allocates the same buffers at every step, and that cost a small network
+# 30% of its speed here (tests/bench/bench_dask.py). glibc's own default (128 KiB, adaptive) instead; and no
+# statistical profiler sampling every thread's stack every 10 ms.
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False}
+# The same on Slurm's compute nodes, through dask's environment variables (glibc's default threshold is 128 KiB
+# and adaptive; a fixed 128 MiB trims as rarely).
+SLURM_PROLOGUE = ("export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=134217728",
+                  "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False")
+SLURM_KEYS = {
+    "cores": "cores per job (each core one single-threaded worker process)",
+    "memory": 'memory per job, e.g. "16GB"',
+    "walltime": 'the job\'s time limit, "HH:MM:SS"',
+    "jobs": "how many jobs to keep running (default 1)",
+    "job_extra_directives": 'extra #SBATCH lines, e.g. ["--gres=gpu:1", "--partition=gpu"]',
+    "queue": "the partition (same as --partition)",
+    "account": "the account to charge",
+    "lifetime_margin": "minutes before the walltime at which a worker retires (default 10% of it, at least 2)",
+    "job_script_prologue": 'shell lines run before the worker starts, e.g. ["source ~/venv/bin/activate"]',
+    "local_directory": "scratch folder of the workers on the compute nodes",
+}
 
 
-def parse_executor(spec: object) -> int:
-    """The number of worker processes that ``spec`` asks for; 0 means in this process."""
+@dataclass(frozen=True)
+class ExecutorSpec:
+    kind: str            # local, processes, dask, slurm
+    workers: int = 0     # processes / LocalCluster workers
+    address: str = ""    # dask scheduler address
+    path: str = ""       # slurm YAML file
+
+
+def parse_executor(spec: object) -> ExecutorSpec:
+    """What ``spec`` asks for (see the module docstring); a clear error for anything else."""
     if not isinstance(spec, str):
         raise TypeError(f"executor must be a string, one of {EXECUTORS}, got {spec!r} of type {type(spec).__name__}")
-    key = spec.strip().lower()
-    if key == "local":
-        return 0
-    if key == "auto":
+    key = spec.strip()
+    low = key.lower()
+    if low == "local":
+        return ExecutorSpec("local")
+    if low == "auto":
         n = cores() // workers()
-        return n if n >= 2 else 0
-    if key.startswith("processes:"):
-        count = key.split(":", 1)[1]
+        return ExecutorSpec("processes", n) if n >= 2 else ExecutorSpec("local")
+    if low.startswith("processes:"):
+        count = low.split(":", 1)[1]
         if count.isdigit() and int(count) >= 1:
-            return int(count)
-    raise ValueError(f"executor must be one of {EXECUTORS} (N a positive int), got {spec!r}")
+            return ExecutorSpec("processes", int(count))
+    if low == "dask":
+        return ExecutorSpec("dask", max(1, cores() // workers()))
+    if low.startswith("dask:") and key[5:].strip():
+        return ExecutorSpec("dask", address=key[5:].strip())
+    if low.startswith("slurm:") and key[6:].strip():
+        return ExecutorSpec("slurm", path=key[6:].strip())
+    raise ValueError(f"executor must be one of {EXECUTORS} (N a positive int, ADDRESS a dask scheduler's "
+                     f"address, PATH a Slurm YAML file), got {spec!r}")
 
+
+# ----------------------------------------------------------------------------------- process pools
 
 def _init_worker(n: int) -> None:
     import torch
     os.environ[WORKERS_ENV] = str(n)   # the thread policy of every run in this worker (sparsegap.threads)
     torch.set_num_threads(1)
-
-
-@contextlib.contextmanager
-def executor_for(spec: str = "local") -> Iterator[ProcessPoolExecutor | None]:
-    """``with executor_for("auto") as ex: run_all(configs, store, executor=ex)``: a process pool, or None
-    (train in this process). The pool's workers are stopped when the block ends, also on an error or Ctrl-C."""
-    n = parse_executor(spec)
-    if n == 0:
-        yield None
-        return
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(n,))
-    try:
-        yield pool
-    except BaseException:
-        _stop(pool)
-        raise
-    pool.shutdown(wait=True)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -84,3 +123,205 @@ def _stop(pool: ProcessPoolExecutor) -> None:
                 if proc.is_alive():
                     proc.kill()
     pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------------- dask
+
+def _one_thread(fn: Callable, item: Any) -> Any:
+    """A dask task: the run's thread policy pinned to one thread, whatever the worker was started with."""
+    import torch
+    os.environ[THREADS_ENV] = "1"
+    torch.set_num_threads(1)
+    return fn(item)
+
+
+def _task_key(item: Any) -> str:
+    """A readable, unique dask key from the run hash (a group: its first run and how many more)."""
+    from .config import RunConfig
+    if isinstance(item, (list, tuple)) and item and isinstance(item[0], RunConfig):
+        name = item[0].run_id + (f"+{len(item) - 1}" if len(item) > 1 else "")
+    elif isinstance(item, RunConfig):
+        name = item.run_id
+    else:
+        name = type(item).__name__
+    return f"sparsegap-{name}-{uuid.uuid4().hex[:8]}"
+
+
+class DaskExecutor:
+    """``map`` over a ``dask.distributed.Client``: every item one task, results in order; the object
+    :func:`sparsegap.runs.run_all` needs."""
+
+    def __init__(self, client, retries: int = RETRIES):
+        self.client = client
+        self.retries = retries
+
+    def map(self, fn: Callable, items: Iterable) -> list:
+        items = list(items)
+        if not items:
+            return []
+        futures = self.client.map(functools.partial(_one_thread, fn), items, key=[_task_key(i) for i in items],
+                                  pure=False, retries=self.retries)
+        return self.client.gather(futures)
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT):
+    """A client of the dask scheduler at ``address``; a ValueError within ``timeout`` seconds if none answers."""
+    from distributed import Client
+    try:
+        return Client(address, timeout=f"{timeout}s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise ValueError(f"executor='dask:{address}': no dask scheduler answers at {address!r} within {timeout:g} s "
+                         f"({type(e).__name__}: {e})") from None
+
+
+def read_slurm_file(path: str | os.PathLike) -> dict:
+    """The Slurm YAML file's settings, checked: known keys only (:data:`SLURM_KEYS`), cores, memory and
+    walltime required."""
+    import yaml
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ValueError(f"executor='slurm:{path}': cannot read the Slurm YAML file ({type(e).__name__}: {e})") from None
+    try:
+        conf = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"executor='slurm:{path}': the file is not valid YAML ({e})") from None
+    if not isinstance(conf, dict):
+        raise ValueError(f"executor='slurm:{path}': the file must hold a mapping of settings "
+                         f"({', '.join(SLURM_KEYS)}), got {type(conf).__name__}")
+    unknown = sorted(set(conf) - set(SLURM_KEYS))
+    if unknown:
+        raise ValueError(f"executor='slurm:{path}': unknown setting(s) {unknown}; allowed: {', '.join(SLURM_KEYS)}")
+    missing = [k for k in ("cores", "memory", "walltime") if k not in conf]
+    if missing:
+        raise ValueError(f"executor='slurm:{path}': missing {missing}; a job needs cores, memory and walltime")
+    if not isinstance(conf["cores"], int) or isinstance(conf["cores"], bool) or conf["cores"] < 1:
+        raise ValueError(f"executor='slurm:{path}': cores must be a positive int, got {conf['cores']!r}")
+    _walltime_seconds(conf["walltime"], path)
+    jobs = conf.get("jobs", 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"executor='slurm:{path}': jobs must be a positive int, got {jobs!r}")
+    for k in ("job_extra_directives", "job_script_prologue"):
+        if k in conf and not (isinstance(conf[k], list) and all(isinstance(x, str) for x in conf[k])):
+            raise ValueError(f"executor='slurm:{path}': {k} must be a list of strings, got {conf[k]!r}")
+    return conf
+
+
+def _walltime_seconds(walltime: object, path) -> int:
+    parts = str(walltime).split(":")
+    if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts):
+        raise ValueError(f"executor='slurm:{path}': walltime must be \"HH:MM:SS\" (or \"MM:SS\"), got {walltime!r}")
+    seconds = 0
+    for x in parts:
+        seconds = seconds * 60 + int(x)
+    if seconds <= 0:
+        raise ValueError(f"executor='slurm:{path}': walltime must be positive, got {walltime!r}")
+    return seconds
+
+
+def slurm_cluster(path: str | os.PathLike, **overrides):
+    """A ``dask_jobqueue.SLURMCluster`` from the YAML file at ``path`` (not yet scaled: nothing is submitted).
+
+    One single-threaded worker process per core of a job. Workers retire ``lifetime_margin`` minutes before the
+    walltime (default 10% of it, at least 2), staggered, so that Slurm never kills one in the middle of a run it
+    could have finished: its task goes to another worker and the run resumes from its checkpoint."""
+    from dask_jobqueue import SLURMCluster
+    conf = read_slurm_file(path)
+    wall = _walltime_seconds(conf["walltime"], path)
+    margin = conf.get("lifetime_margin")
+    margin_s = int(margin * 60) if margin is not None else max(120, math.ceil(0.1 * wall))
+    lifetime = max(60, wall - margin_s)
+    kwargs = dict(cores=conf["cores"], processes=conf["cores"], memory=str(conf["memory"]), walltime=str(conf["walltime"]),
+                  job_extra_directives=list(conf.get("job_extra_directives", [])),
+                  worker_extra_args=["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{min(300, margin_s // 2)}s"],
+                  job_script_prologue=[*SLURM_PROLOGUE, *conf.get("job_script_prologue", [])])
+    for k in ("queue", "account", "local_directory"):
+        if k in conf:
+            kwargs[k] = conf[k]
+    kwargs.update(overrides)
+    return SLURMCluster(**kwargs), conf.get("jobs", 1)
+
+
+# ---------------------------------------------------------------------------------- the keyword
+
+@contextlib.contextmanager
+def executor_for(spec: str = "local") -> Iterator[Any]:
+    """``with executor_for("auto") as ex: run_all(configs, store, executor=ex)``: None (train in this process),
+    a process pool, or a :class:`DaskExecutor`. Whatever it started (pool workers, a local or Slurm cluster)
+    is stopped when the block ends, also on an error or Ctrl-C."""
+    s = parse_executor(spec)
+    if s.kind == "local":
+        yield None
+        return
+    if s.kind == "processes":
+        pool = ProcessPoolExecutor(max_workers=s.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(s.workers,))
+        try:
+            yield pool
+        except BaseException:
+            _stop(pool)
+            raise
+        pool.shutdown(wait=True)
+        return
+    with contextlib.ExitStack() as stack:
+        yield DaskExecutor(_dask_client(s, stack))
+
+
+def _dask_client(s: ExecutorSpec, stack: contextlib.ExitStack):
+    try:
+        import dask
+        import distributed
+    except ImportError:
+        raise ImportError(f"executor={s.kind!r} needs dask.distributed{' and dask-jobqueue' if s.kind == 'slurm' else ''}: "
+                          f"pip install -e 'pkg[dask]'") from None
+    if s.address:
+        client = connect(s.address)
+        stack.callback(client.close)
+        return client
+    if s.kind == "slurm":
+        cluster, jobs = slurm_cluster(s.path)
+        stack.callback(cluster.close)
+        cluster.scale(jobs=jobs)
+    else:
+        with dask.config.set(WORKER_CONFIG):
+            cluster = distributed.LocalCluster(n_workers=s.workers, threads_per_worker=1, processes=True,
+                                               host="127.0.0.1", dashboard_address=None)
+        stack.callback(cluster.close)
+    client = distributed.Client(cluster, set_as_default=False)
+    stack.callback(client.close)
+    return client
+
+
+# ------------------------------------------------------------- the default of run_all in a notebook
+
+_ACTIVE: dict[str, Any] = {}
+
+
+def activate(spec: str = "local") -> Any:
+    """Make ``spec`` the executor :func:`sparsegap.runs.run_all` uses when given none, in this process (a
+    notebook's kernel, from its ``executor`` parameter); what it starts is stopped at exit or on the next
+    activation. Returns the executor (None for "local")."""
+    parse_executor(spec)                      # a clear error before anything stops or starts
+    if _ACTIVE.get("spec") == spec:
+        return _ACTIVE["executor"]
+    deactivate()
+    stack = contextlib.ExitStack()
+    executor = stack.enter_context(executor_for(spec))
+    _ACTIVE.update(spec=spec, executor=executor, stack=stack)
+    return executor
+
+
+def deactivate() -> None:
+    stack = _ACTIVE.pop("stack", None)
+    _ACTIVE.clear()
+    if stack is not None:
+        stack.close()
+
+
+def active() -> Any:
+    """The executor :func:`activate` set in this process, or None (train in this process)."""
+    return _ACTIVE.get("executor")
+
+
+atexit.register(deactivate)

@@ -401,8 +401,9 @@ class Run:
 @lru_cache(maxsize=8)
 def load_data(cfg: DataConfig):
     """Datasets are small and shared by many runs: load each once per process."""
-    from .data import load_dataset
+    from .data import downloads_allowed, load_dataset
     return load_dataset(cfg.name, train_size=cfg.train_size, test_size=cfg.test_size, seed=cfg.subset_seed,
+                        download=downloads_allowed(),
                         noise=cfg.noise, noise_seed=cfg.noise_seed, validation=cfg.validation)
 
 
@@ -1006,9 +1007,12 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
 
     Parents are trained first, once each and stage by stage down their chains (dense runs, their
     sparse children, an imp chain's later rounds), so that runs sharing a parent never train it
-    twice; a run whose ancestors are missing gets them trained too. ``executor`` is anything with ``map`` (a process pool, a distributed
-    engine's executor); the default runs in this process. Processes sharing the store (this
-    sweep's workers, or other sweeps) never train a run twice: each run is trained under its lock.
+    twice; a run whose ancestors are missing gets them trained too. ``executor`` is a keyword of
+    :mod:`sparsegap.executors` ("local", "processes:N", "auto", "dask", "dask:ADDRESS", "slurm:PATH"), or
+    anything with ``map`` (a process pool, :class:`~sparsegap.executors.DaskExecutor`); None means the one a
+    notebook activated, else this process. With an executor, each batchable group is one task and every
+    other run a task of its own. Processes sharing the store (this sweep's workers, or other sweeps)
+    never train a run twice: each run is trained under its lock.
 
     In this process, configs that can train together (same model, data and training schedule;
     seeds, masks, sparsities, learning rates and trackers may differ) are trained as one batched
@@ -1021,6 +1025,13 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
     """
     if isinstance(configs, RunConfig):
         raise TypeError("run_all(configs=...) takes a list of RunConfig, got a single RunConfig; pass [cfg]")
+    if isinstance(executor, str):              # the keyword: started for this sweep, stopped after it
+        from .executors import executor_for
+        with executor_for(executor) as ex:
+            return run_all(configs, store, executor=ex, device=device, progress=progress, batch=batch)
+    if executor is None:                       # a notebook's executor parameter (sparsegap.executors.activate)
+        from .executors import active
+        executor = active()
     configs = list(configs)
     for i, c in enumerate(configs):
         _check_config(c, f"run_all(configs=...): configs[{i}]")
@@ -1049,7 +1060,11 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
             # none ready: their parents are being trained by another process; get_or_train waits for them
             ready = ready or pending
             if executor is not None:
-                loaded |= dict(zip(ready, executor.map(work, ready)))
+                # a batched group is one task (never split over workers); the rest one run per task
+                tasks = _tasks(ready, batch)
+                group_work = functools.partial(_work_on_group, store=store, device=device, force=bool(batch))
+                for task, runs in zip(tasks, executor.map(group_work, tasks)):
+                    loaded |= dict(zip(task, runs))
             else:
                 if batch is not False:
                     for group in _groups(ready):
@@ -1061,7 +1076,7 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
             pending = [c for c in pending if c not in set(ready) and not store.is_done(c)]
     rest = [c for c in dict.fromkeys(configs) if c not in loaded]   # trained before this call: load them
     if rest:
-        loaded |= dict(zip(rest, executor.map(work, rest) if executor is not None else map(work, rest)))
+        loaded |= dict(zip(rest, map(work, rest)))   # finished already: loaded here, not shipped to workers
     return [loaded[c] for c in configs]
 
 
@@ -1078,12 +1093,29 @@ def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
     groups: dict = {}
     for c in configs:
         if (c.kind in UPDATER_KINDS or c.kind == "curve" or c.train.fisher_reg or c.train.data_schedule != "full"
+                or (c.train.precision, c.train.channels_last, c.train.augment) != ("fp32", False, "none")
                 or any(t.startswith("grad_snr") for t in c.track)):
             continue    # mask updaters touch the optimizer state, grad_snr reads p.grad, schedules pick
                         # each run's own samples: trained alone
         key = (c.model, dataclasses.replace(c.data, noise=0.0, noise_seed=0), dataclasses.replace(c.train, lr=1.0))
         groups.setdefault(key, []).append(c)
     return [g[i: i + MAX_BATCH] for g in groups.values() for i in range(0, len(g), MAX_BATCH)]
+
+
+def _tasks(ready: list[RunConfig], batch: bool | None) -> list[list[RunConfig]]:
+    """The tasks of one wave for an executor: each batchable group of two or more runs is one task, every
+    other run a task of its own (``batch=False``: one run per task)."""
+    groups = [g for g in _groups(ready) if len(g) > 1] if batch is not False else []
+    grouped = {c for g in groups for c in g}
+    return groups + [[c] for c in ready if c not in grouped]
+
+
+def _work_on_group(task: list[RunConfig], *, store: RunStore, device, force: bool) -> list[Run]:
+    """One executor task: a group trained as one batched model (where that pays, or ``force``), then
+    every member loaded (or trained alone, if the group was not batched). No progress bars in workers."""
+    if len(task) > 1:
+        _train_group(task, store, device, False, force=force)
+    return [get_or_train(c, store, device=device, progress=False) for c in task]
 
 
 def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool, *, force: bool) -> None:
