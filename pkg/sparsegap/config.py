@@ -23,6 +23,8 @@ DISTRIBUTIONS = ("uniform", "erk")
 SCHEDULES = ("multistep", "cosine", "constant")
 FISHER_REG_OFF = ("step", "linear")
 DATA_SCHEDULES = ("full", "fisher", "random", "disagree")   # see sparsegap.schedule
+PRECISIONS = ("fp32", "bf16", "fp16")       # fp16 trains with a gradient scaler
+AUGMENTS = ("none", "crop-flip")             # crop-flip: the CIFAR standard (4-pixel padded random crop, flip)
 
 
 def _check_type(owner: str, name: str, value: Any, types: tuple, allowed: str) -> None:
@@ -208,6 +210,9 @@ class TrainConfig(_Canonical):
     memorize_epochs: int = 0         # ... for this many epochs; then the consolidating phase widens the subset
     consolidate_epochs: int = 0      # ... linearly to the whole set over this many epochs
     rerank_every: int = 0            # re-rank the samples every this many epochs (0: once, at the start)
+    precision: str = "fp32"          # "bf16" / "fp16": mixed precision (torch.autocast; fp16 with a grad scaler)
+    channels_last: bool = False      # image inputs and convolutional weights in channels-last memory format
+    augment: str = "none"            # "crop-flip": random 4-pixel-padded crop and horizontal flip, per batch, on the device
 
     def __post_init__(self):
         _positive_int("TrainConfig", "epochs", self.epochs)
@@ -237,6 +242,11 @@ class TrainConfig(_Canonical):
                              f"epochs, or neither), got fisher_reg={self.fisher_reg!r}, "
                              f"fisher_reg_epochs={self.fisher_reg_epochs!r}")
         self._check_data_schedule()
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        _check_type("TrainConfig", "channels_last", self.channels_last, (bool,), "True or False")
+        if not isinstance(self.augment, str) or self.augment not in AUGMENTS:
+            raise ValueError(f"TrainConfig.augment must be one of {AUGMENTS}, got {self.augment!r}")
 
     def _check_data_schedule(self) -> None:
         if not isinstance(self.data_schedule, str) or self.data_schedule not in DATA_SCHEDULES:

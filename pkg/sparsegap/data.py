@@ -346,15 +346,38 @@ def _standardise(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np
                       tuple(mean.tolist()), tuple(std.tolist()))
 
 
+DOWNLOAD_TIMEOUT = 20.0   # seconds without an answer before a download is given up (no network: fail at once)
+_DOWNLOADS = {"allowed": False}
+
+
+def allow_downloads(allowed: bool) -> None:
+    """Let every later load in this process download missing datasets (:func:`sparsegap.runs.load_data`
+    passes it on); a notebook's ``download`` parameter sets it."""
+    if not isinstance(allowed, bool):
+        raise TypeError(f"download must be True or False, got {allowed!r} of type {type(allowed).__name__}")
+    _DOWNLOADS["allowed"] = allowed
+
+
+def downloads_allowed() -> bool:
+    return _DOWNLOADS["allowed"]
+
+
 def _torchvision_download(cls_name: str, root: Path) -> str:
     """Let torchvision fetch a dataset into ``root``; '' on success, else why not (for the error)."""
+    import socket
+
     import torchvision  # lazily: only a download needs it
 
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
         root.mkdir(parents=True, exist_ok=True)
         getattr(torchvision.datasets, cls_name)(root=str(root), train=False, download=True)
     except Exception as err:  # no network, a bad checksum...: the caller says what to do instead
-        return f" (Downloading with torchvision failed: {type(err).__name__}: {err})"
+        return (f" Downloading with torchvision failed, is there no network? ({type(err).__name__}: {err}) "
+                f"Fill the folder named above by hand.")
+    finally:
+        socket.setdefaulttimeout(old)
     return ""
 
 

@@ -132,7 +132,9 @@ class ParameterSpec:
         """Validate and normalise the parameters found in ``namespace`` (a notebook's ``globals()``).
 
         Writes the normalised values back, displays them as a collapsed table when ``show``, and
-        returns them as a dict.
+        returns them as a dict. An ``executor`` parameter becomes the executor of every ``run_all`` in
+        this process (:func:`sparsegap.executors.activate`), a ``download`` parameter whether missing datasets
+        may be downloaded (:func:`sparsegap.data.allow_downloads`).
         """
         unknown = sorted(n for n, v in namespace.items()
                          if not n.startswith("_") and n not in _IPYTHON_NAMES and n not in self.params
@@ -148,6 +150,12 @@ class ParameterSpec:
         if missing:
             raise ValueError(f"{self.notebook}: the parameters cell does not define {missing}")
         values = {n: p.normalise(n, namespace[n]) for n, p in self.params.items()}
+        if "download" in values:   # every later data load in this kernel (sparsegap.data.allow_downloads)
+            from .data import allow_downloads
+            allow_downloads(values["download"])
+        if "executor" in values:   # run_all's default in this kernel from now on (sparsegap.executors)
+            from .executors import activate
+            activate(values["executor"])
         namespace.update(values)
         if show:
             from IPython.display import HTML, display
@@ -173,6 +181,15 @@ def seeds(doc: str = "seeds; figures show the mean and spread over seeds") -> Pa
 
 def device() -> Param:
     return Param("str", '"auto" (CUDA, then MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"')
+
+
+def executor() -> Param:
+    return Param("str", 'where runs train: "local", "processes:N", "auto", "dask", "dask:ADDRESS" or "slurm:PATH" '
+                        '(sparsegap.executors)')
+
+
+def download() -> Param:
+    return Param("bool", "True lets missing datasets be downloaded (torchvision); the paper profile sets it")
 
 
 def runs_dir() -> Param:

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .metrics.basic import evaluate
 from .pruning import GradientMasker, Masks, apply_masks, check_masks, masks_to
+from .augment import augment_batch
 from .schedule import DataSchedule
 
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "train_entropy",
@@ -224,6 +225,20 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     seed_everything(seed + start_epoch)
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    if cfg.channels_last or cfg.augment != "none":
+        if x_train.dim() != 4:
+            what = "channels_last" if cfg.channels_last else f"augment={cfg.augment!r}"
+            raise ValueError(f"TrainConfig.{what} applies to image inputs of shape (N, C, H, W); {data.name} has "
+                             f"inputs of shape {tuple(x_train.shape[1:])}")
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+        x_train = x_train.contiguous(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed input shapes: let cuDNN pick its fastest kernels
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    if scaler is not None and checkpoint is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
     n, bs = len(x_train), cfg.batch_size
     steps_per_epoch = -(-n // bs)
     schedule = None
@@ -256,25 +271,37 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
         lr = optimizer.param_groups[0]["lr"]
         reg_coef = cfg.fisher_reg_at(epoch)
         reg_gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 7) if reg_coef else None
+        aug_gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 13) if cfg.augment != "none" else None
         for i in range(0, len(perm), bs):
             idx = perm[i: i + bs]
             xb, yb = x_train[idx], y_train[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            if reg_coef:
-                loss = loss + reg_coef * fisher_penalty(model, logits, state.masks, generator=reg_gen)
+            if aug_gen is not None:
+                xb = augment_batch(cfg.augment, xb, aug_gen)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                if reg_coef:
+                    loss = loss + reg_coef * fisher_penalty(model, logits, state.masks, generator=reg_gen)
             if not torch.isfinite(loss):
                 # Stop at once: a NaN or infinite loss never recovers, and later epochs would be
                 # stored as if they were a trained network.
                 history["diverged"] = diverged_at(epoch + 1, state.step + 1, loss.item())
                 break
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is None:
+                loss.backward()
+            else:                       # fp16: a scaled backward pass, the gradients unscaled before anyone reads them
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
             if grad_callbacks:
                 state.batch, state.loss = (xb, yb), loss
                 _call(grad_callbacks, "on_after_backward", state)
             mask_gradients(state.masks)
-            optimizer.step()
+            if scaler is None:
+                optimizer.step()
+            else:                       # skips the step when the gradients overflowed, then adapts the scale
+                scaler.step(optimizer)
+                scaler.update()
             state.step += 1
             if step_callbacks:
                 state.batch, state.loss = (xb, yb), loss
@@ -299,6 +326,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             on_epoch_end({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "masks": state.masks, "step": state.step,
                           **({"schedule": schedule.state_dict()} if schedule is not None else {}),
+                          **({"scaler": scaler.state_dict()} if scaler is not None else {}),
                           "history": history, "epoch": epoch + 1})
     bar.close()
     return history

@@ -59,7 +59,8 @@ PARAMETERS = P.ParameterSpec(
     memorize_epochs=P.Param("ints", "(ii) memorization phase lengths tried", low=1, unique=True),
     consolidate_epochs=P.Param("int", "(ii) epochs over which the subset widens to the whole set", low=0),
     rerank_every=P.Param("int", "(ii) re-rank the samples every this many epochs; 0 ranks once, at the start", low=0),
-    executor=P.Param("str", '"auto" (processes on the free cores), "local" or "processes:N"'),
+    executor=P.executor(),
+    download=P.download(),
     device=P.device(),
     runs_dir=P.runs_dir(),
 )
@@ -83,7 +84,8 @@ def setting(p: dict) -> Setting:
 
 def chapter_one(p: dict, *, store: RunStore | None = None, device: str = "auto", executor=None,
                 progress: bool = True):
-    """The two-regimes chapter's runs (loaded from the store when it ran first) and its regime table."""
+    """The two-regimes chapter's runs (loaded from the store when it ran first) and its regime table.
+    ``executor=None``: the one of the notebook's ``executor`` parameter (sparsegap.executors.activate)."""
     from .two_regimes import run_two_regimes
     st = setting(p)
     experiment = run_two_regimes(st.data, st.model, st.train, p["sparsities"], p["seeds"], store=store,
@@ -216,7 +218,7 @@ def final_configs(p: dict, picked: dict[str, float], chosen: dict) -> dict[tuple
     return out
 
 
-def run_configs(configs: dict, store: RunStore | None, *, device: str, executor, progress: bool = True,
+def run_configs(configs: dict, store: RunStore | None, *, device: str, executor=None, progress: bool = True,
                 batch: bool | None = None) -> dict:
     runs = run_all(list(configs.values()), store, device=device, executor=executor, progress=progress, batch=batch)
     return dict(zip(configs, runs))
