@@ -63,3 +63,29 @@ def test_chapters_that_read_another_chapters_runs_share_its_parameters(a_stem, b
             assert a[name] == b[name], f"{profile}: {name} differs between {a_stem} and {b_stem}"
         mine, theirs = b[inside[0]], a[inside[1]]
         assert set(mine if isinstance(mine, list) else [mine]) <= set(theirs), profile
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_paper_parameter_files_pass_each_notebooks_checks(path):
+    """The paper profile parses: its file over the notebook's defaults passes the chapter's PARAMETERS (types,
+    ranges, names), and asks for downloads. (Running it needs a GPU and the datasets.)"""
+    import importlib
+    import json
+
+    import yaml
+
+    from sparsegap import data as D
+    cell = next(c for c in json.loads(path.read_text())["cells"]
+                if "parameters" in c.get("metadata", {}).get("tags", []))
+    namespace: dict = {}
+    exec("".join(cell["source"]), namespace)
+    namespace.pop("__builtins__")
+    namespace.update(yaml.safe_load((ROOT / "notebooks" / "params" / "paper" / f"{path.stem}.yaml").read_text()))
+    check_cell = next(c for c in json.loads(path.read_text())["cells"] if "PARAMETERS.check" in "".join(c["source"]))
+    module = "".join(check_cell["source"]).split("from sparsegap.studies import ")[1].split()[0]
+    spec = importlib.import_module(f"sparsegap.studies.{module}").PARAMETERS
+    try:
+        values = spec.check(namespace, show=False)
+        assert values["download"] is True and D.downloads_allowed()
+    finally:
+        D.allow_downloads(False)
