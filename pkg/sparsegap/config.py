@@ -494,9 +494,10 @@ class RunConfig(_Canonical):
             raise ValueError(f"TrainConfig.data_schedule={t.data_schedule!r} shortens the epochs, which a {self.kind} run"
                              f"{' (with save_weights_at)' if self.save_weights_at else ''} counts in whole-set steps; "
                              f"use data_schedule='full' there")
-        if self.kind == "curve" and (t.data_schedule != "full" or t.fisher_reg):
-            raise ValueError("curve training has no data schedule or Fisher regularizer: use TrainConfig's defaults "
-                             "(data_schedule='full', fisher_reg=0) for a curve run")
+        if self.kind == "curve" and (t.data_schedule != "full" or t.fisher_reg or
+                                     (t.precision, t.channels_last, t.augment) != ("fp32", False, "none")):
+            raise ValueError("curve training has no data schedule, Fisher regularizer, mixed precision, channels_last "
+                             "or augmentation: use TrainConfig's defaults for those fields in a curve run")
         if t.data_schedule == "disagree" and (self.parent is None or self.root.kind != "dense"):
             raise ValueError(f"TrainConfig.data_schedule='disagree' compares a sparse run with the dense run at the "
                              f"root of its parents; this {self.kind} run has "

@@ -210,6 +210,16 @@ def data_parameters() -> dict[str, Param]:
     )
 
 
+def fast_training_parameters() -> dict[str, Param]:
+    """augment, precision and channels_last: TrainConfig's options for large networks (a GPU)."""
+    return dict(
+        augment=Param("str", '"crop-flip": a random 4-pixel shift and horizontal flip of every training batch',
+                      choices=("none", "crop-flip")),
+        precision=Param("str", '"bf16" or "fp16": mixed precision (meant for a GPU)', choices=("fp32", "bf16", "fp16")),
+        channels_last=Param("bool", "True: channels-last memory format for convolutional models (meant for a GPU)"),
+    )
+
+
 def training_parameters(epochs_doc: str = "epochs of every run") -> dict[str, Param]:
     """epochs, batch_size, lr, momentum, weight_decay, milestones and gamma: SGD with multistep decay."""
     return dict(

@@ -26,7 +26,7 @@ PARAMETERS = P.ParameterSpec(
     target_rse=P.Param("float", "Hutchinson: stop when the relative standard error falls below this", low=0.0),
     drop_threshold=DROP_THRESHOLD,
     **REGIME_PARAMETERS,
-    executor=P.executor(), download=P.download(), device=P.device(),
+    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), device=P.device(),
     runs_dir=P.runs_dir(),
 )
 

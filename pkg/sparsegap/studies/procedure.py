@@ -138,8 +138,8 @@ def data_config(p: dict, **fields) -> DataConfig:
 
 def train_config(p: dict) -> TrainConfig:
     """The TrainConfig of a chapter from its checked parameters (``params.training_parameters``, and
-    ``schedule`` where the chapter has one)."""
-    extra = {"schedule": p["schedule"]} if "schedule" in p else {}
+    ``schedule``, ``augment``, ``precision``, ``channels_last`` where the chapter has them)."""
+    extra = {k: p[k] for k in ("schedule", "augment", "precision", "channels_last") if k in p}
     return TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
                        weight_decay=p["weight_decay"], milestones=tuple(p["milestones"]), gamma=p["gamma"], **extra)
 

@@ -59,6 +59,7 @@ PARAMETERS = P.ParameterSpec(
     memorize_epochs=P.Param("ints", "(ii) memorization phase lengths tried", low=1, unique=True),
     consolidate_epochs=P.Param("int", "(ii) epochs over which the subset widens to the whole set", low=0),
     rerank_every=P.Param("int", "(ii) re-rank the samples every this many epochs; 0 ranks once, at the start", low=0),
+    **P.fast_training_parameters(),
     executor=P.executor(),
     download=P.download(),
     device=P.device(),
