@@ -283,6 +283,52 @@ def _stop_workers(pool) -> None:
             proc.kill()
 
 
+def notebook_parameters(notebook: Path, profile: str) -> tuple[object, dict]:
+    """(the chapter's study module, its checked parameters) for ``profile``: the parameters cell's defaults with
+    the profile's file over them, checked by the chapter's ``PARAMETERS`` without starting anything."""
+    import importlib
+    import json
+
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    source = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+    namespace: dict = {}
+    exec(source, namespace)        # the notebook's own defaults: plain assignments of literals
+    namespace.pop("__builtins__", None)
+    namespace.update(load_parameters(Path(notebook), profile))
+    check = "".join(next(c for c in cells if "PARAMETERS.check" in "".join(c["source"]))["source"])
+    module = importlib.import_module("sparsegap.studies." + check.split("from sparsegap.studies import ")[1].split()[0])
+    return module, module.PARAMETERS.check(namespace, show=False, activate=False)
+
+
+def plan_book(profile: str = "cpu", notebooks_dir: Path = REPO_ROOT / "notebooks", only: Sequence[str] | None = None,
+              runs_dir: Path | None = None, device: str = "auto", log: Callable[[str], None] = print):
+    """Print what each notebook would train under ``profile`` and an estimate of its time (:mod:`sparsegap.plan`);
+    returns the table of every distinct run. Trains nothing, loads no dataset."""
+    import pandas as pd
+
+    from .plan import format_hours, plan_runs, summarize
+    from .runs import RunStore
+    timings: dict = {}
+    tables = []
+    from .train import resolve_device
+    log(f"plan for the {profile} profile (time estimated from SGD steps timed on {resolve_device(device)}; "
+        f"trackers and measurements not counted)")
+    log(f"{'notebook':<36}{'runs':>6}{'stored':>8}{'to train':>10}{'epochs':>9}{'time':>12}")
+    for nb in find_notebooks(notebooks_dir, only):
+        module, values = notebook_parameters(nb, profile)
+        store = RunStore(runs_dir or values.get("runs_dir"))
+        table = plan_runs(module.planned_runs(values), store, device=device, timings=timings).assign(notebook=nb.stem)
+        tables.append(table)
+        s = summarize(table)
+        log(f"{nb.stem:<36}{s['runs']:>6}{s['in store']:>8}{s['to train']:>10}{s['epochs to train']:>9}"
+            f"{format_hours(s['hours (estimate)']):>12}")
+    runs = pd.concat(tables, ignore_index=True)
+    total = summarize(runs.drop_duplicates("run"))
+    log(f"{'all (runs shared between notebooks once)':<36}{total['runs']:>6}{total['in store']:>8}"
+        f"{total['to train']:>10}{total['epochs to train']:>9}{format_hours(total['hours (estimate)']):>12}")
+    return runs
+
+
 def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True,
                repository_url: str | None = None) -> Path:
     """Render the book with Jupyter Book 1.x; returns the HTML folder. Warnings fail when ``strict``.
@@ -337,6 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="notebooks executed at once (default: one per core)")
     parser.add_argument("--oversubscribe", action="store_true", help="allow more jobs than cores")
     parser.add_argument("--runs-dir", type=Path, help="run store for the kernels (SPARSEGAP_RUNS_DIR)")
+    parser.add_argument("--plan", action="store_true",
+                        help="list each notebook's runs, how many are stored, the epochs and an estimated time; "
+                             "train nothing")
+    parser.add_argument("--device", default="auto", help="device the --plan estimate times steps on")
     parser.add_argument("--executor", metavar="SPEC",
                         help='where every notebook trains its runs: "local", "processes:N", "auto", "dask", '
                              '"dask:ADDRESS" or "slurm:PATH" (default: each notebook\'s own parameter)')
@@ -346,6 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
+    if args.plan:
+        try:
+            plan_book(args.profile, args.notebooks_dir, args.only, args.runs_dir, args.device)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"bookbuild: {err}", file=sys.stderr)
+            return 1
+        print(f"(plan made in {time.perf_counter() - start:.1f} s)")
+        return 0
     try:
         runs = execute_notebooks(args.profile, args.book_dir, args.notebooks_dir, args.only,
                                  args.runs_dir, jobs=args.jobs, oversubscribe=args.oversubscribe,

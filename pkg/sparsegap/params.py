@@ -128,13 +128,13 @@ class ParameterSpec:
     def names(self) -> list[str]:
         return list(self.params)
 
-    def check(self, namespace: dict, *, show: bool = True) -> dict:
+    def check(self, namespace: dict, *, show: bool = True, activate: bool = True) -> dict:
         """Validate and normalise the parameters found in ``namespace`` (a notebook's ``globals()``).
 
         Writes the normalised values back, displays them as a collapsed table when ``show``, and
         returns them as a dict. An ``executor`` parameter becomes the executor of every ``run_all`` in
         this process (:func:`sparsegap.executors.activate`), a ``download`` parameter whether missing datasets
-        may be downloaded (:func:`sparsegap.data.allow_downloads`).
+        may be downloaded (:func:`sparsegap.data.allow_downloads`); ``activate=False`` only checks.
         """
         unknown = sorted(n for n, v in namespace.items()
                          if not n.startswith("_") and n not in _IPYTHON_NAMES and n not in self.params
@@ -150,10 +150,10 @@ class ParameterSpec:
         if missing:
             raise ValueError(f"{self.notebook}: the parameters cell does not define {missing}")
         values = {n: p.normalise(n, namespace[n]) for n, p in self.params.items()}
-        if "download" in values:   # every later data load in this kernel (sparsegap.data.allow_downloads)
+        if activate and "download" in values:   # every later data load in this kernel (sparsegap.data.allow_downloads)
             from .data import allow_downloads
             allow_downloads(values["download"])
-        if "executor" in values:   # run_all's default in this kernel from now on (sparsegap.executors)
+        if activate and "executor" in values:   # run_all's default in this kernel from now on (sparsegap.executors)
             from .executors import activate
             activate(values["executor"])
         namespace.update(values)

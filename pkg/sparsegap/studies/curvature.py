@@ -151,3 +151,9 @@ def curvature_summary(table: pd.DataFrame) -> pd.DataFrame:
         if m == "hessian_trace":
             out["Tr(H) s.e."] = g["hessian_trace_se"].mean().map("{:.2g}".format)
     return out
+
+
+def planned_runs(p: dict) -> list:
+    """The two-regimes chapter's runs at this chapter's sparsities (for ``bookbuild --plan``)."""
+    from .two_regimes import planned_runs as two_regimes_runs
+    return two_regimes_runs(p)

@@ -203,3 +203,12 @@ def zero_verdict(res: Results, fractions: Sequence[float], tolerance: float, *, 
         reasons.append(f"Up to 0.99 zeroed, accuracy matches the dense init: {'yes' if flat else 'no'}; the grid has "
                        f"no fraction above 0.99 to test the drop.")
     return Verdict("E-F5", CLAIM_ZERO, status_of(parts), tuple(reasons), scale)
+
+
+def planned_runs(p: dict) -> list:
+    """The solutions and the zeroed-init runs (for ``bookbuild --plan``)."""
+    data, model, train, gradual = settings(p)
+    sols = solution_configs(data, model, train, p["sparsities"], p["seeds"], gradual=gradual, track=p["track"])
+    zero = zeroinit_configs(data, model, train, p["zero_fractions"], p["seeds"], exclude_output=p["exclude_output"],
+                            track=p["track"])
+    return [*sols.values(), *zero.values()]

@@ -272,3 +272,8 @@ def describe_scale(p: dict, chains: Chains) -> str:
     size = f"{p['train_size']} training samples" if p["train_size"] else "the full training set"
     return (f"{p['model']} on {p['dataset']} ({size}), {len(p['seeds'])} seeds, {p['epochs']} epochs per round, "
             f"{p['rounds']} rounds at {p['prune_rate']:.0%}, {len(chains.chains)} chains")
+
+
+def planned_runs(p: dict) -> list:
+    """Every chain round of the sweep (for ``bookbuild --plan``)."""
+    return list(sweep_configs(p).values())

@@ -167,3 +167,9 @@ def cubic_verdict(paths: pd.DataFrame, floor: float, *, scale: str = "") -> Verd
     ok, h, thr = has_barrier(paths[paths.path == "cubic, sparse"], floor)
     return Verdict("E-F8", CLAIM_CUBIC, "reproduced" if ok else "not reproduced",
                    (_describe("cubic, sparse", ok, h, thr),), scale)
+
+
+def planned_runs(p: dict) -> list:
+    """The solutions and the curves (for ``bookbuild --plan``)."""
+    sols, curves = configs(p)
+    return [*sols.values(), *curves.values()]

@@ -142,3 +142,23 @@ def unit_init_table(experiment: Experiment, unit_runs: dict) -> pd.DataFrame:
                          "train_acc": float("nan") if h.get("diverged") else h["train_acc"][-1],
                          "test_acc": float("nan") if h.get("diverged") else h["test_acc"][-1]})
     return pd.DataFrame(rows).groupby(["sparsity", "init"])[["train_acc", "test_acc"]].mean().unstack("init")
+
+
+def planned_runs(p: dict) -> list:
+    """Every run the notebook trains, the unit-init Sol-S included (for ``bookbuild --plan``)."""
+    import dataclasses
+
+    from ..config import DataConfig, ModelConfig, TrainConfig
+    from .procedure import two_regime_configs
+
+    def train(epochs, milestones):
+        return TrainConfig(epochs=epochs, batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
+                           weight_decay=p["weight_decay"], milestones=tuple(milestones), gamma=p["gamma"])
+    sparse = train(p["sparse_epochs"], p["sparse_milestones"])
+    configs = two_regime_configs(DataConfig(p["dataset"]), ModelConfig("mlp", hidden=tuple(p["hidden"]), init=p["init"]),
+                                 train(p["dense_epochs"], p["dense_milestones"]), p["sparsities"], p["seeds"],
+                                 finetune_train=sparse, scratch_train=sparse, min_density=p["min_density"],
+                                 track=[f"fisher_trace@{p['fisher_every']}"], stages=p["stages"])
+    unit = [dataclasses.replace(cfg, sparse_init="unit") for (stage, s, _), cfg in configs.items()
+            if stage == "Sol-S" and s in set(p["unit_init_sparsities"])]
+    return [*configs.values(), *unit]

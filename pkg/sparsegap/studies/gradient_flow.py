@@ -179,3 +179,8 @@ def lottery_verdict(pairs: pd.DataFrame, *, scale: str = "") -> Verdict:
                        f"{'yes' if agree else 'no'}); ensemble accuracy with P-S, L-S {mean_std(ls.ensemble_accuracy)}"
                        f", S-S {mean_std(ss.ensemble_accuracy)}.")
     return Verdict("G-3", CLAIM_LOTTERY, status_of(parts), tuple(reasons), scale)
+
+
+def planned_runs(p: dict) -> list:
+    """Every run of the chapter (for ``bookbuild --plan``)."""
+    return list(flow_configs(p).values())

@@ -96,3 +96,10 @@ def hike_verdict(table: pd.DataFrame, sparsity: float, *, hike: float = 2.0, sca
                f"Sol-S's mean-gradient norm goes from {d.iloc[0]:.3g} to a peak of {d.max():.3g} at epoch "
                f"{peak_epoch:g} ({d.max() / d.iloc[0]:.1f}×; a hike needs ≥ {hike:g}×: {'yes' if rises else 'no'}).")
     return Verdict("P-F11", CLAIM_HIKE, status_of([low, rises]), reasons, scale, part="b")
+
+
+def planned_runs(p: dict) -> list:
+    """Sol-D, Sol-F and Sol-S with the SNR tracker (for ``bookbuild --plan``)."""
+    from .procedure import two_regime_configs
+    return list(two_regime_configs(data_config(p), ModelConfig(p["model"]), train_config(p), p["sparsities"], p["seeds"],
+                                   track=TRACK, exclude_output=p["exclude_output"]).values())

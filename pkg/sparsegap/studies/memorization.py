@@ -154,3 +154,11 @@ def fisher_noise_verdict(hs: dict[str, list[dict]], *, memorized: float = 0.5, d
                    f"where) they get memorized: {'yes' if part2 else 'no'}.")
     return Verdict("P-F5", CLAIM_C, _status([part1, part2]), tuple(reasons), scale)
 
+
+def planned_runs(p: dict) -> list:
+    """Sol-D, Sol-F and Sol-S at ``sparsity`` on the noisy data, with the trackers (for ``bookbuild --plan``)."""
+    from .procedure import data_config, train_config, two_regime_configs
+    data = data_config(p, noise=p["noise"], noise_seed=p["noise_seed"])
+    return list(two_regime_configs(data, ModelConfig(p["model"], width=p["width"]), train_config(p), [p["sparsity"]],
+                                   p["seeds"], exclude_output=p["exclude_output"],
+                                   track=trackers(p["fisher_every"], p["predictions_every"])).values())

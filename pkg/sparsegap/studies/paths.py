@@ -182,3 +182,9 @@ def check_alphas(alphas: Sequence[float]) -> None:
     if missing:
         raise ValueError(f"alphas must include 0.3 and 0.9 (the paper's Fig. 7: near Init-S and near Sol-F), "
                          f"got {list(alphas)!r}")
+
+
+def planned_runs(p: dict) -> list:
+    """The two-regimes chapter's Sol-D, Sol-F and Sol-S at ``sparsity`` (for ``bookbuild --plan``)."""
+    from .two_regimes import planned_runs as two_regimes_runs
+    return two_regimes_runs({**p, "sparsities": [p["sparsity"]]})

@@ -281,3 +281,9 @@ def distance_verdict(table: pd.DataFrame, *, scale: str = "") -> Verdict:
     shrinks = all(p[0] for p in parts)
     mirrors = all(p[1] for p in parts)
     return Verdict("D-F7", CLAIM_DIST, _status([shrinks, mirrors]), tuple(reasons), scale)
+
+
+def planned_runs(p: dict) -> list:
+    """The chain and its re-dense runs (for ``bookbuild --plan``)."""
+    chain, redense = configs(p)
+    return [*chain.values(), *redense.values()]

@@ -101,8 +101,8 @@ def pick_sparsities(regimes: pd.DataFrame) -> tuple[dict[str, float], list[str]]
     gap, and the optimization-regime sparsity with the largest train gap (the widest gap to close).
 
     A regime that chapter 1 did not find gets a stand-in, said in the returned notes: for generalization the
-    sparsity outside the optimization regime with the largest test gap, for optimization the highest
-    sparsity left. (At smoke scale nothing is trained enough to have regimes.)"""
+    sparsity outside the optimization regime with the largest test gap (or, if there is none, the lowest
+    sparsity left), for optimization the highest sparsity left. (At smoke scale nothing is trained enough to have regimes.)"""
     out, notes = {}, []
     for regime, gap in (("generalization", "test_gap"), ("optimization", "train_gap")):
         rows = regimes[regimes.regime == regime]
@@ -114,6 +114,12 @@ def pick_sparsities(regimes: pd.DataFrame) -> tuple[dict[str, float], list[str]]
             out["generalization"] = float(rows.loc[rows.test_gap.idxmax(), "sparsity"])
             notes.append(f"Chapter 1 finds no generalization regime; s={out['generalization']:g} (the largest test gap "
                          f"outside the optimization regime) stands in for it.")
+        else:
+            rows = regimes[~regimes.sparsity.isin(out.values())]
+            if len(rows):
+                out["generalization"] = float(rows.sparsity.min())
+                notes.append(f"Chapter 1 finds no generalization regime, and every sparsity is in the optimization "
+                             f"regime; s={out['generalization']:g} (the lowest sparsity left) stands in for it.")
     if "optimization" not in out:
         rows = regimes[~regimes.sparsity.isin(out.values())]
         if len(rows):
@@ -420,3 +426,15 @@ def selection_table(selection: dict[tuple, Run], chosen: dict) -> pd.DataFrame:
              "diverged": bool(run.diverged), "chosen": picked.get((remedy, s)) == label}
             for (remedy, label, s), run in selection.items()]
     return pd.DataFrame(rows)
+
+
+def planned_runs(p: dict) -> list:
+    """Chapter 1's runs, then this chapter's (for ``bookbuild --plan``). Which settings the validation split
+    chooses is known only after its runs: the plan counts the comparison with the first of each grid, which
+    costs the same."""
+    from .two_regimes import planned_runs as chapter_one_runs
+    picked = {"generalization": p["sparsities"][len(p["sparsities"]) // 2], "optimization": max(p["sparsities"])}
+    grid = candidates(p)
+    chosen = {(remedy, s): {"fields": next(f for r, _, f in grid if r == remedy)}
+              for remedy in (NFR, FISHER) for s in picked.values()}
+    return [*chapter_one_runs(p), *selection_configs(p, picked).values(), *final_configs(p, picked, chosen).values()]

@@ -1,0 +1,73 @@
+"""The plan of a sweep (sparsegap.plan, bookbuild --plan): what each notebook trains, counted before it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sparsegap import bookbuild
+from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from sparsegap.plan import data_sizes, plan_runs, summarize
+from sparsegap.runs import RunStore, _chain, run_all
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_notebooks_planned_runs_are_the_runs_it_trains(built_book):
+    """At smoke scale, after the book is built: every run a notebook's plan lists is in the store the notebooks
+    filled, and the plans count exactly the runs there. Chapter 12 picks its sparsities and settings while it
+    runs, so its plan has stand-ins for them: there only chapter 1's runs are checked by name, and its total by
+    count (the stand-ins cost the same number of runs)."""
+    store = RunStore(built_book.runs_dir)
+    planned = set()
+    for nb in bookbuild.find_notebooks(ROOT / "notebooks"):
+        module, values = bookbuild.notebook_parameters(nb, "smoke")
+        runs = module.planned_runs(values)
+        if nb.stem == "12_remedies":
+            from sparsegap.studies.two_regimes import planned_runs as chapter_one
+            checked = chapter_one(values)
+        else:
+            checked = runs
+        missing = [c.run_id for c in checked if not store.is_done(c)]
+        assert not missing, f"{nb.stem}: planned but not trained: {missing[:5]}"
+        planned |= {a.run_id for c in runs for a in _chain(c)}   # with the parents they need
+    stored = [p for p in Path(built_book.runs_dir).iterdir() if (p / "DONE").exists()]
+    assert len(stored) == len(planned)
+
+
+def test_the_plan_counts_stored_runs_and_epochs(tmp_path):
+    data, model = DataConfig("digits", train_size=100, test_size=50), ModelConfig("mlp", hidden=(8,))
+    t = TrainConfig(epochs=3, batch_size=16, lr=0.05, schedule="constant")
+    dense = RunConfig("dense", data, model, t, seed=0)
+    child = RunConfig("scratch", data, model, t, seed=0, sparsity=0.5, parent=dense)
+    store = RunStore(tmp_path)
+    before = plan_runs([child], store, device="cpu")
+    assert list(before.kind) == ["dense", "scratch"]          # the parent is planned too
+    assert summarize(before) | {"hours (estimate)": 0} == {"runs": 2, "in store": 0, "to train": 2,
+                                                          "epochs to train": 6, "hours (estimate)": 0}
+    assert (before.seconds > 0).all()
+    run_all([dense], store, progress=False)
+    after = summarize(plan_runs([child], store, device="cpu"))
+    assert (after["in store"], after["to train"], after["epochs to train"]) == (1, 1, 3)
+
+
+def test_data_sizes_need_no_dataset():
+    assert data_sizes(DataConfig("cifar100")) == ((3, 32, 32), 50000, 10000)
+    assert data_sizes(DataConfig("cifar10", train_size=4000, validation=500)) == ((3, 32, 32), 3500, 500)
+    assert data_sizes(DataConfig("fashion-mnist", train_size=4000, test_size=1000)) == ((1, 28, 28), 4000, 1000)
+
+
+def test_the_paper_plan_parses_every_notebook_and_trains_nothing(tmp_path, capsys):
+    runs = bookbuild.plan_book("paper", ROOT / "notebooks", ["01_two_regimes", "09_gradient_snr"],
+                               runs_dir=tmp_path, device="cpu")
+    out = capsys.readouterr().out
+    assert "01_two_regimes" in out and "09_gradient_snr" in out and "days" in out
+    assert not any(tmp_path.iterdir())                       # nothing trained, nothing written
+    r01 = runs[runs.notebook == "01_two_regimes"]
+    assert len(r01) == 3 * (1 + 9 * 2) and set(r01.model) == {"resnet32 x4"} and set(r01.epochs) == {250}
+
+
+def test_plan_on_the_command_line(tmp_path, capsys):
+    assert bookbuild.main(["--plan", "--only", "09_gradient_snr", "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
+    assert "plan made in" in capsys.readouterr().out
