@@ -118,8 +118,7 @@ def check_compatible(cfgs: Sequence[TrainConfig]) -> None:
     if any(c.fisher_reg for c in cfgs):
         raise ValueError("the Fisher regularizer (TrainConfig.fisher_reg) needs each member's own double backward "
                          "pass, which batched training does not do; train those runs with sparsegap.train.train")
-    fast = [c for c in cfgs if (c.precision, c.channels_last, c.augment) != ("fp32", False, "none")]
-    if fast:
+    if any(c.gpu_options for c in cfgs):
         raise ValueError("mixed precision, channels_last and augmentation (TrainConfig.precision, channels_last, augment) "
                          "are for large networks trained one at a time; train those runs with sparsegap.train.train")
     if any(c.data_schedule != "full" for c in cfgs):

@@ -246,8 +246,9 @@ def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profi
             raise failure
     except (KeyboardInterrupt, SystemExit):
         # Stopped (Ctrl-C, or SIGTERM turned into SystemExit): stop the workers too, or they would go on
-        # executing the queue; each one shuts down its kernel on the way out.
-        _stop_workers(pool)
+        # executing the queue; each one shuts down its kernel on the way out (SIGTERM, 30 s to do it).
+        from .executors import stop_workers
+        stop_workers(pool, grace=30.0)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -269,18 +270,6 @@ def _stop_on_sigterm():
     """SIGTERM raises SystemExit, so that ``finally`` blocks run: papermill shuts down its kernel, the build
     stops its workers. Installed in the build's main process and in every worker; returns the old handler."""
     return signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
-def _stop_workers(pool) -> None:
-    processes = list(getattr(pool, "_processes", {}).values())
-    for proc in processes:
-        if proc.is_alive():
-            proc.terminate()          # SIGTERM: SystemExit in the worker, which cleans up its kernel
-    deadline = time.monotonic() + 30
-    for proc in processes:
-        proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        if proc.is_alive():
-            proc.kill()
 
 
 def notebook_parameters(notebook: Path, profile: str) -> tuple[object, dict]:

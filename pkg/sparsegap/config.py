@@ -248,6 +248,12 @@ class TrainConfig(_Canonical):
         if not isinstance(self.augment, str) or self.augment not in AUGMENTS:
             raise ValueError(f"TrainConfig.augment must be one of {AUGMENTS}, got {self.augment!r}")
 
+    @property
+    def gpu_options(self) -> bool:
+        """Whether any option for large networks is set (precision, channels_last, augment): batched training
+        and curve training have none of them."""
+        return (self.precision, self.channels_last, self.augment) != ("fp32", False, "none")
+
     def _check_data_schedule(self) -> None:
         if not isinstance(self.data_schedule, str) or self.data_schedule not in DATA_SCHEDULES:
             raise ValueError(f"TrainConfig.data_schedule must be one of {DATA_SCHEDULES}, got {self.data_schedule!r}")
@@ -494,8 +500,7 @@ class RunConfig(_Canonical):
             raise ValueError(f"TrainConfig.data_schedule={t.data_schedule!r} shortens the epochs, which a {self.kind} run"
                              f"{' (with save_weights_at)' if self.save_weights_at else ''} counts in whole-set steps; "
                              f"use data_schedule='full' there")
-        if self.kind == "curve" and (t.data_schedule != "full" or t.fisher_reg or
-                                     (t.precision, t.channels_last, t.augment) != ("fp32", False, "none")):
+        if self.kind == "curve" and (t.data_schedule != "full" or t.fisher_reg or t.gpu_options):
             raise ValueError("curve training has no data schedule, Fisher regularizer, mixed precision, channels_last "
                              "or augmentation: use TrainConfig's defaults for those fields in a curve run")
         if t.data_schedule == "disagree" and (self.parent is None or self.root.kind != "dense"):

@@ -105,24 +105,24 @@ def _init_worker(n: int) -> None:
     torch.set_num_threads(1)
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Stop the pool's workers now (a run they were training resumes from its checkpoint next time).
+def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
+    """Stop a process pool's workers now: SIGTERM (a worker's ``finally`` blocks run), then SIGKILL for any
+    still alive after ``grace`` seconds. A run they were training resumes from its checkpoint next time.
 
     The pool's own management thread also reaps workers that die, so a ``join`` here can return before the
     exit is recorded: poll ``is_alive`` until every worker is seen gone."""
     import time
     processes = list((getattr(pool, "_processes", None) or {}).values())
     for proc in processes:
-        proc.terminate()
-    for signal_, wait in (("terminate", 10.0), ("kill", 5.0)):
+        if proc.is_alive():
+            proc.terminate()
+    for wait, then_kill in ((grace, True), (5.0, False)):
         deadline = time.monotonic() + wait
         while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if signal_ == "terminate":
-            for proc in processes:
-                if proc.is_alive():
-                    proc.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if then_kill and proc.is_alive():
+                proc.kill()
 
 
 # ------------------------------------------------------------------------------------------- dask
@@ -260,7 +260,8 @@ def executor_for(spec: str = "local") -> Iterator[Any]:
         try:
             yield pool
         except BaseException:
-            _stop(pool)
+            stop_workers(pool)
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
         return

@@ -793,13 +793,8 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
 def _dense_predictions(cfg: RunConfig, store: RunStore, data) -> torch.Tensor:
     """The predicted class of every training sample by the dense run at the root of ``cfg``'s chain (the
     reference of the "disagree" data schedule), computed on the CPU in eval mode."""
-    root = cfg.root
-    if root.kind != "dense" or root is cfg:
-        raise ValueError(f"data_schedule 'disagree' compares a sparse run with its dense parent; run "
-                         f"{cfg.run_id} ({cfg.kind}) has no dense run at the root of its parents")
-    model = store.load(root).model().eval()
-    with torch.no_grad():
-        return torch.cat([model(data.x_train[i: i + 1024]).argmax(1) for i in range(0, len(data.x_train), 1024)])
+    from .metrics.basic import predict_logits
+    return predict_logits(store.load(cfg.root).model(), data.x_train).argmax(1)  # RunConfig checked the root
 
 
 def _threads(model: nn.Module, cfg: RunConfig, data, members: int = 1) -> int:
@@ -1093,7 +1088,7 @@ def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
     groups: dict = {}
     for c in configs:
         if (c.kind in UPDATER_KINDS or c.kind == "curve" or c.train.fisher_reg or c.train.data_schedule != "full"
-                or (c.train.precision, c.train.channels_last, c.train.augment) != ("fp32", False, "none")
+                or c.train.gpu_options
                 or any(t.startswith("grad_snr") for t in c.track)):
             continue    # mask updaters touch the optimizer state, grad_snr reads p.grad, schedules pick
                         # each run's own samples: trained alone
@@ -1102,10 +1097,24 @@ def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
     return [g[i: i + MAX_BATCH] for g in groups.values() for i in range(0, len(g), MAX_BATCH)]
 
 
+def _batch_pays(group: list[RunConfig], force: bool, probe: nn.Module | None = None) -> bool:
+    """Whether ``group`` trains as one batched model: the model allows it, and it is measured to pay
+    (:func:`~sparsegap.batched.should_batch`) or ``force`` asks for it."""
+    from .batched import check_batchable, should_batch
+    probe = probe if probe is not None else build_model_for(group[0].model, group[0].data)
+    try:
+        check_batchable([probe])
+    except ValueError:
+        return False
+    return force or should_batch(probe, group[0].train.batch_size, len(group),
+                                 input_shape=tuple(load_data(group[0].data).input_shape))
+
+
 def _tasks(ready: list[RunConfig], batch: bool | None) -> list[list[RunConfig]]:
-    """The tasks of one wave for an executor: each batchable group of two or more runs is one task, every
-    other run a task of its own (``batch=False``: one run per task)."""
-    groups = [g for g in _groups(ready) if len(g) > 1] if batch is not False else []
+    """The tasks of one wave for an executor: each group that will train batched is one task, every other
+    run a task of its own, so that runs that would train one by one anyway spread over the workers
+    (``batch=False``: one run per task)."""
+    groups = [g for g in _groups(ready) if len(g) > 1 and _batch_pays(g, bool(batch))] if batch is not False else []
     grouped = {c for g in groups for c in g}
     return groups + [[c] for c in ready if c not in grouped]
 
@@ -1125,16 +1134,11 @@ def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool
     batching does not pay for this model (or fewer than two members are left) nothing is trained
     here, and run_all trains the members one by one.
     """
-    from .batched import check_batchable, engine_for, should_batch, train_batched
+    from .batched import engine_for, train_batched
 
     data = load_data(group[0].data)
     probe = build_model_for(group[0].model, group[0].data)
-    try:
-        check_batchable([probe])
-    except ValueError:
-        return
-    if not force and not should_batch(probe, group[0].train.batch_size, len(group),
-                                      input_shape=tuple(data.input_shape)):
+    if not _batch_pays(group, force, probe):
         return
     parents = {c.parent: get_or_train(c.parent, store, device=device, progress=progress)
                for c in group if c.parent is not None}

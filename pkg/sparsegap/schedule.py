@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TrainConfig
+from .metrics.basic import predict_logits
 from .metrics.fisher import per_sample_fisher
-from .metrics.persample import eval_mode
 
 
 def subset_size(cfg: TrainConfig, epoch: int, n: int) -> int:
@@ -78,15 +78,9 @@ def difficulty(kind: str, model: nn.Module, x: Tensor, y: Tensor, *, masks=None,
             raise ValueError(f"data_schedule 'disagree' needs reference=the dense network's predicted class of each of "
                              f"the {len(x)} training samples, got "
                              f"{None if reference is None else tuple(reference.shape)}")
-        out = torch.empty(len(x), dtype=torch.float64)
-        with torch.no_grad(), eval_mode(model):
-            for i in range(0, len(x), chunk_size):
-                logits = model(x[i: i + chunk_size]).double()
-                yi = y[i: i + chunk_size]
-                el2n = (F.softmax(logits, 1) - F.one_hot(yi, logits.shape[1]).double()).norm(dim=1)  # <= sqrt(2)
-                differs = (logits.argmax(1) != reference[i: i + chunk_size].to(logits.device)).double()
-                out[i: i + chunk_size] = (2.0 * differs + el2n).cpu()
-        return out
+        logits = predict_logits(model, x, batch_size=chunk_size).double()    # eval mode, on the CPU
+        el2n = (F.softmax(logits, 1) - F.one_hot(y.cpu(), logits.shape[1]).double()).norm(dim=1)  # <= sqrt(2)
+        return 2.0 * (logits.argmax(1) != reference.cpu()).double() + el2n
     raise ValueError(f"difficulty kind must be one of ('fisher', 'random', 'disagree'), got {kind!r}")
 
 

@@ -262,6 +262,16 @@ def final_table(runs: dict[tuple, Run], picked: dict[str, float]) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def histories(runs: dict[tuple, Run], picked: dict[str, float]) -> dict[tuple[str, str], list[dict]]:
+    """The training histories over seeds, keyed (regime, variant), Sol-D left out (for the curves figure)."""
+    regime_of = {s: r for r, s in picked.items()}
+    out: dict[tuple[str, str], list[dict]] = {}
+    for (variant, s, _), run in runs.items():
+        if variant != "Sol-D":
+            out.setdefault((regime_of[s], variant), []).append(run.history)
+    return out
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     order = {v: i for i, v in enumerate(("Sol-S", *REMEDIES, "Sol-F"))}
     g = table.groupby(["regime", "sparsity", "variant"])[["train_acc", "test_acc", "fisher_trace"]]
