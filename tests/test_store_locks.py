@@ -3,11 +3,13 @@
 The racing tests start real processes (tests/_store_worker.py), released together by a barrier.
 """
 
+import errno
 import json
 import logging
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -136,3 +138,70 @@ def test_the_owner_refreshes_its_lock_every_epoch(tmp_path, monkeypatch):
     get_or_train(dense_cfg(epochs=3), store, device="cpu", progress=False)
     assert len(refreshed) == 3
 
+
+
+def test_a_lock_appears_with_its_owner_written_and_leaves_no_temporary(tmp_path, monkeypatch):
+    # Created empty and then written, a lock could be seen empty (not stale for WRITE_GRACE
+    # seconds) after its creator was killed in between; the fault-injection sweep then once
+    # trained a run alone that the uninterrupted sweep had trained in a batch.
+    lock = RunLock(tmp_path / ".locks" / "r.lock")
+    seen = []
+    real_link = os.link
+    monkeypatch.setattr(os, "link", lambda src, dst: (real_link(src, dst), seen.append(Path(dst).read_bytes()))[0])
+    with lock:
+        assert seen and json.loads(seen[0])["pid"] == os.getpid()
+        assert [p.name for p in lock.path.parent.iterdir()] == ["r.lock"]
+    assert not list(lock.path.parent.iterdir())
+
+
+def test_without_hard_links_the_lock_is_created_then_written(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    lock = RunLock(tmp_path / ".locks" / "r.lock")
+    assert lock.try_acquire()
+    assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert not RunLock(lock.path).try_acquire()          # held by a live process
+    lock.release()
+    assert not list(lock.path.parent.iterdir())
+
+
+def test_lock_temporaries_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
+    locks = tmp_path / ".locks"
+    locks.mkdir()
+    dead = _reaped_pid()
+    orphan = locks / f".r.lock.{dead}-00.tmp"
+    orphan.write_text(json.dumps({"host": socket.gethostname(), "pid": dead, "start_time": time.time()}))
+    empty = locks / ".r.lock.1-01.tmp"
+    empty.write_bytes(b"")
+    os.utime(empty, (time.time() - 60, time.time() - 60))          # killed before it could write
+    live = locks / f".r.lock.{os.getpid()}-02.tmp"
+    live.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time()}))
+    other = locks / f".s.lock.{dead}-03.tmp"                       # another run's: left to its own lock
+    other.write_text(orphan.read_text())
+    with RunLock(locks / "r.lock"):
+        pass
+    assert sorted(p.name for p in locks.iterdir()) == sorted([live.name, other.name])
+
+
+def _reaped_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_batch_member_whose_lock_a_killed_sweep_left_still_trains_in_the_batch(tmp_path):
+    from sparsegap.runs import run_all
+    parent = dense_cfg(epochs=2)
+    group = [RunConfig(kind, parent.data, parent.model, parent.train, seed=0, sparsity=s, parent=parent)
+             for kind in ("finetune", "scratch") for s in (0.5, 0.8)]
+    reference = run_all(group, RunStore(tmp_path / "reference"), device="cpu", progress=False, batch=True)
+    store = RunStore(tmp_path / "runs")
+    run_all([parent], store, device="cpu", progress=False)
+    lock = store.root / ".locks" / f"{group[0].run_id}.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _reaped_pid(), "start_time": time.time()}))
+    with pytest.warns(UserWarning, match="stale lock"):
+        got = run_all(group, store, device="cpu", progress=False, batch=True)
+    for cfg, want, have in zip(group, reference, got):
+        assert json.loads((store.path(cfg) / "meta.json").read_text())["batch"] == len(group), cfg.run_id
+        assert all(torch.equal(want.weights[k], have.weights[k]) for k in want.weights), cfg.run_id

@@ -29,6 +29,7 @@ being deterministic, never trained again.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
@@ -220,17 +221,47 @@ class RunLock:
         return self.path.stem
 
     def _try_create(self) -> bool:
+        # The lock appears with its owner already written in it: the owner goes to a temporary that
+        # is then hard-linked to the lock's name (link is atomic and fails if the name exists, also
+        # on NFS). A lock created empty and then written could be seen empty, for WRITE_GRACE
+        # seconds not judged stale, after its creator was killed in between: a batch would then
+        # leave that run out and it would train alone, not bitwise like the sweep never killed.
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep_temporaries()
+        token = secrets.token_hex(8)
+        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time(),
+                            "token": token}).encode()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{token}.tmp")
+        try:
+            tmp.write_bytes(owner)
+            os.link(tmp, self.path)
+        except FileExistsError:
+            return False
+        except OSError as e:          # a file system without hard links: create, then write
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            return self._create_then_write(owner)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._mine = owner
+        return True
+
+    def _create_then_write(self, owner: bytes) -> bool:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             return False
-        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time(),
-                            "token": secrets.token_hex(8)}).encode()
         with os.fdopen(fd, "wb") as f:
             f.write(owner)
         self._mine = owner
         return True
+
+    def _sweep_temporaries(self) -> None:
+        """Remove the lock temporaries of this run whose writer is gone (killed before it unlinked them)."""
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            holder = self._read(tmp)
+            if holder is not None and self._stale(holder):
+                tmp.unlink(missing_ok=True)
 
     def _still_mine(self) -> bool:
         try:
@@ -238,10 +269,11 @@ class RunLock:
         except FileNotFoundError:
             return False
 
-    def _read(self) -> _Holder | None:
+    def _read(self, path: Path | None = None) -> _Holder | None:
+        path = path or self.path
         try:
-            st = os.stat(self.path)
-            raw = self.path.read_bytes()
+            st = os.stat(path)
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
         try:
