@@ -435,3 +435,28 @@ def test_repository_url_override(tmp_path: Path) -> None:
     assert yaml.safe_load(path.read_text())["repository"]["url"] == "https://github.com/me/fork"
     with pytest.raises(ValueError, match="repository_url"):
         bookbuild._config_with_repository(tmp_path, "github.com/me/fork")
+
+
+def test_overrides_are_set_over_the_profile_and_checked(tmp_path: Path) -> None:
+    notebooks, book = tmp_path / "notebooks", tmp_path / "book"
+    write_notebook(notebooks / "01_a.ipynb", "print(n)")
+    write_notebook(notebooks / "02_b.ipynb", "print(n)")
+    runs = bookbuild.execute_notebooks("cpu", book, notebooks, log=lambda _: None, overrides={"02_b": {"n": 7}})
+    printed = [nbformat.read(r.output, as_version=4).cells[-1].outputs[0]["text"].strip() for r in runs]
+    assert printed == ["1", "7"]
+    with pytest.raises(ValueError, match=r"overrides=\['03_c'\]: no such notebook"):
+        bookbuild.execute_notebooks("cpu", book, notebooks, log=lambda _: None, overrides={"03_c": {"n": 7}})
+    with pytest.raises(ValueError, match=r"overrides\['01_a'\]: unknown parameters \['m'\]"):
+        bookbuild.execute_notebooks("cpu", book, notebooks, log=lambda _: None, overrides={"01_a": {"m": 7}})
+
+
+def test_a_failure_cancels_the_notebooks_not_started_and_is_raised(tmp_path: Path) -> None:
+    # A cancelled notebook came back from wait() as done, and asking it for its exception raised
+    # CancelledError instead of the notebook's failure.
+    notebooks = tmp_path / "notebooks"
+    write_notebook(notebooks / "01_bad.ipynb", "raise RuntimeError('boom in cell')")
+    write_notebook(notebooks / "02_slow.ipynb", "import time; time.sleep(3)")
+    for name in ("03_c", "04_d", "05_e"):
+        write_notebook(notebooks / f"{name}.ipynb", "print('never')")
+    with pytest.raises(bookbuild.NotebookFailed, match="boom in cell"):
+        bookbuild.execute_notebooks("cpu", tmp_path / "book", notebooks, log=lambda _: None, jobs=2)

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -77,14 +77,18 @@ def load_parameters(notebook: Path, profile: str) -> dict:
         raise ValueError(f"{path} must hold a YAML mapping of parameter names to values, "
                          f"got {type(params).__name__}")
     # A misspelt key would otherwise silently run the cpu default, which can take an hour.
+    _check_declared(notebook, params, str(path))
+    return params
+
+
+def _check_declared(notebook: Path, params: Mapping, source: str) -> None:
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
     unknown = sorted(set(params) - set(declared))
     if unknown:
-        raise ValueError(f"{path}: unknown parameters {unknown}; "
+        raise ValueError(f"{source}: unknown parameters {unknown}; "
                          f"the notebook's parameters cell declares {sorted(declared)}")
-    return params
 
 
 @contextlib.contextmanager
@@ -181,13 +185,15 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
                       notebooks_dir: Path = REPO_ROOT / "notebooks",
                       only: Sequence[str] | None = None, runs_dir: Path | None = None,
                       log: Callable[[str], None] | None = None, jobs: int | None = 1,
-                      oversubscribe: bool = False, executor: str | None = None) -> list[NotebookRun]:
+                      oversubscribe: bool = False, executor: str | None = None,
+                      overrides: Mapping[str, Mapping[str, object]] | None = None) -> list[NotebookRun]:
     """Execute the notebooks with ``profile``, ``jobs`` at a time (None: one per core), each in its own kernel.
 
     Notebooks that need the same runs do not wait for each other by any fixed order: the run store's
     per-run locks make one kernel train a run while the other waits for it and then loads it. With
     several jobs every kernel gets one torch thread (see :mod:`sparsegap.threads`). ``executor`` (a keyword
-    of :mod:`sparsegap.executors`) overrides every notebook's ``executor`` parameter. On a failure the
+    of :mod:`sparsegap.executors`) overrides every notebook's ``executor`` parameter; ``overrides`` maps a notebook's
+    name (its stem) to parameters set over the profile's (e.g. the paper profile at 1 epoch). On a failure the
     notebooks not yet started are cancelled, the running ones finish, and the first failure is raised.
     """
     from .threads import check_workers
@@ -197,6 +203,18 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
     notebooks = find_notebooks(notebooks_dir, only)
     # Read every parameter file before running anything: a typo should not cost a long run first.
     params = {nb.stem: load_parameters(nb, profile) for nb in notebooks}
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise TypeError(f"overrides must map notebook names to parameter dicts, got {type(overrides).__name__}")
+        unknown = sorted(set(overrides) - set(params))
+        if unknown:
+            raise ValueError(f"overrides={unknown}: no such notebook among those executed; allowed: {sorted(params)}")
+        for nb in notebooks:
+            extra = overrides.get(nb.stem, {})
+            if not isinstance(extra, Mapping):
+                raise TypeError(f"overrides[{nb.stem!r}] must be a dict of parameters, got {type(extra).__name__}")
+            _check_declared(nb, extra, f"overrides[{nb.stem!r}]")
+            params[nb.stem] = params[nb.stem] | dict(extra)
     if executor is not None:       # one keyword for every notebook (their `executor` parameter)
         from .executors import parse_executor
         parse_executor(executor)
@@ -233,6 +251,8 @@ def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profi
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 nb = futures[future]
+                if future.cancelled():        # not started: an earlier failure cancelled it
+                    continue
                 if future.exception() is None:
                     run = future.result()
                     log(f"  {run.name}: {run.seconds:.1f} s  (done after {time.perf_counter() - start:.0f} s)")
