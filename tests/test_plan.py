@@ -12,6 +12,7 @@ from sparsegap.plan import data_sizes, plan_runs, summarize
 from sparsegap.runs import RunStore, _chain, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 
 
 def test_every_notebooks_planned_runs_are_the_runs_it_trains(built_book):
@@ -71,3 +72,22 @@ def test_the_paper_plan_parses_every_notebook_and_trains_nothing(tmp_path, capsy
 def test_plan_on_the_command_line(tmp_path, capsys):
     assert bookbuild.main(["--plan", "--only", "09_gradient_snr", "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
     assert "plan made in" in capsys.readouterr().out
+
+
+def test_plan_only_shows_the_plan_and_skips_every_later_cell(tmp_path):
+    import nbformat
+    import papermill
+
+    out = tmp_path / "out.ipynb"
+    params = bookbuild.load_parameters(NOTEBOOKS / "01_two_regimes.ipynb", "smoke")
+    papermill.execute_notebook(str(NOTEBOOKS / "01_two_regimes.ipynb"), str(out), kernel_name=bookbuild.KERNEL,
+                               parameters=params | {"plan_only": True, "runs_dir": str(tmp_path / "runs")},
+                               cwd=str(NOTEBOOKS), progress_bar=False)
+    cells = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+    check = next(i for i, c in enumerate(cells) if "PARAMETERS.check" in c.source)
+    shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/html", "")) for o in cells[check].outputs)
+    module, values = bookbuild.notebook_parameters(NOTEBOOKS / "01_two_regimes.ipynb", "smoke")
+    n = len(dict.fromkeys(a for c in module.planned_runs(values) for a in _chain(c)))
+    assert f"{n} runs, 0 in the store, {n} to train" in shown and "plan_only=True" in shown
+    assert all(not c.outputs for c in cells[check + 1:])           # every later cell ran as an empty one
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/DONE"))

@@ -203,3 +203,18 @@ def test_memorization_verdicts_follow_their_rules():
                                   [10, 30, 15, 12], [5, 8, 6, 6]) for i in range(3)]
     assert m.memorization_verdict(hs).status == "not reproduced"
     assert m.robustness_verdict(hs).status == "not reproduced"   # 0.56: below Sol-D (0.60), level with Sol-F
+
+
+def test_curvature_is_measured_on_a_seeded_subset_or_everything():
+    import torch
+
+    from sparsegap.studies.curvature import measurement_data
+    x, y = torch.arange(50.0).view(50, 1), torch.arange(50) % 5
+    assert measurement_data(x, y, None)[0] is x
+    a, b = measurement_data(x, y, 10), measurement_data(x, y, 10)
+    assert torch.equal(a[0], b[0]) and len(a[0]) == 10 and len(set(a[0].flatten().tolist())) == 10
+    assert torch.equal(a[1], (a[0].flatten().long()) % 5)          # samples keep their labels
+    assert not torch.equal(measurement_data(x, y, 10, seed=1)[0], a[0])
+    for bad in (0, 51, 2.5, True):
+        with pytest.raises(ValueError, match=f"measure_size={bad!r} must be None .* from 1 to 50"):
+            measurement_data(x, y, bad)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import html
 import math
+import sys
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -121,9 +122,11 @@ class Param:
 class ParameterSpec:
     """The parameters of one notebook, by name."""
 
-    def __init__(self, notebook: str, **params: Param):
+    def __init__(self, notebook: str, *, module: str | None = None, **params: Param):
         self.notebook = notebook
         self.params = params
+        # the chapter's study module (its planned_runs serves plan_only): by default the one declaring the spec
+        self.module = module or sys._getframe(1).f_globals.get("__name__")
 
     def names(self) -> list[str]:
         return list(self.params)
@@ -134,7 +137,9 @@ class ParameterSpec:
         Writes the normalised values back, displays them as a collapsed table when ``show``, and
         returns them as a dict. An ``executor`` parameter becomes the executor of every ``run_all`` in
         this process (:func:`sparsegap.executors.activate`), a ``download`` parameter whether missing datasets
-        may be downloaded (:func:`sparsegap.data.allow_downloads`); ``activate=False`` only checks.
+        may be downloaded (:func:`sparsegap.data.allow_downloads`). ``plan_only=True`` shows the runs the page
+        would train and their estimated time (:func:`sparsegap.plan.show_plan`), then has IPython skip every
+        later cell of the notebook. ``activate=False`` only checks.
         """
         unknown = sorted(n for n, v in namespace.items()
                          if not n.startswith("_") and n not in _IPYTHON_NAMES and n not in self.params
@@ -160,6 +165,11 @@ class ParameterSpec:
         if show:
             from IPython.display import HTML, display
             display(HTML(self.table_html(values)))
+        if activate and values.get("plan_only"):
+            from .plan import show_plan, skip_remaining_cells
+            show_plan(self.module, values)
+            skip_remaining_cells(f"plan_only=True: nothing was trained, and the cells of {self.notebook} below "
+                                 f"this one were skipped")
         return values
 
     def table_html(self, values: dict) -> str:
@@ -190,6 +200,11 @@ def executor() -> Param:
 
 def download() -> Param:
     return Param("bool", "True lets missing datasets be downloaded (torchvision); the paper profile sets it")
+
+
+def plan_only() -> Param:
+    return Param("bool", "True: show the runs this page would train and an estimate of their time, then skip "
+                         "every later cell (nothing is trained)")
 
 
 def runs_dir() -> Param:

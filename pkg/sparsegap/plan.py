@@ -116,3 +116,58 @@ def summarize(runs: pd.DataFrame) -> dict:
 
 def format_hours(hours: float) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h" if hours >= 1 else f"{math.ceil(hours * 60)} min"
+
+
+def plan_notebook(module: str, values: dict, *, device: str | torch.device | None = None) -> pd.DataFrame:
+    """:func:`plan_runs` of one chapter: its study module's ``planned_runs(values)`` against the store that
+    ``values`` names (its ``runs_dir``), timed on ``values``' device unless ``device`` is given."""
+    import importlib
+
+    from .runs import RunStore
+    study = importlib.import_module(module)
+    device = device if device is not None else values.get("device", "auto")
+    return plan_runs(study.planned_runs(values), RunStore(values.get("runs_dir")), device=device)
+
+
+def show_plan(module: str, values: dict) -> pd.DataFrame:
+    """Display a chapter's plan (a notebook run with ``plan_only=True``): the totals, then one row per kind of
+    run and network. Returns the per-run table."""
+    from IPython.display import HTML, display
+    runs = plan_notebook(module, values)
+    s = summarize(runs)
+    by = (runs.assign(to_train=~runs["in store"], train_epochs=runs.epochs.where(~runs["in store"], 0))
+          .groupby(["kind", "model", "dataset"], sort=False)
+          .agg(runs=("run", "size"), stored=("in store", "sum"), to_train=("to_train", "sum"),
+               epochs=("train_epochs", "sum"), seconds=("seconds", "sum")).reset_index())
+    by["time (estimate)"] = [format_hours(x / 3600) for x in by.pop("seconds")]
+    by = by.rename(columns={"to_train": "to train", "epochs": "epochs to train"})
+    display(HTML(f"<p><b>Plan</b>: {s['runs']} runs, {s['in store']} in the store, {s['to train']} to train "
+                 f"({s['epochs to train']} epochs), about {format_hours(s['hours (estimate)'])} on "
+                 f"{_device_name(values)} (SGD steps timed here; trackers and measurements not counted).</p>"
+                 + by.to_html(index=False)))
+    return runs
+
+
+def _device_name(values: dict) -> str:
+    from .train import resolve_device
+    return str(resolve_device(values.get("device", "auto")))
+
+
+def skip_remaining_cells(message: str) -> bool:
+    """Make IPython run every later cell of this kernel as an empty one (papermill then executes the notebook to
+    its end without running anything); False outside IPython, where there are no cells to skip."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    if _blank not in shell.input_transformers_post:
+        shell.input_transformers_post.append(_blank)
+    print(message)
+    return True
+
+
+def _blank(lines: list[str]) -> list[str]:
+    return []

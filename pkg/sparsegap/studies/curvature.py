@@ -24,9 +24,11 @@ PARAMETERS = P.ParameterSpec(
     fisher_labels=P.Param("str", "Tr(F) labels", choices=("sampled", "empirical", "exact")),
     max_probes=P.Param("int", "Hutchinson: most Rademacher probes per network", low=1),
     target_rse=P.Param("float", "Hutchinson: stop when the relative standard error falls below this", low=0.0),
+    measure_size=P.Param("int", "Tr(F), Tr(H) and the Jacobian norm are measured on this many training samples "
+                                "(a seeded random subset); None: on all of them", low=1, none=True),
     drop_threshold=DROP_THRESHOLD,
     **REGIME_PARAMETERS,
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), device=P.device(),
+    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
     runs_dir=P.runs_dir(),
 )
 
@@ -57,6 +59,20 @@ def curvature(run: Run, x, y, *, fisher_labels: str = "sampled", max_probes: int
                 "hessian_probes": h.n_probes, "jacobian_norm": jacobian_norm(model, x)}
 
     return run.measure("curvature", params, measure)
+
+
+def measurement_data(x, y, size: int | None, *, seed: int = 0):
+    """The samples the curvature is measured on: all of ``(x, y)`` (``size=None``), or ``size`` of them drawn
+    without replacement by a generator seeded with ``seed`` (the Jacobian norm alone costs one backward pass
+    per class and sample)."""
+    import torch
+    if size is None:
+        return x, y
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(x):
+        raise ValueError(f"measure_size={size!r} must be None (every training sample) or an int from 1 to "
+                         f"{len(x)}, the training set's size")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    return x[idx], y[idx]
 
 
 def curvature_table(experiment: Experiment, x, y, **kwargs) -> pd.DataFrame:

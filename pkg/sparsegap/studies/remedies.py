@@ -61,7 +61,7 @@ PARAMETERS = P.ParameterSpec(
     rerank_every=P.Param("int", "(ii) re-rank the samples every this many epochs; 0 ranks once, at the start", low=0),
     **P.fast_training_parameters(),
     executor=P.executor(),
-    download=P.download(),
+    download=P.download(), plan_only=P.plan_only(),
     device=P.device(),
     runs_dir=P.runs_dir(),
 )
