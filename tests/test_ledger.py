@@ -321,3 +321,15 @@ def test_figures_fit_the_page_with_legible_text(name, fig):
     sizes = {t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()}
     assert min(sizes) >= plots.MIN_FONT_PT, f"{name} has text of {min(sizes)} pt"
     plt.close(fig)
+
+
+def test_the_gradient_snr_figure_says_so_when_the_gradients_did_not_vary():
+    # One minibatch per epoch: the tracker logs NaN (no spread), and a log axis of NaN used to raise.
+    import matplotlib.pyplot as plt
+    snr = pd.DataFrame([{"stage": st, "sparsity": 0.0 if st == "Sol-D" else 0.9, "seed": 0, "layer": "fc1",
+                         "epochs": e, "snr": float("nan"), "mean": 0.1, "std": 0.0}
+                        for st in ("Sol-D", "Sol-F", "Sol-S") for e in (1.0, 2.0)])
+    fig = plots.figure_grad_snr(snr)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "linear" and "did not vary" in " ".join(t.get_text() for t in ax.texts)
+    plt.close(fig)

@@ -607,7 +607,12 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
                     continue
                 e = d.pivot_table(index="seed", columns="epochs", values=term)
                 _band(ax, e.columns.to_numpy(dtype=float), e.to_numpy(), COLORS[stage], label=stage)
-            ax.set_yscale("log")
+            values = table.loc[(table.layer == layer) & table.sparsity.isin([0.0, s]), term].to_numpy(dtype=float)
+            if (np.isfinite(values) & (values > 0)).any():
+                ax.set_yscale("log")
+            else:   # NaN: the gradients did not vary over the epoch (one minibatch per epoch)
+                ax.text(0.5, 0.5, f"no {ylabel}: the minibatch gradients\ndid not vary (one minibatch per epoch?)",
+                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
             ax.grid(alpha=0.3)
             ax.set_title(f"{layer}, sparsity {s:g}")
             if j == 0:

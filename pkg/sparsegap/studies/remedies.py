@@ -197,7 +197,7 @@ def plain_configs(p: dict, picked: dict[str, float]) -> dict[tuple, RunConfig]:
     out = {}
     for seed in p["remedy_seeds"]:
         track = st.track if seed in p["seeds"] else ()
-        out |= two_regime_configs(st.data, st.model, st.train, list(picked.values()), [seed],
+        out |= two_regime_configs(st.data, st.model, st.train, list(dict.fromkeys(picked.values())), [seed],
                                   exclude_output=p["exclude_output"], track=track)
     return out
 
@@ -211,7 +211,7 @@ def final_configs(p: dict, picked: dict[str, float], chosen: dict) -> dict[tuple
     out = dict(plain)
     for seed in p["remedy_seeds"]:
         dense = plain[("Sol-D", 0.0, seed)]
-        for s in picked.values():
+        for s in dict.fromkeys(picked.values()):   # one sparsity may stand for both regimes (a plan's stand-in)
             for remedy in REMEDIES:
                 source = chosen.get((NFR if remedy == NFR else FISHER, s))
                 if source is None:          # every candidate diverged: nothing to train
