@@ -15,55 +15,7 @@ import torch
 from sparsegap import data as D
 from sparsegap.data import DATASETS, DataSplits, data_root, load_dataset, make_tishby, read_idx
 
-N_TRAIN, N_TEST = 20, 10
-
-
-# ------------------------------------------------------------------------------- file writers
-
-def write_idx(path: Path, arr: np.ndarray, *, gz: bool = True, magic: bytes | None = None) -> None:
-    header = magic if magic is not None else bytes([0, 0, 0x08, arr.ndim])
-    raw = header + np.asarray(arr.shape, dtype=">u4").tobytes() + arr.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with (gzip.open(path, "wb") if gz else open(path, "wb")) as f:
-        f.write(raw)
-
-
-def write_mnist_like(folder: Path, *, gz: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": np.arange(N_TRAIN, dtype=np.uint8) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": (np.arange(N_TEST, dtype=np.uint8) * 3) % 10,
-    }
-    for stem, arr in arrays.items():
-        write_idx(folder / (stem + (".gz" if gz else "")), arr, gz=gz)
-    return arrays
-
-
-def write_cifar(root: Path, name: str, *, protocol: int = 2, str_keys: bool = False,
-                seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Official layout: dicts with (N, 3072) uint8 rows (R, G, B planes) and a label list."""
-    rng = np.random.default_rng(seed)
-    key = (lambda k: k) if str_keys else (lambda k: k.encode())
-    if name == "cifar10":
-        folder, label_key = root / "cifar-10-batches-py", "labels"
-        files = {f"data_batch_{i}": N_TRAIN // 5 for i in range(1, 6)} | {"test_batch": N_TEST}
-    else:
-        folder, label_key = root / "cifar-100-python", "fine_labels"
-        files = {"train": N_TRAIN, "test": N_TEST}
-    folder.mkdir(parents=True)
-    written = {}
-    for i, (fname, n) in enumerate(files.items()):
-        x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        y = [int(v) for v in rng.integers(0, 10 if name == "cifar10" else 100, n)]
-        batch = {key("data"): x, key(label_key): y, key("batch_label"): key(f"batch {i}")}
-        if name == "cifar100":
-            batch[key("coarse_labels")] = [v // 5 for v in y]
-        with open(folder / fname, "wb") as f:
-            pickle.dump(batch, f, protocol=protocol)
-        written[fname] = (x, np.array(y))
-    return written
+from _formats import N_TEST, N_TRAIN, write_cifar, write_idx, write_mnist_like
 
 
 def unnormalise(d: DataSplits, x: torch.Tensor) -> torch.Tensor:
