@@ -236,7 +236,9 @@ class RunLock:
             tmp.write_bytes(owner)
             os.link(tmp, self.path)
         except FileExistsError:
-            return False
+            # NFS can report EEXIST for a link that was made (a retried request): the temporary's link count says
+            if os.stat(tmp).st_nlink != 2:
+                return False
         except OSError as e:          # a file system without hard links: create, then write
             if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                 raise
