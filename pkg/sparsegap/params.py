@@ -211,6 +211,11 @@ def runs_dir() -> Param:
     return Param("str", "run store folder; None means $SPARSEGAP_RUNS_DIR, else data/runs", none=True)
 
 
+def environment_parameters() -> dict[str, Param]:
+    """executor, download, plan_only, device and runs_dir: where and how a chapter runs, not what it computes."""
+    return dict(executor=executor(), download=download(), plan_only=plan_only(), device=device(), runs_dir=runs_dir())
+
+
 def fraction(doc: str, *, high_open: bool = False) -> Param:
     return Param("float", doc, low=0.0, high=1.0, high_open=high_open)
 

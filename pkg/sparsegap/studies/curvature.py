@@ -28,8 +28,7 @@ PARAMETERS = P.ParameterSpec(
                                 "(a seeded random subset); None: on all of them", low=1, none=True),
     drop_threshold=DROP_THRESHOLD,
     **REGIME_PARAMETERS,
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 

@@ -50,8 +50,7 @@ PARAMETERS = P.ParameterSpec(
     high_from=P.fraction("E-F1 verdict: the sparsities from this one on count as high", high_open=True),
     tolerance=P.fraction("E-F1 (b), E-F5: accuracy within this many points (as a fraction) of dense counts "
                          "as matching it"),
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 

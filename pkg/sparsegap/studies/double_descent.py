@@ -61,8 +61,7 @@ PARAMETERS = P.ParameterSpec(
     heuristics=P.Param("strs", "pruning heuristics: magnitude, gradient, random", unique=True),
     heuristic_noises=P.Param("floats", "the ε (among noises) at which the heuristics other than magnitude run",
                              low=0.0, high=1.0, high_open=True, unique=True, min_len=0),
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 

@@ -36,8 +36,7 @@ PARAMETERS = P.ParameterSpec(
     curve_epochs=P.Param("int", "epochs of curve training", low=1),
     curve_lr=P.Param("float", "SGD learning rate of curve training", low=0.0),
     barrier_floor=P.Param("float", "a barrier must also be higher than this (absolute train loss)", low=0.0),
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 

@@ -48,8 +48,7 @@ PARAMETERS = P.ParameterSpec(
                                  high_open=True, unique=True, min_len=0),
     drop_threshold=DROP_THRESHOLD,
     **REGIME_PARAMETERS,
-    executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.environment_parameters(),
 )
 
 

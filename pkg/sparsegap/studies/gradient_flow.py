@@ -29,8 +29,7 @@ PARAMETERS = P.ParameterSpec(
     update_every=P.Param("int", "SET/RigL: steps between two mask updates (ΔT)", low=1),
     update_end=P.fraction("SET/RigL: mask updates stop at this fraction of training"),
     distribution=P.Param("str", "SET/RigL: layer densities of the random initial mask", choices=("uniform", "erk")),
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 FLOW_SOLUTIONS = ("P-S", "L-S", "S-S", "S-S unit", "SET", "RigL")

@@ -28,8 +28,7 @@ PARAMETERS = P.ParameterSpec(
     seeds=P.seeds(),
     **P.training_parameters("epochs for each of Sol-D, Sol-F and Sol-S"),
     exclude_output=P.Param("bool", "True spares the classifier layer from pruning"),
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 

@@ -39,8 +39,7 @@ PARAMETERS = P.ParameterSpec(
     memorized_threshold=P.fraction("a solution has 'started to memorize' when this share of the noisy samples "
                                    "is predicted as its noisy label"),
     drop_threshold=P.fraction("Tr(F) on the noisy samples 'falls' when it ends this far below its peak"),
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 

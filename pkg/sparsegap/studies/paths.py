@@ -36,8 +36,7 @@ PARAMETERS = P.ParameterSpec(
     alphas=P.Param("floats", "α at which the per-sample cosines are measured", low=0.0, high=1.0, unique=True),
     top_fraction=P.fraction("the share of samples with the highest cosines whose classes are counted (paper: 5%)"),
     permutations=P.Param("int", "random subsets of the same size that form the baseline of the class rules", low=10),
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 

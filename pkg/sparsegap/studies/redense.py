@@ -41,8 +41,7 @@ PARAMETERS = P.ParameterSpec(
     curve_points=P.Param("int", "points on each 1-D loss curve", low=3),
     sharpness_alpha=P.Param("float", "sharpness = mean train-loss rise at α = ±sharpness_alpha", low=0.0),
     direction_seed=P.Param("int", "seed of the random directions", low=0),
-    **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.fast_training_parameters(), **P.environment_parameters(),
 )
 
 HEURISTIC = "magnitude"

@@ -60,10 +60,7 @@ PARAMETERS = P.ParameterSpec(
     consolidate_epochs=P.Param("int", "(ii) epochs over which the subset widens to the whole set", low=0),
     rerank_every=P.Param("int", "(ii) re-rank the samples every this many epochs; 0 ranks once, at the start", low=0),
     **P.fast_training_parameters(),
-    executor=P.executor(),
-    download=P.download(), plan_only=P.plan_only(),
-    device=P.device(),
-    runs_dir=P.runs_dir(),
+    **P.environment_parameters(),
 )
 
 

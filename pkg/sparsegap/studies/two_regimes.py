@@ -35,7 +35,7 @@ REGIME_PARAMETERS = dict(
 )
 
 PARAMETERS = P.ParameterSpec("01_two_regimes", **RUN_PARAMETERS, **REGIME_PARAMETERS,
-                             **P.fast_training_parameters(), executor=P.executor(), download=P.download(), plan_only=P.plan_only(), device=P.device(), runs_dir=P.runs_dir())
+                             **P.fast_training_parameters(), **P.environment_parameters())
 
 
 def classify_regimes(summary: pd.DataFrame, *, train_gap_tol: float = 0.01, near_optimal: float = 0.98
