@@ -169,19 +169,24 @@ def test_without_hard_links_the_lock_is_created_then_written(tmp_path, monkeypat
 def test_lock_temporaries_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
     locks = tmp_path / ".locks"
     locks.mkdir()
-    dead = _reaped_pid()
-    orphan = locks / f".r.lock.{dead}-00.tmp"
-    orphan.write_text(json.dumps({"host": socket.gethostname(), "pid": dead, "start_time": time.time()}))
-    empty = locks / ".r.lock.1-01.tmp"
+    host, dead = socket.gethostname(), _reaped_pid()
+    orphan = locks / f".r.lock.{host}.{dead}-00.tmp"
+    orphan.write_text(json.dumps({"host": host, "pid": dead, "start_time": time.time()}))
+    empty = locks / f".r.lock.{host}.{dead}-01.tmp"       # killed before it could write: judged by its name
     empty.write_bytes(b"")
-    os.utime(empty, (time.time() - 60, time.time() - 60))          # killed before it could write
-    live = locks / f".r.lock.{os.getpid()}-02.tmp"
-    live.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time()}))
-    other = locks / f".s.lock.{dead}-03.tmp"                       # another run's: left to its own lock
-    other.write_text(orphan.read_text())
+    live = locks / f".r.lock.{host}.{os.getpid()}-02.tmp"
+    live.write_bytes(b"")
+    other = locks / f".s.lock.{host}.{dead}-03.tmp"       # another run's, which may never be locked again (done)
+    other.write_bytes(b"")
+    remote = locks / f".r.lock.another-{host}.{dead}-04.tmp"   # another host's pid: only its age tells
+    remote.write_bytes(b"")
     with RunLock(locks / "r.lock"):
         pass
-    assert sorted(p.name for p in locks.iterdir()) == sorted([live.name, other.name])
+    assert sorted(p.name for p in locks.iterdir()) == sorted([live.name, remote.name])
+    os.utime(remote, (time.time() - 200, time.time() - 200))
+    with RunLock(locks / "r.lock", max_age=100):
+        pass
+    assert [p.name for p in locks.iterdir()] == [live.name]
 
 
 def _reaped_pid() -> int:

@@ -231,7 +231,9 @@ class RunLock:
         token = secrets.token_hex(8)
         owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time(),
                             "token": token}).encode()
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{token}.tmp")
+        # the writer's host and pid in the name: a temporary left by a writer killed before it wrote its content
+        # can still be judged by _sweep_temporaries
+        tmp = self.path.with_name(f".{self.path.name}.{socket.gethostname()}.{os.getpid()}-{token}.tmp")
         try:
             tmp.write_bytes(owner)
             os.link(tmp, self.path)
@@ -259,10 +261,18 @@ class RunLock:
         return True
 
     def _sweep_temporaries(self) -> None:
-        """Remove the lock temporaries of this run whose writer is gone (killed before it unlinked them)."""
-        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            holder = self._read(tmp)
-            if holder is not None and self._stale(holder):
+        """Remove the lock temporaries whose writer is gone (killed between writing one and unlinking it), of
+        every run: the run of one may be finished by another process and never locked again. The writer is
+        judged by the host and pid in the name, not the content, which a writer killed early never wrote."""
+        host = socket.gethostname()
+        for tmp in self.path.parent.glob(".*.lock.*.tmp"):
+            try:
+                writer, pid = tmp.name[:-len(".tmp")].split(".lock.", 1)[1].rsplit(".", 1)
+                pid, born = int(pid.split("-")[0]), os.stat(tmp).st_mtime
+            except (ValueError, IndexError, FileNotFoundError):
+                continue
+            gone = (not _process_alive(pid, born)) if writer == host else time.time() - born > self.max_age
+            if gone:
                 tmp.unlink(missing_ok=True)
 
     def _still_mine(self) -> bool:
@@ -271,11 +281,10 @@ class RunLock:
         except FileNotFoundError:
             return False
 
-    def _read(self, path: Path | None = None) -> _Holder | None:
-        path = path or self.path
+    def _read(self) -> _Holder | None:
         try:
-            st = os.stat(path)
-            raw = path.read_bytes()
+            st = os.stat(self.path)
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
         try:
