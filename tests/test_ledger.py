@@ -333,3 +333,13 @@ def test_the_gradient_snr_figure_says_so_when_the_gradients_did_not_vary():
     ax = fig.axes[0]
     assert ax.get_yscale() == "linear" and "did not vary" in " ".join(t.get_text() for t in ax.texts)
     plt.close(fig)
+
+
+def test_the_remedy_curves_keep_low_accuracies_in_view():
+    # The lower limit was fixed at 60%: a short run (the paper profile's test: 1 epoch) drew nothing visible.
+    import matplotlib.pyplot as plt
+    hist = {"epoch": [1, 2, 3, 4], "train_acc": [0.02, 0.05, 0.10, 0.15]}
+    fig = plots.figure_remedy_curves({("optimization", "Sol-S"): [hist, hist]}, ["Sol-S"])
+    low, high = fig.axes[0].get_ylim()
+    assert low <= 5.0 and high == 101
+    plt.close(fig)

@@ -600,6 +600,7 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
     for i, s in enumerate(sparsities):
         for j, layer in enumerate(layers):
             ax = axes[i, j]
+            drawn = False
             for stage in ("Sol-D", "Sol-F", "Sol-S"):
                 d = table[(table.stage == stage) & (table.layer == layer)
                           & (table.sparsity == (0.0 if stage == "Sol-D" else s))]
@@ -607,8 +608,8 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
                     continue
                 e = d.pivot_table(index="seed", columns="epochs", values=term)
                 _band(ax, e.columns.to_numpy(dtype=float), e.to_numpy(), COLORS[stage], label=stage)
-            values = table.loc[(table.layer == layer) & table.sparsity.isin([0.0, s]), term].to_numpy(dtype=float)
-            if (np.isfinite(values) & (values > 0)).any():
+                drawn |= bool((e.to_numpy() > 0).any())   # pivot_table drops the NaN
+            if drawn:
                 ax.set_yscale("log")
             else:   # NaN: the gradients did not vary over the epoch (one minibatch per epoch)
                 ax.text(0.5, 0.5, f"no {ylabel}: the minibatch gradients\ndid not vary (one minibatch per epoch?)",
@@ -809,17 +810,20 @@ def figure_remedy_curves(histories: dict[tuple[str, str], list[dict]], variants:
     use_book_style()
     regimes = list(dict.fromkeys(r for r, _ in histories))
     fig, axes = plt.subplots(1, len(regimes), figsize=(PAGE_WIDTH, 3.8), sharey=True, squeeze=False)
+    later = []   # the seed means after the first quarter of training set the lower limit (the early epochs sit far below)
     for ax, regime in zip(axes[0], regimes):
         for v in variants:
             hs = [h for h in histories.get((regime, v), []) if not h.get("diverged")]
             if hs:
                 x, vals = _over_epochs(hs, "train_acc")
                 _band(ax, x, vals * 100, REMEDY_COLORS.get(v, "k"), label=v)
+                later.append(np.nanmean(vals, axis=0)[len(x) // 4:] * 100)
         ax.set_xlabel("epoch")
         ax.set_ylabel("train accuracy (%)")
         ax.set_title(f"{regime} regime")
-        ax.set_ylim(60, 101)
         ax.grid(alpha=0.3)
+    low = np.nanmin(np.concatenate(later)) if later else np.nan
+    axes[0][0].set_ylim(max(0.0, low - 5) if np.isfinite(low) else 0.0, 101)   # shared by every column
     axes[0][-1].legend(loc="lower right")
     fig.tight_layout()
     return fig
