@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
 import torch
 
 pytest.importorskip("distributed")
+import dask  # noqa: E402
 
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from sparsegap.executors import connect, executor_for, read_slurm_file, slurm_cluster  # noqa: E402
@@ -29,7 +31,20 @@ def _sweep(epochs: int = 2) -> list[RunConfig]:
 def test_local_workers_do_not_trim_memory_at_every_free():
     with executor_for("dask") as ex:
         env = ex.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+        ticks = ex.client.run(lambda: (dask.config.get("distributed.admin.tick.interval"),
+                                       dask.config.get("distributed.admin.system-monitor.interval"),
+                                       dask.config.get("distributed.worker.profile.enabled")))
     assert set(env.values()) == {None}
+    assert set(ticks.values()) == {("1s", "5s", False)}   # the workers got the settings, not dask's defaults
+
+
+def test_every_worker_is_warmed_up_before_its_first_task():
+    from sparsegap.executors import warm_up_seconds
+    with executor_for("dask") as ex:
+        warmed = ex.client.run(warm_up_seconds)
+        modules = ex.client.run(lambda: sorted({"torch._dynamo", "sparsegap.train"} & set(sys.modules)))
+    assert len(warmed) >= 1 and all(s is not None and s > 0 for s in warmed.values()), warmed
+    assert all(m == ["sparsegap.train", "torch._dynamo"] for m in modules.values()), modules
 
 
 def test_a_local_cluster_trains_a_sweep_bitwise_like_this_process(tmp_path):
@@ -104,6 +119,7 @@ def test_the_slurm_job_script_holds_what_the_yaml_asks_for(tmp_path):
     assert "--nworkers 4" in script and "--nthreads 1" in script     # one thread per worker process
     assert "--lifetime 6480s" in script            # retires 10% (12 min) before the 2 h walltime
     assert "MALLOC_TRIM_THRESHOLD_=134217728" in script   # not dask's 64 KiB, which slows torch down
+    assert "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=1s" in script
 
 
 @pytest.mark.parametrize("text, match", [

@@ -109,6 +109,8 @@ def test_a_pool_trains_the_same_runs_as_this_process(tmp_path):
     local = run_all(cfgs, RunStore(tmp_path / "local"), progress=False, batch=False)
     with executor_for("processes:2") as ex:
         assert ex is not None
+        # the worker paid its one-time costs (imports, torch's lazy set-up) before any task (executors.warm_up)
+        assert ex.submit(executors.warm_up_seconds).result() > 0
         pooled = run_all(cfgs, RunStore(tmp_path / "pool"), executor=ex, progress=False, batch=False)
     assert len(pooled) == len(local) == len(cfgs)
     for a, b, cfg in zip(local, pooled, cfgs):

@@ -1,0 +1,19 @@
+"""The dask worker plugin of :mod:`sparsegap.executors`, in a module of its own because it subclasses a class of
+``distributed`` (the extra ``pkg[dask]``), which the rest of the package does not import."""
+
+from __future__ import annotations
+
+from distributed import WorkerPlugin
+
+
+class WarmUp(WorkerPlugin):
+    """On every worker, at its start: one torch thread, and :func:`sparsegap.executors.warm_up`."""
+
+    name = "sparsegap-warm-up"
+
+    def setup(self, worker) -> None:
+        import torch
+
+        from .executors import warm_up
+        torch.set_num_threads(1)
+        worker.sparsegap_warm_up_seconds = warm_up()
