@@ -117,6 +117,11 @@ def test_path_and_class_rules_of_chapter_10():
     labels = {"train": y, "test": y}
     assert pt.disagreement_verdict([{"train": skewed, "test": skewed}], labels, 50).status == "reproduced"
     assert pt.disagreement_verdict([{"train": flat, "test": flat}], labels, 50).status == "not reproduced"
+    # a split that misses the last classes (a test set smaller than the classes) is compared over every class
+    few = {"train": y, "test": np.repeat(np.arange(5), 20)}
+    lopsided = np.array([40, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    assert pt.disagreement_verdict([{"train": skewed, "test": lopsided}], few, 50).status == "reproduced"
+    assert pt.classes_verdict({0.3: [skewed], 0.9: [flat]}, np.repeat(np.arange(8), 100), 50, 50).status == "reproduced"
     with pytest.raises(ValueError, match="alphas must include 0.3 and 0.9"):
         pt.check_alphas([0.0, 0.5])
 

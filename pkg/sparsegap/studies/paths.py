@@ -138,11 +138,12 @@ def classes_verdict(hists: dict[float, list[np.ndarray]], y: np.ndarray, size: i
     α = 0.9 exceeds the 95th percentile of the distance between two random subsets of the same size;
     (2) at α = 0.3 the top-cosine histogram is farther from the data's class distribution than the
     95th percentile of random subsets (some classes are over-represented)."""
-    data_hist = np.bincount(y)
     parts, reasons = [], []
     for i, (h3, h9) in enumerate(zip(hists[0.3], hists[0.9])):
-        pair_base = np.quantile(random_tv(y, size, None, permutations, seed=i), 0.95)
-        skew_base = np.quantile(random_tv(y, size, data_hist, permutations, seed=i + 1000), 0.95)
+        k = len(h3)     # every class of the data set, also those that no sample of y holds
+        data_hist = np.bincount(y, minlength=k)
+        pair_base = np.quantile(random_tv(y, size, None, permutations, seed=i, num_classes=k), 0.95)
+        skew_base = np.quantile(random_tv(y, size, data_hist, permutations, seed=i + 1000, num_classes=k), 0.95)
         differ, skewed = tv(h3, h9) > pair_base, tv(h3, data_hist) > skew_base
         parts += [differ, skewed]
         reasons.append(f"seed {i}: TV(α=0.3, α=0.9) = {tv(h3, h9):.3f} against {pair_base:.3f} for random subsets "
@@ -164,8 +165,9 @@ def disagreement_verdict(counts: list[dict[str, np.ndarray]], labels: dict[str, 
                 parts.append(False)
                 reasons.append(f"seed {i}, {split}: Sol-S and Sol-F agree on every sample.")
                 continue
-            base = np.quantile(random_tv(y, n, np.bincount(y, minlength=len(c[split])), permutations, seed=i),
-                               0.95)
+            # a split may miss the last classes (a small test set): histograms over every class
+            base = np.quantile(random_tv(y, n, np.bincount(y, minlength=len(c[split])), permutations, seed=i,
+                                         num_classes=len(c[split])), 0.95)
             skewed = tv(c[split], np.bincount(y, minlength=len(c[split]))) > base
             parts.append(skewed)
             top = np.argsort(c[split] / np.maximum(np.bincount(y, minlength=len(c[split])), 1))[::-1][:3]
