@@ -82,7 +82,8 @@ def locked_by(root: Path, pid: int) -> list[str]:
 
 def points_left(root: Path) -> int:
     """A lower bound of the write points (a temporary written, then renamed: 2 per file) that the
-    sweep has yet to pass: each epoch not checkpointed, then weights, history, meta and DONE.
+    sweep has yet to pass: each epoch not checkpointed but the last (whose checkpoint is not written),
+    then weights, history, meta and DONE.
     A child told to die at a write point up to this many dies before it can finish the sweep."""
     left = 0
     for cfg in all_runs():
@@ -91,7 +92,7 @@ def points_left(root: Path) -> int:
             continue
         ckpt = path / "checkpoint.pt"
         epochs_done = torch.load(ckpt, weights_only=True)["epoch"] if ckpt.exists() else 0
-        left += 2 * (EPOCHS - epochs_done + 4)
+        left += 2 * (EPOCHS - 1 - epochs_done + 4)
     return left
 
 

@@ -710,8 +710,11 @@ class _Job:
     final_masks: Masks | None = None     # the masks at the last epoch end (mask updaters change them)
 
     def save_checkpoint(self, ckpt: dict) -> None:
+        """The checkpoint of an epoch, but the last: the run's result is written right after it, and a process
+        killed before that trains the last epoch again from the checkpoint before (the same weights)."""
         self.final_masks = _to_cpu(ckpt.get("masks"))
-        atomic_save(_to_cpu(ckpt) | {"run_hash": self.cfg.hash()}, self.path / "checkpoint.pt")
+        if ckpt["epoch"] < self.cfg.train.epochs:
+            atomic_save(_to_cpu(ckpt) | {"run_hash": self.cfg.hash()}, self.path / "checkpoint.pt")
         self.lock.refresh()
 
     @property
