@@ -39,7 +39,8 @@ def write_cifar(root: Path, name: str, *, protocol: int = 2, str_keys: bool = Fa
                 n_train: int = N_TRAIN, n_test: int = N_TEST,
                 balanced: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Official layout: dicts with (N, 3072) uint8 rows (R, G, B planes) and a label list; CIFAR-10's training
-    set in 5 batches. Labels are random, or with ``balanced`` cycle through the classes."""
+    set in 5 batches. Labels are random, or with ``balanced`` cycle through the classes (across CIFAR-10's 5
+    training files: 10 training images are one of each class)."""
     rng = np.random.default_rng(seed)
     key = (lambda k: k) if str_keys else (lambda k: k.encode())
     classes = 10 if name == "cifar10" else 100
@@ -51,9 +52,13 @@ def write_cifar(root: Path, name: str, *, protocol: int = 2, str_keys: bool = Fa
         files = {"train": n_train, "test": n_test}
     folder.mkdir(parents=True)
     written = {}
+    first = 0       # the labels of a balanced training set cycle through the classes across its batch files
     for i, (fname, n) in enumerate(files.items()):
         x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        y = [int(v) for v in (np.arange(n) % classes if balanced else rng.integers(0, classes, n))]
+        if fname in ("test_batch", "test"):
+            first = 0
+        y = [int(v) for v in ((first + np.arange(n)) % classes if balanced else rng.integers(0, classes, n))]
+        first += n
         batch = {key("data"): x, key(label_key): y, key("batch_label"): key(f"batch {i}")}
         if name == "cifar100":
             batch[key("coarse_labels")] = [v // 5 for v in y]
