@@ -510,3 +510,27 @@ def test_final_configs_skip_a_remedy_with_nothing_chosen(p):
         assert (NFR, 0.9, seed) in final and (FISHER, 0.5, seed) in final
         for remedy in (FISHER, DISAGREE, RANDOM):
             assert (remedy, 0.9, seed) not in final
+
+
+# ------------------------------------------------------------------------------------ Tr(F) of a solution
+
+def test_fisher_of_measures_on_measure_size_samples_and_caches_each_size_apart(tmp_path):
+    import torch
+
+    from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from sparsegap.metrics.fisher import fisher_trace
+    from sparsegap.runs import RunStore, get_or_train, load_data
+    from sparsegap.studies.curvature import measurement_data
+    cfg = RunConfig("dense", DataConfig("tishby", train_size=200), ModelConfig("mlp", hidden=(8,)),
+                    TrainConfig(epochs=1, batch_size=50, lr=0.05), seed=0)
+    run = get_or_train(cfg, RunStore(tmp_path), progress=False)
+    data = load_data(cfg.data)
+    x, _ = measurement_data(data.x_train, data.y_train, 30, seed=0)
+    expected = fisher_trace(run.model(), x, labels="sampled", generator=torch.Generator().manual_seed(0))
+    assert R.fisher_of(run, size=30) == pytest.approx(expected, rel=1e-12)
+    whole = R.fisher_of(run)
+    assert whole != R.fisher_of(run, size=30)                       # not the subset's value, cached or not
+    assert R.fisher_of(run, size=len(data.x_train)) == whole        # every sample: the same measurement
+    assert len(list((run.path / "measurements").glob("final_fisher-*.json"))) == 2
+    with pytest.raises(ValueError, match="measure_size=0 must be None"):
+        R.fisher_of(run, size=0)

@@ -59,6 +59,8 @@ PARAMETERS = P.ParameterSpec(
     memorize_epochs=P.Param("ints", "(ii) memorization phase lengths tried", low=1, unique=True),
     consolidate_epochs=P.Param("int", "(ii) epochs over which the subset widens to the whole set", low=0),
     rerank_every=P.Param("int", "(ii) re-rank the samples every this many epochs; 0 ranks once, at the start", low=0),
+    measure_size=P.Param("int", "Tr(F) of each solution is measured on this many training samples (a seeded random "
+                                "subset); None: on all of them", low=1, none=True),
     **P.fast_training_parameters(),
     **P.environment_parameters(),
 )
@@ -230,22 +232,26 @@ def run_configs(configs: dict, store: RunStore | None, *, device: str, executor=
 
 # ------------------------------------------------------------------------------------- measurements
 
-def fisher_of(run: Run, *, seed: int = 0) -> float:
-    """Tr(F) of a run's solution on its whole training set, sampled labels, cached beside the run."""
+def fisher_of(run: Run, *, seed: int = 0, size: int | None = None) -> float:
+    """Tr(F) of a run's solution, sampled labels, cached beside the run: on its whole training set, or on ``size``
+    of its samples drawn with ``seed`` (:func:`sparsegap.studies.curvature.measurement_data`; all of them when
+    ``size`` is the set's size, so the cache key is the number of samples and the seed)."""
     import torch
 
     from ..metrics.fisher import fisher_trace
+    from .curvature import measurement_data
     data = load_data(run.config.data)
+    x, _ = measurement_data(data.x_train, data.y_train, size, seed=seed)
 
     def measure() -> dict:
         g = torch.Generator().manual_seed(seed)
-        return {"fisher_trace": fisher_trace(run.model(), data.x_train, masks=run.masks, labels="sampled",
-                                             generator=g)}
-    return run.measure("final_fisher", {"n": len(data.x_train), "seed": seed}, measure)["fisher_trace"]
+        return {"fisher_trace": fisher_trace(run.model(), x, masks=run.masks, labels="sampled", generator=g)}
+    return run.measure("final_fisher", {"n": len(x), "seed": seed}, measure)["fisher_trace"]
 
 
-def final_table(runs: dict[tuple, Run], picked: dict[str, float]) -> pd.DataFrame:
-    """One row per (variant, sparsity, seed) but Sol-D: accuracies, Tr(F), training seconds; NaN if diverged."""
+def final_table(runs: dict[tuple, Run], picked: dict[str, float], *, measure_size: int | None = None) -> pd.DataFrame:
+    """One row per (variant, sparsity, seed) but Sol-D: accuracies, Tr(F) (on ``measure_size`` training samples,
+    None: all), training seconds; NaN if diverged."""
     regime_of = {s: r for r, s in picked.items()}
     rows = []
     for (variant, s, seed), run in runs.items():
@@ -255,7 +261,7 @@ def final_table(runs: dict[tuple, Run], picked: dict[str, float]) -> pd.DataFram
         rows.append({"variant": variant, "regime": regime_of[s], "sparsity": s, "seed": seed, "diverged": bad,
                      "train_acc": math.nan if bad else run.final["train_acc"],
                      "test_acc": math.nan if bad else run.final["test_acc"],
-                     "fisher_trace": math.nan if bad else fisher_of(run)})
+                     "fisher_trace": math.nan if bad else fisher_of(run, size=measure_size)})
     return pd.DataFrame(rows)
 
 
