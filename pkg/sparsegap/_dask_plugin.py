@@ -16,4 +16,4 @@ class WarmUp(WorkerPlugin):
 
         from .executors import warm_up
         torch.set_num_threads(1)
-        worker.sparsegap_warm_up_seconds = warm_up()
+        warm_up()

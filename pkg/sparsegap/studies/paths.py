@@ -166,13 +166,15 @@ def disagreement_verdict(counts: list[dict[str, np.ndarray]], labels: dict[str, 
                 reasons.append(f"seed {i}, {split}: Sol-S and Sol-F agree on every sample.")
                 continue
             # a split may miss the last classes (a small test set): histograms over every class
-            base = np.quantile(random_tv(y, n, np.bincount(y, minlength=len(c[split])), permutations, seed=i,
-                                         num_classes=len(c[split])), 0.95)
-            skewed = tv(c[split], np.bincount(y, minlength=len(c[split]))) > base
+            k = len(c[split])
+            hist = np.bincount(y, minlength=k)
+            base = np.quantile(random_tv(y, n, hist, permutations, seed=i, num_classes=k), 0.95)
+            distance = tv(c[split], hist)
+            skewed = distance > base
             parts.append(skewed)
-            top = np.argsort(c[split] / np.maximum(np.bincount(y, minlength=len(c[split])), 1))[::-1][:3]
+            top = np.argsort(c[split] / np.maximum(hist, 1))[::-1][:3]
             reasons.append(f"seed {i}, {split}: {n} disagreements, TV from the class distribution "
-                           f"{tv(c[split], np.bincount(y, minlength=len(c[split]))):.3f} against {base:.3f} for random "
+                           f"{distance:.3f} against {base:.3f} for random "
                            f"subsets ({'skewed' if skewed else 'not skewed'}); highest disagreement rates in classes "
                            f"{', '.join(map(str, top))}.")
     return Verdict("P-F9/10", CLAIM_DISAGREE, status_of(parts), tuple(reasons), scale)
