@@ -520,7 +520,7 @@ def test_fisher_of_measures_on_measure_size_samples_and_caches_each_size_apart(t
     from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from sparsegap.metrics.fisher import fisher_trace
     from sparsegap.runs import RunStore, get_or_train, load_data
-    from sparsegap.studies.curvature import measurement_data
+    from sparsegap.studies.procedure import measurement_data
     cfg = RunConfig("dense", DataConfig("tishby", train_size=200), ModelConfig("mlp", hidden=(8,)),
                     TrainConfig(epochs=1, batch_size=50, lr=0.05), seed=0)
     run = get_or_train(cfg, RunStore(tmp_path), progress=False)

@@ -208,7 +208,7 @@ def test_memorization_verdicts_follow_their_rules():
 def test_curvature_is_measured_on_a_seeded_subset_or_everything():
     import torch
 
-    from sparsegap.studies.curvature import measurement_data
+    from sparsegap.studies.procedure import measurement_data
     x, y = torch.arange(50.0).view(50, 1), torch.arange(50) % 5
     assert measurement_data(x, y, None)[0] is x
     a, b = measurement_data(x, y, 10), measurement_data(x, y, 10)

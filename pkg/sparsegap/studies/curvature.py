@@ -12,7 +12,7 @@ from .. import params as P
 from ..runs import Run
 from ..verdict import Verdict
 from .fisher_trajectory import DROP_THRESHOLD
-from .procedure import Experiment
+from .procedure import Experiment, measurement_data  # noqa: F401  (the notebook calls study.measurement_data)
 from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS
 
 CLAIM = ("At the same sparsity Sol-S has a larger Fisher trace, Hessian trace and Jacobian norm than Sol-F "
@@ -58,20 +58,6 @@ def curvature(run: Run, x, y, *, fisher_labels: str = "sampled", max_probes: int
                 "hessian_probes": h.n_probes, "jacobian_norm": jacobian_norm(model, x)}
 
     return run.measure("curvature", params, measure)
-
-
-def measurement_data(x, y, size: int | None, *, seed: int = 0):
-    """The samples the curvature is measured on: all of ``(x, y)`` (``size=None``), or ``size`` of them drawn
-    without replacement by a generator seeded with ``seed`` (the Jacobian norm alone costs one backward pass
-    per class and sample)."""
-    import torch
-    if size is None:
-        return x, y
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(x):
-        raise ValueError(f"measure_size={size!r} must be None (every training sample) or an int from 1 to "
-                         f"{len(x)}, the training set's size")
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size].sort().values
-    return x[idx], y[idx]
 
 
 def curvature_table(experiment: Experiment, x, y, **kwargs) -> pd.DataFrame:

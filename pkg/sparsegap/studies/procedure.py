@@ -148,3 +148,17 @@ def describe_scale(data: DataConfig, model: ModelConfig, seeds: Sequence[int], e
     """The setting a verdict was measured at, in one line for the ledger."""
     size = f"{data.train_size} training samples" if data.train_size else "the full training set"
     return f"{model.name} on {data.name} ({size}), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, {epochs} epochs"
+
+
+def measurement_data(x, y, size: int | None, *, seed: int = 0):
+    """The samples a chapter measures its networks on (Tr(F), Tr(H), the Jacobian norm: chapters 3 and 12): all
+    of ``(x, y)`` (``size=None``), or ``size`` of them drawn without replacement by a generator seeded with
+    ``seed`` (the Jacobian norm alone costs one backward pass per class and sample)."""
+    import torch
+    if size is None:
+        return x, y
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(x):
+        raise ValueError(f"measure_size={size!r} must be None (every training sample) or an int from 1 to "
+                         f"{len(x)}, the training set's size")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    return x[idx], y[idx]

@@ -28,7 +28,7 @@ from .. import params as P
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..runs import Run, RunStore, load_data, run_all
 from ..verdict import Verdict
-from .procedure import describe_scale, two_regime_configs
+from .procedure import describe_scale, measurement_data, two_regime_configs
 from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS, classify_regimes
 
 CLAIM_NFR = ("Negative Fisher regularization in the early epochs only makes Sol-S close part of its gap to Sol-F "
@@ -234,12 +234,11 @@ def run_configs(configs: dict, store: RunStore | None, *, device: str, executor=
 
 def fisher_of(run: Run, *, seed: int = 0, size: int | None = None) -> float:
     """Tr(F) of a run's solution, sampled labels, cached beside the run: on its whole training set, or on ``size``
-    of its samples drawn with ``seed`` (:func:`sparsegap.studies.curvature.measurement_data`; all of them when
+    of its samples drawn with ``seed`` (:func:`sparsegap.studies.procedure.measurement_data`; all of them when
     ``size`` is the set's size, so the cache key is the number of samples and the seed)."""
     import torch
 
     from ..metrics.fisher import fisher_trace
-    from .curvature import measurement_data
     data = load_data(run.config.data)
     x, _ = measurement_data(data.x_train, data.y_train, size, seed=seed)
 
