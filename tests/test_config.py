@@ -113,7 +113,7 @@ def test_non_finite_run_fields_are_rejected(field, value):
 
 
 def test_integer_fields_reject_non_finite_floats():
-    for cls, field in ((DataConfig, "train_size"), (DataConfig, "subset_seed"), (ModelConfig, "width"),
+    for cls, field in ((DataConfig, "train_size"), (DataConfig, "subset_seed"),
                        (TrainConfig, "epochs"), (TrainConfig, "batch_size")):
         with pytest.raises(TypeError, match=rf"{cls.__name__}\.{field}"):
             cls(**{field: INF})
@@ -146,6 +146,22 @@ def test_model_fields_that_build_model_would_reject_fail_at_config_time():
     with pytest.raises(ValueError, match=r"ModelConfig\.hidden.*got hidden=\(16,\) for lenet300-100"):
         ModelConfig(hidden=(16,))
     assert ModelConfig("resnet32", width=4).width == 4
+    for width in (INF, NAN, 0, -1):
+        with pytest.raises(ValueError, match=rf"ModelConfig\.width must be a finite number in \(0, inf\), got {width!r}"):
+            ModelConfig("resnet32", width=width)
+    with pytest.raises(ValueError, match=r"ModelConfig\.width must make the first stage's channels \(64 x width\) a "
+                                         r"whole number >= 1 for resnet18, got 0.1"):
+        ModelConfig("resnet18", width=0.1)
+
+
+def test_a_whole_width_is_one_config_and_a_fraction_another():
+    assert ModelConfig("resnet32", width=4.0) == ModelConfig("resnet32", width=4)
+    assert isinstance(ModelConfig("resnet32", width=4.0).width, int)
+    assert ModelConfig("resnet32", width=4.0).hash() == ModelConfig("resnet32", width=4).hash()
+    assert ModelConfig("resnet18", width=1.0).hash() == ModelConfig("resnet18").hash()
+    quarter = ModelConfig("resnet18", width=0.25)
+    assert quarter.hash() != ModelConfig("resnet18").hash() and quarter.width == 0.25
+    assert ModelConfig.from_dict(quarter.to_dict()) == quarter
 
 
 def test_valid_values_keep_their_hashes():

@@ -54,7 +54,7 @@ def cifar_resnet_params(depth: int, width: int, in_channels: int, num_classes: i
     n = (depth - 2) // 6
     conv = lambda cin, cout: 9 * cin * cout  # 3x3, no bias
     bn = lambda c: 2 * c
-    planes = [16 * width, 32 * width, 64 * width]
+    planes = [round(16 * width), round(32 * width), round(64 * width)]
     total = conv(in_channels, planes[0]) + bn(planes[0])
     cin = planes[0]
     for c in planes:
@@ -77,6 +77,30 @@ def test_resnet32_width_scales_parameters_quadratically():
     assert n_params(wide) == cifar_resnet_params(32, 4, 3, 100)
     # Conv weights grow 16x; only the stem, BN and classifier grow 4x.
     assert 15 < n_params(wide) / n_params(base) < 16
+
+
+def test_resnet18_at_a_fraction_of_its_width_is_torchvisions_network_narrowed():
+    full = build_model("resnet18", num_classes=10, input_shape=(3, 32, 32), seed=0)
+    narrow = build_model("resnet18", num_classes=10, input_shape=(3, 32, 32), width=0.25, seed=0)
+    assert type(narrow).__mro__[1] is type(full)      # torchvision's ResNet class, and its blocks
+    assert [type(m) for m in list(narrow.modules())[1:]] == [type(m) for m in list(full.modules())[1:]]
+    shapes = {k: v.shape for k, v in full.state_dict().items()}
+    for k, v in narrow.state_dict().items():           # every channel count a quarter, inputs and classes kept
+        expected = [d if i > 1 or d in (3, 10) else d // 4 for i, d in enumerate(shapes[k])]  # kernels kept
+        assert list(v.shape) == expected, k
+    assert narrow.conv1.stride == (1, 1) and isinstance(narrow.maxpool, nn.Identity)
+    assert narrow(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert 15 < n_params(full) / n_params(narrow) < 16.1
+    # width 1 is torchvision's resnet18 itself, with the same initial weights as before widths existed
+    again = build_model("resnet18", num_classes=10, input_shape=(3, 32, 32), width=1.0, seed=0)
+    assert type(again) is type(full) and all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                                                 full.state_dict().values()))
+
+
+def test_resnet32_below_width_one():
+    narrow = build_model("resnet32", num_classes=10, input_shape=(3, 32, 32), width=0.5)
+    assert n_params(narrow) == cifar_resnet_params(32, 0.5, 3, 10)
+    assert narrow.conv1.out_channels == 8 and narrow.fc.in_features == 32
 
 
 def test_resnet18_has_cifar_stem():
@@ -171,10 +195,12 @@ def test_aliases(alias, canonical):
     ({"num_classes": 0}, r"num_classes=0.*positive int"),
     ({"num_classes": 2.5}, r"num_classes=2.5.*positive int"),
     ({"num_classes": True}, r"num_classes=True.*positive int"),
-    ({"width": 0}, r"width=0.*positive int"),
-    ({"width": 1.5}, r"width=1.5.*positive int"),
-    ({"width": 2, "name": "resnet18"}, r"width=2.*resnet18.*resnet20, resnet32"),
-    ({"width": 2, "name": "lenet5"}, r"width=2.*lenet5"),
+    ({"width": 0}, r"width=0.*positive number"),
+    ({"width": float("nan")}, r"width=nan.*positive number"),
+    ({"width": True}, r"width=True.*positive number"),
+    ({"width": 0.3}, r"width=0.3.*resnet20.*16 x 0.3 = 4.8 channels.*whole number"),
+    ({"width": 0.01, "name": "resnet18"}, r"width=0.01.*resnet18.*64 x 0.01 = 0.64 channels.*whole number >= 1"),
+    ({"width": 2, "name": "lenet5"}, r"width=2.*lenet5.*resnet20, resnet32, resnet18"),
     ({"input_shape": (3, 0, 32)}, r"input_shape=\(3, 0, 32\).*positive ints"),
     ({"input_shape": ()}, r"input_shape=\(\).*non-empty"),
     ({"input_shape": "3x32x32"}, r"input_shape='3x32x32'"),

@@ -167,18 +167,23 @@ class DataConfig(_Canonical):
 @dataclass(frozen=True)
 class ModelConfig(_Canonical):
     name: str = "lenet300-100"
-    width: int = 1                          # width factor (ResNets: the paper's ResNet-32 x4 is width=4)
+    width: int | float = 1                  # width factor (ResNets: the paper's ResNet-32 x4 is width=4; 0.25 narrows)
     hidden: tuple[int, ...] | None = None   # hidden widths of the generic MLP
     init: str = "default"                   # "default" (each layer's own) or "kaiming" (He normal, for deep ReLU MLPs)
 
     def __post_init__(self):
         _check_type("ModelConfig", "name", self.name, (str,), "a model name (str)")
-        from .models import INITS, MODELS, WIDTH_MODELS
+        from .models import BASE_CHANNELS, INITS, MODELS, WIDTH_MODELS, check_width
         object.__setattr__(self, "name", _canonical("ModelConfig.name", self.name, MODELS))
-        _positive_int("ModelConfig", "width", self.width)
+        _number("ModelConfig", "width", self.width, 0, low_open=True)
         if self.width != 1 and self.name not in WIDTH_MODELS:
             raise ValueError(f"ModelConfig.width must be 1 for {self.name} (only {', '.join(WIDTH_MODELS)} "
                              f"take a width factor), got {self.width!r}")
+        try:   # a whole width is stored as an int: width=4.0 is the run of width=4, with its hash
+            object.__setattr__(self, "width", check_width(self.name, self.width))
+        except ValueError:
+            raise ValueError(f"ModelConfig.width must make the first stage's channels ({BASE_CHANNELS[self.name]} "
+                             f"x width) a whole number >= 1 for {self.name}, got {self.width!r}") from None
         if self.hidden is not None:
             hidden = tuple(self.hidden) if isinstance(self.hidden, list) else self.hidden
             _check_type("ModelConfig", "hidden", hidden, (tuple,), "a tuple of positive ints")

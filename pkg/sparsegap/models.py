@@ -1,7 +1,8 @@
 """Every network in the book, by name: LeNets, plain MLPs and CIFAR ResNets.
 
 `build_model("resnet32", num_classes=100, input_shape=(3, 32, 32), width=4)` is the paper's
-"ResNet32 x4". Layers get readable attribute names (`fc1`, `conv1`, `layer2.0.conv1`, ...)
+"ResNet32 x4"; `width` multiplies every channel count of the ResNets, also below 1 (ResNet-18 at
+`width=0.25` has 16 to 128 channels instead of 64 to 512). Layers get readable attribute names (`fc1`, `conv1`, `layer2.0.conv1`, ...)
 because pruning masks are keyed by parameter names.
 
 The LeNets and MLPs are `nn.Sequential` of standard modules, so that BackPACK-style tools
@@ -21,7 +22,9 @@ from torch import nn
 
 MODELS: tuple[str, ...] = ("lenet300-100", "lenet5", "mlp", "resnet20", "resnet32", "resnet18")
 
-WIDTH_MODELS: tuple[str, ...] = ("resnet20", "resnet32")  # the only ones with a width factor
+WIDTH_MODELS: tuple[str, ...] = ("resnet20", "resnet32", "resnet18")  # the only ones with a width factor
+# Channels of each width model's first stage at width 1: width times this must be a whole number.
+BASE_CHANNELS: dict[str, int] = {"resnet20": 16, "resnet32": 16, "resnet18": 64}
 _CONV_MODELS = ("lenet5", "resnet20", "resnet32", "resnet18")  # need input_shape (C, H, W)
 
 
@@ -114,12 +117,12 @@ class CifarResNet(nn.Module):
     the last two starting with stride 2 -> global average pool -> `fc`.
     """
 
-    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, width: int = 1) -> None:
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, width: int | float = 1) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
             raise ValueError(f"depth={depth} is not a CIFAR ResNet depth; allowed: 6n+2 (20, 32, 44, 56, ...)")
         n = (depth - 2) // 6
-        planes = [16 * width, 32 * width, 64 * width]
+        planes = [round(16 * width), round(32 * width), round(64 * width)]
         self.conv1 = nn.Conv2d(in_channels, planes[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes[0])
         in_planes = planes[0]
@@ -144,10 +147,33 @@ class CifarResNet(nn.Module):
         return self.fc(out)
 
 
-def _resnet18_cifar(in_channels: int, num_classes: int) -> nn.Module:
-    """torchvision's ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv and no max-pool."""
-    model = torchvision.models.resnet18(num_classes=num_classes)
-    model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+class _ScaledResNet(torchvision.models.ResNet):
+    """torchvision's ResNet with every stage's channels times ``width`` (its blocks and forward pass unchanged)."""
+
+    def __init__(self, width: float, *args, **kwargs) -> None:
+        self._scale = width                    # read by _make_layer, which torchvision's __init__ calls
+        super().__init__(*args, **kwargs)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
+        if planes == 64:                       # the first stage: its input is the stem's output
+            self.inplanes = round(64 * self._scale)
+        return super()._make_layer(block, round(planes * self._scale), blocks, stride, dilate)
+
+
+def _resnet18_cifar(in_channels: int, num_classes: int, width: int | float = 1) -> nn.Module:
+    """torchvision's ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv and no max-pool.
+
+    At width 1 this is ``torchvision.models.resnet18`` itself; another width builds the same classes
+    with 64 x width channels in the first stage (and twice as many in each of the next three).
+    """
+    if width == 1:
+        model = torchvision.models.resnet18(num_classes=num_classes)
+    else:
+        model = _ScaledResNet(width, torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+        model.bn1 = nn.BatchNorm2d(model.layer1[0].conv1.in_channels)
+        model.fc = nn.Linear(model.layer4[-1].conv2.out_channels, num_classes)
+    stem = model.layer1[0].conv1.in_channels
+    model.conv1 = nn.Conv2d(in_channels, stem, 3, stride=1, padding=1, bias=False)
     # torchvision initialised its own stem; give the replacement the same Kaiming init.
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
@@ -178,6 +204,27 @@ def _check_positive_int(param: str, value: object) -> int:
     return value
 
 
+def check_width(name: str, width: object, param: str = "width") -> int | float:
+    """``width`` for model ``name``, checked: 1 for a model without a width factor; for the ResNets a
+    positive number that makes the first stage's channels (:data:`BASE_CHANNELS` times width) a whole
+    number. A whole width is returned as an int, so that 4.0 and 4 are one configuration (and one hash)."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
+        raise ValueError(f"{param}={width!r} is not allowed; {param} must be a positive number (1 for models "
+                         f"without a width factor)")
+    if float(width).is_integer():
+        width = int(width)
+    if width != 1 and name not in WIDTH_MODELS:
+        raise ValueError(f"{param}={width!r} is not allowed for {name}; only {', '.join(WIDTH_MODELS)} take a "
+                         f"width factor (use width=1)")
+    if name in WIDTH_MODELS:
+        channels = BASE_CHANNELS[name] * width
+        if channels < 1 or abs(channels - round(channels)) > 1e-9:
+            raise ValueError(f"{param}={width!r} is not allowed for {name}: its first stage would have "
+                             f"{BASE_CHANNELS[name]} x {width!r} = {channels:g} channels; {param} must make that a "
+                             f"whole number >= 1 (e.g. {1 / BASE_CHANNELS[name]:g}, 0.25, 0.5, 1, 2, 4)")
+    return width
+
+
 def _check_input_shape(name: str, input_shape: object) -> tuple[int, ...]:
     if (not isinstance(input_shape, Sequence) or isinstance(input_shape, str) or len(input_shape) == 0
             or not all(_is_int(d) and d >= 1 for d in input_shape)):
@@ -199,14 +246,15 @@ def build_model(
     *,
     num_classes: int,
     input_shape: tuple[int, ...],
-    width: int = 1,
+    width: int | float = 1,
     hidden: tuple[int, ...] | None = None,
     seed: int | None = None,
     init: str = "default",
 ) -> nn.Module:
     """Build one of `MODELS` for inputs of `input_shape` (no batch dim) and `num_classes` logits.
 
-    width: channel multiplier of resnet20/resnet32 (the paper's "x4"); must be 1 elsewhere.
+    width: channel multiplier of resnet20/resnet32/resnet18 (the paper's "x4"; fractions such as 0.25
+        narrow them), such that the first stage's channels are a whole number; must be 1 elsewhere.
     hidden: hidden widths of `mlp` (required there, rejected elsewhere).
     seed: if given, the initial weights depend only on it, and the global RNG state is left
         as it was; if None, the global RNG is used (and advanced) as usual.
@@ -220,9 +268,7 @@ def build_model(
         raise ValueError(f"init={init!r} is not allowed; it must be one of {INITS}")
     name = _canonical_name(name)
     _check_positive_int("num_classes", num_classes)
-    _check_positive_int("width", width)
-    if width != 1 and name not in WIDTH_MODELS:
-        raise ValueError(f"width={width} is not allowed for {name}; only {', '.join(WIDTH_MODELS)} take a width factor (use width=1)")
+    width = check_width(name, width)
     shape = _check_input_shape(name, input_shape)
     if name == "mlp":
         if hidden is None:
@@ -243,7 +289,7 @@ def build_model(
         "mlp": lambda: _mlp(in_features, tuple(hidden or ()), num_classes),
         "resnet20": lambda: CifarResNet(20, num_classes, shape[0], width),
         "resnet32": lambda: CifarResNet(32, num_classes, shape[0], width),
-        "resnet18": lambda: _resnet18_cifar(shape[0], num_classes),
+        "resnet18": lambda: _resnet18_cifar(shape[0], num_classes, width),
     }
     def build() -> nn.Module:
         model = builders[name]()
