@@ -62,7 +62,7 @@ def test_memorization_verdict_needs_the_permuted_samples_to_fall():
 
 
 def test_sweep_configs_share_dense_runs_and_refuse_bad_grids():
-    p = dict(dataset="digits", train_size=100, test_size=None, model="mlp", init="default", prune_rate=0.5,
+    p = dict(dataset="digits", train_size=100, test_size=None, model="mlp", width=1, init="default", prune_rate=0.5,
              rounds=2, rewind_iter=0, prune_seed=0, seeds=[0], epochs=1, batch_size=32, lr=0.1, momentum=0.0,
              weight_decay=0.0, schedule="constant", milestones=[], gamma=0.1, exclude_output=True, noise_seed=0,
              noises=[0.2, 0.4], heuristics=["magnitude", "random"], heuristic_noises=[0.4])

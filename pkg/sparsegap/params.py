@@ -221,12 +221,14 @@ def fraction(doc: str, *, high_open: bool = False) -> Param:
 
 
 def data_parameters() -> dict[str, Param]:
-    """dataset, train_size, test_size and model: the data and network of a chapter's runs."""
+    """dataset, train_size, test_size, model and width: the data and network of a chapter's runs."""
     return dict(
         dataset=Param("str", "dataset name, one of sparsegap.data.DATASETS"),
         train_size=Param("int", "class-balanced training subset; None means the full training set", low=1, none=True),
         test_size=Param("int", "test subset; None means the full test set", low=1, none=True),
         model=Param("str", "architecture, one of sparsegap.models.MODELS"),
+        width=Param("float", "width factor of the ResNets' channels (the paper's ResNet-32 x4 is 4; 0.25 narrows "
+                    "ResNet-18 to a quarter); 1 for the other models", low=1 / 64),
     )
 
 

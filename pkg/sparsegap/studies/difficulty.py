@@ -56,7 +56,7 @@ PARAMETERS = P.ParameterSpec(
 
 def settings(p: dict) -> tuple[DataConfig, ModelConfig, TrainConfig, dict]:
     """The data, model and training configs and the gradual schedule shared by every run, from notebook parameters."""
-    data, model, train = data_config(p), ModelConfig(p["model"]), train_config(p)
+    data, model, train = data_config(p), ModelConfig(p["model"], width=p["width"]), train_config(p)
     gradual = dict(update_start=p["prune_start"], update_end=p["prune_end"], update_every=p["prune_every"],
                    exclude_output=p["exclude_output"])
     return data, model, train, gradual

@@ -75,7 +75,7 @@ def check_heuristics(heuristics: Sequence[str]) -> tuple[str, ...]:
 
 def chain_settings(p: dict) -> tuple[ModelConfig, TrainConfig, dict]:
     """The model, the training config and the imp fields shared by every chain, from notebook parameters."""
-    model = ModelConfig(p["model"], init=p["init"])
+    model = ModelConfig(p["model"], width=p["width"], init=p["init"])
     train = procedure.train_config(p)
     imp = dict(prune_rate=p["prune_rate"], rewind_iter=p["rewind_iter"], exclude_output=p["exclude_output"])
     return model, train, imp

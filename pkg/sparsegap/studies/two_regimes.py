@@ -21,7 +21,6 @@ CLAIM = ("Sol-S falls behind Sol-F at every sparsity: first in generalization on
 # runs, so it declares these too (a test checks that its defaults match).
 RUN_PARAMETERS = dict(
     **P.data_parameters(),
-    width=P.Param("int", "width factor (ResNets)", low=1),
     sparsities=P.sparsities(),
     seeds=P.seeds(),
     **P.training_parameters("epochs for each of Sol-D, Sol-F and Sol-S"),
