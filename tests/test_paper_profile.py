@@ -7,21 +7,24 @@ and MNIST formats that this test writes (random images, a few per class), read b
 ``download: true`` and the files present, nothing is fetched.
 
 The architectures are the papers': ResNet-18 with the CIFAR stem, LeNet-300-100, the Tishby MLP, and
-ResNet-32. ResNet-32 is built at width 1, not the paper's x4, which is too slow even for this: chapter 1
-alone took 181 s at x4 here (5 runs of one epoch on 200 images, about 33 s each with the Tr(F) tracker),
-against a budget of 2 minutes for the whole test. The width factor is the same code either way
-(``CifarResNet(width=...)``, tested in test_models.py).
+ResNet-32, but the two ResNets are narrowed, which the width factor does with the same code (the same
+classes, blocks and forward pass; ``ModelConfig.width``, tested in test_models.py):
+
+- ResNet-32 at width 0.5 (8, 16 and 32 channels), not the paper's x4: at x4 chapter 1 alone took 181 s here
+  (5 runs of one epoch on 200 images, about 33 s each with the Tr(F) tracker); at width 1 (ResNet-18 at 0.25) the
+  whole test took 107 s, chapter 12 alone 79 s of it (about 30 ResNet-32 runs); a training epoch on 200 images takes
+  0.51 s at width 0.5 and 1.10 s at width 1 (one thread).
+- ResNet-18 at width 0.25 (16 to 128 channels): at full width each run and curve writes, hashes and reads
+  back 45 MB weight files, and chapters 5 to 8 and 11 took 145 s of kernel time in this test, against 47 s
+  at a quarter (chapters 7, 8 and 11 alone, one after another: 89 s against 26 s).
 
 What this proves: the paper settings parse, the paper architectures build and train with masks (and with
 the paper profile's training options), and every figure and verdict cell runs on them. The numbers mean
 nothing at this scale.
 
-It takes 145-155 s here (two kernels side by side; 165-177 s before the CIFAR sets shrank to the sizes below,
-runs stopped writing a checkpoint after their last epoch and chapter 12 took Tr(F) on 20 samples), over the 2
-minutes it was given. What is left is
-fixed cost: each of the 12 kernels spends about 7 s starting, importing torch and loading torch's compiler front
-end (at the first optimizer step); a 1-epoch ResNet-18 run on 10 images is about 1.3 s, 60% of it writing,
-hashing and reading its 45 MB weight files; chapter 12 alone trains about 30 ResNet-32 runs (80 s).
+It takes about 75 s here (two kernels side by side; 145-155 s with both ResNets at width 1). About half of
+that is fixed cost: each of the 12 kernels spends about 6 s starting, importing torch and loading torch's
+compiler front end (at the first optimizer step).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from sparsegap import bookbuild
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-COMMON = {"epochs": 1, "seeds": [0], "width": 1}
+COMMON = {"epochs": 1, "seeds": [0], "width": 0.5}    # width: ResNet-32 at half its base width (see above)
 # Sparsities are chosen so that chapters share runs through the store, as the book's do: the CIFAR-100
 # chapters (1, 3, 10, 12) one dense run and its Sol-F and Sol-S at 0.5 and 0.9; chapters 7, 8 and 11 the
 # ResNet-18 dense and gradual runs at 0.91. They are lower than the paper's highest: after one epoch
@@ -46,19 +49,22 @@ COMMON = {"epochs": 1, "seeds": [0], "width": 1}
 # the training set left after its validation split, which must hold a batch; at 128 that takes 600 images,
 # and chapter 12 alone then took 4 minutes here.
 CIFAR100 = {"batch_size": 16}
+# ResNet-18 at a quarter of its width (16 to 128 channels): torchvision's classes and forward pass, 1/16 of the
+# weights (see the module docstring).
+RESNET18 = {"width": 0.25}
 OVERRIDES: dict[str, dict] = {
     "01_two_regimes": CIFAR100 | {"sparsities": [0.5, 0.9]},
     "02_fisher_trajectory": {"dense_epochs": 1, "sparse_epochs": 1, "sparsities": [0.5, 0.9],
                              "unit_init_sparsities": [0.9], "fisher_every": 1},
     "03_curvature": CIFAR100 | {"sparsities": [0.5, 0.9], "max_probes": 2, "measure_size": 10},
     "04_memorization": {"sparsity": 0.9, "fisher_every": 1, "predictions_every": 1},
-    "05_sparse_double_descent": {"rounds": 2, "rewind_iter": 1, "noises": [0.4], "heuristic_noises": [0.4]},
-    "06_redense_and_landscape": {"rounds": 2, "rewind_iter": 1, "path_points": 3, "curve_points": 3},
-    "07_difficulty_of_sparse_training": {"prune_every": 1, "sparsities": [0.8, 0.91], "zero_fractions": [0.99]},
-    "08_gradient_flow": {"prune_every": 1, "sparsities": [0.91], "update_every": 1},
+    "05_sparse_double_descent": RESNET18 | {"rounds": 2, "rewind_iter": 1, "noises": [0.4], "heuristic_noises": [0.4]},
+    "06_redense_and_landscape": RESNET18 | {"rounds": 2, "rewind_iter": 1, "path_points": 3, "curve_points": 3},
+    "07_difficulty_of_sparse_training": RESNET18 | {"prune_every": 1, "sparsities": [0.8, 0.91], "zero_fractions": [0.99]},
+    "08_gradient_flow": RESNET18 | {"prune_every": 1, "sparsities": [0.91], "update_every": 1},
     "09_gradient_snr": {},
     "10_paths_and_cosines": CIFAR100 | {"sparsity": 0.9, "path_points": 3, "alphas": [0.3, 0.9], "permutations": 10},
-    "11_energy_landscape": {"prune_every": 1, "path_points": 3, "curve_points": 3, "curve_epochs": 1},
+    "11_energy_landscape": RESNET18 | {"prune_every": 1, "path_points": 3, "curve_points": 3, "curve_epochs": 1},
     "12_remedies": CIFAR100 | {"sparsities": [0.5, 0.9], "remedy_seeds": [0], "validation": 100, "measure_size": 20,
                     "reg_coefs": [-0.1],
                     "reg_epochs": [1], "memorize_epochs": [1], "consolidate_epochs": 0, "rerank_every": 1},
