@@ -2,8 +2,8 @@
 
 `build_model("resnet32", num_classes=100, input_shape=(3, 32, 32), width=4)` is the paper's
 "ResNet32 x4"; `width` multiplies every channel count of the ResNets, also below 1 (ResNet-18 at
-`width=0.25` has 16 to 128 channels instead of 64 to 512). Layers get readable attribute names (`fc1`, `conv1`, `layer2.0.conv1`, ...)
-because pruning masks are keyed by parameter names.
+`width=0.25` has 16 to 128 channels instead of 64 to 512). Layers get readable attribute names
+(`fc1`, `conv1`, `layer2.0.conv1`, ...) because pruning masks are keyed by parameter names.
 
 The LeNets and MLPs are `nn.Sequential` of standard modules, so that BackPACK-style tools
 that walk a sequential graph (per-sample gradients, Fisher and Hessian traces) can use them.
