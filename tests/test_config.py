@@ -164,6 +164,14 @@ def test_a_whole_width_is_one_config_and_a_fraction_another():
     assert ModelConfig.from_dict(quarter.to_dict()) == quarter
 
 
+def test_the_scale_a_verdict_states_names_the_width():
+    from sparsegap.studies.procedure import describe_scale
+    assert [ModelConfig(n, width=w).label for n, w in (("resnet32", 4.0), ("resnet18", 0.25), ("lenet5", 1))] == \
+        ["resnet32 x4", "resnet18 x0.25", "lenet5"]
+    assert describe_scale(DataConfig("cifar100"), ModelConfig("resnet32", width=4), [0, 1], 250).startswith(
+        "resnet32 x4 on cifar100 (the full training set), 2 seeds")
+
+
 def test_valid_values_keep_their_hashes():
     # The checks only reject: every value accepted before still gives the same canonical dict.
     t = TrainConfig(epochs=250, lr=0.1, momentum=0.9, weight_decay=2e-4, milestones=(0.4, 0.6, 0.8), gamma=0.1)

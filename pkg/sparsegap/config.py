@@ -196,6 +196,11 @@ class ModelConfig(_Canonical):
         if not isinstance(self.init, str) or self.init not in INITS:
             raise ValueError(f"ModelConfig.init must be one of {INITS}, got {self.init!r}")
 
+    @property
+    def label(self) -> str:
+        """The network in a few words, as titles and the ledger name it: ``resnet32 x4``, ``resnet18 x0.25``."""
+        return self.name + (f" x{self.width:g}" if self.width != 1 else "")
+
 
 @dataclass(frozen=True)
 class TrainConfig(_Canonical):

@@ -269,7 +269,7 @@ def memorization_verdict(chains: Chains, heuristic: str, noise: float, *, scale:
 
 def describe_scale(p: dict, chains: Chains) -> str:
     size = f"{p['train_size']} training samples" if p["train_size"] else "the full training set"
-    return (f"{p['model']} on {p['dataset']} ({size}), {len(p['seeds'])} seeds, {p['epochs']} epochs per round, "
+    return (f"{ModelConfig(p['model'], width=p['width']).label} on {p['dataset']} ({size}), {len(p['seeds'])} seeds, {p['epochs']} epochs per round, "
             f"{p['rounds']} rounds at {p['prune_rate']:.0%}, {len(chains.chains)} chains")
 
 

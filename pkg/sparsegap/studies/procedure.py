@@ -147,7 +147,7 @@ def train_config(p: dict) -> TrainConfig:
 def describe_scale(data: DataConfig, model: ModelConfig, seeds: Sequence[int], epochs: int | str) -> str:
     """The setting a verdict was measured at, in one line for the ledger."""
     size = f"{data.train_size} training samples" if data.train_size else "the full training set"
-    return f"{model.name} on {data.name} ({size}), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, {epochs} epochs"
+    return f"{model.label} on {data.name} ({size}), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, {epochs} epochs"
 
 
 def measurement_data(x, y, size: int | None, *, seed: int = 0):
