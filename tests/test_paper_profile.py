@@ -121,3 +121,15 @@ def test_every_notebook_runs_with_the_paper_settings(paper_book, name):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} drew no figure"
+
+
+def _paper_model(nb: str) -> str:
+    return bookbuild.load_parameters(REPO_ROOT / "notebooks" / f"{nb}.ipynb", "paper").get("model", "")
+
+
+@pytest.mark.parametrize("name", [nb for nb in sorted(OVERRIDES) if _paper_model(nb).startswith("resnet")])
+def test_every_resnet_page_states_the_width_it_ran_at(paper_book, name):
+    """The narrowed ResNets are named as such in the verdicts' scale lines, never as the paper's networks."""
+    model, text = _paper_model(name), Path(paper_book[name].output).read_text()
+    assert f"{model} x{overrides()[name]['width']:g} on " in text
+    assert f"{model} on " not in text
