@@ -103,7 +103,8 @@ def plan_runs(configs: list[RunConfig], store=None, *, device: str | torch.devic
         epoch = per_sample * (n_train + (n_train + n_test) / 3)   # the steps, then a forward pass over both sets
         done = store.is_done(cfg)
         rows.append({"run": cfg.run_id, "kind": cfg.kind, "model": cfg.model.label, "dataset": cfg.data.name,
-                     "train samples": n_train, "epochs": t.epochs, "in store": done, "seconds": 0.0 if done else t.epochs * epoch})
+                     "train samples": n_train, "epochs": t.epochs, "in store": done,
+                     "seconds": 0.0 if done else t.epochs * epoch})
     return pd.DataFrame(rows)
 
 

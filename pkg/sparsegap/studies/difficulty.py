@@ -24,7 +24,7 @@ from .. import params as P
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..runs import RunStore, run_all
 from ..verdict import Verdict, clearly_above, mean_std, status_of
-from .procedure import check_seeds, check_sparsities, data_config, train_config
+from .procedure import check_seeds, check_sparsities, data_config, model_config, train_config
 
 SOLUTIONS = ("P-S", "L-S", "S-S", "sparse-init dense")
 KIND = {"L-S": "lottery", "S-S": "scratch", "sparse-init dense": "zeroinit"}
@@ -56,7 +56,7 @@ PARAMETERS = P.ParameterSpec(
 
 def settings(p: dict) -> tuple[DataConfig, ModelConfig, TrainConfig, dict]:
     """The data, model and training configs and the gradual schedule shared by every run, from notebook parameters."""
-    data, model, train = data_config(p), ModelConfig(p["model"], width=p["width"]), train_config(p)
+    data, model, train = data_config(p), model_config(p), train_config(p)
     gradual = dict(update_start=p["prune_start"], update_end=p["prune_end"], update_every=p["prune_every"],
                    exclude_output=p["exclude_output"])
     return data, model, train, gradual

@@ -75,7 +75,7 @@ def check_heuristics(heuristics: Sequence[str]) -> tuple[str, ...]:
 
 def chain_settings(p: dict) -> tuple[ModelConfig, TrainConfig, dict]:
     """The model, the training config and the imp fields shared by every chain, from notebook parameters."""
-    model = ModelConfig(p["model"], width=p["width"], init=p["init"])
+    model = procedure.model_config(p)
     train = procedure.train_config(p)
     imp = dict(prune_rate=p["prune_rate"], rewind_iter=p["rewind_iter"], exclude_output=p["exclude_output"])
     return model, train, imp
@@ -269,7 +269,7 @@ def memorization_verdict(chains: Chains, heuristic: str, noise: float, *, scale:
 
 def describe_scale(p: dict, chains: Chains) -> str:
     size = f"{p['train_size']} training samples" if p["train_size"] else "the full training set"
-    return (f"{ModelConfig(p['model'], width=p['width']).label} on {p['dataset']} ({size}), {len(p['seeds'])} seeds, {p['epochs']} epochs per round, "
+    return (f"{procedure.model_config(p).label} on {p['dataset']} ({size}), {len(p['seeds'])} seeds, {p['epochs']} epochs per round, "
             f"{p['rounds']} rounds at {p['prune_rate']:.0%}, {len(chains.chains)} chains")
 
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import params as P
-from ..config import ModelConfig
 from ..runs import RunStore
 from ..verdict import Verdict, clearly_above, mean_std, status_of
-from .procedure import Experiment, data_config, run_two_regimes, train_config
+from .procedure import Experiment, data_config, model_config, run_two_regimes, train_config
 
 TRACK = ("grad_snr@1",)
 TERMS = {"snr": "grad_snr", "mean": "grad_snr_mean", "std": "grad_snr_std"}
@@ -33,7 +32,7 @@ PARAMETERS = P.ParameterSpec(
 
 
 def run_snr(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
-    return run_two_regimes(data_config(p), ModelConfig(p["model"], width=p["width"]), train_config(p), p["sparsities"], p["seeds"], store=store,
+    return run_two_regimes(data_config(p), model_config(p), train_config(p), p["sparsities"], p["seeds"], store=store,
                            device=device, progress=progress, track=TRACK, exclude_output=p["exclude_output"])
 
 
@@ -100,5 +99,5 @@ def hike_verdict(table: pd.DataFrame, sparsity: float, *, hike: float = 2.0, sca
 def planned_runs(p: dict) -> list:
     """Sol-D, Sol-F and Sol-S with the SNR tracker (for ``bookbuild --plan``)."""
     from .procedure import two_regime_configs
-    return list(two_regime_configs(data_config(p), ModelConfig(p["model"], width=p["width"]), train_config(p), p["sparsities"], p["seeds"],
+    return list(two_regime_configs(data_config(p), model_config(p), train_config(p), p["sparsities"], p["seeds"],
                                    track=TRACK, exclude_output=p["exclude_output"]).values())

@@ -156,8 +156,8 @@ def fisher_noise_verdict(hs: dict[str, list[dict]], *, memorized: float = 0.5, d
 
 def planned_runs(p: dict) -> list:
     """Sol-D, Sol-F and Sol-S at ``sparsity`` on the noisy data, with the trackers (for ``bookbuild --plan``)."""
-    from .procedure import data_config, train_config, two_regime_configs
+    from .procedure import data_config, model_config, train_config, two_regime_configs
     data = data_config(p, noise=p["noise"], noise_seed=p["noise_seed"])
-    return list(two_regime_configs(data, ModelConfig(p["model"], width=p["width"]), train_config(p), [p["sparsity"]],
+    return list(two_regime_configs(data, model_config(p), train_config(p), [p["sparsity"]],
                                    p["seeds"], exclude_output=p["exclude_output"],
                                    track=trackers(p["fisher_every"], p["predictions_every"])).values())

@@ -19,12 +19,11 @@ import torch
 
 from .. import landscape as L
 from .. import params as P
-from ..config import ModelConfig
 from ..metrics.compare import disagreement_classes
 from ..metrics.cosines import per_sample_cosines, top_fraction_classes
 from ..runs import Run, RunStore, load_data
 from ..verdict import Verdict, status_of
-from .procedure import Experiment, data_config, run_two_regimes, train_config
+from .procedure import Experiment, data_config, model_config, run_two_regimes, train_config
 from .redense import monotone
 from .two_regimes import RUN_PARAMETERS
 
@@ -44,7 +43,7 @@ def run_paths(p: dict, *, store: RunStore | None = None, device: str = "auto", p
     """Sol-D, Sol-F and Sol-S at ``sparsity``: the two-regimes chapter's own runs."""
     data, train = data_config(p), train_config(p)
     track = [f"fisher_trace@{p['fisher_every']}"] if p["fisher_every"] else []
-    return run_two_regimes(data, ModelConfig(p["model"], width=p["width"]), train, [p["sparsity"]], p["seeds"],
+    return run_two_regimes(data, model_config(p), train, [p["sparsity"]], p["seeds"],
                            store=store, device=device, progress=progress, exclude_output=p["exclude_output"],
                            track=track)
 

@@ -136,6 +136,12 @@ def data_config(p: dict, **fields) -> DataConfig:
     return DataConfig(p["dataset"], train_size=p["train_size"], test_size=p["test_size"], **fields)
 
 
+def model_config(p: dict) -> ModelConfig:
+    """The ModelConfig of a chapter from its checked parameters (``model`` and ``width`` of
+    ``params.data_parameters``, and ``init`` where the chapter has it)."""
+    return ModelConfig(p["model"], width=p["width"], **{k: p[k] for k in ("init",) if k in p})
+
+
 def train_config(p: dict) -> TrainConfig:
     """The TrainConfig of a chapter from its checked parameters (``params.training_parameters``, and
     ``schedule``, ``augment``, ``precision``, ``channels_last`` where the chapter has them)."""

@@ -75,9 +75,9 @@ class Setting:
 
 
 def setting(p: dict) -> Setting:
-    from .procedure import data_config, train_config
+    from .procedure import data_config, model_config, train_config
     track = (f"fisher_trace@{p['fisher_every']}",) if p["fisher_every"] else ()
-    return Setting(data_config(p), ModelConfig(p["model"], width=p["width"]), train_config(p), track)
+    return Setting(data_config(p), model_config(p), train_config(p), track)
 
 
 # ------------------------------------------------------------------------------------- the regimes

@@ -109,8 +109,7 @@ def two_regimes_verdict(regimes: pd.DataFrame, summary: pd.DataFrame, *, scale: 
 
 def planned_runs(p: dict) -> list:
     """Every run the notebook trains, from its checked parameters (for ``bookbuild --plan``)."""
-    from ..config import ModelConfig
-    from .procedure import data_config, train_config, two_regime_configs
+    from .procedure import data_config, model_config, train_config, two_regime_configs
     track = [f"fisher_trace@{p['fisher_every']}"] if p["fisher_every"] else []
-    return list(two_regime_configs(data_config(p), ModelConfig(p["model"], width=p["width"]), train_config(p),
+    return list(two_regime_configs(data_config(p), model_config(p), train_config(p),
                                    p["sparsities"], p["seeds"], exclude_output=p["exclude_output"], track=track).values())
