@@ -59,6 +59,19 @@ def test_data_sizes_need_no_dataset():
     assert data_sizes(DataConfig("fashion-mnist", train_size=4000, test_size=1000)) == ((1, 28, 28), 4000, 1000)
 
 
+@pytest.mark.parametrize("name", ["digits", "mnist1d", "tishby", "mnist-5k", "fashion-mnist"])
+def test_the_plans_split_sizes_are_what_the_loaders_give(name):
+    """plan.SPLITS writes the sizes down so that a plan loads nothing; for every dataset this machine has
+    offline they must be what load_dataset returns (the CIFARs and MNIST are the official sizes)."""
+    from sparsegap.data import load_dataset
+    from sparsegap.plan import SPLITS
+    try:
+        d = load_dataset(name)
+    except FileNotFoundError as e:
+        pytest.skip(f"{name} is not on this machine: {e}")
+    assert SPLITS[name] == (tuple(d.x_train.shape[1:]), len(d.x_train), len(d.x_test))
+
+
 def test_the_paper_plan_parses_every_notebook_and_trains_nothing(tmp_path, capsys):
     runs = bookbuild.plan_book("paper", ROOT / "notebooks", ["01_two_regimes", "09_gradient_snr"],
                                runs_dir=tmp_path, device="cpu")
