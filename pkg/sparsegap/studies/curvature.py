@@ -12,7 +12,7 @@ from .. import params as P
 from ..runs import Run
 from ..verdict import Verdict
 from .fisher_trajectory import DROP_THRESHOLD
-from .procedure import Experiment, measurement_data  # noqa: F401  (the notebook calls study.measurement_data)
+from .procedure import Experiment
 from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS
 
 CLAIM = ("At the same sparsity Sol-S has a larger Fisher trace, Hessian trace and Jacobian norm than Sol-F "
