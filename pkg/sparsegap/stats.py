@@ -1,0 +1,228 @@
+"""Small-sample statistics for every verdict: one rule, one place.
+
+The book's comparisons rest on two to five seeds. With so few, a gap "above two standard errors" is
+not a 95% statement (with one or two degrees of freedom it is roughly 70-80%), so every verdict uses
+the intervals here instead:
+
+* :func:`mean_interval`: the t-interval of a mean, with ``n - 1`` degrees of freedom;
+* :func:`paired_difference`: the mean of per-seed differences ``a - b`` and its t-interval, for two
+  solutions that share a seed (Sol-F and Sol-S of the same Sol-D, the runs of one chain);
+* :func:`welch_difference`: ``mean(a) - mean(b)`` for independent samples, with the
+  Welch-Satterthwaite degrees of freedom;
+* :func:`ratio_interval`: Fieller's interval of ``mean(d) / mean(g)`` from paired samples (the share
+  of a gap that a remedy closes);
+* :func:`detectable_effect`: the smallest true effect a design of ``n`` seeds finds with 80% power,
+  so that an *inconclusive* verdict can say how far it is from deciding.
+
+*Clearly* means one thing everywhere: the 95% interval excludes zero (:attr:`Interval.clear`).
+:meth:`Interval.test` turns an interval into the outcome of one part of a claim: it *holds* when the
+interval lies on the claimed side of zero, *fails* when it excludes every effect of the claimed sign
+at least ``margin`` large, and is *undecided* otherwise. With one seed nothing can be decided: the
+interval is infinite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LEVEL", "OUTCOMES", "Interval", "mean_interval", "paired_difference", "welch_difference",
+           "difference", "ratio_interval", "detectable_effect", "clearly_above", "t_quantile"]
+
+LEVEL = 0.95
+OUTCOMES = ("holds", "fails", "undecided")
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t with ``df`` degrees of freedom (``inf``: the normal)."""
+    from scipy import stats
+    return float(stats.t.ppf(q, df)) if math.isfinite(df) else float(stats.norm.ppf(q))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An effect with its ``level`` confidence interval ``[lo, hi]``, from ``n`` values (pairs, for a
+    paired difference) with ``df`` degrees of freedom, by ``method`` ("t", "paired t", "welch",
+    "fieller", "exact" for a value measured once without seed noise)."""
+
+    estimate: float
+    lo: float
+    hi: float
+    n: int
+    df: float
+    method: str
+    level: float = LEVEL
+
+    @property
+    def clear(self) -> bool:
+        """The interval excludes zero."""
+        return self.lo > 0 or self.hi < 0
+
+    @property
+    def sign(self) -> int:
+        """+1 when clearly above zero, -1 when clearly below, 0 when the interval holds zero."""
+        return 1 if self.lo > 0 else -1 if self.hi < 0 else 0
+
+    @property
+    def half_width(self) -> float:
+        return (self.hi - self.lo) / 2
+
+    def test(self, direction: int = 1, margin: float = 0.0) -> str:
+        """The outcome of the claim "the effect has sign ``direction``": ``holds`` when the interval lies on
+        that side of zero; ``fails`` when it excludes every effect of that sign at least ``margin`` large
+        (``margin=0``: the interval lies clearly on the other side); else ``undecided``."""
+        if direction not in (1, -1):
+            raise ValueError(f"direction must be 1 or -1, got {direction!r}")
+        if margin < 0 or not math.isfinite(margin):
+            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+        lo, hi = (self.lo, self.hi) if direction == 1 else (-self.hi, -self.lo)
+        if lo > 0:
+            return "holds"
+        if hi < margin:
+            return "fails"
+        return "undecided"
+
+    def format(self, fmt: str = ".3g", unit: str = "") -> str:
+        """``0.012 [0.004, 0.020]`` (``fmt`` applies to all three; ``unit`` follows each)."""
+        def f(v: float) -> str:
+            return "-inf" if v == -math.inf else "inf" if v == math.inf else f"{v:{fmt}}{unit}"
+        if self.method == "exact":
+            return f(self.estimate)
+        return f"{f(self.estimate)} [{f(self.lo)}, {f(self.hi)}]"
+
+    def to_dict(self) -> dict:
+        return {"estimate": _json_float(self.estimate), "lo": _json_float(self.lo), "hi": _json_float(self.hi),
+                "n": int(self.n), "df": _json_float(self.df), "method": self.method, "level": self.level}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Interval":
+        return cls(_from_json(d["estimate"]), _from_json(d["lo"]), _from_json(d["hi"]), int(d["n"]),
+                   _from_json(d["df"]), d["method"], float(d.get("level", LEVEL)))
+
+    @classmethod
+    def exact(cls, value: float) -> "Interval":
+        """A value without seed noise (one deterministic measurement): its interval is the point."""
+        v = float(value)
+        return cls(v, v, v, 1, math.inf, "exact")
+
+
+def _json_float(v: float):
+    """Floats for JSON: rounded to 6 significant digits (the evidence is read, not computed on), and the
+    infinities and NaN as strings, which JSON lacks."""
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return float(f"{v:.6g}")
+
+
+def _from_json(v) -> float:
+    return float(v)
+
+
+def _values(name: str, x) -> np.ndarray:
+    a = np.asarray(x, dtype=float).ravel()
+    if a.size == 0:
+        raise ValueError(f"{name} must hold at least one value, got none")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite numbers (leave diverged runs out first), got {a.tolist()}")
+    return a
+
+
+def _check_level(level: float) -> None:
+    if not (isinstance(level, (int, float)) and 0 < level < 1):
+        raise ValueError(f"level must be a probability strictly between 0 and 1, got {level!r}")
+
+
+def mean_interval(x, level: float = LEVEL) -> Interval:
+    """The mean of ``x`` with its t-interval (``n - 1`` degrees of freedom); infinite for one value."""
+    _check_level(level)
+    a = _values("x", x)
+    n, m = len(a), float(a.mean())
+    if n < 2:
+        return Interval(m, -math.inf, math.inf, n, 0.0, "t", level)
+    half = t_quantile(0.5 + level / 2, n - 1) * float(a.std(ddof=1)) / math.sqrt(n)
+    return Interval(m, m - half, m + half, n, float(n - 1), "t", level)
+
+
+def paired_difference(a, b, level: float = LEVEL) -> Interval:
+    """``mean(a - b)`` over pairs that share a seed, with the t-interval of the differences."""
+    x, y = _values("a", a), _values("b", b)
+    if len(x) != len(y):
+        raise ValueError(f"a paired difference needs as many values in a as in b (one per seed), "
+                         f"got {len(x)} and {len(y)}")
+    iv = mean_interval(x - y, level)
+    return Interval(iv.estimate, iv.lo, iv.hi, iv.n, iv.df, "paired t", level)
+
+
+def welch_difference(a, b, level: float = LEVEL) -> Interval:
+    """``mean(a) - mean(b)`` for independent samples, with Welch's t-interval (Welch-Satterthwaite
+    degrees of freedom). Infinite unless both samples have at least two values (a spread of zero in
+    both gives a point)."""
+    _check_level(level)
+    x, y = _values("a", a), _values("b", b)
+    d = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return Interval(d, -math.inf, math.inf, min(len(x), len(y)), 0.0, "welch", level)
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se2 = float(vx + vy)
+    if se2 == 0:
+        return Interval(d, d, d, min(len(x), len(y)), math.inf, "welch", level)
+    df = se2 ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    half = t_quantile(0.5 + level / 2, df) * math.sqrt(se2)
+    return Interval(d, d - half, d + half, min(len(x), len(y)), float(df), "welch", level)
+
+
+def difference(a, b, *, paired: bool, level: float = LEVEL) -> Interval:
+    """:func:`paired_difference` or :func:`welch_difference`: say which, every time."""
+    return paired_difference(a, b, level) if paired else welch_difference(a, b, level)
+
+
+def clearly_above(a, b, *, paired: bool, level: float = LEVEL) -> bool:
+    """mean(a) exceeds mean(b) with the ``level`` interval of the difference above zero."""
+    return difference(a, b, paired=paired, level=level).lo > 0
+
+
+def ratio_interval(d, g, level: float = LEVEL) -> Interval:
+    """``mean(d) / mean(g)`` from paired samples with Fieller's interval: the ratios θ for which a paired
+    t-test does not reject ``mean(d - θ g) = 0`` (``n - 1`` degrees of freedom). Infinite when mean(g)
+    itself is not clearly away from zero, or for one pair."""
+    _check_level(level)
+    d, g = _values("d", d), _values("g", g)
+    if len(d) != len(g):
+        raise ValueError(f"ratio_interval needs paired samples, got {len(d)} and {len(g)} values")
+    n = len(d)
+    md, mg = float(d.mean()), float(g.mean())
+    est = md / mg if mg != 0 else math.nan
+    if n < 2:
+        return Interval(est, -math.inf, math.inf, n, 0.0, "fieller", level)
+    t2 = t_quantile(0.5 + level / 2, n - 1) ** 2 / n
+    vdd, vgg = float(np.var(d, ddof=1)), float(np.var(g, ddof=1))
+    vdg = float(np.cov(d, g, ddof=1)[0, 1])
+    # (md - θ mg)^2 <= t2 (vdd - 2θ vdg + θ^2 vgg)  <=>  a θ^2 + b θ + c <= 0
+    qa, qb, qc = mg * mg - t2 * vgg, -2 * (md * mg - t2 * vdg), md * md - t2 * vdd
+    disc = qb * qb - 4 * qa * qc
+    if qa <= 0 or disc < 0:
+        return Interval(est, -math.inf, math.inf, n, float(n - 1), "fieller", level)
+    r = math.sqrt(disc)
+    return Interval(est, (-qb - r) / (2 * qa), (-qb + r) / (2 * qa), n, float(n - 1), "fieller", level)
+
+
+def detectable_effect(sd: float, n: int, *, paired: bool, level: float = LEVEL, power: float = 0.8) -> float:
+    """The smallest true difference that ``n`` seeds detect (interval clear of zero) with probability
+    ``power``, when the per-seed values (paired: the per-seed differences) scatter with standard
+    deviation ``sd``: ``(t_{1-α/2} + t_{power}) · sd · sqrt(k / n)``, k = 1 paired, 2 for two
+    independent groups of ``n`` (df n - 1 and 2n - 2). Infinite for fewer than two seeds."""
+    _check_level(level)
+    _check_level(power)
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be a positive int (seeds), got {n!r}")
+    if not (math.isfinite(sd) and sd >= 0):
+        raise ValueError(f"sd must be a finite number >= 0, got {sd!r}")
+    if n < 2:
+        return math.inf
+    df, k = (n - 1, 1) if paired else (2 * n - 2, 2)
+    return (t_quantile(0.5 + level / 2, df) + t_quantile(power, df)) * sd * math.sqrt(k / n)

@@ -1,0 +1,119 @@
+"""sparsegap.stats against scipy.stats on known cases, and the outcome rules every verdict uses."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from sparsegap import stats
+from sparsegap.verdict import Evidence, Verdict, status_of, remedy_status
+
+
+def test_mean_interval_is_scipys_t_interval():
+    x = [0.71, 0.74, 0.69, 0.73]
+    iv = stats.mean_interval(x)
+    lo, hi = sps.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=sps.sem(x))
+    assert (iv.lo, iv.hi) == pytest.approx((lo, hi), rel=1e-12)
+    assert iv.df == 3 and iv.n == 4 and iv.method == "t"
+
+
+def test_paired_difference_matches_ttest_rel_and_its_interval():
+    a, b = np.array([0.80, 0.83, 0.79]), np.array([0.78, 0.80, 0.78])
+    iv = stats.paired_difference(a, b)
+    res = sps.ttest_rel(a, b)
+    ci = res.confidence_interval(0.95)
+    assert (iv.lo, iv.hi) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    assert iv.clear == (res.pvalue < 0.05)
+
+
+def test_welch_difference_matches_scipys_welch_test():
+    a, b = [0.80, 0.83, 0.79, 0.84], [0.70, 0.76, 0.71]
+    iv = stats.welch_difference(a, b)
+    ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (iv.lo, iv.hi) == pytest.approx((ci.low, ci.high), rel=1e-10)
+
+
+def test_two_standard_errors_from_two_seeds_is_not_clear_at_95_percent():
+    # the old rule ("gap > 2 standard errors") called this clear; with 1 degree of freedom it is ~70% confidence
+    a, b = [0.80, 0.82], [0.78, 0.79]
+    se = math.sqrt(np.var(a, ddof=1) / 2 + np.var(b, ddof=1) / 2)
+    assert np.mean(a) - np.mean(b) > 2 * se
+    assert not stats.welch_difference(a, b).clear
+    assert not stats.paired_difference(a, b).clear
+
+
+def test_one_seed_decides_nothing():
+    assert stats.mean_interval([0.5]).lo == -math.inf
+    assert stats.paired_difference([0.9], [0.1]).test() == "undecided"
+    assert stats.detectable_effect(0.01, 1, paired=True) == math.inf
+
+
+def test_outcomes_of_a_claimed_direction():
+    up = stats.Interval(0.02, 0.01, 0.03, 3, 2, "paired t")
+    down = stats.Interval(-0.02, -0.03, -0.01, 3, 2, "paired t")
+    wide = stats.Interval(0.0, -0.05, 0.05, 3, 2, "paired t")
+    tight = stats.Interval(0.0, -0.004, 0.004, 3, 2, "paired t")
+    assert up.test(1) == "holds" and down.test(-1) == "holds"
+    assert down.test(1) == "fails" and up.test(-1) == "fails"
+    assert wide.test(1) == "undecided"
+    # an interval that excludes every effect of the claimed size contradicts the claim
+    assert tight.test(1, margin=0.01) == "fails" and wide.test(1, margin=0.01) == "undecided"
+
+
+def test_ratio_interval_contains_the_ratio_and_matches_a_paired_test_at_its_ends():
+    d = np.array([0.010, 0.020, 0.015, 0.012])
+    g = np.array([0.10, 0.12, 0.11, 0.09])
+    iv = stats.ratio_interval(d, g)
+    assert iv.lo < d.mean() / g.mean() < iv.hi
+    for theta in (iv.lo, iv.hi):   # at its ends the paired t-test of d - θ g sits exactly at p = 0.05
+        assert sps.ttest_1samp(d - theta * g, 0).pvalue == pytest.approx(0.05, rel=1e-6)
+
+
+def test_detectable_effect_against_a_simulation():
+    # paired design: with the computed effect, the t-interval excludes zero in about 80% of experiments
+    n, sd = 5, 1.0
+    mde = stats.detectable_effect(sd, n, paired=True)
+    rng = np.random.default_rng(0)
+    hits = np.mean([stats.mean_interval(rng.normal(mde, sd, n)).lo > 0 for _ in range(4000)])
+    assert 0.72 < hits < 0.86     # the t+t approximation of the noncentral t power, within simulation noise
+
+
+def test_bad_input_names_the_parameter():
+    with pytest.raises(ValueError, match="as many values in a as in b"):
+        stats.paired_difference([1, 2], [1])
+    with pytest.raises(ValueError, match="finite"):
+        stats.mean_interval([1.0, float("nan")])
+    with pytest.raises(ValueError, match="level"):
+        stats.mean_interval([1, 2], level=95)
+    with pytest.raises(ValueError, match="direction"):
+        stats.Interval(0, 0, 0, 1, 1, "t").test(0)
+
+
+def test_status_rules():
+    assert status_of(["holds", "holds"]) == "reproduced"
+    assert status_of(["holds", "undecided"]) == "partly"
+    assert status_of(["fails", "undecided"]) == "not reproduced"
+    assert status_of(["undecided", "undecided"]) == "inconclusive"
+    with pytest.raises(ValueError, match="outcomes"):
+        status_of(["maybe"])
+    iv = stats.Interval
+    assert remedy_status(iv(0.02, 0.01, 0.03, 3, 2, "paired t"), 0.01) == "tested: helps"
+    assert remedy_status(iv(-0.02, -0.03, -0.01, 3, 2, "paired t"), 0.01) == "tested: hurts"
+    assert remedy_status(iv(0.0, -0.005, 0.005, 3, 2, "paired t"), 0.01) == "tested: no effect"
+    assert remedy_status(iv(0.0, -0.05, 0.05, 3, 2, "paired t"), 0.01) == "inconclusive"
+
+
+def test_a_verdict_carries_its_evidence_as_data():
+    ev = Evidence("Sol-F − Sol-S, test accuracy", stats.paired_difference([0.8, 0.82, 0.81], [0.7, 0.73, 0.7]),
+                  ".1%", paper="+9 points", outcome="holds")
+    v = Verdict("P-F1", "claim", "reproduced", ("a reason",), "scale", finding="Sol-F leads.", evidence=(ev,),
+                seeds=(0, 1, 2))
+    d = v.to_dict()
+    assert d["evidence"][0]["effect"]["n"] == 3 and d["seeds"] == [0, 1, 2]
+    assert Verdict.from_dict(d).to_dict() == d
+    assert v.key_effect is ev
+    html = v._repr_html_()
+    assert html.index("Sol-F leads.") < html.index("Verdict P-F1") and "paper: +9 points" in html
+    with pytest.raises(ValueError, match="status"):
+        Verdict("P-F1", "claim", "clearly reproduced")
