@@ -117,3 +117,13 @@ def test_a_verdict_carries_its_evidence_as_data():
     assert html.index("Sol-F leads.") < html.index("Verdict P-F1") and "paper: +9 points" in html
     with pytest.raises(ValueError, match="status"):
         Verdict("P-F1", "claim", "clearly reproduced")
+
+
+def test_seed_summary_gives_means_spreads_and_t_intervals_per_group():
+    import pandas as pd
+    t = pd.DataFrame({"s": [0.9, 0.9, 0.9, 0.95, 0.95], "acc": [0.7, 0.72, 0.74, 0.5, 0.6]})
+    out = stats.seed_summary(t, ["s"], ["acc"], ci=True).set_index("s")
+    assert out.loc[0.9, "acc"] == pytest.approx(0.72) and out.loc[0.9, "acc_std"] == pytest.approx(0.02)
+    assert out.loc[0.9, "seeds"] == 3
+    iv = stats.mean_interval([0.7, 0.72, 0.74])
+    assert (out.loc[0.9, "acc_lo"], out.loc[0.9, "acc_hi"]) == pytest.approx((iv.lo, iv.hi))

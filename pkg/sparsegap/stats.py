@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["LEVEL", "OUTCOMES", "Interval", "mean_interval", "paired_difference", "welch_difference",
-           "difference", "ratio_interval", "detectable_effect", "clearly_above", "t_quantile"]
+           "difference", "ratio_interval", "detectable_effect", "clearly_above", "t_quantile", "seed_summary"]
 
 LEVEL = 0.95
 OUTCOMES = ("holds", "fails", "undecided")
@@ -226,3 +226,18 @@ def detectable_effect(sd: float, n: int, *, paired: bool, level: float = LEVEL, 
         return math.inf
     df, k = (n - 1, 1) if paired else (2 * n - 2, 2)
     return (t_quantile(0.5 + level / 2, df) + t_quantile(power, df)) * sd * math.sqrt(k / n)
+
+
+def seed_summary(table, by, columns, *, ci: bool = False):
+    """Mean and sample std (ddof=1; NaN for one seed) over seeds of ``columns`` per group ``by``, as
+    ``<col>`` and ``<col>_std`` (and, with ``ci=True``, the 95% t-interval as ``<col>_lo``/``<col>_hi``)
+    plus ``seeds``: the tables and error bars the chapters draw, computed in this one place."""
+    import pandas as pd
+    by, columns = list(by), list(columns)
+    g = table.groupby(by, sort=True)[columns]
+    out = g.mean().join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds"))
+    if ci:
+        half = g.std(ddof=1).mul([t_quantile(0.5 + LEVEL / 2, max(n - 1, 1)) if n > 1 else math.inf
+                                  for n in g.size()], axis=0).div(np.sqrt(g.size()), axis=0)
+        out = out.join((out[columns] - half).add_suffix("_lo")).join((out[columns] + half).add_suffix("_hi"))
+    return out.reset_index() if isinstance(out, pd.DataFrame) else out
