@@ -124,6 +124,26 @@ def test_ledger_lists_every_verdict_and_every_plan_row(tmp_path):
     assert "28 rows:** 1 reproduced, 1 partly, 3 shown (no claim), 23 not yet in the book" in page
 
 
+def test_ledger_shows_the_new_statuses_in_colour_with_the_key_effect(tmp_path):
+    from sparsegap import stats
+    from sparsegap.verdict import STATUS_COLORS, Evidence
+    executed = tmp_path / "book" / "notebooks"
+    executed.mkdir(parents=True)
+    effect = Evidence("Sol-F - Sol-S, test accuracy", stats.paired_difference([0.81, 0.80, 0.83], [0.80, 0.81, 0.80]),
+                      ".1%")
+    verdicts = [Verdict("P-F1", "c1", "inconclusive", (), "s1", evidence=(effect,), seeds=(0, 1, 2)),
+                Verdict("P-S4", "c2", "tested: no effect", (), "s2", part="i")]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+        "display_data", data=v._repr_mimebundle_()) for v in verdicts])]
+    nbformat.write(nb, executed / "01_chapter.ipynb")
+    page = ledger.write_ledger(tmp_path / "book").read_text()
+    row = next(r for r in page.splitlines() if 'data-claim="P-F1"' in r)
+    assert f'color:{STATUS_COLORS["inconclusive"]}">inconclusive' in row
+    assert "Sol-F - Sol-S, test accuracy: 1.0% [" in row and "n = 3" in row
+    assert "1 inconclusive, 1 tested: no effect" in page
+
+
 # ---------------------------------------------------------------- notebook parameters
 
 

@@ -23,7 +23,7 @@ STATUSES = ("reproduced", "partly", "not reproduced", "inconclusive")
 TESTED = ("tested: helps", "tested: no effect", "tested: hurts")
 ALL_STATUSES = STATUSES + TESTED
 VERDICT_MIME = "application/vnd.sparsegap.verdict+json"
-_COLORS = {"reproduced": "#2e7d32", "partly": "#b26a00", "not reproduced": "#c62828", "inconclusive": "#546e7a",
+STATUS_COLORS = {"reproduced": "#2e7d32", "partly": "#b26a00", "not reproduced": "#c62828", "inconclusive": "#546e7a",
            "tested: helps": "#2e7d32", "tested: no effect": "#546e7a", "tested: hurts": "#c62828"}
 
 
@@ -202,7 +202,7 @@ class Verdict:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        color = _COLORS[self.status]
+        color = STATUS_COLORS[self.status]
         items = "".join(f"<li>{html.escape(e.text)}</li>" for e in self.evidence)
         items += "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons)
         finding = (f'<p class="sparsegap-finding" style="margin:0 0 0.4em 0"><strong>{html.escape(self.finding)}'
