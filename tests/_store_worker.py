@@ -10,7 +10,7 @@ A job is a dict:
     root      the store's directory
     configs   RunConfig.full_dict() of each run
     sweep     true: run_all(configs); false: get_or_train on each config, in order
-    log       a file to which every call of the training loop appends "<pid> <desc>", so that the
+    log       a file to which every call of a training loop appends "<pid> <desc>", so that the
               tests can count how many times each run was trained
     out       where the child writes {run_id: digest of the returned weights}
     stderr    where the child's stdout and stderr go (warnings, fault-injection reports)
@@ -86,17 +86,19 @@ def _run_job(job: dict) -> None:
     from sparsegap.config import RunConfig
 
     os.environ.update(job.get("env") or {})
-    real_train = runs.train
 
-    def counted_train(*args, **kwargs):
-        with open(job["log"], "a") as f:
-            f.write(f"{os.getpid()} {kwargs.get('desc')}\n")
-        if job.get("hang"):
-            Path(job["hang"]).write_text(str(os.getpid()))
-            time.sleep(600)
-        return real_train(*args, **kwargs)
+    def counted(real):
+        def counted_train(*args, **kwargs):
+            with open(job["log"], "a") as f:
+                f.write(f"{os.getpid()} {kwargs.get('desc')}\n")
+            if job.get("hang"):
+                Path(job["hang"]).write_text(str(os.getpid()))
+                time.sleep(600)
+            return real(*args, **kwargs)
+        return counted_train
 
-    runs.train = counted_train
+    # both training loops: train() and the batched trainer (which trains the small MLPs, also alone)
+    runs.train, runs.train_batched = counted(runs.train), counted(runs.train_batched)
     configs = [RunConfig.from_dict(c) for c in job["configs"]]
     store = runs.RunStore(job["root"])
     while job.get("go") and not Path(job["go"]).exists():

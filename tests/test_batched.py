@@ -250,3 +250,55 @@ def test_should_batch_follows_the_measured_rule():
     assert not should_batch(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), 8, 10)
     with pytest.raises(ValueError, match="input_shape"):
         forward_macs(lenet5, 1)
+
+
+def test_trains_batched_is_the_static_rule_of_the_run_store():
+    """Independent of the member count, and only for the bmm engine (the vmap engine is not batch-invariant)."""
+    from sparsegap.batched import trains_batched
+    mlp12 = build_model("mlp", num_classes=2, input_shape=(12,), hidden=(64, 32, 32, 18, 18, 6, 6))
+    lenet300 = build_model("lenet300-100", num_classes=10, input_shape=(1, 28, 28))
+    lenet5 = build_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
+    wide = build_model("mlp", num_classes=10, input_shape=(784,), hidden=(1000,))
+    assert trains_batched(mlp12, 12) and trains_batched(lenet300, 128, input_shape=(1, 28, 28))
+    assert not trains_batched(wide, 16)
+    assert not trains_batched(lenet5, 4, input_shape=(1, 28, 28))   # should_batch says it pays, but vmap
+    assert not trains_batched(lenet300, 256, input_shape=(1, 28, 28))  # 68M MACs
+
+
+def _fingerprint(model: nn.Module, history: dict) -> tuple:
+    return ([v.detach().clone() for v in model.state_dict().values()],
+            {k: v for k, v in history.items() if k != "seconds"})
+
+
+@pytest.mark.parametrize("chapter", ["lenet300-100 fashion-mnist", "12-bit mlp tishby"])
+def test_a_member_is_bitwise_the_same_in_a_batch_of_any_size_and_at_any_position(chapter):
+    """What lets the run store train a run alone, in any batch, or resume it, to the same bits (one thread, as the
+    store trains): members of batches of 1, 2, 6 and 16, in two orders, with their own seeds, masks and lrs."""
+    from sparsegap.config import DataConfig, ModelConfig
+    from sparsegap.pruning import global_magnitude_masks
+    from sparsegap.runs import build_model_for, load_data
+    from sparsegap.threads import use_threads
+    if chapter.startswith("lenet"):
+        dc, mc, bs = DataConfig("fashion-mnist", train_size=300, test_size=500), ModelConfig("lenet300-100"), 128
+    else:
+        dc, mc, bs = DataConfig("tishby", train_size=240, test_size=96), ModelConfig("mlp", hidden=(64, 32, 32, 18, 18, 6, 6)), 12
+    data = load_data(dc)
+    base = TrainConfig(epochs=2, batch_size=bs, momentum=0.9, weight_decay=5e-4, milestones=(0.5,))
+
+    def train_members(seeds):
+        models = [build_model_for(mc, dc, seed=s) for s in seeds]
+        masks = [global_magnitude_masks(m, 0.6) if s % 2 else None for m, s in zip(models, seeds)]
+        cfgs = [TrainConfig(**{**base.__dict__, "lr": 0.05 + 0.005 * s}) for s in seeds]
+        with use_threads(1):
+            hs = train_batched(models, data, cfgs, masks=masks, seeds=list(seeds), device="cpu", progress=False)
+        return {s: _fingerprint(m, h) for s, m, h in zip(seeds, models, hs)}
+
+    seen: dict = {}
+    for seeds in ([5], [5, 7], [7, 5], list(range(6)), list(range(16)), list(range(15, -1, -1))):
+        for s, (weights, history) in train_members(seeds).items():
+            if s not in seen:
+                seen[s] = (weights, history, len(seeds))
+                continue
+            w0, h0, n0 = seen[s]
+            assert all(torch.equal(a, b) for a, b in zip(w0, weights)), f"member {s}: batch of {n0} vs {len(seeds)}"
+            assert h0 == history, f"member {s}: history, batch of {n0} vs {len(seeds)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -91,3 +92,26 @@ def test_workers_come_from_the_book_build(monkeypatch):
     monkeypatch.setenv(WORKERS_ENV, "two")
     with pytest.raises(ValueError, match=WORKERS_ENV):
         workers()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_book_build_trains_every_run_at_one_thread_whatever_its_jobs(two_cores, tmp_path, jobs):
+    """-j1 and -j2 give the kernels (and the workers they start) the same thread count, for a run that trains alone
+    with train() and would take both cores alone, and for a batched group of LeNet-300-100s (34 of them would take
+    both cores at -j1 by the MAC count): one thread, so no reduction order depends on -j."""
+    from sparsegap import bookbuild, runs
+    from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    data = DataConfig("fashion-mnist", train_size=200, test_size=100)
+    lenet5 = RunConfig("dense", data, ModelConfig("lenet5"), TrainConfig(epochs=1, batch_size=128))
+    group = [RunConfig("dense", data, ModelConfig("lenet300-100"), TrainConfig(epochs=1, batch_size=128), seed=s)
+             for s in range(2)]
+    with bookbuild._kernel_env(tmp_path / "runs", workers=jobs):
+        assert os.environ[THREADS_ENV] == "1" and os.environ["OMP_NUM_THREADS"] == "1"
+        assert runs._threads(runs.build_model_for(lenet5.model, data), lenet5, runs.load_data(data)) == 1
+        store = runs.RunStore(tmp_path / f"j{jobs}")
+        runs.run_all(group, store, progress=False)
+        metas = [json.loads((store.path(c) / "meta.json").read_text()) for c in group]
+    assert [(m["batch"], m["threads"]) for m in metas] == [(2, 1), (2, 1)]
+    os.environ.pop(THREADS_ENV, None)
+    # outside a build the policy would give a single LeNet-5 both cores, and a batch still one thread
+    assert runs._threads(runs.build_model_for(lenet5.model, data), lenet5, runs.load_data(data)) == 2

@@ -26,9 +26,14 @@ trained alone by :func:`sparsegap.train.train`:
   that epoch; so does a member whose end-of-epoch training loss is not finite (``"step"`` is then
   the epoch's last step). The others finish normally.
 
-A member trained in a batch and the same config trained alone agree to float precision (about
-1e-7 relative after a few steps, tested at 1e-5), not bitwise: the stacked matrix products sum
-in another order than the single ones.
+A member's result does not depend on the batch it trains in: with the ``bmm`` engine at one torch
+thread, a member trained in a batch of 1, 2, 6 or 16, at any position, ends with bitwise the same
+weights and history (the stacked products run one matrix product per member, and the evaluation
+runs member by member; ``tests/test_batched.py``). This is what lets the run store train a run
+either way and always store the same bits (:func:`trains_batched`). The same config trained by
+:func:`sparsegap.train.train` agrees only to float precision (about 1e-7 relative after a few steps,
+tested at 1e-5), not bitwise: ``train()``'s products sum in another order. The ``vmap`` engine is
+not batch-invariant (a LeNet-5 alone and in a batch of 2 differ in the last bits).
 
 Two engines compute the stacked forward and backward passes: ``"bmm"``, hand-written batched
 matrix products for plain MLPs (``nn.Sequential`` of Flatten, Linear and ReLU: the MLPs and
@@ -65,7 +70,7 @@ from .train import (TrainState, diverged_at, epoch_permutation, make_optimizer, 
                     progress_enabled, resolve_device)
 
 __all__ = ["ENGINES", "BATCH_MAX_MACS", "BATCH_MAX_PARAMS", "check_batchable", "check_compatible", "engine_for",
-           "forward_macs", "should_batch", "train_batched"]
+           "forward_macs", "should_batch", "train_batched", "trains_batched"]
 
 ENGINES = ("auto", "bmm", "vmap")
 
@@ -257,6 +262,25 @@ def should_batch(model: nn.Module, batch_size: int, n_members: int, *,
     return forward_macs(model, batch_size, input_shape) <= BATCH_MAX_MACS[engine_for(model)]
 
 
+def trains_batched(model: nn.Module, batch_size: int, *, input_shape: tuple[int, ...] | None = None) -> bool:
+    """Whether a run of ``model`` at ``batch_size`` always trains through :func:`train_batched` (the run store's
+    rule, :func:`sparsegap.runs.batch_eligible`), alone or in a batch of any size: a plain MLP (the ``bmm``
+    engine) within :func:`should_batch`'s size rule, whatever the number of members.
+
+    The rule does not depend on how many runs are at hand, so a run's arithmetic does not either. Only the
+    bmm engine qualifies: its members' results are bitwise the same in a batch of any size and at any
+    position (one thread; ``tests/test_batched.py``), while the vmap engine's are not (measured: a LeNet-5
+    trained alone and in a batch of 2 or 6 differ in the last bits after one epoch).
+    """
+    try:
+        check_batchable([model])
+    except ValueError:
+        return False
+    if engine_for(model) != "bmm" or sum(p.numel() for p in model.parameters()) > BATCH_MAX_PARAMS:
+        return False
+    return forward_macs(model, batch_size, input_shape) <= BATCH_MAX_MACS["bmm"]
+
+
 # ----------------------------------------------------------------------------- the stacked model
 
 class _Stack:
@@ -341,18 +365,21 @@ class _Stack:
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, device: torch.device,
                  activation_size: int) -> list[Evaluation]:
-        """:func:`sparsegap.metrics.basic.evaluate` for every member at once (same numbers to float precision).
+        """:func:`sparsegap.metrics.basic.evaluate` for every member (same numbers to float precision).
 
-        The inputs are shared by all members; chunks are sized so that no activation tensor
-        exceeds ``_EVAL_ELEMENTS`` (``activation_size``: the largest layer output of one sample).
+        Member by member, in chunks sized by the model alone (no activation tensor exceeds
+        ``_EVAL_ELEMENTS``; ``activation_size``: the largest layer output of one sample): a member's
+        numbers are then computed by the same operations on the same shapes whatever the batch it is
+        in, so they are bitwise those it gets alone. (One product broadcast over the whole stack gave
+        the same bits here too, but as one matrix of ``members x outputs`` rows, whose kernel BLAS
+        may choose by its size.)
         """
-        m = len(self.members)
-        chunk = max(1, min(1024, _EVAL_ELEMENTS // (m * activation_size)))
-        logits = torch.cat([self.engine.logits_shared(self.P, x[i: i + chunk].to(device)).float().cpu()
-                            for i in range(0, len(x), chunk)], dim=1)
+        chunk = max(1, min(1024, _EVAL_ELEMENTS // activation_size))
         y = y.cpu()
         out = []
-        for row, lg in enumerate(logits):
+        for row in range(len(self.members)):
+            lg = torch.cat([self.engine.logits_member(self.P, row, x[i: i + chunk].to(device)).float().cpu()
+                            for i in range(0, len(x), chunk)])
             yr = y[row] if y.dim() == 2 else y      # labels per member (rows of the active members)
             out.append(Evaluation(loss=float(F.cross_entropy(lg, yr)),
                                   accuracy=float((lg.argmax(1) == yr).float().mean()),
@@ -440,19 +467,16 @@ class _BmmEngine:
         return grads
 
     @torch.no_grad()
-    def logits_shared(self, P, x):
-        """Logits of every member for the same inputs ``x``: shape (members, len(x), classes)."""
-        h, shared = x, True
+    def logits_member(self, P, row: int, x):
+        """Logits of member ``row`` (its row of the stacked weights) for the inputs ``x``: shape (len(x), classes)."""
+        h = x
         for op in self.ops:
             if op[0] == "flatten":
-                h = h.flatten(1) if shared else h.flatten(2)
+                h = h.flatten(1)
             elif op[0] == "relu":
                 h = torch.relu(h)
             else:
-                W, b = P[op[1]], (P[op[2]] if op[2] is not None else None)
-                h = torch.matmul(h, W.transpose(1, 2))  # broadcasts the shared (n, d) input
-                h = h if b is None else h + b.unsqueeze(1)
-                shared = False
+                h = F.linear(h, P[op[1]][row], None if op[2] is None else P[op[2]][row])
         return h
 
 
@@ -468,7 +492,7 @@ class _VmapEngine:
         def f(params, x):
             return functional_call(base, dict(zip(names, params)), (x,))
 
-        self._per_member, self._shared = vmap(f, in_dims=(0, 0)), vmap(f, in_dims=(0, None))
+        self._f, self._per_member = f, vmap(f, in_dims=(0, 0))
         self._loss = None
 
     def losses(self, P, xb, yb):
@@ -482,8 +506,8 @@ class _VmapEngine:
         return grads
 
     @torch.no_grad()
-    def logits_shared(self, P, x):
-        return self._shared(tuple(P), x)
+    def logits_member(self, P, row: int, x):
+        return self._f(tuple(p[row] for p in P), x)
 
 
 # ----------------------------------------------------------------------------- per-member bookkeeping

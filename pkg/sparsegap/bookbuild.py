@@ -98,12 +98,15 @@ def _kernel_env(runs_dir: Path | None, workers: int = 1) -> Iterator[None]:
     try:
         if runs_dir is not None:
             os.environ["SPARSEGAP_RUNS_DIR"] = str(Path(runs_dir).resolve())
-        # The thread policy (sparsegap.threads): several kernels get one torch thread each, fixed
-        # before torch starts in them, and the policy inside a kernel learns how many share the cores.
-        from .threads import WORKERS_ENV, thread_env
+        # One torch thread in every kernel (and in the workers an executor starts from it, which inherit the
+        # environment), fixed before torch starts there, whatever -j is: a thread count can change the order
+        # of a reduction, and a build's runs and verdicts must not depend on -j. With one kernel per core (the
+        # default) that costs nothing; a -j1 build gives up the second thread of its largest steps (README,
+        # "Threads"). The policy inside a kernel still learns how many kernels share the cores (executor "auto").
+        from .threads import THREADS_ENV, WORKERS_ENV, thread_env
         os.environ[WORKERS_ENV] = str(workers)
-        if workers > 1:
-            os.environ.update(thread_env(1))
+        os.environ.update(thread_env(1))
+        os.environ[THREADS_ENV] = "1"
         # tqdm.auto would turn every training loop into progress-bar widgets stored in the page.
         os.environ.setdefault("SPARSEGAP_PROGRESS", "0")
         # `make` exports Agg for scripts; kernels should pick their inline backend as in Jupyter.
@@ -191,7 +194,8 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
 
     Notebooks that need the same runs do not wait for each other by any fixed order: the run store's
     per-run locks make one kernel train a run while the other waits for it and then loads it. With
-    several jobs every kernel gets one torch thread (see :mod:`sparsegap.threads`). ``executor`` (a keyword
+    any number of jobs every kernel gets one torch thread (see :mod:`sparsegap.threads`), so that the runs and
+    verdicts do not depend on ``jobs`` or ``executor``. ``executor`` (a keyword
     of :mod:`sparsegap.executors`) overrides every notebook's ``executor`` parameter; ``overrides`` maps a notebook's
     name (its stem) to parameters set over the profile's (e.g. the paper profile at 1 epoch). On a failure the
     notebooks not yet started are cancelled, the running ones finish, and the first failure is raised.

@@ -28,6 +28,7 @@ being deterministic, never trained again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -55,6 +56,7 @@ from tqdm.auto import tqdm
 from .config import SPARSE_KINDS, UPDATER_KINDS, DataConfig, ModelConfig, RunConfig
 from .pruning import (Masks, apply_masks, global_masks_from_scores, gradient_scores, magnitude_scores,
                       prunable_parameters, random_scores)
+from .batched import engine_for, train_batched
 from .trackers import make_trackers
 from .threads import threads_for, use_threads, workers
 from .train import HISTORY_KEYS, progress_enabled, resolve_device, train
@@ -794,16 +796,18 @@ def _prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock)
     return _Job(cfg, path, lock, model, masks, checkpoint)
 
 
-def _finish(job: _Job, store: RunStore, history: dict, seconds: float, batch: int = 1, engine: str = "") -> Run:
-    """Store a trained job's result, DONE last. ``batch``: the size of the batch it was trained in."""
+def _finish(job: _Job, store: RunStore, history: dict, seconds: float, threads: int, batch: int | None = None,
+            engine: str = "") -> Run:
+    """Store a trained job's result, DONE last. ``threads``: the torch threads it trained with; ``batch``: the size
+    of the batch it was trained in by the batched trainer (None: trained by train())."""
     if "diverged" in history:
         d = history["diverged"]
         warnings.warn(f"run {job.path.name} diverged: loss {d['loss']} at epoch {d['epoch']}, step {d['step']}; "
                       f"it is stored as diverged and will not be trained again")
-    meta = {"torch": torch.__version__, "seconds": seconds, "threads": torch.get_num_threads(),
+    meta = {"torch": torch.__version__, "seconds": seconds, "threads": threads,
             "resumed_at_epoch": job.checkpoint["epoch"] if job.checkpoint else 0,
             "status": "diverged" if "diverged" in history else "done"}
-    if batch > 1:  # trained as one member of a batch of this many networks, by this engine
+    if batch is not None:  # trained by the batched trainer as one member of this many networks (1: alone)
         meta |= {"batch": batch, "engine": engine}
     if job.cfg.kind in UPDATER_KINDS:   # the mask the updater ended with (children take it)
         final = job.final_masks or job.masks or {n: torch.ones_like(p, dtype=torch.bool) for n, p in
@@ -824,16 +828,18 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
     data = load_data(cfg.data)
     if cfg.kind == "curve":
         from .curves import train_curve
-        with use_threads(_threads(job.model.base, cfg, data)):
+        with use_threads(_threads(job.model.base, cfg, data)) as threads, _own_random_state():
             history = train_curve(job.model, data, cfg.train, seed=cfg.seed, checkpoint=job.checkpoint,
                                   on_epoch_end=job.save_checkpoint, progress=progress)
-        return _finish(job, store, history, time.time() - t0)
+        return _finish(job, store, history, time.time() - t0, threads)
+    if batch_eligible(cfg):   # alone, but by the batched trainer: the bits it has in any batch
+        return _train_jobs([job], store, device, progress)[0]
     reference = _dense_predictions(cfg, store, data) if cfg.train.data_schedule == "disagree" else None
-    with use_threads(_threads(job.model, cfg, data)):
+    with use_threads(_threads(job.model, cfg, data)) as threads, _own_random_state():
         history = train(job.model, data, cfg.train, masks=job.masks, seed=cfg.seed, device=device,
                         callbacks=job.callbacks(data), checkpoint=job.checkpoint,
                         on_epoch_end=job.save_checkpoint, progress=progress, desc=job.label, reference=reference)
-    return _finish(job, store, history, time.time() - t0)
+    return _finish(job, store, history, time.time() - t0, threads)
 
 
 def _dense_predictions(cfg: RunConfig, store: RunStore, data) -> torch.Tensor:
@@ -843,11 +849,28 @@ def _dense_predictions(cfg: RunConfig, store: RunStore, data) -> torch.Tensor:
     return predict_logits(store.load(cfg.root).model(), data.x_train).argmax(1)  # RunConfig checked the root
 
 
-def _threads(model: nn.Module, cfg: RunConfig, data, members: int = 1) -> int:
-    """Torch threads for training ``members`` copies of ``model``, by the policy of sparsegap.threads."""
+def _threads(model: nn.Module, cfg: RunConfig, data) -> int:
+    """Torch threads for training one run of ``model`` with train(), by the policy of sparsegap.threads.
+    (The batched trainer always uses one: :func:`_train_jobs`.)"""
     from .batched import forward_macs
-    macs = members * forward_macs(model, cfg.train.batch_size, tuple(data.input_shape))
-    return threads_for(workers(), macs=macs)
+    return threads_for(workers(), macs=forward_macs(model, cfg.train.batch_size, tuple(data.input_shape)))
+
+
+@contextlib.contextmanager
+def _own_random_state():
+    """Training seeds the global random generators (torch, numpy, random); the caller's are restored after
+    it, so that what a notebook draws after run_all does not depend on whether its runs were trained in
+    its process or by another one and loaded."""
+    import random
+
+    import numpy as np
+    saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
 
 
 def _write_result(path: Path, cfg: RunConfig, model: nn.Module, history: dict, meta: dict) -> None:
@@ -1055,14 +1078,16 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
     other run a task of its own. Processes sharing the store (this sweep's workers, or other sweeps)
     never train a run twice: each run is trained under its lock.
 
-    In this process, configs that can train together (same model, data and training schedule;
-    seeds, masks, sparsities, learning rates and trackers may differ) are trained as one batched
-    model (:mod:`sparsegap.batched`): ``batch=None`` does so where :func:`~sparsegap.batched.should_batch`
-    measured it to pay (tiny networks), ``True`` wherever the model allows it, ``False`` never
-    (``SPARSEGAP_BATCH=0`` in the environment turns the automatic choice off, e.g. for a whole book build).
-    The store still sees ordinary runs, each with its own checkpoint and lock; a member's
-    meta.json records the size of its batch. Batched and single training agree to float
-    precision, not bitwise (the stacked products sum in another order).
+    Configs that the batched trainer takes (:func:`batch_eligible`: plain MLPs of the measured size, no mask
+    updater, data schedule, Fisher regularizer or gradient tracker) always train through it
+    (:mod:`sparsegap.batched`), in this process or a worker, alone or with others; the rest through
+    :func:`~sparsegap.train.train`. ``batch=None`` or ``True``: the ready runs of a wave that share a model,
+    data and training schedule (seeds, masks, sparsities, learning rates and trackers may differ) train as one
+    batched model, in chunks of :data:`MAX_BATCH`; ``False`` (or ``SPARSEGAP_BATCH=0`` in the environment, e.g.
+    for a whole book build): each alone. Neither changes a run's bits: a member's weights and history are
+    bitwise those it gets alone (one torch thread), so what a run stores does not depend on the batch, the
+    executor or the process that trained it. The store still sees ordinary runs, each with its own checkpoint
+    and lock; a member's meta.json records the size of its batch.
     """
     if isinstance(configs, RunConfig):
         raise TypeError("run_all(configs=...) takes a list of RunConfig, got a single RunConfig; pass [cfg]")
@@ -1103,14 +1128,14 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
             if executor is not None:
                 # a batched group is one task (never split over workers); the rest one run per task
                 tasks = _tasks(ready, batch)
-                group_work = functools.partial(_work_on_group, store=store, device=device, force=bool(batch))
+                group_work = functools.partial(_work_on_group, store=store, device=device)
                 for task, runs in zip(tasks, executor.map(group_work, tasks)):
                     loaded |= dict(zip(task, runs))
             else:
                 if batch is not False:
                     for group in _groups(ready):
                         if len(group) > 1:
-                            _train_group(group, store, device, progress, force=bool(batch))
+                            _train_group(group, store, device, progress)
                 for c in ready:            # trains (or waits for) what no group trained
                     loaded[c] = work(c)
             bar.update(len(ready))
@@ -1128,64 +1153,62 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
 MAX_BATCH = 16
 
 
+def batch_eligible(cfg: RunConfig) -> bool:
+    """Whether ``cfg`` trains through the batched trainer (:func:`sparsegap.batched.train_batched`), alone or in a
+    batch, wherever and by whomever it is trained: a model that :func:`sparsegap.batched.trains_batched` accepts
+    (a plain MLP of the measured size) at the run's batch size, and none of what needs a run of its own (a mask
+    updater touches the optimizer state, a gradient tracker reads p.grad, a data schedule picks each run's
+    samples, the Fisher regularizer needs its own double backward, the GPU options are for large networks).
+    A static rule: it depends on the config alone, never on the runs trained beside it."""
+    if (cfg.kind in UPDATER_KINDS or cfg.kind == "curve" or cfg.train.fisher_reg or cfg.train.data_schedule != "full"
+            or cfg.train.gpu_options or any(t.startswith("grad_snr") for t in cfg.track)):
+        return False
+    key = (cfg.model, cfg.data.name, cfg.train.batch_size)
+    if key not in _ELIGIBLE:
+        from .batched import trains_batched
+        _ELIGIBLE[key] = trains_batched(build_model_for(cfg.model, cfg.data), cfg.train.batch_size,
+                                        input_shape=tuple(load_data(cfg.data).input_shape))
+    return _ELIGIBLE[key]
+
+
+_ELIGIBLE: dict = {}    # (model config, dataset name, batch size) -> trains_batched (the architecture needs no more)
+
+
 def _groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
-    """Configs that one batched model can train: equal model, data (but for the label noise: the
-    inputs are the same) and training schedule (all but lr), in chunks of at most MAX_BATCH."""
+    """Configs that one batched model can train: batch-eligible, with equal model, data (but for the label noise:
+    the inputs are the same) and training schedule (all but lr), in chunks of at most MAX_BATCH."""
     groups: dict = {}
     for c in configs:
-        if (c.kind in UPDATER_KINDS or c.kind == "curve" or c.train.fisher_reg or c.train.data_schedule != "full"
-                or c.train.gpu_options
-                or any(t.startswith("grad_snr") for t in c.track)):
-            continue    # mask updaters touch the optimizer state, grad_snr reads p.grad, schedules pick
-                        # each run's own samples: trained alone
+        if not batch_eligible(c):
+            continue
         key = (c.model, dataclasses.replace(c.data, noise=0.0, noise_seed=0), dataclasses.replace(c.train, lr=1.0))
         groups.setdefault(key, []).append(c)
     return [g[i: i + MAX_BATCH] for g in groups.values() for i in range(0, len(g), MAX_BATCH)]
 
 
-def _batch_pays(group: list[RunConfig], force: bool, probe: nn.Module | None = None) -> bool:
-    """Whether ``group`` trains as one batched model: the model allows it, and it is measured to pay
-    (:func:`~sparsegap.batched.should_batch`) or ``force`` asks for it."""
-    from .batched import check_batchable, should_batch
-    probe = probe if probe is not None else build_model_for(group[0].model, group[0].data)
-    try:
-        check_batchable([probe])
-    except ValueError:
-        return False
-    return force or should_batch(probe, group[0].train.batch_size, len(group),
-                                 input_shape=tuple(load_data(group[0].data).input_shape))
-
-
 def _tasks(ready: list[RunConfig], batch: bool | None) -> list[list[RunConfig]]:
-    """The tasks of one wave for an executor: each group that will train batched is one task, every other
-    run a task of its own, so that runs that would train one by one anyway spread over the workers
-    (``batch=False``: one run per task)."""
-    groups = [g for g in _groups(ready) if len(g) > 1 and _batch_pays(g, bool(batch))] if batch is not False else []
+    """The tasks of one wave for an executor: each group of two or more batch-eligible runs is one task, every
+    other run a task of its own (``batch=False``: one run per task)."""
+    groups = [g for g in _groups(ready) if len(g) > 1] if batch is not False else []
     grouped = {c for g in groups for c in g}
     return groups + [[c] for c in ready if c not in grouped]
 
 
-def _work_on_group(task: list[RunConfig], *, store: RunStore, device, force: bool) -> list[Run]:
-    """One executor task: a group trained as one batched model (where that pays, or ``force``), then
-    every member loaded (or trained alone, if the group was not batched). No progress bars in workers."""
+def _work_on_group(task: list[RunConfig], *, store: RunStore, device) -> list[Run]:
+    """One executor task: a group trained as one batched model, then every member loaded (or trained, if
+    another process held it). No progress bars in workers."""
     if len(task) > 1:
-        _train_group(task, store, device, False, force=force)
+        _train_group(task, store, device, False)
     return [get_or_train(c, store, device=device, progress=False) for c in task]
 
 
-def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool, *, force: bool) -> None:
-    """Train the members of ``group`` that no other process is training as one batched model.
+def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool) -> None:
+    """Train the members of ``group`` (batch-eligible runs of one model, data and schedule) that no other
+    process is training as one batched model.
 
-    A member locked by another process is left to it (run_all's loading pass waits for it). If
-    batching does not pay for this model (or fewer than two members are left) nothing is trained
-    here, and run_all trains the members one by one.
+    A member locked by another process is left to it (run_all's loading pass waits for it); a member that
+    is alone, or left over after a crash, later trains alone by the same trainer, to the same bits.
     """
-    from .batched import engine_for, train_batched
-
-    data = load_data(group[0].data)
-    probe = build_model_for(group[0].model, group[0].data)
-    if not _batch_pays(group, force, probe):
-        return
     parents = {c.parent: get_or_train(c.parent, store, device=device, progress=progress)
                for c in group if c.parent is not None}
     jobs: list[_Job] = []
@@ -1199,19 +1222,29 @@ def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool
                 lock.release()
             else:
                 jobs.append(job)
-        if len(jobs) < 2:
-            return                          # the finally releases the lock; run_all trains it alone
-        t0 = time.time()
-        with use_threads(_threads(probe, group[0], data, members=len(jobs))):
-            histories = train_batched(
-                [j.model for j in jobs], [load_data(j.cfg.data) for j in jobs], [j.cfg.train for j in jobs], masks=[j.masks for j in jobs],
-                seeds=[j.cfg.seed for j in jobs], callbacks=[j.callbacks(load_data(j.cfg.data)) for j in jobs],
-                device=device, checkpoints=[j.checkpoint for j in jobs],
-                on_epoch_end=[j.save_checkpoint for j in jobs], progress=progress,
-                desc=f"batch of {len(jobs)}: {jobs[0].label.split(' seed')[0]} ...")
-        seconds = (time.time() - t0) / len(jobs)
-        for job, history in zip(jobs, histories):
-            _finish(job, store, history, seconds, batch=len(jobs), engine=engine_for(probe))
+        if jobs:
+            _train_jobs(jobs, store, device, progress)
     finally:
         for job in jobs:
             job.lock.release()
+
+
+def _train_jobs(jobs: list[_Job], store: RunStore, device, progress: bool) -> list[Run]:
+    """Train batch-eligible jobs (locked, prepared) as one batched model, and store them.
+
+    Always at one torch thread: a member's arithmetic is then the same in a batch of any size (with more, the
+    product of a member alone is split over the threads, in a batch the members are; measured to differ in
+    the last bits). The members are one model's (:func:`_groups`)."""
+    t0 = time.time()
+    datas = [load_data(j.cfg.data) for j in jobs]
+    with use_threads(1), _own_random_state():
+        histories = train_batched(
+            [j.model for j in jobs], datas, [j.cfg.train for j in jobs], masks=[j.masks for j in jobs],
+            seeds=[j.cfg.seed for j in jobs], callbacks=[j.callbacks(d) for j, d in zip(jobs, datas)],
+            device=device, checkpoints=[j.checkpoint for j in jobs],
+            on_epoch_end=[j.save_checkpoint for j in jobs], progress=progress,
+            desc=(f"batch of {len(jobs)}: {jobs[0].label.split(' seed')[0]} ..." if len(jobs) > 1 else jobs[0].label))
+    seconds = (time.time() - t0) / len(jobs)
+    engine = engine_for(jobs[0].model)
+    return [_finish(job, store, history, seconds, 1, batch=len(jobs), engine=engine)
+            for job, history in zip(jobs, histories)]

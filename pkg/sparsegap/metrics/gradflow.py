@@ -236,7 +236,7 @@ class GradSNRCallback(_Schedule):
                 f"tracker {self.name!r} reads every minibatch gradient from p.grad after the optimizer "
                 f"step, but {what}. sparsegap.batched.train_batched (which run_all uses for groups of tiny "
                 f"networks) never writes p.grad: train this run with sparsegap.train.train "
-                f"(run_all(..., batch=False), or SPARSEGAP_BATCH=0)")
+                f"(as run_all does: a run with this tracker is never batch-eligible)")
         # Holding the tensors keeps their ids from being reused by the next step's new gradients.
         self._seen = {layer: (g, g._version) for layer, g in grads.items()}
         self.steps += 1
