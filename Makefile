@@ -24,12 +24,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MPLBACKEND := Agg
 export PYTHONPATH := $(CURDIR)/pkg$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: book test bench env system widgets clean-book help
+.PHONY: book test bench robustness env system widgets clean-book help
 
 help:
 	@echo "make book   build the book (cpu profile) into book/_build/html"
 	@echo "make test   run every test"
 	@echo "make bench  run the benchmarks"
+	@echo "make robustness  every verdict again on a disjoint seed set (ARGS=\"--only NAME -j 2 ...\")"
 
 $(VENV)/.torch-ok:
 	@mkdir -p $(dir $(VENV))
@@ -66,6 +67,12 @@ test: env system widgets
 
 bench: env system
 	$(PY) tests/bench/run.py
+
+# Not part of book or test: re-runs the verdict-bearing chapters with every training seed shifted by 100, into
+# data/runs-robustness and data/robustness, and prints each verdict's status on both seed sets (the first from
+# book/notebooks, i.e. after `make book`). Options through ARGS, e.g. make robustness ARGS="--only 09_gradient_snr".
+robustness: env system
+	$(PY) -m sparsegap.robustness $(ARGS)
 
 clean-book:
 	rm -rf book/_build book/notebooks
