@@ -121,7 +121,7 @@ def test_ledger_lists_every_verdict_and_every_plan_row(tmp_path):
     assert by_id["P-F2"][1] == ledger.NO_CLAIM
     assert by_id["D-F1"][1] == ledger.NOT_YET
     assert 'href="notebooks/00_chapter.html#verdict-p-f1"' in page
-    assert "28 rows:** 1 reproduced, 1 partly, 3 shown (no claim), 23 not yet in the book" in page
+    assert "28 rows:** 1 reproduced, 1 partly, 2 shown (no claim), 24 not yet in the book" in page
 
 
 def test_ledger_shows_the_new_statuses_in_colour_with_the_key_effect(tmp_path):

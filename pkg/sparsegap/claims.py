@@ -66,8 +66,8 @@ CLAIMS: dict[str, Claim] = {c.claim_id: c for c in [
     Claim("E-F3", "Loss along linear paths to the pruned solution from several initializations"),
     Claim("E-F4", "A barrier between the scratch and the pruned solution that a dense Bezier curve avoids"),
     Claim("E-F5", "Training with a random fraction of the weights zeroed at initialization only"),
-    Claim("E-F6/7", "Cross-entropy and L2 terms along the linear paths",
-          verdict=False, shown_in="notebooks/11_energy_landscape"),
+    Claim("E-F6/7", "Cross-entropy and L2 terms along the linear paths; the solutions have a smaller L2 norm than "
+                    "their initialization (Appendix C)"),
     Claim("E-F8", "A cubic Bezier curve in the sparse subspace"),
     Claim("G-1", "Gradient norm at initialization and during training; sparsity-aware initialization helps"),
     Claim("G-2", "Dynamic sparse training (SET, RigL) improves gradient flow"),

@@ -14,6 +14,7 @@ zero, trained dense (``kind="zeroinit"``). E-F5 zeroes a random fraction of the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,7 +24,9 @@ import pandas as pd
 from .. import params as P
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..runs import RunStore, run_all
-from ..verdict import Verdict, clearly_above, mean_std, status_of
+from .. import stats
+from ..stats import Interval
+from ..verdict import Evidence, Verdict, status_of
 from .procedure import check_seeds, check_sparsities, data_config, model_config, train_config
 
 SOLUTIONS = ("P-S", "L-S", "S-S", "sparse-init dense")
@@ -114,8 +117,18 @@ class Results:
         return pd.DataFrame(rows)
 
     def summary(self) -> pd.DataFrame:
-        g = self.table().groupby(["key", "sparsity"])[["train_acc", "test_acc"]]
-        return g.mean().join(g.std(ddof=1).add_suffix("_std")).reset_index()
+        """Seed mean and std of the last-epoch accuracies per (key, sparsity), diverged runs left out."""
+        t = self.table()
+        return stats.seed_summary(t[~t.diverged], ["key", "sparsity"], ["train_acc", "test_acc"])
+
+    def paired(self, a: tuple, b: tuple, column: str = "test_acc") -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(seeds, values of ``a``, values of ``b``) over the seeds where both ``a`` and ``b`` = (key, sparsity)
+        have a run that did not diverge, in seed order: the pairs of a paired difference."""
+        t = self.table()
+        t = t[~t.diverged]
+        va, vb = (t[(t.key == k) & (t.sparsity == s)].set_index("seed")[column] for k, s in (a, b))
+        seeds = sorted(set(va.index) & set(vb.index))
+        return seeds, va.loc[seeds].to_numpy(float), vb.loc[seeds].to_numpy(float)
 
     def values(self, key, sparsity, column: str = "test_acc") -> list[float]:
         t = self.table()
@@ -133,6 +146,71 @@ def run_solutions(configs: dict, *, store: RunStore | None = None, device: str =
 
 
 # ------------------------------------------------------------------------------------- verdicts
+# The helpers below are shared by the chapters that read these runs (gradient flow, energy landscape).
+
+
+def spread(values) -> float:
+    """Sample std of per-seed values (NaN for fewer than two), taken from :func:`sparsegap.stats.seed_summary`."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return math.nan
+    return float(stats.seed_summary(pd.DataFrame({"g": 0, "v": v}), ["g"], ["v"])["v_std"].iloc[0])
+
+
+def detectable(values, *, paired: bool = True) -> float:
+    """The smallest effect these seeds detect with 80% power (:func:`sparsegap.stats.detectable_effect`), from
+    the observed spread of ``values``: the per-seed differences (paired) or one group's values."""
+    sd, n = spread(values), len(values)
+    return stats.detectable_effect(sd, n, paired=paired) if n >= 2 and math.isfinite(sd) else math.inf
+
+
+def seeds_needed(values, effect: float, *, paired: bool = True, most: int = 100) -> int | None:
+    """The fewest seeds whose detectable effect (at the spread of ``values``) is at most ``|effect|``; None
+    beyond ``most`` or when the spread is unknown."""
+    sd = spread(values)
+    if not math.isfinite(sd) or effect == 0:
+        return None
+    return next((n for n in range(2, most + 1) if stats.detectable_effect(sd, n, paired=paired) <= abs(effect)), None)
+
+
+def power_line(what: str, diffs, effect: float, fmt: str, *, paired: bool = True) -> str:
+    """One reason line: the smallest ``what`` these seeds detect, and the seeds an effect of size ``effect``
+    would need."""
+    n, de = len(diffs), detectable(diffs, paired=paired)
+    if not math.isfinite(de):
+        return f"With {n} seed{'s' if n != 1 else ''} no {what} can be detected (at least 2 are needed)."
+    need = seeds_needed(diffs, effect, paired=paired)
+    tail = (f"; about {need} seeds would decide one of the size measured ({abs(effect):{fmt}})" if need and need > n
+            else "")
+    return f"With {n} seeds the smallest {what} these seeds detect (80% power) is {de:{fmt}}{tail}."
+
+
+def detect_text(diffs, fmt: str, *, paired: bool = True) -> str:
+    """"the smallest effect these 3 seeds detect is X" (or that one seed detects none), for a finding."""
+    de = detectable(diffs, paired=paired)
+    if not math.isfinite(de):
+        return f"{len(diffs)} seed{'s' if len(diffs) != 1 else ''} can detect no effect"
+    return f"the smallest effect these {len(diffs)} seeds detect is {de:{fmt}}"
+
+
+def shifted(iv: Interval, by: float) -> Interval:
+    """The interval of ``effect + by`` (for tests against a tolerance or a floor instead of zero)."""
+    return Interval(iv.estimate + by, iv.lo + by, iv.hi + by, iv.n, iv.df, iv.method, iv.level)
+
+
+def all_of(outcomes) -> str:
+    """One outcome for a part made of several tests: fails if any fails, holds if all hold, else undecided."""
+    outcomes = list(outcomes)
+    if any(o == "fails" for o in outcomes):
+        return "fails"
+    return "holds" if outcomes and all(o == "holds" for o in outcomes) else "undecided"
+
+
+def _gap(res: Results, a: tuple, b: tuple) -> tuple[list[int], np.ndarray, Interval | None]:
+    """(seeds, per-seed differences a - b, their paired interval or None without a pair)."""
+    seeds, x, y = res.paired(a, b)
+    return seeds, x - y, (stats.paired_difference(x, y) if seeds else None)
+
 
 CLAIM_GAP = ("At high sparsity, the lottery (L-S) and scratch (S-S) solutions fall behind the pruned solution "
              "(P-S) that gave them their mask.")
@@ -143,65 +221,130 @@ CLAIM_ZERO = ("Zeroing a random fraction of the initial weights costs nothing un
 
 
 def gap_verdict(res: Results, sparsities: Sequence[float], high_from: float, *, scale: str = "") -> Verdict:
-    """E-F1 (a): at every sparsity >= ``high_from``, P-S's last-epoch test accuracy is clearly (two standard
-    errors over seeds) above L-S's and above S-S's. Reproduced if every such comparison holds, partly if some."""
-    high = [s for s in sparsities if s >= high_from]
-    parts, reasons = [], []
-    for s in high:
-        ps = res.values("P-S", s)
-        line = f"sparsity {s:g}: P-S {mean_std(ps)}"
-        for other in ("L-S", "S-S"):
-            ok = clearly_above(ps, res.values(other, s))
-            parts.append(ok)
-            line += f", {other} {mean_std(res.values(other, s))} (behind clearly: {'yes' if ok else 'no'})"
-        reasons.append(line + ".")
+    """E-F1 (a): at every sparsity >= ``high_from``, P-S's last-epoch test accuracy is clearly above L-S's and
+    above S-S's: the 95% interval of the paired difference (the three share Init-D's seed and P-S's mask) lies
+    above zero. Reproduced if every comparison holds, partly if some do, not reproduced if none does and one
+    lies clearly below zero, inconclusive when every gap is within noise (then the verdict says how large a
+    gap these seeds could have detected). The key effect is P-S − S-S at the highest sparsity."""
+    high = sorted((s for s in sparsities if s >= high_from), reverse=True)
     if not high:
-        return Verdict("E-F1", CLAIM_GAP, "not reproduced", (f"No sparsity at or above {high_from:g}.",), scale,
-                       part="a")
-    reasons.append(f"{sum(parts)} of {len(parts)} comparisons at sparsity >= {high_from:g} show the gap "
-                   f"(last-epoch test accuracy, seed mean ± std).")
-    return Verdict("E-F1", CLAIM_GAP, status_of(parts), tuple(reasons), scale, part="a")
+        return Verdict("E-F1", CLAIM_GAP, "inconclusive", (f"No sparsity at or above {high_from:g}: nothing to test.",),
+                       scale, part="a", finding=f"The sweep has no sparsity at or above {high_from:g}, so the gap "
+                                                f"cannot be tested.")
+    evidence, diffs, seeds = [], [], set()
+    for s in high:
+        for other in ("S-S", "L-S"):
+            sd, d, iv = _gap(res, ("P-S", s), (other, s))
+            if iv is None:
+                continue
+            seeds |= set(sd)
+            diffs.append(d)
+            evidence.append(Evidence(f"P-S − {other}, test accuracy, s = {s:g}", iv, ".1%",
+                                     paper="P-S ahead at every sparsity (Fig. 1)" if not evidence else "",
+                                     outcome=iv.test(+1)))
+    if not evidence:
+        return Verdict("E-F1", CLAIM_GAP, "inconclusive", ("No seed has both P-S and L-S or S-S.",), scale, part="a",
+                       finding="No seed has P-S beside L-S or S-S (diverged or missing runs), so the gap cannot be tested.")
+    parts = [e.outcome for e in evidence]
+    status, key = status_of(parts), evidence[0]
+    widest = max(range(len(diffs)), key=lambda i: detectable(diffs[i]))
+    power = power_line("gap", diffs[widest], key.effect.estimate, ".1%")
+    n_clear = sum(o == "holds" for o in parts)
+    if status == "inconclusive":
+        finding = (f"Every gap between P-S and L-S or S-S at s ≥ {high_from:g} is within noise ({key.name}: "
+                   f"{key.effect.format('.1%')}); {detect_text(diffs[0], '.1%')}.")
+    elif status == "not reproduced":
+        finding = (f"P-S is not ahead: no gap at s ≥ {high_from:g} is clear and {parts.count('fails')} lie clearly "
+                   f"below zero ({key.name}: {key.effect.format('.1%')}).")
+    else:
+        finding = (f"P-S tests {key.effect.format('.1%')} above S-S at s = {high[0]:g}; {n_clear} of {len(parts)} "
+                   f"gaps at s ≥ {high_from:g} are clear.")
+    reasons = (f"{n_clear} of {len(parts)} paired gaps (P-S minus L-S or S-S of the same seed, last-epoch test "
+               f"accuracy) at s ≥ {high_from:g} lie clearly above zero.", power)
+    return Verdict("E-F1", CLAIM_GAP, status, reasons, scale, part="a", finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(sorted(seeds)))
 
 
-def _matches(a, b, tolerance: float) -> bool:
-    """Means within ``tolerance`` or within two standard errors of the difference."""
-    return abs(np.mean(a) - np.mean(b)) <= tolerance or not (clearly_above(a, b) or clearly_above(b, a))
+def _not_worse(iv: Interval, tolerance: float) -> str:
+    """Matching a reference within ``tolerance``: holds when the interval of (this − reference) lies above
+    −tolerance, fails when it lies below it (clearly worse by more than the tolerance)."""
+    return shifted(iv, tolerance).test(+1)
 
 
 def init_verdict(res: Results, sparsities: Sequence[float], tolerance: float, *, scale: str = "") -> Verdict:
-    """E-F1 (b): at every sparsity, sparse-init dense training's test accuracy matches the dense network's
-    (means within ``tolerance``, or no difference beyond two standard errors)."""
-    dense = [v for k, r in res.runs.items() if k[0] == "dense" for v in [r.history["test_acc"][-1]]]
-    parts, reasons = [], []
-    for s in sparsities:
-        v = res.values("sparse-init dense", s)
-        ok = _matches(v, dense, tolerance)
-        parts.append(ok)
-        reasons.append(f"sparsity {s:g}: sparse-init dense {mean_std(v)} against dense {mean_std(dense)} "
-                       f"({'matches' if ok else 'does not match'}).")
-    return Verdict("E-F1", CLAIM_INIT, status_of(parts), tuple(reasons), scale, part="b")
+    """E-F1 (b): at every sparsity, sparse-init dense training matches the dense network: the 95% interval of
+    the paired difference (both start from the same seed's Init-D) lies above −``tolerance`` (no worse than
+    dense by more than the tolerance). It fails where the interval lies wholly below −``tolerance``."""
+    evidence, diffs, seeds = [], [], set()
+    for s in sorted(sparsities, reverse=True):
+        sd, d, iv = _gap(res, ("sparse-init dense", s), ("dense", 0.0))
+        if iv is None:
+            continue
+        seeds |= set(sd)
+        diffs.append(d)
+        evidence.append(Evidence(f"sparse-init dense − dense, test accuracy, s = {s:g}", iv, ".1%",
+                                 paper="matches dense (about 76% on ImageNet, App. B)" if not evidence else "",
+                                 outcome=_not_worse(iv, tolerance)))
+    if not evidence:
+        return Verdict("E-F1", CLAIM_INIT, "inconclusive", ("No seed has both runs.",), scale, part="b",
+                       finding="No seed has sparse-init dense beside dense, so the claim cannot be tested.")
+    parts = [e.outcome for e in evidence]
+    status, key = status_of(parts), evidence[0]
+    n_ok = parts.count("holds")
+    if status == "inconclusive":
+        finding = (f"Sparse-init dense tests {key.effect.format('.1%')} against dense at s = {max(sparsities):g}; "
+                   f"{key.effect.n} seeds cannot tell whether it is within {tolerance:.0%} of dense "
+                   f"({detect_text(diffs[0], '.1%')}).")
+    else:
+        finding = (f"Sparse-init dense tests {key.effect.format('.1%')} against dense at "
+                   f"s = {max(sparsities):g}; it is within {tolerance:.0%} of dense at {n_ok} of {len(parts)} sparsities.")
+    reasons = (f"Matching: the 95% interval of (sparse-init dense − dense) lies above −{tolerance:.0%}.",
+               power_line("difference", diffs[0], key.effect.estimate, ".1%"))
+    return Verdict("E-F1", CLAIM_INIT, status, reasons, scale, part="b", finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(sorted(seeds)))
 
 
 def zero_verdict(res: Results, fractions: Sequence[float], tolerance: float, *, scale: str = "") -> Verdict:
-    """E-F5: (1) every zeroed fraction up to 0.99 matches fraction 0 (within ``tolerance`` or two standard
-    errors); (2) the largest fraction above 0.99, if the grid has one, is clearly below fraction 0 by more
-    than ``tolerance``."""
-    base = res.values(0.0, 0.0)
+    """E-F5, in two parts: (1) every zeroed fraction up to 0.99 matches fraction 0 (the same seed's dense run):
+    the interval of the paired difference lies above −``tolerance``; (2) at the largest fraction above 0.99
+    accuracy drops by more than ``tolerance``: the interval of the paired drop lies above ``tolerance``
+    (it fails when the drop is clearly smaller). Without a fraction above 0.99 part (2) cannot be tested."""
     low = [f for f in sorted(fractions) if 0 < f <= 0.99]
     high = [f for f in sorted(fractions) if f > 0.99]
-    reasons = [f"zeroed {f:g}: {mean_std(res.values(f, f))}" for f in [0.0, *sorted(fractions)]]
-    flat = all(_matches(res.values(f, f), base, tolerance) for f in low)
-    parts = [flat]
+    evidence, seeds, flat, drop, drop_diffs = [], set(), [], "undecided", None
     if high:
-        top = res.values(high[-1], high[-1])
-        drop = clearly_above(base, top) and np.mean(base) - np.mean(top) > tolerance
-        parts.append(drop)
-        reasons.append(f"Up to 0.99 zeroed, accuracy matches the dense init: {'yes' if flat else 'no'}; at "
-                       f"{high[-1]:g} it drops clearly by more than {tolerance:.0%}: {'yes' if drop else 'no'}.")
+        sd, d, iv = _gap(res, (0.0, 0.0), (high[-1], high[-1]))
+        if iv is not None:
+            seeds |= set(sd)
+            drop_diffs, drop = d, shifted(iv, -tolerance).test(+1)
+            evidence.append(Evidence(f"drop in test accuracy, 0 → {high[-1]:g} of the init zeroed", iv, ".1%",
+                                     paper="sharp drop only above 99% zeroed (Fig. 5)", outcome=drop))
+    for f in low:
+        sd, d, iv = _gap(res, (f, f), (0.0, 0.0))
+        if iv is None:
+            continue
+        seeds |= set(sd)
+        o = _not_worse(iv, tolerance)
+        flat.append(o)
+        evidence.append(Evidence(f"{f:g} zeroed − none zeroed, test accuracy", iv, ".1%",
+                                 paper="no significant difference (Fig. 5)" if len(flat) == 1 else "", outcome=o))
+    flat_part = all_of(flat)
+    status = status_of([flat_part, drop])
+    reasons = [f"Up to 0.99 zeroed: within {tolerance:.0%} of the dense init at {flat.count('holds')} of {len(flat)} "
+               f"fractions ({flat_part})."]
+    if not high:
+        reasons.append("The grid has no fraction above 0.99, so the drop cannot be tested.")
+        finding = "The grid has no fraction above 0.99 zeroed, so the drop the paper reports cannot be tested."
+    elif drop_diffs is None:
+        finding = "No seed has both the dense run and the most zeroed one, so the drop cannot be tested."
     else:
-        reasons.append(f"Up to 0.99 zeroed, accuracy matches the dense init: {'yes' if flat else 'no'}; the grid has "
-                       f"no fraction above 0.99 to test the drop.")
-    return Verdict("E-F5", CLAIM_ZERO, status_of(parts), tuple(reasons), scale)
+        key = evidence[0]
+        finding = (f"Zeroing {high[-1]:g} of the init costs {key.effect.format('.1%')} test accuracy; up to 0.99 "
+                   f"zeroed, {flat.count('holds')} of {len(flat)} fractions stay within {tolerance:.0%} of dense.")
+        reasons.append(f"The drop counts when its 95% interval lies above {tolerance:.0%}: {drop}.")
+        reasons.append(power_line("drop", drop_diffs, key.effect.estimate, ".1%"))
+    return Verdict("E-F5", CLAIM_ZERO, status, tuple(reasons), scale, finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(sorted(seeds)))
 
 
 def planned_runs(p: dict) -> list:

@@ -9,6 +9,8 @@ dense space. Every path reports the objective's cross-entropy and L2 terms apart
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -17,8 +19,10 @@ from .. import params as P
 from ..config import RunConfig, TrainConfig
 from ..curves import curve_path
 from ..runs import RunStore, load_curve, load_data, run_all
-from ..verdict import Verdict, mean_std, status_of
-from .difficulty import RUN_PARAMETERS, settings, solution_configs
+from .. import stats
+from ..stats import Interval
+from ..verdict import Evidence, Verdict, status_of
+from .difficulty import RUN_PARAMETERS, detect_text, power_line, settings, shifted, solution_configs
 from .redense import monotone
 
 STARTS = {"dense init": "P-S init", "dense init on the mask": "L-S init", "random sparse init": "S-S init"}
@@ -106,17 +110,31 @@ def barrier(d: pd.DataFrame) -> float:
     return float(d.loss.max() - max(d.loss.iloc[0], d.loss.iloc[-1]))
 
 
-def has_barrier(paths: pd.DataFrame, floor: float) -> tuple[bool, list[float], float]:
-    """(barrier?, per-seed heights, threshold): a barrier when the seed-mean height exceeds both ``floor``
-    and twice the spread (sample std) across seeds of the larger endpoint loss."""
-    heights, ends = [], []
-    for _, d in paths.groupby("seed"):
-        heights.append(barrier(d))
-        tr = d[d.subset == "train"].sort_values("t")
-        ends.append(max(tr.loss.iloc[0], tr.loss.iloc[-1]))
-    spread = float(np.std(ends, ddof=1)) if len(ends) > 1 else 0.0
-    threshold = max(floor, 2 * spread)
-    return float(np.mean(heights)) > threshold, heights, threshold
+def barrier_heights(paths: pd.DataFrame) -> pd.Series:
+    """The barrier height of one path per seed (index: seed)."""
+    return pd.Series({seed: barrier(d) for seed, d in paths.groupby("seed")}, dtype=float).sort_index()
+
+
+def barrier_test(heights: pd.Series, floor: float) -> tuple[Interval, str]:
+    """(the 95% interval of the mean height over seeds, the outcome of "there is a barrier"): it holds when
+    the interval lies above ``floor`` (a loss rise no smaller than this counts), fails when it lies below."""
+    iv = stats.mean_interval(heights.to_numpy(float))
+    return iv, shifted(iv, -floor).test(+1)
+
+
+def weight_norms(p: dict, sols: dict) -> pd.DataFrame:
+    """E-F6/7: the L2 norm of every trainable parameter, ‖θ‖₂, of P-S, L-S and S-S and of their
+    initializations (Init-D; Init-D on the mask; the new sparse init), per seed."""
+    s, rows = p["sparsity"], []
+    for seed in p["seeds"]:
+        for sol in ("P-S", "L-S", "S-S"):
+            run = sols[(sol, s, seed)]
+            if run.history.get("diverged"):
+                continue
+            norm = {name: float(sum(q.detach().double().pow(2).sum() for q in m.parameters())) ** 0.5
+                    for name, m in (("solution", run.model()), ("init", run.init_model()))}
+            rows.append({"solution": sol, "seed": seed, "init_norm": norm["init"], "norm": norm["solution"]})
+    return pd.DataFrame(rows, columns=["solution", "seed", "init_norm", "norm"])
 
 
 CLAIM_INIT = ("The training loss decreases monotonically along the straight line to the pruned solution P-S, from the "
@@ -125,47 +143,158 @@ CLAIM_LINE = "A barrier separates the scratch solution S-S from the pruned solut
 CLAIM_CURVES = ("A quadratic Bézier curve confined to the sparse subspace keeps a barrier between S-S and P-S, while one "
                 "that may use the dense space removes it.")
 CLAIM_CUBIC = "A cubic Bézier curve confined to the sparse subspace still keeps a barrier between S-S and P-S."
+CLAIM_NORM = ("The solutions found are of lower weight magnitude than their initialization: their L2 norm is smaller "
+              "(Appendix C, Fig. 6).")
+
+
+def _rise(losses, tol: float = 0.01) -> float:
+    """The largest rise between neighbouring points as a share of the path's drop (first to last point);
+    :func:`sparsegap.studies.redense.monotone` allows ``tol``. Infinite for a path that does not drop."""
+    v = np.asarray(losses, dtype=float)
+    drop = v[0] - v[-1]
+    return float(max(0.0, np.max(np.diff(v))) / drop) if drop > 0 else math.inf
 
 
 def init_verdict(paths: pd.DataFrame, *, scale: str = "") -> Verdict:
-    """E-F3: for every start and seed, the train loss on t in [0, 1] decreases monotonically
-    (:func:`sparsegap.studies.redense.monotone`: no rise between neighbours above 1% of the drop)."""
-    parts, reasons = [], []
+    """E-F3: from every start, the train loss on t in [0, 1] decreases monotonically
+    (:func:`sparsegap.studies.redense.monotone`: no rise between neighbours above 1% of the drop). Per start it
+    holds when the path of every seed is monotone, fails when the seeds agree that it rises (the 95% interval
+    of the largest rise, as a share of the drop, lies above 1%), and is undecided otherwise (some seeds' paths
+    rise, others do not)."""
+    evidence, seeds, counts = [], set(), []
     for start, d in paths.groupby("start", sort=False):
-        oks = []
-        for _, e in d[(d.subset == "train") & (d.t >= 0) & (d.t <= 1)].groupby("seed"):
-            oks.append(monotone(e.sort_values("t").loss))
-        parts += oks
-        reasons.append(f"from the {start}: monotone for {sum(oks)} of {len(oks)} seeds.")
-    return Verdict("E-F3", CLAIM_INIT, status_of(parts), tuple(reasons), scale)
+        rises, oks = [], []
+        for seed, e in d[(d.subset == "train") & (d.t >= 0) & (d.t <= 1)].groupby("seed"):
+            loss = e.sort_values("t").loss
+            oks.append(monotone(loss))
+            rises.append(_rise(loss))
+            seeds.add(int(seed))
+        finite = [r for r in rises if math.isfinite(r)]
+        iv = stats.mean_interval(finite) if finite else Interval.exact(math.inf)
+        if all(oks):
+            outcome = "holds"
+        elif len(finite) < len(rises):  # a path whose loss does not drop at all contradicts the claim
+            outcome = "undecided" if any(oks) else "fails"
+        else:  # the seeds agree on a rise: its interval lies above the 1% that counts as float noise
+            outcome = "fails" if shifted(iv, -0.01).test(+1) == "holds" else "undecided"
+        counts.append((start, sum(oks), len(oks)))
+        evidence.append(Evidence(f"largest rise along the path from the {start}, share of its drop", iv, ".1%",
+                                 paper="monotone from every start (Fig. 3)" if not evidence else "", outcome=outcome))
+    if not evidence:
+        return Verdict("E-F3", CLAIM_INIT, "inconclusive", ("No path was measured.",), scale,
+                       finding="No path was measured, so the claim cannot be tested.")
+    status = status_of([e.outcome for e in evidence])
+    finding = (f"The train loss falls monotonically to P-S on {sum(c[1] for c in counts)} of "
+               f"{sum(c[2] for c in counts)} paths (three starts, every seed); the largest rise from the "
+               f"{counts[0][0]} is {evidence[0].effect.format('.1%')} of the drop.")
+    reasons = ("; ".join(f"from the {a}: monotone for {k} of {n} seeds" for a, k, n in counts) + ". A path is "
+               "monotone when no rise between neighbouring points exceeds 1% of its drop; a start fails when its "
+               "seeds' largest rise lies clearly above that.",)
+    return Verdict("E-F3", CLAIM_INIT, status, reasons, scale, finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(sorted(seeds)))
 
 
-def _describe(name: str, ok: bool, heights: list[float], threshold: float) -> str:
-    return (f"{name}: barrier height (highest train loss minus the larger endpoint) {mean_std(heights, '.3f')} over "
-            f"seeds, threshold {threshold:.3f}: {'a barrier' if ok else 'no barrier'}.")
+def _barrier_evidence(paths: pd.DataFrame, name: str, floor: float, *, claim: int = +1, paper: str = ""):
+    """(Evidence on the barrier of path ``name`` with the outcome of "has a barrier" (claim=+1) or "has none"
+    (claim=-1), the per-seed heights)."""
+    h = barrier_heights(paths[paths.path == name])
+    if h.empty:
+        return None, h
+    iv, has = barrier_test(h, floor)
+    outcome = has if claim > 0 else {"holds": "fails", "fails": "holds"}.get(has, "undecided")
+    return Evidence(f"barrier height on the {name} (train loss above the higher end)", iv, ".3g", paper=paper,
+                    outcome=outcome), h
+
+
+def _barrier_verdict(claim_id: str, claim: str, tests: list, floor: float, *, scale: str, part: str = "",
+                     context: tuple = ()) -> Verdict:
+    evidence = [e for e, _ in tests if e is not None]
+    if not evidence:
+        return Verdict(claim_id, claim, "inconclusive", ("No path was measured.",), scale, part=part,
+                       finding="No path was measured, so the claim cannot be tested.")
+    status = status_of([e.outcome for e in evidence])
+    key, heights = evidence[0], tests[0][1]
+    if status == "inconclusive":
+        finding = (f"The {key.name.split('on the ')[1].split(' (')[0]} rises {key.effect.format('.3g')} above its "
+                   f"higher end, not clearly above or below the floor {floor:g}; "
+                   f"{detect_text(heights.to_numpy(float), '.3g', paired=True)}.")
+    else:
+        finding = "; ".join(f"the {e.name.split('on the ')[1].split(' (')[0]} rises {e.effect.format('.3g')} above "
+                            f"its higher end" for e in evidence)
+        finding = finding[0].upper() + finding[1:] + f" (a barrier: above {floor:g} in train loss)."
+    reasons = (f"A barrier counts when the 95% interval of its mean height over seeds lies above {floor:g}; none, "
+               f"when it lies below.", power_line("barrier height", heights.to_numpy(float), key.effect.estimate - floor,
+                                                  ".3g"))
+    seeds = sorted({int(k) for _, h in tests for k in h.index})
+    return Verdict(claim_id, claim, status, reasons, scale, part=part, finding=finding,
+                   evidence=tuple(evidence) + tuple(context), seeds=tuple(seeds))
 
 
 def line_verdict(paths: pd.DataFrame, floor: float, *, scale: str = "") -> Verdict:
-    """E-F4 (a): the straight line from S-S to P-S has a barrier (:func:`has_barrier`)."""
-    ok, h, thr = has_barrier(paths[paths.path == "line"], floor)
-    return Verdict("E-F4", CLAIM_LINE, "reproduced" if ok else "not reproduced", (_describe("line", ok, h, thr),),
-                   scale, part="a")
+    """E-F4 (a): the straight line from S-S to P-S has a barrier: the 95% interval of the per-seed barrier
+    height lies above ``floor`` (fails when it lies below)."""
+    test = _barrier_evidence(paths, "line", floor, paper="a barrier as high as at random init (Fig. 4 left)")
+    return _barrier_verdict("E-F4", CLAIM_LINE, [test], floor, scale=scale, part="a")
 
 
 def curves_verdict(paths: pd.DataFrame, floor: float, *, scale: str = "") -> Verdict:
-    """E-F4 (b): the sparse quadratic curve has a barrier and the dense quadratic curve has none."""
-    sparse_ok, hs, ts = has_barrier(paths[paths.path == "quadratic, sparse"], floor)
-    dense_ok, hd, td = has_barrier(paths[paths.path == "quadratic, dense"], floor)
-    return Verdict("E-F4", CLAIM_CURVES, status_of([sparse_ok, not dense_ok]),
-                   (_describe("quadratic, sparse", sparse_ok, hs, ts), _describe("quadratic, dense", dense_ok, hd, td)),
-                   scale, part="b")
+    """E-F4 (b): the sparse quadratic curve has a barrier (interval above ``floor``) and the dense quadratic
+    curve has none (interval below ``floor``); the paired difference of their heights per seed (same
+    endpoints) is shown beside."""
+    sparse = _barrier_evidence(paths, "quadratic, sparse", floor, paper="a barrier (Fig. 4 middle)")
+    dense = _barrier_evidence(paths, "quadratic, dense", floor, claim=-1, paper="none (Fig. 4 right)")
+    context = ()
+    common = sorted(set(sparse[1].index) & set(dense[1].index))
+    if common:
+        iv = stats.paired_difference(sparse[1].loc[common], dense[1].loc[common])
+        context = (Evidence("barrier height, sparse − dense quadratic curve", iv, ".3g"),)
+    return _barrier_verdict("E-F4", CLAIM_CURVES, [sparse, dense], floor, scale=scale, part="b", context=context)
 
 
 def cubic_verdict(paths: pd.DataFrame, floor: float, *, scale: str = "") -> Verdict:
-    """E-F8: the sparse cubic curve has a barrier."""
-    ok, h, thr = has_barrier(paths[paths.path == "cubic, sparse"], floor)
-    return Verdict("E-F8", CLAIM_CUBIC, "reproduced" if ok else "not reproduced",
-                   (_describe("cubic, sparse", ok, h, thr),), scale)
+    """E-F8: the sparse cubic curve has a barrier (interval above ``floor``); its height against the sparse
+    quadratic curve's, paired by seed, is shown beside (the paper: the cubic curve does not lower it)."""
+    cubic = _barrier_evidence(paths, "cubic, sparse", floor, paper="a small barrier remains (Fig. 8)")
+    quad = barrier_heights(paths[paths.path == "quadratic, sparse"])
+    common = sorted(set(cubic[1].index) & set(quad.index))
+    context = ((Evidence("barrier height, cubic − quadratic sparse curve", 
+                         stats.paired_difference(cubic[1].loc[common], quad.loc[common]), ".3g"),) if common else ())
+    return _barrier_verdict("E-F8", CLAIM_CUBIC, [cubic], floor, scale=scale, context=context)
+
+
+def norm_verdict(norms: pd.DataFrame, *, scale: str = "") -> Verdict:
+    """E-F6/7 (Appendix C): every solution (P-S, L-S, S-S) has a smaller L2 norm than its initialization: per
+    seed, ‖solution‖₂ − ‖init‖₂ is a paired difference, and it must lie clearly below zero (its 95% interval);
+    it fails where it lies clearly above. The key effect is P-S's, the solution of the paper's Fig. 6."""
+    evidence, diffs, seeds = [], [], set()
+    for sol in ("P-S", "L-S", "S-S"):
+        d = norms[norms.solution == sol]
+        if d.empty:
+            continue
+        iv = stats.paired_difference(d.norm, d.init_norm)
+        diffs.append((d.norm - d.init_norm).to_numpy(float))
+        seeds |= {int(k) for k in d.seed}
+        evidence.append(Evidence(f"‖{sol}‖₂ − ‖its init‖₂", iv, ".3g",
+                                 paper="smaller than at init (App. C, Fig. 6)" if not evidence else "",
+                                 outcome=iv.test(-1)))
+    if not evidence:
+        return Verdict("E-F6/7", CLAIM_NORM, "inconclusive", ("No solution was measured.",), scale,
+                       finding="No solution was measured, so the claim cannot be tested.")
+    status, key = status_of([e.outcome for e in evidence]), evidence[0]
+    key_sol = key.name.split("‖")[1]
+    p = norms[norms.solution == "P-S"]
+    ratio = f" (P-S's norm is {float((p.norm / p.init_norm).mean()):.0%} of its init's)" if len(p) else ""
+    if status == "inconclusive":
+        finding = (f"The norm changes by {key.effect.format('.3g')} from init to {key_sol}, within noise; "
+                   f"{detect_text(diffs[0], '.3g')}.")
+    else:
+        n = sum(e.outcome == "holds" for e in evidence)
+        finding = (f"{key_sol} ends {key.effect.format('.3g')} in L2 norm from its init{ratio}; {n} of "
+                   f"{len(evidence)} solutions are clearly smaller than their init.")
+    reasons = ("‖θ‖₂ over every trainable parameter, as in the L2 term of the objective.",
+               power_line("change in norm", diffs[0], key.effect.estimate, ".3g"))
+    return Verdict("E-F6/7", CLAIM_NORM, status, reasons, scale, finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(sorted(seeds)))
 
 
 def planned_runs(p: dict) -> list:

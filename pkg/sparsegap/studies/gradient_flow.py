@@ -9,6 +9,7 @@ fixed batch once per epoch (the ``grad_norm`` tracker). G-3 compares solutions p
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -17,8 +18,10 @@ import pandas as pd
 from .. import params as P
 from ..config import RunConfig
 from ..runs import RunStore, load_data, run_all
-from ..verdict import Verdict, clearly_above, mean_std, status_of
-from .difficulty import RUN_PARAMETERS, Results, settings, solution_configs
+from .. import stats
+from ..verdict import Evidence, Verdict, status_of
+from .difficulty import (RUN_PARAMETERS, Results, _gap, detect_text, power_line, settings,
+                         solution_configs)
 
 PARAMETERS = P.ParameterSpec(
     "08_gradient_flow",
@@ -100,84 +103,157 @@ CLAIM_LOTTERY = ("The lottery solution re-learns the pruned solution: L-S lands 
                  "distance, fewer disagreements).")
 
 
-def _at(norms: pd.DataFrame, sol: str, s: float, epochs: float | None = None) -> list[float]:
+def _per_seed(norms: pd.DataFrame, sol: str, s: float, epochs: float | None = None) -> pd.Series:
+    """Gradient norm per seed of ``sol`` at sparsity ``s``: at ``epochs``, or averaged over every measurement."""
     d = norms[(norms.solution == sol) & (norms.sparsity == s)]
     if epochs is not None:
         d = d[d.epochs == epochs]
-        return d.grad_norm.tolist()
-    return d.groupby("seed").grad_norm.mean().tolist()
+    return d.groupby("seed").grad_norm.mean()
+
+
+def _pair(a: pd.Series, b: pd.Series):
+    """(seeds, a - b per seed, paired interval or None) over the seeds both have."""
+    seeds = sorted(set(a.index) & set(b.index))
+    if not seeds:
+        return seeds, np.array([]), None
+    x, y = a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float)
+    return seeds, x - y, stats.paired_difference(x, y)
+
+
+def _verdict(claim_id: str, claim: str, evidence: list, diffs: list, seeds: set, what: str, fmt: str, *,
+             found: str, scale: str, part: str = "", reasons: tuple = ()) -> Verdict:
+    """The status from the evidence's outcomes; the finding ``found`` (formatted with the key effect) unless
+    every test is undecided, then one that says how far the seeds are from deciding."""
+    if not evidence:
+        return Verdict(claim_id, claim, "inconclusive", ("No seed has both solutions (diverged or missing runs).",),
+                       scale, part=part, finding="No seed has both solutions, so the claim cannot be tested.")
+    parts = [e.outcome for e in evidence if e.outcome]
+    status, key = status_of(parts), evidence[0]
+    n_hold = parts.count("holds")
+    if status == "inconclusive":
+        finding = (f"Within noise: {key.name} = {key.effect.format(fmt)}; {detect_text(diffs[0], fmt)}.")
+    else:
+        finding = found.format(key=key.effect.format(fmt)) + f" ({n_hold} of {len(parts)} comparisons clear)."
+    reasons = (*reasons, power_line(what, diffs[0], key.effect.estimate, fmt))
+    return Verdict(claim_id, claim, status, reasons, scale, part=part, finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(sorted(seeds)))
 
 
 def init_verdict(norms: pd.DataFrame, sparsities: Sequence[float], *, scale: str = "") -> Verdict:
-    """G-1 (a): at every sparsity, S-S with the unit init has a clearly (two standard errors over seeds)
-    larger gradient norm at initialization (epoch 0) than S-S with the dense init."""
-    parts, reasons = [], []
-    for s in sparsities:
-        unit, dense = _at(norms, "S-S unit", s, 0.0), _at(norms, "S-S", s, 0.0)
-        ok = clearly_above(unit, dense)
-        parts.append(ok)
-        reasons.append(f"sparsity {s:g}: gradient norm at init, unit init {mean_std(unit, '.3g')}, dense init "
-                       f"{mean_std(dense, '.3g')} (clearly larger: {'yes' if ok else 'no'}).")
-    return Verdict("G-1", CLAIM_INIT, status_of(parts), tuple(reasons), scale, part="a")
+    """G-1 (a): at every sparsity, S-S with the unit init has a clearly larger gradient norm at initialization
+    (epoch 0) than S-S with the dense init: the 95% interval of the paired difference (same seed, same mask)
+    lies above zero. It fails where the interval lies below zero."""
+    evidence, diffs, seeds = [], [], set()
+    for s in sorted(sparsities, reverse=True):
+        sd, d, iv = _pair(_per_seed(norms, "S-S unit", s, 0.0), _per_seed(norms, "S-S", s, 0.0))
+        if iv is None:
+            continue
+        seeds |= set(sd)
+        diffs.append(d)
+        evidence.append(Evidence(f"gradient norm at init, unit − dense init (S-S), s = {s:g}", iv, ".3g",
+                                 outcome=iv.test(+1)))
+    return _verdict("G-1", CLAIM_INIT, evidence, diffs, seeds, "difference in gradient norm", ".3g", part="a",
+                    found=f"The unit init raises S-S's gradient norm at init by {{key}} at s = {max(sparsities):g}",
+                    scale=scale)
 
 
 def dst_verdict(norms: pd.DataFrame, sparsities: Sequence[float], *, scale: str = "") -> Verdict:
-    """G-1 (b): at every sparsity, SET's and RigL's gradient norm averaged over training (every
-    measurement after the start) is clearly above static S-S's."""
+    """G-1 (b): at every sparsity, SET's and RigL's gradient norm averaged over training (every measurement
+    after initialization) is clearly above static S-S's: the paired difference over seeds (SET, RigL and S-S of
+    one seed share its init stream and data order) has its 95% interval above zero."""
     later = norms[norms.epochs > 0]
-    parts, reasons = [], []
-    for s in sparsities:
-        ss = _at(later, "S-S", s)
-        line = f"sparsity {s:g}: mean gradient norm over training, S-S {mean_std(ss, '.3g')}"
-        for m in ("SET", "RigL"):
-            v = _at(later, m, s)
-            ok = clearly_above(v, ss)
-            parts.append(ok)
-            line += f", {m} {mean_std(v, '.3g')} (clearly larger: {'yes' if ok else 'no'})"
-        reasons.append(line + ".")
-    return Verdict("G-1", CLAIM_DST, status_of(parts), tuple(reasons), scale, part="b")
+    evidence, diffs, seeds = [], [], set()
+    for s in sorted(sparsities, reverse=True):
+        for m in ("RigL", "SET"):
+            sd, d, iv = _pair(_per_seed(later, m, s), _per_seed(later, "S-S", s))
+            if iv is None:
+                continue
+            seeds |= set(sd)
+            diffs.append(d)
+            evidence.append(Evidence(f"mean gradient norm over training, {m} − S-S, s = {s:g}", iv, ".3g",
+                                     outcome=iv.test(+1)))
+    return _verdict("G-1", CLAIM_DST, evidence, diffs, seeds, "difference in gradient norm", ".3g", part="b",
+                    found=f"RigL keeps a gradient norm {{key}} above static S-S over training at s = {max(sparsities):g}",
+                    scale=scale)
 
 
 def rigl_verdict(res: Results, sparsities: Sequence[float], *, scale: str = "") -> Verdict:
-    """G-2: at every sparsity where P-S tests clearly above S-S (a gap to close), RigL's last-epoch test
-    accuracy is clearly above S-S's; the share of the gap it closes, (RigL − S-S)/(P-S − S-S), is
-    reported beside. Clearly: more than two standard errors over seeds. Without any clear gap the
-    claim cannot hold at this scale, and the verdict says so."""
-    parts, reasons = [], []
-    for s in sparsities:
-        ps, ss, rigl = (res.values(k, s) for k in ("P-S", "S-S", "RigL"))
-        gap = np.mean(ps) - np.mean(ss)
-        if not clearly_above(ps, ss):
-            reasons.append(f"sparsity {s:g}: no clear gap to close (P-S {mean_std(ps)}, S-S {mean_std(ss)}; RigL "
-                           f"{mean_std(rigl)}, SET {mean_std(res.values('SET', s))}).")
+    """G-2: the claim needs a gap: P-S clearly above S-S (paired, same seed and mask). At every sparsity with
+    one, RigL's last-epoch test accuracy is clearly above S-S's (paired by seed); the share of the gap it
+    closes, mean(RigL − S-S) / mean(P-S − S-S) with Fieller's interval, is shown beside. Without a clear gap
+    at any sparsity the precondition fails and the verdict is inconclusive (not "not reproduced")."""
+    evidence, diffs, seeds, reasons = [], [], set(), []
+    gaps = []
+    for s in sorted(sparsities, reverse=True):
+        sg, dg, gap = _gap(res, ("P-S", s), ("S-S", s))
+        if gap is None:
             continue
-        ok = clearly_above(rigl, ss)
-        parts.append(ok)
-        reasons.append(f"sparsity {s:g}: P-S {mean_std(ps)}, S-S {mean_std(ss)}, RigL {mean_std(rigl)}, SET "
-                       f"{mean_std(res.values('SET', s))}; RigL closes {(np.mean(rigl) - np.mean(ss)) / gap:.0%} of "
-                       f"the gap (clearly above S-S: {'yes' if ok else 'no'}).")
-    if not parts:
-        return Verdict("G-2", CLAIM_RIGL, "not reproduced",
-                       tuple(reasons + ["At no sparsity does P-S test clearly above S-S here: there is no gap for "
-                                        "RigL to close at this scale."]), scale)
-    return Verdict("G-2", CLAIM_RIGL, status_of(parts), tuple(reasons), scale)
+        gaps.append((s, gap, dg, sg))
+        if gap.lo <= 0:
+            reasons.append(f"s = {s:g}: no clear gap to close, P-S − S-S = {gap.format('.1%')} (n = {gap.n}).")
+            continue
+        sr, dr, rigl = _gap(res, ("RigL", s), ("S-S", s))
+        if rigl is None:
+            continue
+        seeds |= set(sr)
+        diffs.append(dr)
+        evidence.append(Evidence(f"RigL − S-S, test accuracy, s = {s:g}", rigl, ".1%", outcome=rigl.test(+1)))
+        evidence.append(Evidence(f"P-S − S-S, test accuracy, s = {s:g} (the gap)", gap, ".1%"))
+        common = sorted(set(sg) & set(sr))
+        if len(common) >= 2:
+            pos_r, pos_g = [sr.index(k) for k in common], [sg.index(k) for k in common]
+            share = stats.ratio_interval(dr[pos_r], dg[pos_g])
+            evidence.append(Evidence(f"share of the gap RigL closes, s = {s:g}", share, ".0%"))
+        _, dset, setiv = _gap(res, ("SET", s), ("S-S", s))
+        if setiv is not None:
+            evidence.append(Evidence(f"SET − S-S, test accuracy, s = {s:g}", setiv, ".1%"))
+    if not evidence:
+        if not gaps:
+            finding = "No seed has both P-S and S-S, so there is no gap to test."
+        else:
+            s, gap, dg, _ = gaps[0]
+            finding = (f"P-S is not clearly above S-S at any sparsity (s = {s:g}: {gap.format('.1%')}), so there is "
+                       f"no gap for RigL to close at this scale ({detect_text(dg, '.1%')}).")
+        reasons.append("Precondition failed: the claim is about closing a gap, and no sparsity has a clear one.")
+        return Verdict("G-2", CLAIM_RIGL, "inconclusive", tuple(reasons), scale, finding=finding,
+                       evidence=tuple(Evidence(f"P-S − S-S, test accuracy, s = {s:g} (the gap)", g, ".1%",
+                                               ) for s, g, _, _ in gaps[:1]),
+                       seeds=tuple(gaps[0][3]) if gaps else ())
+    parts = [e.outcome for e in evidence if e.outcome]
+    status, key = status_of(parts), evidence[0]
+    s_key = key.name.rsplit("s = ", 1)[1]
+    if status == "inconclusive":
+        finding = (f"RigL − S-S = {key.effect.format('.1%')} at s = {s_key}, within noise; "
+                   f"{detect_text(diffs[0], '.1%')}.")
+    else:
+        finding = (f"RigL tests {key.effect.format('.1%')} above S-S at s = {s_key}, where P-S leads S-S "
+                   f"by {evidence[1].effect.format('.1%')}.")
+    reasons.append(power_line("difference", diffs[0], key.effect.estimate, ".1%"))
+    return Verdict("G-2", CLAIM_RIGL, status, tuple(reasons), scale, finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(sorted(seeds)))
 
 
 def lottery_verdict(pairs: pd.DataFrame, *, scale: str = "") -> Verdict:
-    """G-3: at every sparsity, L-S is clearly nearer to P-S than S-S is (L2 distance), and disagrees with
-    it clearly less (two standard errors over seeds). The ensemble accuracies are reported beside."""
-    parts, reasons = [], []
-    for s, d in pairs.groupby("sparsity"):
-        ls, ss = d[d.pair.str.startswith("L-S")], d[d.pair.str.startswith("S-S")]
-        near = clearly_above(ss.distance, ls.distance)
-        agree = clearly_above(ss.disagreement, ls.disagreement)
-        parts += [near, agree]
-        reasons.append(f"sparsity {s:g}: distance to P-S, L-S {mean_std(ls.distance, '.3g')} vs S-S "
-                       f"{mean_std(ss.distance, '.3g')} (nearer: {'yes' if near else 'no'}); disagreement L-S "
-                       f"{mean_std(ls.disagreement)} vs S-S {mean_std(ss.disagreement)} (less: "
-                       f"{'yes' if agree else 'no'}); ensemble accuracy with P-S, L-S {mean_std(ls.ensemble_accuracy)}"
-                       f", S-S {mean_std(ss.ensemble_accuracy)}.")
-    return Verdict("G-3", CLAIM_LOTTERY, status_of(parts), tuple(reasons), scale)
+    """G-3: at every sparsity, L-S is clearly nearer to P-S than S-S is (L2 distance) and disagrees with it
+    clearly less: per seed, L-S and S-S share P-S's mask, so the differences (S-S − L-S) are paired and their
+    95% intervals must lie above zero. The ensemble accuracies are shown beside."""
+    evidence, diffs, seeds = [], [], set()
+    for s, d in sorted(pairs.groupby("sparsity"), key=lambda g: -g[0]):
+        ls = d[d.pair.str.startswith("L-S")].set_index("seed")
+        ss = d[d.pair.str.startswith("S-S")].set_index("seed")
+        for col, what, fmt in (("distance", "L2 distance to P-S", ".3g"), ("disagreement", "disagreement with P-S", ".1%")):
+            sd, dd, iv = _pair(ss[col], ls[col])
+            if iv is None:
+                continue
+            seeds |= set(sd)
+            diffs.append(dd)
+            evidence.append(Evidence(f"{what}, S-S − L-S, s = {s:g}", iv, fmt, outcome=iv.test(+1)))
+        sd, dd, iv = _pair(ls["ensemble_accuracy"], ss["ensemble_accuracy"])
+        if iv is not None:
+            evidence.append(Evidence(f"ensemble accuracy with P-S, L-S − S-S, s = {s:g}", iv, ".1%"))
+    top = max(pairs.sparsity) if len(pairs) else math.nan
+    return _verdict("G-3", CLAIM_LOTTERY, evidence, diffs, seeds, "difference in distance", ".3g",
+                    found=f"L-S lies {{key}} nearer to P-S than S-S does at s = {top:g}", scale=scale)
 
 
 def planned_runs(p: dict) -> list:
