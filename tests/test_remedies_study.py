@@ -1,4 +1,5 @@
-"""The pure parts of chapter 12 (sparsegap.studies.remedies): Fieller's interval, the gap-closed table, the
+"""The pure parts of chapter 12 (sparsegap.studies.remedies): Fieller's interval (now sparsegap.stats.ratio_interval,
+which the gap-closed table uses), the gap-closed table, the
 choice of sparsities and settings, the verdicts' status rules, and the configs of the selection and final
 runs. Nothing trains here: the runs are stand-ins and the tables hand-made.
 """
@@ -18,7 +19,9 @@ import pytest
 import yaml
 from scipy import stats
 
+from sparsegap.stats import ratio_interval
 from sparsegap.studies import remedies as R
+from sparsegap.verdict import remedy_status
 from sparsegap.studies.procedure import two_regime_configs
 from sparsegap.studies.remedies import DISAGREE, FISHER, NFR, RANDOM, REMEDIES
 
@@ -26,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------------- fieller
+
+def fieller(d, g, level=0.95):
+    """Fieller's interval as the chapter computes it: sparsegap.stats.ratio_interval."""
+    iv = ratio_interval(d, g, level)
+    return (iv.lo, iv.hi)
+
 
 def accepted(d, g, thetas, level=0.95):
     """The θ of ``thetas`` where the paired t-test of d - θ g against 0 is not rejected at 1 - level."""
@@ -41,7 +50,7 @@ def test_fieller_is_the_set_a_paired_t_test_does_not_reject(seed, level):
     n = int(rng.integers(4, 12))
     g = rng.normal(0.1, 0.02, n)                         # the gap: clearly above 0
     d = rng.uniform(-0.2, 0.8) * g + rng.normal(0, 0.01, n)
-    lo, hi = R.fieller(d, g, level)
+    lo, hi = fieller(d, g, level)
     assert math.isfinite(lo) and math.isfinite(hi) and lo < d.mean() / g.mean() < hi
     width = hi - lo
     thetas = np.linspace(lo - width, hi + width, 60_001)
@@ -62,15 +71,16 @@ def test_fieller_is_unbounded_when_the_gap_is_not_clearly_away_from_zero(seed):
     g -= g.mean() - 0.01                                  # mean 0.01, spread 0.1: no significant gap
     assert stats.ttest_1samp(g, 0.0).pvalue > 0.05
     d = 0.5 * g + rng.normal(0, 0.01, 6)
-    assert R.fieller(d, g) == (-math.inf, math.inf)
+    assert fieller(d, g) == (-math.inf, math.inf)
     # the brute-force set is unbounded too: it reaches the far ends of a wide grid
     ok = accepted(d, g, np.linspace(-1e4, 1e4, 20_001))
     assert ok.min() == -1e4 or ok.max() == 1e4
 
 
-@pytest.mark.parametrize("d, g", [([], []), ([0.1], [0.2])])
-def test_fieller_with_fewer_than_two_samples_is_unbounded(d, g):
-    assert R.fieller(np.array(d), np.array(g)) == (-math.inf, math.inf)
+def test_fieller_with_fewer_than_two_samples_is_unbounded():
+    assert fieller(np.array([0.1]), np.array([0.2])) == (-math.inf, math.inf)
+    with pytest.raises(ValueError, match="at least one value"):
+        fieller(np.array([]), np.array([]))
 
 
 # ------------------------------------------------------------------------------------------ gap_closed
@@ -138,7 +148,7 @@ def test_gap_closed_on_a_hand_made_table():
                 else:   # equal gains at every seed (the schedule's train accuracy in generalization): no spread
                     assert row.gain_lo == row.gain_hi == pytest.approx(row.gain, abs=1e-12)
                     assert math.isnan(row.p_value)
-                flo, fhi = R.fieller(e["gains"], e["gaps"])
+                flo, fhi = fieller(e["gains"], e["gaps"])
                 assert (row.share_lo, row.share_hi) == (pytest.approx(flo), pytest.approx(fhi))
 
 
@@ -312,14 +322,17 @@ PICKED = {"generalization": 0.5, "optimization": 0.9}
 NO_COST = pd.DataFrame(columns=["remedy", "sparsity", "run_cost", "penalized_epoch_cost"])
 
 
-def gaps_table(rows) -> pd.DataFrame:
-    """rows: (regime, remedy, metric, gain, gain_lo, gain_hi); the other columns filled in."""
+def gaps_table(rows, over=None) -> pd.DataFrame:
+    """rows: (regime, remedy, metric, gain, gain_lo, gain_hi); the other columns filled in. ``over``: per
+    (regime, remedy, metric), the gain over the random schedule (estimate, lo, hi)."""
     out = []
     for regime, remedy, metric, gain, lo, hi in rows:
+        o = (over or {}).get((regime, remedy, metric), (math.nan, -math.inf, math.inf))
         out.append({"regime": regime, "sparsity": PICKED[regime], "remedy": remedy, "metric": metric, "seeds": 3,
                     "gain": gain, "gain_lo": lo, "gain_hi": hi, "p_value": 0.01, "gap": 0.04,
                     "share": gain / 0.04, "share_lo": math.nan if lo < 0 else 0.1,
-                    "share_hi": math.nan if lo < 0 else 0.9})
+                    "share_hi": math.nan if lo < 0 else 0.9,
+                    "over_random": o[0], "over_random_lo": o[1], "over_random_hi": o[2]})
     return pd.DataFrame(out)
 
 
@@ -330,53 +343,72 @@ def regimes_rows(remedy, gen, opt, *, other_metric=(0.05, 0.04, 0.06)):
 
 
 CLEAR, UNCLEAR, HURTS = (0.02, 0.01, 0.03), (0.01, -0.005, 0.025), (-0.02, -0.03, -0.01)
+NONE = (0.001, -0.004, 0.006)          # inside ±1 point (the margin): no effect
 
 
 @pytest.mark.parametrize("gen, opt, status", [
-    (CLEAR, CLEAR, "reproduced"),
-    (CLEAR, UNCLEAR, "partly"),
-    (HURTS, CLEAR, "partly"),
-    (UNCLEAR, HURTS, "not reproduced"),
-    (UNCLEAR, UNCLEAR, "not reproduced"),
+    (CLEAR, CLEAR, "tested: helps"),
+    (CLEAR, UNCLEAR, "tested: helps"),          # helps in one regime, hurts in none
+    (HURTS, CLEAR, "inconclusive"),             # helps in one, hurts in the other
+    (UNCLEAR, HURTS, "tested: hurts"),
+    (UNCLEAR, UNCLEAR, "inconclusive"),         # compatible with a gain of a point and with none
+    (NONE, NONE, "tested: no effect"),          # every effect of a point or more excluded
+    (NONE, UNCLEAR, "inconclusive"),
 ])
 def test_verdict_regularizer_status(gen, opt, status):
-    v = R.verdict_regularizer(gaps_table(regimes_rows(NFR, gen, opt)), NO_COST, PICKED, {})
+    """P-S4 is not a claim of the paper: its verdicts are tested: helps / no effect / hurts, or inconclusive."""
+    v = R.verdict_regularizer(gaps_table(regimes_rows(NFR, gen, opt)), NO_COST, PICKED, {}, seeds=(0, 1, 2))
     assert v.status == status
-    assert v.claim_id == "P-S4" and v.part == "i"
-    assert len(v.reasons) == 2
+    assert v.claim_id == "P-S4" and v.part == "i" and v.seeds == (0, 1, 2)
+    assert len(v.reasons) == 3
+    assert v.key_effect.name.startswith(f"{NFR} − plain Sol-S, generalization regime")
+    assert v.key_effect.effect.estimate == gen[0] and v.key_effect.effect.method == "paired t"
+    assert "generalization regime" in v.finding and "optimization regime" in v.finding
+
+
+def test_remedy_margin_is_one_point():
+    assert R.REMEDY_MARGIN == 0.01
 
 
 def test_verdicts_judge_each_regime_on_its_own_metric():
     # clear gains on the wrong metric of each regime (train in generalization, test in optimization) do not count
     rows = regimes_rows(NFR, UNCLEAR, UNCLEAR, other_metric=CLEAR)
-    assert R.verdict_regularizer(gaps_table(rows), NO_COST, PICKED, {}).status == "not reproduced"
+    assert R.verdict_regularizer(gaps_table(rows), NO_COST, PICKED, {}).status == "inconclusive"
 
 
 def test_verdict_with_a_missing_regime_does_not_count_it():
     rows = regimes_rows(NFR, CLEAR, CLEAR)[:2]          # no run of the regularizer finished at s=0.9
     v = R.verdict_regularizer(gaps_table(rows), NO_COST, PICKED, {})
-    assert v.status == "partly"
+    assert v.status == "tested: helps"
     assert any("no run of" in r for r in v.reasons)
+    rows = regimes_rows(NFR, NONE, NONE)[:2]            # no effect where measured is not "no effect" overall
+    assert R.verdict_regularizer(gaps_table(rows), NO_COST, PICKED, {}).status == "inconclusive"
 
 
 @pytest.mark.parametrize("fisher, random_gains, status", [
-    ((CLEAR, CLEAR), (0.0, 0.0), "reproduced"),
-    ((CLEAR, CLEAR), (0.02, 0.0), "partly"),       # random as good as Fisher in the generalization regime
-    ((CLEAR, CLEAR), (0.0, 0.03), "partly"),       # random better in the optimization regime
-    ((CLEAR, CLEAR), (0.05, 0.05), "not reproduced"),
-    ((CLEAR, UNCLEAR), (0.0, 0.0), "partly"),
-    ((CLEAR, UNCLEAR), (0.03, 0.0), "not reproduced"),
-    ((UNCLEAR, UNCLEAR), (-0.1, -0.1), "not reproduced"),
+    ((CLEAR, CLEAR), (0.0, 0.0), "tested: helps"),
+    ((CLEAR, CLEAR), (0.02, 0.0), "tested: helps"),     # random as good as Fisher in generalization: that regime
+    ((CLEAR, CLEAR), (0.0, 0.03), "tested: helps"),     # is inconclusive, the other still helps
+    ((CLEAR, CLEAR), (0.05, 0.05), "inconclusive"),     # the random schedule does it: the ranking is not shown to
+    ((CLEAR, UNCLEAR), (0.0, 0.0), "tested: helps"),
+    ((CLEAR, UNCLEAR), (0.03, 0.0), "inconclusive"),
+    ((UNCLEAR, UNCLEAR), (-0.1, -0.1), "inconclusive"),
+    ((HURTS, HURTS), (0.0, 0.0), "tested: hurts"),
 ])
 def test_verdict_schedule_status(fisher, random_gains, status):
     rows = regimes_rows(FISHER, *fisher)
     rg, ro = random_gains
     rows += regimes_rows(RANDOM, (rg, rg - 0.01, rg + 0.01), (ro, ro - 0.01, ro + 0.01))
     rows += regimes_rows(DISAGREE, CLEAR, CLEAR)
-    v = R.verdict_schedule(gaps_table(rows), NO_COST, PICKED, {})
+    over = {("generalization", FISHER, "test_acc"): (fisher[0][0] - rg, fisher[0][0] - rg - 0.005,
+                                                     fisher[0][0] - rg + 0.005),
+            ("optimization", FISHER, "train_acc"): (fisher[1][0] - ro, fisher[1][0] - ro - 0.005,
+                                                    fisher[1][0] - ro + 0.005)}
+    v = R.verdict_schedule(gaps_table(rows, over), NO_COST, PICKED, {})
     assert v.status == status
     assert v.claim_id == "P-S4" and v.part == "ii"
     assert sum("random schedule" in r for r in v.reasons) == 2
+    assert sum(e.name.startswith(f"{FISHER} − {RANDOM}") for e in v.evidence) == 2
 
 
 def test_verdicts_from_gap_closed_and_chosen_settings():
@@ -387,11 +419,30 @@ def test_verdicts_from_gap_closed_and_chosen_settings():
               (FISHER, 0.5): {"label": "memorize 5 ep", "fields": {}, "val_acc": 0.8}}
     v = R.verdict_regularizer(gaps, NO_COST, PICKED, chosen)
     g = gaps.set_index(["regime", "remedy", "metric"])
-    expected = [g.loc[("generalization", NFR, "test_acc")].gain_lo > 0, g.loc[("optimization", NFR, "train_acc")].gain_lo > 0]
-    assert v.status == {2: "reproduced", 1: "partly", 0: "not reproduced"}[sum(expected)]
+    expected = {}
+    for regime, metric in (("generalization", "test_acc"), ("optimization", "train_acc")):
+        r = g.loc[(regime, NFR, metric)]
+        expected[regime] = remedy_status(stats_interval(r), R.REMEDY_MARGIN)
+    assert v.status == R._overall(expected)
     assert any("λ=-0.1, 5 ep" in r for r in v.reasons)
     v = R.verdict_schedule(gaps, NO_COST, PICKED, chosen)
     assert any("memorize 5 ep" in r for r in v.reasons)
+
+
+def stats_interval(r):
+    from sparsegap.stats import Interval
+    return Interval(r.gain, r.gain_lo, r.gain_hi, int(r.seeds), int(r.seeds) - 1, "paired t")
+
+
+def test_gap_closed_compares_each_remedy_with_the_random_schedule_paired():
+    table = hand_table()
+    rnd = table[table.variant == FISHER].assign(variant=RANDOM)
+    rnd["test_acc"] = rnd.test_acc - 0.01 * (1 + rnd.seed % 2)     # the random schedule 1 or 2 points lower
+    gaps = R.gap_closed(pd.concat([table, rnd], ignore_index=True)).set_index(["regime", "remedy", "metric"])
+    row = gaps.loc[("generalization", FISHER, "test_acc")]
+    assert row.over_random == pytest.approx(0.015)
+    assert row.over_random_lo > 0                               # paired: the seed scatter cancels
+    assert math.isnan(gaps.loc[("generalization", RANDOM, "test_acc")].over_random)
 
 
 # ------------------------------------------------------------------------------------------- configs

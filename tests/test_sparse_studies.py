@@ -23,7 +23,7 @@ def _snr(std_s, mean_s_first, mean_s_peak):
 
 
 def test_gradient_snr_verdicts():
-    t = _snr(std_s=0.5, mean_s_first=0.1, mean_s_peak=0.5)
+    t = _snr(std_s=0.25, mean_s_first=0.1, mean_s_peak=0.5)     # Sol-S's SNR late: 2, the others' 1
     assert gs.diffusion_verdict(t, 0.6).status == "reproduced"
     assert gs.hike_verdict(t, 0.95).status == "reproduced"
     t = _snr(std_s=2.0, mean_s_first=1.0, mean_s_peak=1.0)

@@ -65,16 +65,23 @@ def test_fisher_trend():
 
 
 def test_fisher_trajectory_verdict():
-    trends = pd.DataFrame([
+    one = pd.DataFrame([
         ("Sol-D", 0.0, 0, 0.1, 2.0, 1.0, 0.5), ("Sol-S", 0.5, 0, 0.1, 5.0, 2.0, 0.6),
         ("Sol-F", 0.5, 0, 0.1, 2.0, 1.0, 0.5), ("Sol-S", 0.99, 0, 0.1, 9.5, 9.0, 0.05),
         ("Sol-F", 0.99, 0, 0.1, 4.0, 3.0, 0.25)],
         columns=["stage", "sparsity", "seed", "initial", "peak", "final", "drop"])
+    # three seeds with a little scatter, every network trained (train accuracy far above chance)
+    trends = pd.concat([one.assign(seed=s, peak=one.peak * (1 + 0.01 * s), final=one.final * (1 + 0.01 * s),
+                                   drop=one["drop"] + 0.01 * s) for s in (0, 1, 2)], ignore_index=True)
+    trends["train_acc"] = 0.9
     regimes = pd.DataFrame({"sparsity": [0.5, 0.99], "regime": ["generalization", "optimization"]})
     assert fisher_trajectory_verdict(trends, regimes).status == "reproduced"
     flat = trends.copy()
     flat.loc[(flat.stage == "Sol-S") & (flat.sparsity == 0.99), ["initial", "peak", "final"]] = [1.0, 1.0, 1.0]
-    assert fisher_trajectory_verdict(flat, regimes).status == "partly"  # flat at chance is not "rises, hardly drops"
+    assert fisher_trajectory_verdict(flat, regimes).status == "partly"  # flat is not "rises, hardly drops"
+    at_chance = flat.copy()
+    at_chance.loc[(at_chance.stage == "Sol-S") & (at_chance.sparsity == 0.99), "train_acc"] = 0.5
+    assert fisher_trajectory_verdict(at_chance, regimes).status == "inconclusive"  # flat at chance: untestable
     trends.loc[trends.sparsity == 0.99, "drop"] = 0.9
     assert fisher_trajectory_verdict(trends, regimes).status == "partly"
     trends.loc[(trends.stage == "Sol-S") & (trends.sparsity == 0.5), "drop"] = 0.1
@@ -177,9 +184,9 @@ def _noise_history(memorized, test_acc, fisher_noisy, fisher_clean):
 
 def test_clearly_above_needs_a_gap_beyond_the_seed_scatter():
     from sparsegap.studies.memorization import clearly_above
-    assert clearly_above([0.80, 0.81, 0.82], [0.70, 0.71, 0.69])
-    assert not clearly_above([0.715, 0.72, 0.71], [0.712, 0.714, 0.71])   # 0.3 points, inside the scatter
-    assert not clearly_above([0.70, 0.71, 0.69], [0.80, 0.81, 0.82])
+    assert clearly_above([0.80, 0.81, 0.82], [0.70, 0.71, 0.69], paired=False)
+    assert not clearly_above([0.715, 0.72, 0.71], [0.712, 0.714, 0.71], paired=False)   # 0.3 points, in the scatter
+    assert not clearly_above([0.70, 0.71, 0.69], [0.80, 0.81, 0.82], paired=False)
 
 
 def test_memorization_verdicts_follow_their_rules():
@@ -193,7 +200,7 @@ def test_memorization_verdicts_follow_their_rules():
                                    [1, 20, 30, 31], [1, 10, 12, 12]) for i in range(3)]}
     a = m.memorization_verdict(hs, threshold=0.5)
     assert (a.claim_id, a.part, a.status) == ("P-F4", "a", "reproduced")
-    assert "Sol-S never" in a.reasons[1]
+    assert "Sol-S 3 of 3" in a.reasons[1]   # never reach it
     b = m.robustness_verdict(hs)
     assert (b.part, b.status) == ("b", "reproduced")
     c = m.fisher_noise_verdict(hs, memorized=0.5, drop_threshold=0.3)

@@ -6,10 +6,14 @@ this module reads the shape of each trajectory and judges the paper's claim abou
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 
 from .. import params as P
-from ..verdict import Verdict
+from .. import stats
+from ..verdict import Evidence, Verdict, status_of
 from .procedure import Experiment
 from .two_regimes import REGIME_PARAMETERS
 
@@ -17,7 +21,7 @@ CLAIM = ("Tr(F) of Sol-S rises then falls but ends above Sol-D's in the generali
          "and rises and hardly falls in the optimization regime.")
 # The same rule judges Table 1's Fisher-trend column, measured on other networks (chapter 3).
 CLAIMS = {"P-F3": CLAIM,
-          "P-T1": "Table 1: in the generalization regime Sol-S's Tr(F) rises, falls and ends above Sol-D's; "
+          "P-T1": "Table 1: in the generalization regime Sol-S's Tr(F) rises, falls and ends above Sol-F's; "
                   "in the optimization regime it rises and hardly falls (Fisher trend, per regime)."}
 
 DROP_THRESHOLD = P.fraction("trend rule: 1 - final/peak above this means Tr(F) came back down")
@@ -68,53 +72,154 @@ def fisher_trend(history: dict, *, name: str = "fisher_trace") -> dict:
 
 
 def fisher_trends(experiment: Experiment) -> pd.DataFrame:
+    """One row per trained run: its final train accuracy, the chance level of its training set (the share of
+    its most frequent class) and the shape of its Tr(F) trajectory (:func:`fisher_trend`)."""
+    from ..runs import load_data
+    chance = {}
     rows = []
     for (stage, s, seed), run in experiment.runs.items():
         if run.history.get("diverged"):  # its trajectory ends at the divergence: not a trained network
             continue
+        data = run.config.data
+        if data not in chance:
+            y = np.asarray(load_data(data).y_train).ravel()
+            chance[data] = float(np.bincount(y).max() / len(y))
         rows.append({"stage": stage, "sparsity": s, "seed": seed, "train_acc": run.final["train_acc"],
-                     **fisher_trend(run.history)})
+                     "chance": chance[data], **fisher_trend(run.history)})
     return pd.DataFrame(rows)
 
 
+# A run "left chance" when its final train accuracy is this far above the chance level of its training set.
+CHANCE_MARGIN = 0.05
+
+
+def _combine(outcomes) -> str:
+    """One claim part from its tests: holds when all hold, fails when one fails, else undecided."""
+    outcomes = list(outcomes)
+    if outcomes and all(o == "holds" for o in outcomes):
+        return "holds"
+    return "fails" if "fails" in outcomes else "undecided"
+
+
+def _detectable(iv) -> float:
+    """The smallest effect the seeds behind the t-interval ``iv`` detect (80% power), from the spread the
+    interval implies (its half-width is t · sd / sqrt(n))."""
+    if iv.n < 2 or not math.isfinite(iv.half_width):
+        return math.inf
+    sd = iv.half_width * math.sqrt(iv.n) / stats.t_quantile(0.5 + stats.LEVEL / 2, iv.df)
+    return stats.detectable_effect(sd, iv.n, paired=True)
+
+
 def fisher_trajectory_verdict(trends: pd.DataFrame, regimes: pd.DataFrame, *, drop_threshold: float = 0.3,
-                              rise_factor: float = 2.0, claim_id: str = "P-F3", scale: str = "") -> Verdict:
+                              rise_factor: float = 2.0, claim_id: str = "P-F3", scale: str = "",
+                              chance_margin: float = CHANCE_MARGIN) -> Verdict:
     """Verdict on Fig. 3 (``claim_id="P-F3"``) or on the Fisher trend of Table 1 (``"P-T1"``):
     does Sol-S's Tr(F) trend differ between the regimes as claimed?
 
-    Both claimed shapes start with a rise: the peak is at least ``rise_factor`` times the first value.
-    Generalization regime: then a drop of more than ``drop_threshold`` from the peak, ending above
-    Sol-D's final value. Optimization regime: a drop of at most ``drop_threshold``.
+    Per seed, over the sparsities of each regime (averaged), with 95% t-intervals over seeds:
+
+    * both regimes: Tr(F) rose, log10(peak / first value) above log10(``rise_factor``);
+    * generalization regime: then came down, drop = 1 - final/peak above ``drop_threshold``, and ended
+      above the reference: log10 final Tr(F) of Sol-S minus that of **Sol-D** (Fig. 3: "higher than the
+      baseline's") or of **Sol-F** of the same sparsity (Table 1: "higher compared to sparse
+      finetuning's"), paired by seed (Sol-F and Sol-S share their Sol-D);
+    * optimization regime: drop at most ``drop_threshold``.
+
+    Precondition: the claim is about how Sol-S's trajectory differs between a regime where it fits and one
+    where it fits only partly. A seed whose Sol-S ends within ``chance_margin`` of chance (``chance`` column
+    of ``trends``, else 0.5) never trained: its flat trajectory says nothing of either shape and is left out.
+    When a regime is missing, or every Sol-S seed of a regime stayed at chance, the verdict is *inconclusive*.
     """
-    s = trends[trends.stage == "Sol-S"].groupby("sparsity")[["initial", "peak", "drop", "final"]].mean()
-    f = trends[trends.stage == "Sol-F"].groupby("sparsity")["final"].mean()
-    dense_final = float(trends[trends.stage == "Sol-D"].final.mean())
-    by_regime = {r: list(regimes[regimes.regime == r].sparsity) for r in ("generalization", "optimization")}
-    rose = [x for x in s.index if s.loc[x, "peak"] >= rise_factor * s.loc[x, "initial"]]
-    gen_ok = [x for x in by_regime["generalization"]
-              if x in rose and s.loc[x, "drop"] > drop_threshold and s.loc[x, "final"] > dense_final]
-    opt_ok = [x for x in by_regime["optimization"] if x in rose and s.loc[x, "drop"] <= drop_threshold]
-    higher = [x for x in s.index if x in f.index and s.loc[x, "final"] > f.loc[x]]
-    fmt = lambda xs: ", ".join(f"{x:g}" for x in xs) or "none"  # noqa: E731
-    reasons = [
-        f"Regimes (from final accuracies): generalization at {fmt(by_regime['generalization'])}; "
-        f"optimization at {fmt(by_regime['optimization'])}.",
-        f"Sol-S's Tr(F) rose at least {rise_factor:g}-fold from its first value at sparsities {fmt(rose)}.",
-        f"Generalization regime, rose then came down (drop > {drop_threshold:g}) and ended above Sol-D's final "
-        f"{dense_final:.3g}: {fmt(gen_ok)}.",
-        f"Optimization regime, rose and hardly came down (drop <= {drop_threshold:g}): {fmt(opt_ok)}.",
-        f"Sol-S ends with a higher Tr(F) than Sol-F at sparsities {fmt(higher)} (of {fmt(list(s.index))}).",
-    ]
-    complete = by_regime["generalization"] and by_regime["optimization"]
-    if complete and len(gen_ok) == len(by_regime["generalization"]) and len(opt_ok) == len(by_regime["optimization"]):
-        status = "reproduced"
-    elif gen_ok or opt_ok:
-        status = "partly"
-    else:
-        status = "not reproduced"
     if claim_id not in CLAIMS:
         raise ValueError(f"claim_id must be one of {sorted(CLAIMS)} (the claims this rule judges), got {claim_id!r}")
-    return Verdict(claim_id, CLAIMS[claim_id], status, tuple(reasons), scale)
+    reference = "Sol-D" if claim_id == "P-F3" else "Sol-F"
+    chance = trends["chance"] if "chance" in trends else pd.Series(0.5, index=trends.index)
+    t = trends.assign(at_chance=(trends["train_acc"] < chance + chance_margin) if "train_acc" in trends else False)
+    sol_s = t[t.stage == "Sol-S"]
+    by_regime = {r: sorted(regimes[regimes.regime == r].sparsity) for r in ("generalization", "optimization")}
+    fmt = lambda xs: ", ".join(f"{x:g}" for x in xs) or "none"  # noqa: E731
+    reasons = [f"Regimes (from final accuracies): generalization at {fmt(by_regime['generalization'])}; "
+               f"optimization at {fmt(by_regime['optimization'])}."]
+    stuck = sol_s[sol_s.at_chance]
+    stuck_at = sorted(stuck.sparsity.unique())
+    if len(stuck):
+        reasons.append(f"Sol-S ends at chance (train accuracy within {chance_margin:.0%} of chance) in "
+                       f"{len(stuck)} of {len(sol_s)} runs, at sparsities {fmt(stuck_at)}: left out.")
+    trained = sol_s[~sol_s.at_chance]
+
+    def per_seed(sparsities, transform):  # per seed, the mean over the regime's sparsities
+        d = trained[trained.sparsity.isin(sparsities)]
+        return d.assign(v=transform(d)).groupby("seed")["v"].mean()
+
+    log_rise = lambda x: np.log10(x["peak"] / x["initial"])  # noqa: E731
+    evidence, parts, untestable = [], {}, []
+    for regime in ("generalization", "optimization"):
+        xs = by_regime[regime]
+        if not xs:
+            untestable.append(f"chapter's sweep finds no {regime} regime")
+            continue
+        if trained[trained.sparsity.isin(xs)].empty:
+            n_stuck = stuck[stuck.sparsity.isin(xs)].seed.nunique()
+            untestable.append(f"Sol-S stays at chance in the {regime} regime (s = {fmt(xs)}; "
+                              f"{n_stuck} of {sol_s[sol_s.sparsity.isin(xs)].seed.nunique()} seeds)")
+            continue
+        rise = per_seed(xs, log_rise)
+        drop = per_seed(xs, lambda x: x["drop"])
+        rise_iv = stats.mean_interval(rise.to_numpy() - np.log10(rise_factor))
+        drop_iv = stats.mean_interval(drop.to_numpy() - drop_threshold)
+        tests = [rise_iv.test(+1)]
+        where = f"{regime} regime (s = {fmt(xs)})"
+        if regime == "generalization":
+            ref = t[t.stage == reference]
+            if reference == "Sol-F":          # the same sparsities; Sol-D has one run per seed
+                ref = ref[ref.sparsity.isin(xs)]
+            s_final = per_seed(xs, lambda x: np.log10(x["final"]))
+            r_final = ref.assign(v=np.log10(ref["final"])).groupby("seed")["v"].mean()
+            common = sorted(set(s_final.index) & set(r_final.index))
+            above = (stats.paired_difference(s_final[common].to_numpy(), r_final[common].to_numpy())
+                     if common else None)
+            tests += [drop_iv.test(+1)]
+            if above is not None:
+                tests.append(above.test(+1))
+                evidence.append(Evidence(f"log10 final Tr(F), Sol-S − {reference}, {where}", above, ".2f",
+                                         paper="higher (Fig. 3, no number)" if claim_id == "P-F3"
+                                         else "higher (Table 1, no number)", outcome=above.test(+1)))
+            else:
+                tests.append("undecided")
+            evidence.append(Evidence(f"drop 1 − final/peak of Sol-S minus {drop_threshold:g}, {where}", drop_iv,
+                                     ".2f", paper="falls to a moderate level", outcome=drop_iv.test(+1)))
+        else:
+            tests.append(drop_iv.test(-1))
+            evidence.append(Evidence(f"drop 1 − final/peak of Sol-S minus {drop_threshold:g}, {where}", drop_iv,
+                                     ".2f", paper="hardly decreases", outcome=drop_iv.test(-1)))
+        evidence.append(Evidence(f"log10 peak/first Tr(F) of Sol-S minus log10 {rise_factor:g}, {where}", rise_iv,
+                                 ".2f", paper="increases", outcome=rise_iv.test(+1)))
+        parts[regime] = _combine(tests)
+    # the key effect first: the final level against the reference where it was measured, else the first drop
+    evidence.sort(key=lambda e: 0 if e.name.startswith("log10 final") else 1)
+    seeds = tuple(sorted(int(x) for x in trained.seed.unique()))
+    reasons += [f"{r.capitalize()} regime, the claimed shape: {o}." for r, o in parts.items()]
+    key = evidence[0] if evidence else None
+    if key is not None and key.effect.n >= 2:
+        n = key.effect.n
+        reasons.append(f"With {n} seeds the smallest effect these seeds detect on the key effect is "
+                       f"{_detectable(key.effect):.2f} (80% power).")
+    if untestable:
+        status = "inconclusive"
+        total = sol_s.seed.nunique()
+        at = sol_s.groupby("seed").at_chance.all().sum()
+        finding = (f"The trajectory claim cannot be tested: {'; '.join(untestable)}"
+                   + (f" ({at} of {total} seeds stay at chance at every sparsity)" if at else "")
+                   + "".join(f"; the {r} regime's shape {o}" for r, o in parts.items()) + ".")
+        reasons.append("Precondition failed: " + "; ".join(untestable) + ".")
+    else:
+        status = status_of([parts["generalization"], parts["optimization"]])
+        finding = (f"Sol-S's Tr(F) {'ends above' if key.effect.sign > 0 else 'ends below' if key.effect.sign < 0 else 'ends not clearly above'} "
+                   f"{reference}'s in the generalization regime (log10 ratio {key.effect.format('.2f')}), and the "
+                   f"claimed shape holds in {sum(o == 'holds' for o in parts.values())} of 2 regimes."
+                   if key is not None else "No trained Sol-S to measure.")
+    return Verdict(claim_id, CLAIMS[claim_id], status, tuple(reasons), scale, finding=finding,
+                   evidence=tuple(evidence), seeds=seeds)
 
 
 def unit_init_configs(experiment: Experiment, sparsities) -> dict:

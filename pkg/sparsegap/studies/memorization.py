@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import numpy as np
 
 from .. import params as P
+from .. import stats
 from ..config import DataConfig, ModelConfig, TrainConfig
 from ..memorization import first_epoch_reaching, memorization_table, memorized_share
 from ..runs import RunStore
-from ..verdict import Verdict, clearly_above  # noqa: F401  (clearly_above: re-exported)
-from ..verdict import status_of as _status
+from ..stats import Interval
+from ..verdict import Evidence, Verdict, clearly_above, status_of  # noqa: F401  (clearly_above: re-exported)
 from .procedure import Experiment, run_two_regimes
 from .two_regimes import RUN_PARAMETERS
 
@@ -61,10 +64,20 @@ def run_memorization(data: DataConfig, model: ModelConfig, train: TrainConfig, s
                            track=trackers(fisher_every, predictions_every), **kwargs)
 
 
-def histories(experiment: Experiment) -> dict[str, list[dict]]:
-    """Per stage, the trained (not diverged) histories over seeds."""
+def trained_seeds(experiment: Experiment) -> list[int]:
+    """The seeds whose Sol-D, Sol-F and Sol-S all trained (none diverged): the pairs of the verdicts."""
     s = experiment.sparsities[0]
-    return {st: experiment.trained_histories(st, 0.0 if st == "Sol-D" else s) for st in STAGES}
+    seeds = sorted({k[2] for k in experiment.runs})
+    return [seed for seed in seeds
+            if not any(experiment.history(st, 0.0 if st == "Sol-D" else s, seed).get("diverged") for st in STAGES)]
+
+
+def histories(experiment: Experiment) -> dict[str, list[dict]]:
+    """Per stage, the histories over :func:`trained_seeds` (in seed order, so that the i-th of every stage
+    share a seed and the verdicts can pair them)."""
+    s = experiment.sparsities[0]
+    seeds = trained_seeds(experiment)
+    return {st: [experiment.history(st, 0.0 if st == "Sol-D" else s, seed) for seed in seeds] for st in STAGES}
 
 
 def trace_matrix(hs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -78,80 +91,155 @@ def trace_matrix(hs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 CLAIM_A = ("Sol-S memorizes the noisy samples less than Sol-F and Sol-D, and later "
            "(sparse scratch is weaker at memorization).")
 CLAIM_B = "Under label noise Sol-S tests better than Sol-D and Sol-F (benign obliviscence)."
-CLAIM_C = ("Tr(F) is higher on the noisy samples than on the clean ones, and it falls as they get memorized; "
-           "where they are not memorized it hardly falls.")
+CLAIM_C = ("Tr(F) is higher on the noisy samples than on the clean ones, and Sol-S has the higher Tr(F); it falls "
+           "as the noisy samples get memorized, and where they are not memorized it hardly falls.")
 
 
-def memorization_verdict(hs: dict[str, list[dict]], *, threshold: float = 0.5, scale: str = "") -> Verdict:
-    """P-F4 (a): Sol-S's memorized share at the end is clearly below Sol-F's and Sol-D's (by more
-    than two standard errors over seeds), and it reaches ``threshold`` later than both (a seed that
-    never does counts as latest)."""
+def _combine(outcomes) -> str:
+    """One claim part from its tests: holds when all hold, fails when one fails, else undecided."""
+    outcomes = list(outcomes)
+    if outcomes and all(o == "holds" for o in outcomes):
+        return "holds"
+    return "fails" if "fails" in outcomes else "undecided"
+
+
+def _detectable(iv: Interval) -> float:
+    """The smallest effect the seeds behind the t-interval ``iv`` detect (80% power), from the spread the
+    interval implies (its half-width is t · sd / sqrt(n))."""
+    if iv.n < 2 or not math.isfinite(iv.half_width):
+        return math.inf
+    sd = iv.half_width * math.sqrt(iv.n) / stats.t_quantile(0.5 + stats.LEVEL / 2, iv.df)
+    return stats.detectable_effect(sd, iv.n, paired=True)
+
+
+def _seeds(hs: dict[str, list[dict]]) -> tuple[int, ...]:
+    """The seeds behind a paired comparison: one per history of the stage with the fewest (runs of one seed
+    share their Sol-D); the histories carry no seed, so they are counted."""
+    return tuple(range(min(len(v) for v in hs.values()))) if hs else ()
+
+
+def _paired(hs, value, a: str, b: str) -> Interval:
+    """``value(a) - value(b)`` over the seeds, paired (Sol-F and Sol-S of one seed come from its Sol-D)."""
+    n = min(len(hs[a]), len(hs[b]))
+    return stats.paired_difference([value(h) for h in hs[a][:n]], [value(h) for h in hs[b][:n]])
+
+
+def memorization_verdict(hs: dict[str, list[dict]], *, threshold: float = 0.5, scale: str = "",
+                         seeds: Sequence[int] | None = None) -> Verdict:
+    """P-F4 (a), paired by seed with 95% t-intervals: (1) Sol-S's memorized share at the last epoch is clearly
+    below Sol-F's and Sol-D's; (2) it first reaches ``threshold`` clearly later than both. A seed that never
+    reaches it counts as reaching it one epoch after the last (a lower bound on how late it is)."""
     table = memorization_table(hs, threshold=threshold)
-    end = {st: [memorized_share(h) for h in hs[st]] for st in STAGES}
-    first = {st: [first_epoch_reaching(h, "accuracy:permuted", threshold) for h in hs[st]] for st in STAGES}
+    last = max(len(h["test_acc"]) for st in STAGES for h in hs[st])
 
-    def when(st):  # mean epoch over seeds; a seed that never reaches it counts as infinitely late
-        vals = first[st]
-        return np.inf if any(v is None for v in vals) else float(np.mean(vals))
+    def first(h):
+        e = first_epoch_reaching(h, "accuracy:permuted", threshold)
+        return float(last + 1) if e is None else e
 
-    less = clearly_above(end["Sol-F"], end["Sol-S"]) and clearly_above(end["Sol-D"], end["Sol-S"])
-    later = when("Sol-S") > when("Sol-F") and when("Sol-S") > when("Sol-D")
-    fmt = lambda st: "never" if when(st) == np.inf else f"epoch {when(st):.1f}"  # noqa: E731
+    less = {o: _paired(hs, memorized_share, o, "Sol-S") for o in ("Sol-F", "Sol-D")}
+    later = {o: _paired(hs, first, "Sol-S", o) for o in ("Sol-F", "Sol-D")}
+    never = {st: sum(first_epoch_reaching(h, "accuracy:permuted", threshold) is None for h in hs[st]) for st in STAGES}
+    evidence = [Evidence(f"memorized share at the last epoch, {o} − Sol-S", iv, ".1%",
+                         paper="Sol-S lowest (Fig. 4, no number)", outcome=iv.test(+1)) for o, iv in less.items()]
+    evidence += [Evidence(f"first epoch with {threshold:.0%} memorized, Sol-S − {o}", iv, ".1f",
+                          paper="Sol-S much later (Fig. 4, no number)", outcome=iv.test(+1)) for o, iv in later.items()]
+    parts = [_combine(iv.test(+1) for iv in less.values()), _combine(iv.test(+1) for iv in later.values())]
+    key = less["Sol-F"]
     reasons = [
         "Share of the noisy samples memorized (predicted as their noisy label) at the last epoch, seed mean ± std: "
         + ", ".join(f"{st} {table.loc[st, 'memorized_end_mean']:.1%} ± {table.loc[st, 'memorized_end_std']:.1%}"
                     for st in STAGES) + ".",
-        f"First reaching {threshold:.0%} memorized (seed mean; 'never' if a seed never does): "
-        + ", ".join(f"{st} {fmt(st)}" for st in STAGES) + ".",
-        f"Sol-S memorizes clearly less than both (gap > 2 standard errors): {'yes' if less else 'no'}; "
-        f"later than both: {'yes' if later else 'no'}.",
+        f"Seeds that never reach {threshold:.0%} memorized (counted as epoch {last + 1}): "
+        + ", ".join(f"{st} {never[st]} of {len(hs[st])}" for st in STAGES) + ".",
+        f"With {key.n} seeds the smallest difference in memorized share these seeds detect is "
+        f"{_detectable(key):.1%} (80% power).",
     ]
-    return Verdict("P-F4", CLAIM_A, _status([less, later]), tuple(reasons), scale, part="a")
+    finding = (f"Sol-S memorizes {key.format('.1%')} less of the noisy samples than Sol-F at the last epoch "
+               f"(95% CI, {key.n} seeds), and reaches {threshold:.0%} memorized "
+               f"{later['Sol-F'].format('.1f')} epochs later.")
+    return Verdict("P-F4", CLAIM_A, status_of(parts), tuple(reasons), scale, part="a", finding=finding,
+                   evidence=tuple(evidence), seeds=tuple(seeds) if seeds is not None else _seeds(hs))
 
 
-def robustness_verdict(hs: dict[str, list[dict]], *, scale: str = "") -> Verdict:
-    """P-F4 (b): Sol-S's last-epoch test accuracy is clearly above Sol-D's, and clearly above Sol-F's
-    (each by more than two standard errors over seeds). The best-epoch accuracies are reported beside."""
+def robustness_verdict(hs: dict[str, list[dict]], *, scale: str = "", seeds: Sequence[int] | None = None) -> Verdict:
+    """P-F4 (b), the headline of benign obliviscence: Sol-S's last-epoch test accuracy minus Sol-D's, and minus
+    Sol-F's, paired by seed; each part holds when its 95% interval lies above zero. The best-epoch accuracies
+    (selected on the test set, as the paper reports) are shown beside, not judged."""
     table = memorization_table(hs)
-    final = {st: [h["test_acc"][-1] for h in hs[st]] for st in STAGES}
-    above = {other: clearly_above(final["Sol-S"], final[other]) for other in ("Sol-D", "Sol-F")}
+    final = lambda h: h["test_acc"][-1]  # noqa: E731
+    best = lambda h: max(h["test_acc"])  # noqa: E731
+    above = {o: _paired(hs, final, "Sol-S", o) for o in ("Sol-D", "Sol-F")}
+    paper = {"Sol-D": "about +12% (Sec. 3.2)", "Sol-F": "about +10% (Sec. 3.2)"}
+    evidence = [Evidence(f"test accuracy at the last epoch, Sol-S − {o}", iv, ".2%", paper=paper[o],
+                         outcome=iv.test(+1)) for o, iv in above.items()]
+    evidence += [Evidence(f"best test accuracy over the epochs, Sol-S − {o}", _paired(hs, best, "Sol-S", o), ".2%",
+                          paper=paper[o]) for o in ("Sol-D", "Sol-F")]
+    key = above["Sol-D"]
     reasons = [
         "Test accuracy at the last epoch, seed mean ± std: "
         + ", ".join(f"{st} {table.loc[st, 'test_acc_final_mean']:.2%} ± {table.loc[st, 'test_acc_final_std']:.2%}"
                     for st in STAGES) + ".",
-        "Best test accuracy over the epochs (selected on the test set, as the paper reports), seed mean: "
-        + ", ".join(f"{st} {table.loc[st, 'test_acc_best_mean']:.2%}" for st in STAGES) + ".",
-        "Sol-S clearly above (gap > 2 standard errors at the last epoch): "
-        + ", ".join(f"{other} {'yes' if ok else 'no'}" for other, ok in above.items())
-        + ". (The paper: about 12 points above Sol-D and 10 above Sol-F.)",
+        f"With {key.n} seeds the smallest test-accuracy gap these seeds detect is {_detectable(key):.2%} "
+        f"against Sol-D and {_detectable(above['Sol-F']):.2%} against Sol-F (80% power).",
     ]
-    return Verdict("P-F4", CLAIM_B, _status(list(above.values())), tuple(reasons), scale, part="b")
+    finding = (f"At the last epoch Sol-S tests {key.format('.2%')} above Sol-D and "
+               f"{above['Sol-F'].format('.2%')} above Sol-F (95% CI, {key.n} seeds).")
+    return Verdict("P-F4", CLAIM_B, status_of([iv.test(+1) for iv in above.values()]), tuple(reasons), scale,
+                   part="b", finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(seeds) if seeds is not None else _seeds(hs))
+
+
+def _log_fisher(h: dict, key: str) -> np.ndarray:
+    v = np.asarray(h["trace"][key]["value"], dtype=float)
+    return np.log10(np.maximum(v, 1e-12))
 
 
 def fisher_noise_verdict(hs: dict[str, list[dict]], *, memorized: float = 0.5, drop_threshold: float = 0.3,
-                         scale: str = "") -> Verdict:
-    """P-F5: (1) for every solution, the seed-mean Tr(F) on the noisy samples exceeds that on the clean
-    samples at three quarters of the measurements or more; (2) for every solution, Tr(F) on the noisy
-    samples ends more than ``drop_threshold`` below its peak exactly when the solution memorized at
-    least ``memorized`` of the noisy samples by the end."""
-    higher, consistent, reasons = {}, {}, []
-    for st in STAGES:
-        _, noisy = trace_matrix(hs[st], "fisher_trace:permuted")
-        _, clean = trace_matrix(hs[st], "fisher_trace:unpermuted")
-        noisy, clean = noisy.mean(0), clean.mean(0)
-        higher[st] = float((noisy > clean).mean())
-        peak = int(np.argmax(noisy))
-        drop = 1.0 - noisy[-1] / noisy[peak] if noisy[peak] > 0 else 0.0
-        share = float(np.mean([memorized_share(h) for h in hs[st]]))
-        consistent[st] = (drop > drop_threshold) == (share >= memorized)
-        reasons.append(f"{st}: Tr(F) noisy > clean at {higher[st]:.0%} of the measurements; on the noisy samples "
-                       f"it peaks at {noisy[peak]:.3g} and ends {drop:.0%} below; {share:.0%} of them memorized "
-                       f"at the end ({'as claimed' if consistent[st] else 'not as claimed'}).")
-    part1 = all(v >= 0.75 for v in higher.values())
-    part2 = all(consistent.values())
-    reasons.append(f"Higher on noisy samples for every solution: {'yes' if part1 else 'no'}; falls where (and only "
-                   f"where) they get memorized: {'yes' if part2 else 'no'}.")
-    return Verdict("P-F5", CLAIM_C, _status([part1, part2]), tuple(reasons), scale)
+                         scale: str = "", seeds: Sequence[int] | None = None) -> Verdict:
+    """P-F5, three parts, each over seeds with 95% t-intervals:
+
+    1. Tr(F) is higher on the noisy samples than on the clean ones: per run, the mean over the measurements
+       after the initialisation of log10(noisy / clean), clearly above zero for every solution;
+    2. Sol-S has the higher Tr(F) (Fig. 5's text): log10 of its last Tr(F) on the noisy samples minus Sol-F's
+       and minus Sol-D's, paired by seed, clearly above zero;
+    3. it falls as the noisy samples get memorized and hardly falls where they are not: per run, the drop
+       1 - last/peak of Tr(F) on the noisy samples, clearly above ``drop_threshold`` for a solution that
+       memorized at least ``memorized`` of them by the end (seed mean), clearly below it for one that did not.
+    """
+    def noisy_over_clean(h):
+        return float(np.mean((_log_fisher(h, "fisher_trace:permuted") - _log_fisher(h, "fisher_trace:unpermuted"))[1:]))
+
+    def last_noisy(h):
+        return float(_log_fisher(h, "fisher_trace:permuted")[-1])
+
+    def drop(h):
+        v = np.asarray(h["trace"]["fisher_trace:permuted"]["value"], dtype=float)
+        return 1.0 - v[-1] / v.max() if v.max() > 0 else 0.0
+
+    higher = {st: stats.mean_interval([noisy_over_clean(h) for h in hs[st]]) for st in STAGES}
+    s_higher = {o: _paired(hs, last_noisy, "Sol-S", o) for o in ("Sol-F", "Sol-D")}
+    share = {st: float(np.mean([memorized_share(h) for h in hs[st]])) for st in STAGES}
+    drops = {st: stats.mean_interval([drop(h) - drop_threshold for h in hs[st]]) for st in STAGES}
+    falls = {st: drops[st].test(+1 if share[st] >= memorized else -1) for st in STAGES}
+    evidence = [Evidence(f"log10 Tr(F) on the noisy samples at the end, Sol-S − {o}", iv, ".2f",
+                         paper="Sol-S higher (Fig. 5, no number)", outcome=iv.test(+1)) for o, iv in s_higher.items()]
+    evidence += [Evidence(f"log10 Tr(F) noisy / clean samples, mean over training, {st}", iv, ".2f",
+                          paper="higher on noisy (Fig. 5, no number)", outcome=iv.test(+1)) for st, iv in higher.items()]
+    evidence += [Evidence(f"drop 1 − last/peak of Tr(F) on the noisy samples minus {drop_threshold:g}, {st} "
+                          f"({share[st]:.0%} memorized: {'falls' if share[st] >= memorized else 'hardly falls'} "
+                          f"claimed)", drops[st], ".2f", outcome=falls[st]) for st in STAGES]
+    parts = [_combine(iv.test(+1) for iv in higher.values()), _combine(iv.test(+1) for iv in s_higher.values()),
+             _combine(falls.values())]
+    key = s_higher["Sol-F"]
+    reasons = [f"Tr(F) higher on the noisy samples for every solution: {parts[0]}; Sol-S the highest at the end: "
+               f"{parts[1]}; falls where (and only where) the noisy samples get memorized: {parts[2]}.",
+               f"With {key.n} seeds the smallest log10 difference these seeds detect on the key effect is "
+               f"{_detectable(key):.2f} (80% power)."]
+    finding = (f"At the end Sol-S's Tr(F) on the noisy samples is {10 ** key.estimate:.2g}× Sol-F's (log10 "
+               f"{key.format('.2f')}, {key.n} seeds), and Tr(F) is higher on noisy than clean samples for "
+               f"{sum(iv.sign > 0 for iv in higher.values())} of 3 solutions.")
+    return Verdict("P-F5", CLAIM_C, status_of(parts), tuple(reasons), scale, finding=finding,
+                   evidence=tuple(evidence), seeds=tuple(seeds) if seeds is not None else _seeds(hs))
 
 
 def planned_runs(p: dict) -> list:

@@ -26,8 +26,10 @@ import pandas as pd
 
 from .. import params as P
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .. import stats
 from ..runs import Run, RunStore, load_data, run_all
-from ..verdict import Verdict
+from ..stats import Interval
+from ..verdict import Evidence, Verdict, remedy_status
 from .procedure import describe_scale, measurement_data, two_regime_configs
 from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS, classify_regimes
 
@@ -276,40 +278,18 @@ def histories(runs: dict[tuple, Run], picked: dict[str, float]) -> dict[tuple[st
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     order = {v: i for i, v in enumerate(("Sol-S", *REMEDIES, "Sol-F"))}
-    g = table.groupby(["regime", "sparsity", "variant"])[["train_acc", "test_acc", "fisher_trace"]]
-    out = g.mean().join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds")).reset_index()
+    out = stats.seed_summary(table, ["regime", "sparsity", "variant"], ["train_acc", "test_acc", "fisher_trace"])
     return out.sort_values(["sparsity", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c
                            ).reset_index(drop=True)
 
 
-def fieller(d: np.ndarray, g: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """The ``level`` confidence interval of the ratio mean(d) / mean(g) from paired samples (Fieller's
-    method, with the t quantile of n - 1 degrees of freedom): the values θ whose paired differences
-    d - θ g a t-test does not reject. (-inf, inf) when mean(g) itself is not clearly away from 0."""
-    from scipy import stats
-    d, g = np.asarray(d, float), np.asarray(g, float)
-    n = len(d)
-    if n < 2:
-        return (-math.inf, math.inf)
-    t2 = stats.t.ppf(0.5 + level / 2, n - 1) ** 2 / n
-    md, mg = d.mean(), g.mean()
-    vdd, vgg, vdg = np.var(d, ddof=1), np.var(g, ddof=1), np.cov(d, g, ddof=1)[0, 1]
-    # (md - θ mg)^2 <= t2 (vdd - 2θ vdg + θ^2 vgg)  <=>  a θ^2 + b θ + c <= 0
-    a, b, c = mg * mg - t2 * vgg, -2 * (md * mg - t2 * vdg), md * md - t2 * vdd
-    if a <= 0:
-        return (-math.inf, math.inf)
-    disc = b * b - 4 * a * c
-    if disc < 0:
-        return (-math.inf, math.inf)
-    r = math.sqrt(disc)
-    return ((-b - r) / (2 * a), (-b + r) / (2 * a))
-
-
 def gap_closed(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per regime, remedy and metric, over the seeds (paired by seed): the mean gain over plain Sol-S with its
-    paired-t interval and p-value, the gap Sol-F - Sol-S, and the share of it the remedy closes,
-    mean(gain) / mean(gap), with Fieller's interval. Seeds where any of the three diverged are left out."""
-    from scipy import stats
+    paired-t interval (:func:`sparsegap.stats.paired_difference`) and p-value, the gap Sol-F - Sol-S, the share
+    of it the remedy closes, mean(gain) / mean(gap), with Fieller's interval (:func:`sparsegap.stats.ratio_interval`),
+    and the remedy's gain over the random schedule of the same subset sizes (``over_random``, paired; NaN where
+    there is none). Seeds where any of the compared runs diverged are left out."""
+    from scipy import stats as st
     rows = []
     for (regime, s), part in table.groupby(["regime", "sparsity"]):
         wide = {m: part.pivot(index="seed", columns="variant", values=m) for m in ("train_acc", "test_acc")}
@@ -318,21 +298,27 @@ def gap_closed(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                 if remedy not in w:
                     continue
                 both = w[["Sol-S", "Sol-F", remedy]].dropna()
-                gain = (both[remedy] - both["Sol-S"]).to_numpy()
-                gap = (both["Sol-F"] - both["Sol-S"]).to_numpy()
-                n = len(gain)
-                if n >= 2:
-                    half = stats.t.ppf(0.5 + level / 2, n - 1) * gain.std(ddof=1) / math.sqrt(n)
-                    p_value = float(stats.ttest_rel(both[remedy], both["Sol-S"]).pvalue) if gain.std() > 0 else math.nan
+                n = len(both)
+                row = {"regime": regime, "sparsity": s, "remedy": remedy, "metric": metric, "seeds": n}
+                if n:
+                    gain = stats.paired_difference(both[remedy], both["Sol-S"], level)
+                    share = stats.ratio_interval(both[remedy] - both["Sol-S"], both["Sol-F"] - both["Sol-S"], level)
+                    gap = float((both["Sol-F"] - both["Sol-S"]).mean())
+                    varies = n >= 2 and float(np.ptp(both[remedy] - both["Sol-S"])) > 0
+                    row |= {"gain": gain.estimate, "gain_lo": gain.lo, "gain_hi": gain.hi,
+                            "p_value": float(st.ttest_rel(both[remedy], both["Sol-S"]).pvalue) if varies else math.nan,
+                            "gap": gap, "share": share.estimate if gap != 0 else math.nan,
+                            "share_lo": share.lo, "share_hi": share.hi}
                 else:
-                    half, p_value = math.inf, math.nan
-                lo, hi = fieller(gain, gap, level)
-                rows.append({"regime": regime, "sparsity": s, "remedy": remedy, "metric": metric, "seeds": n,
-                             "gain": gain.mean() if n else math.nan, "gain_lo": gain.mean() - half,
-                             "gain_hi": gain.mean() + half, "p_value": p_value,
-                             "gap": gap.mean() if n else math.nan,
-                             "share": gain.mean() / gap.mean() if n and gap.mean() != 0 else math.nan,
-                             "share_lo": lo, "share_hi": hi})
+                    row |= {"gain": math.nan, "gain_lo": -math.inf, "gain_hi": math.inf, "p_value": math.nan,
+                            "gap": math.nan, "share": math.nan, "share_lo": -math.inf, "share_hi": math.inf}
+                row |= {"over_random": math.nan, "over_random_lo": -math.inf, "over_random_hi": math.inf}
+                if remedy != RANDOM and RANDOM in w:
+                    pair = w[[remedy, RANDOM]].dropna()
+                    if len(pair):
+                        iv = stats.paired_difference(pair[remedy], pair[RANDOM], level)
+                        row |= {"over_random": iv.estimate, "over_random_lo": iv.lo, "over_random_hi": iv.hi}
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -356,26 +342,76 @@ def costs(selection: dict[tuple, Run], chosen: dict) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------ verdicts
 
-def _judge(gaps: pd.DataFrame, remedy: str, picked: dict[str, float]) -> tuple[list[bool], list[str]]:
-    closes, reasons = [], []
+# A remedy has "no effect" when its 95% interval excludes every gain or loss this large (accuracy, a fraction).
+# Chosen before any result: one accuracy point is the smallest change a reader would adopt a remedy for at this
+# scale, and about the seed-to-seed scatter of these networks' accuracies.
+REMEDY_MARGIN = 0.01
+
+
+def _paired_interval(r, column: str) -> Interval:
+    """The paired-t interval stored in a row of :func:`gap_closed` as ``<column>``, ``_lo`` and ``_hi``."""
+    return Interval(float(r[column]), float(r[f"{column}_lo"]), float(r[f"{column}_hi"]), int(r.seeds),
+                    float(max(int(r.seeds) - 1, 0)), "paired t")
+
+
+def _detectable(iv: Interval) -> float:
+    """The smallest effect the seeds behind the t-interval ``iv`` detect (80% power), from the spread the
+    interval implies (its half-width is t · sd / sqrt(n))."""
+    if iv.n < 2 or not math.isfinite(iv.half_width):
+        return math.inf
+    sd = iv.half_width * math.sqrt(iv.n) / stats.t_quantile(0.5 + stats.LEVEL / 2, iv.df)
+    return stats.detectable_effect(sd, iv.n, paired=True)
+
+
+def _judge(gaps: pd.DataFrame, remedy: str, picked: dict[str, float], margin: float):
+    """Per regime, on the metric of that regime's gap: the remedy's status from its gain over plain Sol-S
+    (:func:`sparsegap.verdict.remedy_status`), the evidence and the reasons."""
+    statuses, evidence, reasons = {}, [], []
     for regime, s in picked.items():
         metric = REGIME_METRIC[regime]
         r = gaps[(gaps.regime == regime) & (gaps.remedy == remedy) & (gaps.metric == metric)]
-        if not len(r):
+        if not len(r) or not r.iloc[0].seeds:
             reasons.append(f"{regime} regime (s={s:g}): no run of {remedy} finished.")
-            closes.append(False)
+            statuses[regime] = "inconclusive"
             continue
         r = r.iloc[0]
-        clear = bool(r.gain_lo > 0)
-        closes.append(clear)
-        verdict = "" if clear else "; clearly below zero (it hurts)" if r.gain_hi < 0 else "; not clearly above zero"
-        share = (f"{r.share:.0%} of the gap" if math.isfinite(r.share) else "an undefined share of the gap")
-        interval = (f"[{r.share_lo:.0%}, {r.share_hi:.0%}]" if math.isfinite(r.share_lo) else "unbounded")
-        reasons.append(f"{regime} regime (s={s:g}, {metric.replace('_', ' ')}): {remedy} changes Sol-S by "
-                       f"{r.gain * 100:+.2f} pts (95% CI {r.gain_lo * 100:+.2f} to {r.gain_hi * 100:+.2f}, paired over "
-                       f"{r.seeds} seeds) against a gap of {r.gap * 100:.2f} pts: {share}, 95% CI {interval}"
-                       f"{verdict}.")
-    return closes, reasons
+        gain = _paired_interval(r, "gain")
+        statuses[regime] = remedy_status(gain, margin)
+        where = f"{regime} regime, s = {s:g}, {metric.replace('_', ' ')}"
+        evidence.append(Evidence(f"{remedy} − plain Sol-S, {where}", gain, ".2%", outcome=gain.test(+1)))
+        share = Interval(float(r.share), float(r.share_lo), float(r.share_hi), int(r.seeds),
+                         float(max(int(r.seeds) - 1, 0)), "fieller")
+        evidence.append(Evidence(f"share of the gap Sol-F − Sol-S ({r.gap:.2%}) that {remedy} closes, {where}",
+                                 share, ".0%"))
+        reasons.append(f"{regime} regime (s={s:g}): {statuses[regime]}; with {gain.n} seeds the smallest gain "
+                       f"these seeds detect is {_detectable(gain):.2%} (80% power).")
+    return statuses, evidence, reasons
+
+
+def _overall(statuses: dict[str, str]) -> str:
+    """One status over the regimes: helps (hurts) when it helps (hurts) in one and hurts (helps) in none, no
+    effect when it has none in every regime, inconclusive otherwise."""
+    v = list(statuses.values())
+    if "tested: helps" in v and "tested: hurts" not in v:
+        return "tested: helps"
+    if "tested: hurts" in v and "tested: helps" not in v:
+        return "tested: hurts"
+    if v and all(x == "tested: no effect" for x in v):
+        return "tested: no effect"
+    return "inconclusive"
+
+
+def _finding(remedy: str, statuses: dict[str, str], evidence: list, picked: dict[str, float]) -> str:
+    parts = []
+    for regime, s in picked.items():
+        e = next((e for e in evidence if e.name.startswith(f"{remedy} − plain Sol-S, {regime}")), None)
+        if e is not None:
+            parts.append(f"{e.effect.format('+.2%')} in the {regime} regime (s = {s:g}; "
+                         f"{statuses[regime].removeprefix('tested: ')})")
+    if not parts:
+        return f"No run of {remedy} finished."
+    return (f"{remedy} changes Sol-S's accuracy by " + " and by ".join(parts)
+            + ", paired over seeds with 95% intervals.")
 
 
 def _chosen_lines(chosen: dict, remedy: str) -> list[str]:
@@ -383,44 +419,51 @@ def _chosen_lines(chosen: dict, remedy: str) -> list[str]:
             for (r, s), best in chosen.items() if r == remedy]
 
 
-def _status(closes: list[bool]) -> str:
-    return "reproduced" if closes and all(closes) else "partly" if any(closes) else "not reproduced"
-
-
 def verdict_regularizer(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
-                        scale: str = "") -> Verdict:
-    """P-S4 (i). Reproduced: negative Fisher regularization raises Sol-S clearly (the 95% paired interval of
-    the gain above 0) on the metric of each regime's gap, in both regimes; partly: in one; else not reproduced."""
-    closes, reasons = _judge(gaps, NFR, picked)
+                        scale: str = "", margin: float = REMEDY_MARGIN, seeds=()) -> Verdict:
+    """P-S4 (i), a proposal of the paper, not a claim: per regime, the 95% paired interval of negative Fisher
+    regularization's gain over plain Sol-S, on the metric of that regime's gap, says *helps* (above zero),
+    *hurts* (below), *no effect* (inside ±``margin``) or *inconclusive*; over the two regimes, :func:`_overall`."""
+    statuses, evidence, reasons = _judge(gaps, NFR, picked, margin)
     reasons += _chosen_lines(chosen, NFR)
     c = cost[cost.remedy == NFR]
     if len(c):
         epoch = (f"; a penalized epoch {c.penalized_epoch_cost.mean():.2f}x a plain one"
                  if "penalized_epoch_cost" in c and c.penalized_epoch_cost.notna().any() else "")
         reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run{epoch}.")
-    return Verdict("P-S4", CLAIM_NFR, _status(closes), tuple(reasons), scale, part="i")
+    reasons.append(f"No effect: the interval lies within ±{margin * 100:g} points (a margin chosen before the results).")
+    return Verdict("P-S4", CLAIM_NFR, _overall(statuses), tuple(reasons), scale, part="i",
+                   finding=_finding(NFR, statuses, evidence, picked), evidence=tuple(evidence), seeds=tuple(seeds))
 
 
 def verdict_schedule(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
-                     scale: str = "") -> Verdict:
-    """P-S4 (ii). As (i) for the Fisher schedule, and it must also beat the random schedule of the same sizes
-    (by the mean gain) to count in a regime: otherwise fewer samples early, not the Fisher ranking, did it."""
-    closes, reasons = _judge(gaps, FISHER, picked)
-    for i, (regime, s) in enumerate(picked.items()):
+                     scale: str = "", margin: float = REMEDY_MARGIN, seeds=()) -> Verdict:
+    """P-S4 (ii). As (i) for the Fisher schedule; where it helps, it must also clearly beat the random schedule of
+    the same sizes (paired: ``over_random`` of :func:`gap_closed`), else fewer samples early, not the Fisher
+    ranking, may have done it, and that regime is *inconclusive*."""
+    statuses, evidence, reasons = _judge(gaps, FISHER, picked, margin)
+    for regime, s in picked.items():
         metric = REGIME_METRIC[regime]
         sel = gaps[(gaps.regime == regime) & (gaps.metric == metric)].set_index("remedy")
         if FISHER in sel.index and RANDOM in sel.index:
-            beats = bool(sel.gain[FISHER] > sel.gain[RANDOM])
-            reasons.append(f"{regime} regime: the random schedule of the same sizes changes Sol-S by "
-                           f"{sel.gain[RANDOM] * 100:+.2f} pts, the hard + disagree baseline by "
-                           f"{sel.gain.get(DISAGREE, math.nan) * 100:+.2f} pts; the Fisher ranking "
-                           f"{'does' if beats else 'does not do'} better than random.")
-            closes[i] = closes[i] and beats
+            over = _paired_interval(sel.loc[FISHER], "over_random")
+            evidence.append(Evidence(f"{FISHER} − {RANDOM} of the same sizes, {regime} regime, s = {s:g}, "
+                                     f"{metric.replace('_', ' ')}", over, ".2%", outcome=over.test(+1)))
+            reasons.append(f"{regime} regime: the random schedule changes Sol-S by {sel.gain[RANDOM] * 100:+.2f} pts, "
+                           f"the hard + disagree baseline by {sel.gain.get(DISAGREE, math.nan) * 100:+.2f} pts; the "
+                           f"Fisher ranking {'does' if over.lo > 0 else 'does not do'} clearly better than random.")
+            if statuses.get(regime) == "tested: helps" and not over.lo > 0:
+                statuses[regime] = "inconclusive"
+        elif statuses.get(regime) == "tested: helps":
+            statuses[regime] = "inconclusive"
+            reasons.append(f"{regime} regime: no random schedule to tell the Fisher ranking from fewer samples early.")
     reasons += _chosen_lines(chosen, FISHER)
     c = cost[cost.remedy == FISHER]
     if len(c):
         reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run (ranking included).")
-    return Verdict("P-S4", CLAIM_SCHEDULE, _status(closes), tuple(reasons), scale, part="ii")
+    reasons.append(f"No effect: the interval lies within ±{margin * 100:g} points (a margin chosen before the results).")
+    return Verdict("P-S4", CLAIM_SCHEDULE, _overall(statuses), tuple(reasons), scale, part="ii",
+                   finding=_finding(FISHER, statuses, evidence, picked), evidence=tuple(evidence), seeds=tuple(seeds))
 
 
 def scale_of(p: dict) -> str:
