@@ -249,6 +249,7 @@ EXTREME_NOISE = 0.8
 
 def paired(a: pd.Series, b: pd.Series) -> Interval | None:
     """mean(a - b) over the seeds both have (Series indexed by seed) with its paired t-interval; None if none."""
+    a, b = (x.replace([np.inf, -np.inf], np.nan).dropna() for x in (a, b))   # diverged or undefined
     seeds = a.index.intersection(b.index)
     if len(seeds) == 0:
         return None

@@ -250,8 +250,8 @@ def redense_verdict(table: pd.DataFrame, keys: dict, *, scale: str = "") -> Verd
     if under is not None and not table.loc[table["round"] == under, "redense_test_acc"].isna().all():
         evidence.append(Evidence("test accuracy, sparse − re-dense, at the underfitting round", paired(
             col(under, "sparse_test_acc"), col(under, "redense_test_acc")), "+.1%"))
-    finding = (f"At the sweet spot ({s:.2%}) the re-dense solution tests {worse.format('.1%')} below the sparse one "
-               f"and fits {memo.format('.1%')} more of the permuted (noisy) labels.")
+    finding = (f"At the sweet spot ({s:.2%}) the sparse solution tests {worse.format('+.1%')} against its re-dense one, "
+               f"which fits {memo.format('+.1%')} more of the permuted (noisy) labels.")
     reasons = (detectable_line(paired_spread(col(sweet, "sparse_test_acc"), col(sweet, "redense_test_acc")), worse.n,
                                "test-accuracy gap"),)
     return Verdict("D-F4", CLAIM_REDENSE, _status([worse.test(+1), memo.test(+1)]), reasons, scale, finding=finding,
