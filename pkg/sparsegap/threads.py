@@ -33,6 +33,14 @@ LeNet-300-100 x34 batched         1.2G   (epoch)    1.71x
 So one thread is never far from the best and two can be 3-7x worse; two threads are kept for
 steps of at least 50M MACs, where they are measured to gain 1.7-1.85x.
 
+A thread count can change the order in which a product or a reduction sums, hence a run's bits, so
+two places fix it whatever the parallelism (issue 22, deterministic builds): the run store trains
+every run of the batched trainer at one thread (a member's count then never depends on how many
+members its batch has: :func:`sparsegap.runs.batch_eligible`), and the book build gives every kernel,
+and the workers an executor starts from it, one thread (``$SPARSEGAP_THREADS=1``) at any ``-j``; so the
+stacked LeNet-300-100s, which a one-kernel build used to give both cores, now train at one thread
+there too (``tests/bench/bench_batched.py`` prints what that costs).
+
 :func:`use_threads` sets the count for a block and restores it; :func:`thread_env` gives the
 environment variables that fix it in a child process (a notebook kernel, a pool worker) before
 torch is imported there; :func:`check_workers` refuses 0 workers, or more workers than cores

@@ -12,6 +12,10 @@
 3. The thread policy: one training step at 1 and at 2 torch threads for the 12-bit MLP (batch 12),
    LeNet-300-100 (batch 128) and LeNet-5 (batch 128), with ``threads_for``'s choice. Two threads
    only help when the second core is free: the load average printed says whether it was.
+4. What deterministic builds cost (issue 22): a batch of LeNet-300-100s at 1 thread (what every build
+   now uses) against 2 threads (what a -j1 build used to give a large batch); one run alone through the
+   batched trainer (as every batch-eligible run left alone now trains) against ``train()``; and the
+   per-epoch evaluation member by member (now) against one product broadcast over the stack (before).
 
 Times are wall-clock of whole calls (training loop plus per-epoch evaluation), with one torch
 thread unless said otherwise; each side is timed twice, interleaved, and the faster kept, because
@@ -164,6 +168,81 @@ def bench_threads(reps: int = 4) -> None:
               f"{best[1] / best[2]:6.2f}x  {threads_for(1, macs=macs)}")
 
 
+def _broadcast_evaluation(P, ops, x, chunk: int):
+    """The evaluation before issue 22: every member's logits from one product broadcast over the stack."""
+    out = []
+    for i in range(0, len(x), chunk):
+        h, shared = x[i: i + chunk], True
+        for op in ops:
+            if op[0] == "flatten":
+                h = h.flatten(1) if shared else h.flatten(2)
+            elif op[0] == "relu":
+                h = torch.relu(h)
+            else:
+                W, b = P[op[1]], (P[op[2]] if op[2] is not None else None)
+                h = torch.matmul(h, W.transpose(1, 2))
+                h = h if b is None else h + b.unsqueeze(1)
+                shared = False
+        out.append(h)
+    return torch.cat(out, dim=1)
+
+
+def bench_determinism(n_members: int, reps: int = 2) -> None:
+    from sparsegap.batched import _BmmEngine, _activation_size, _Stack
+    try:
+        data = load_data(DataConfig("fashion-mnist", train_size=4000))
+    except Exception:
+        data = load_data(DataConfig("mnist-5k"))
+    shape = tuple(data.x_train.shape[1:])
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=0.05, momentum=0.9, weight_decay=2e-4)
+    args = sweep(lambda seed: build_model("lenet300-100", num_classes=10, input_shape=shape, seed=seed), data, cfg,
+                 n_members, (0.5, 0.8, 0.9))
+
+    def at(n, fn):
+        def timed():
+            with use_threads(n):
+                return fn()
+        return timed
+
+    print(f"4. what determinism costs (load average {os.getloadavg()[0]:.1f} before)")
+    t = best_of({"1 thread": at(1, lambda: batched(*args)), "2 threads": at(2, lambda: batched(*args))}, reps)
+    print(f"   {n_members} LeNet-300-100s batched, 1 epoch of {len(data.y_train)}: 1 thread {t['1 thread']:.2f} s, "
+          f"2 threads {t['2 threads']:.2f} s: 1 thread costs {t['1 thread'] / t['2 threads']:.2f}x "
+          f"(a -j1 build; nothing at -j2)")
+    for name, fn, d, c in (
+            ("LeNet-300-100, batch 128", lambda s: build_model("lenet300-100", num_classes=10, input_shape=shape, seed=s),
+             data, cfg),
+            ("12-bit MLP, batch 12", lambda s: build_model("mlp", num_classes=2, input_shape=(12,), hidden=HIDDEN_12BIT,
+                                                           init="kaiming", seed=s),
+             load_data(DataConfig("tishby")), TrainConfig(epochs=1, batch_size=12, lr=0.001, momentum=0.0,
+                                                          weight_decay=0.0))):
+        one = ([fn(0)], d, [c], [None], [0])
+        t = best_of({"train()": at(1, lambda: one_after_another(*one)), "batched": at(1, lambda: batched(*one))}, reps)
+        print(f"   one {name} alone, 1 epoch: train() {t['train()']:.2f} s, batched trainer {t['batched']:.2f} s: "
+              f"{t['batched'] / t['train()']:.2f}x the time")
+    models = [m for m in args[0]]
+    names = [n for n, _ in models[0].named_parameters()]
+    params_of = [dict(m.named_parameters()) for m in models]
+    engine = _BmmEngine(models[0], names)
+    stack = _Stack(list(range(len(models))), params_of, [None] * len(models), [None] * len(models), names, engine)
+    x_test = load_data(DataConfig("fashion-mnist") if data.name == "fashion-mnist" else DataConfig("mnist-5k")).x_test
+    size = _activation_size(models[0], shape)
+    chunk_old = max(1, min(1024, (1 << 22) // (len(models) * size)))
+    y = torch.zeros(len(x_test), dtype=torch.long)
+    with use_threads(1):
+        t = best_of({"broadcast": lambda: _timed(lambda: _broadcast_evaluation(stack.P, engine.ops, x_test, chunk_old)),
+                     "per member": lambda: _timed(lambda: stack.evaluate(x_test, y, torch.device("cpu"), size))}, reps)
+    print(f"   evaluation of {len(models)} members on {len(x_test)} test images: broadcast (before) "
+          f"{t['broadcast']:.2f} s, member by member (now) {t['per member']:.2f} s: "
+          f"{t['per member'] / t['broadcast']:.2f}x the time")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the 12-bit sweep")
@@ -174,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_12bit(args.epochs, args.members)
         bench_lenet300(args.lenet_members)
     bench_threads()
+    bench_determinism(args.lenet_members)
 
 
 if __name__ == "__main__":
