@@ -156,7 +156,7 @@ def fisher_trajectory_verdict(trends: pd.DataFrame, regimes: pd.DataFrame, *, dr
     for regime in ("generalization", "optimization"):
         xs = by_regime[regime]
         if not xs:
-            untestable.append(f"chapter's sweep finds no {regime} regime")
+            untestable.append(f"the sweep finds no {regime} regime")
             continue
         if trained[trained.sparsity.isin(xs)].empty:
             n_stuck = stuck[stuck.sparsity.isin(xs)].seed.nunique()
