@@ -197,3 +197,18 @@ def test_a_member_left_over_by_a_crash_between_done_markers_trains_alone_to_the_
     assert all(meta(RunStore(tmp_path / "whole"), c)["batch"] == 4 for c in cfgs)
     for run in alone:
         assert_same_run(run, whole[run.config])
+
+
+def test_training_leaves_the_callers_random_state_alone(tmp_path):
+    """What a notebook draws after run_all must not depend on whether its runs were trained here or loaded."""
+    import random
+
+    import numpy as np
+    cfgs = sweep(epochs=1)
+    runs._ELIGIBLE.clear()              # the probe of the rule is built (drawing weights) in this process too
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    run_all(cfgs + [dataclasses.replace(cfgs[0].parent, model=ModelConfig("mlp", hidden=(1000, 300)))],
+            RunStore(tmp_path), progress=False)                      # batched, alone and with train()
+    after = torch.rand(3), np.random.rand(), random.random()
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    assert torch.equal(after[0], torch.rand(3)) and after[1:] == (np.random.rand(), random.random())

@@ -685,7 +685,7 @@ def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str =
     parent = get_or_train(cfg.parent, store, device=device, progress=progress) if cfg.parent else None
     if cfg.partner is not None:
         get_or_train(cfg.partner, store, device=device, progress=progress)
-    with store.lock(cfg) as lock:
+    with store.lock(cfg) as lock, _own_random_state():
         return _train_locked(cfg, store, parent, lock, device, progress)
 
 
@@ -828,14 +828,14 @@ def _train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: Run
     data = load_data(cfg.data)
     if cfg.kind == "curve":
         from .curves import train_curve
-        with use_threads(_threads(job.model.base, cfg, data)) as threads, _own_random_state():
+        with use_threads(_threads(job.model.base, cfg, data)) as threads:
             history = train_curve(job.model, data, cfg.train, seed=cfg.seed, checkpoint=job.checkpoint,
                                   on_epoch_end=job.save_checkpoint, progress=progress)
         return _finish(job, store, history, time.time() - t0, threads)
     if batch_eligible(cfg):   # alone, but by the batched trainer: the bits it has in any batch
         return _train_jobs([job], store, device, progress)[0]
     reference = _dense_predictions(cfg, store, data) if cfg.train.data_schedule == "disagree" else None
-    with use_threads(_threads(job.model, cfg, data)) as threads, _own_random_state():
+    with use_threads(_threads(job.model, cfg, data)) as threads:
         history = train(job.model, data, cfg.train, masks=job.masks, seed=cfg.seed, device=device,
                         callbacks=job.callbacks(data), checkpoint=job.checkpoint,
                         on_epoch_end=job.save_checkpoint, progress=progress, desc=job.label, reference=reference)
@@ -858,9 +858,9 @@ def _threads(model: nn.Module, cfg: RunConfig, data) -> int:
 
 @contextlib.contextmanager
 def _own_random_state():
-    """Training seeds the global random generators (torch, numpy, random); the caller's are restored after
-    it, so that what a notebook draws after run_all does not depend on whether its runs were trained in
-    its process or by another one and loaded."""
+    """Training seeds the global random generators (torch, numpy, random), and building a model without a seed
+    draws from them; the caller's are restored after it, so that what a notebook draws after run_all does not
+    depend on whether its runs were trained in its process or by another one and loaded."""
     import random
 
     import numpy as np
@@ -1166,8 +1166,9 @@ def batch_eligible(cfg: RunConfig) -> bool:
     key = (cfg.model, cfg.data.name, cfg.train.batch_size)
     if key not in _ELIGIBLE:
         from .batched import trains_batched
-        _ELIGIBLE[key] = trains_batched(build_model_for(cfg.model, cfg.data), cfg.train.batch_size,
-                                        input_shape=tuple(load_data(cfg.data).input_shape))
+        with _own_random_state():     # the probe draws its weights from the global generator
+            _ELIGIBLE[key] = trains_batched(build_model_for(cfg.model, cfg.data), cfg.train.batch_size,
+                                            input_shape=tuple(load_data(cfg.data).input_shape))
     return _ELIGIBLE[key]
 
 
@@ -1213,17 +1214,18 @@ def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool
                for c in group if c.parent is not None}
     jobs: list[_Job] = []
     try:
-        for cfg in group:
-            lock = store.lock(cfg)
-            if not lock.try_acquire():
-                continue
-            job = _prepare(cfg, store, parents.get(cfg.parent), lock)
-            if isinstance(job, Run):
-                lock.release()
-            else:
-                jobs.append(job)
-        if jobs:
-            _train_jobs(jobs, store, device, progress)
+        with _own_random_state():
+            for cfg in group:
+                lock = store.lock(cfg)
+                if not lock.try_acquire():
+                    continue
+                job = _prepare(cfg, store, parents.get(cfg.parent), lock)
+                if isinstance(job, Run):
+                    lock.release()
+                else:
+                    jobs.append(job)
+            if jobs:
+                _train_jobs(jobs, store, device, progress)
     finally:
         for job in jobs:
             job.lock.release()
@@ -1237,7 +1239,7 @@ def _train_jobs(jobs: list[_Job], store: RunStore, device, progress: bool) -> li
     the last bits). The members are one model's (:func:`_groups`)."""
     t0 = time.time()
     datas = [load_data(j.cfg.data) for j in jobs]
-    with use_threads(1), _own_random_state():
+    with use_threads(1):
         histories = train_batched(
             [j.model for j in jobs], datas, [j.cfg.train for j in jobs], masks=[j.masks for j in jobs],
             seeds=[j.cfg.seed for j in jobs], callbacks=[j.callbacks(d) for j, d in zip(jobs, datas)],
