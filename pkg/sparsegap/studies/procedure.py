@@ -11,6 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from .. import stats
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..pruning import check_sparsity
 from ..runs import Run, RunStore, run_all
@@ -98,9 +99,9 @@ class Experiment:
 
     def summary(self) -> pd.DataFrame:
         """Mean and standard deviation over seeds, per stage and sparsity."""
-        g = self.table.groupby(["stage", "sparsity"])[list(METRICS)]
-        std = g.std(ddof=1 if self.n_seeds > 1 else 0).add_suffix("_std")
-        out = g.mean().join(std).reset_index()
+        out = stats.seed_summary(self.table, ["stage", "sparsity"], list(METRICS)).drop(columns="seeds")
+        std = [f"{m}_std" for m in METRICS]
+        out[std] = out[std].fillna(0.0)      # one seed: no spread to draw
         return out
 
     @property
