@@ -127,3 +127,30 @@ def test_seed_summary_gives_means_spreads_and_t_intervals_per_group():
     assert out.loc[0.9, "seeds"] == 3
     iv = stats.mean_interval([0.7, 0.72, 0.74])
     assert (out.loc[0.9, "acc_lo"], out.loc[0.9, "acc_hi"]) == pytest.approx((iv.lo, iv.hi))
+
+
+def test_an_interval_knows_what_its_design_detects_and_how_many_seeds_an_effect_needs():
+    rng = np.random.default_rng(1)
+    d = rng.normal(0.01, 0.02, 3)
+    iv = stats.mean_interval(d)
+    sd = float(np.std(d, ddof=1))
+    assert iv.standard_error == pytest.approx(sd / math.sqrt(3))
+    assert iv.detectable() == pytest.approx(stats.detectable_effect(sd, 3, paired=True))
+    need = iv.seeds_needed(0.01)
+    assert stats.detectable_effect(sd, need, paired=True) <= 0.01 < stats.detectable_effect(sd, need - 1, paired=True)
+    w = stats.welch_difference([1.0, 1.2, 1.1], [0.9, 1.0, 0.8])
+    assert w.detectable() > abs(w.estimate) * 0 and math.isfinite(w.detectable())
+    assert stats.mean_interval([0.3]).detectable() == math.inf and stats.mean_interval([0.3]).seeds_needed(0.1) is None
+    s = iv.shifted(0.5)
+    assert (s.lo, s.hi, s.estimate) == pytest.approx((iv.lo + 0.5, iv.hi + 0.5, iv.estimate + 0.5))
+
+
+def test_the_detectable_line_and_all_of():
+    from sparsegap.verdict import all_of, detectable_line
+    iv = stats.paired_difference([0.80, 0.83, 0.79], [0.79, 0.80, 0.80])
+    line = detectable_line("gap", iv, ".1%")
+    assert line.startswith("With 3 seeds the smallest gap these seeds detect (80% power) is ")
+    assert "seeds would decide one of the size measured" in line
+    assert "no gap can be detected" in detectable_line("gap", stats.paired_difference([0.8], [0.7]))
+    assert all_of(["holds", "holds"]) == "holds" and all_of(["holds", "undecided"]) == "undecided"
+    assert all_of(["holds", "fails"]) == "fails" and all_of([]) == "undecided"

@@ -84,6 +84,37 @@ class Interval:
             return "fails"
         return "undecided"
 
+    @property
+    def standard_error(self) -> float:
+        """The standard error behind the interval (its half-width over the t quantile); NaN for an infinite
+        interval or an exact value."""
+        if self.method == "exact" or not math.isfinite(self.half_width) or not self.df > 0:
+            return math.nan
+        return self.half_width / t_quantile(0.5 + self.level / 2, self.df)
+
+    def detectable(self, power: float = 0.8) -> float:
+        """The smallest true effect that the design behind this interval (its n and the spread it measured)
+        detects with probability ``power``: ``(t_{1-α/2} + t_{power}) · se``. Infinite when the interval is."""
+        se = self.standard_error
+        if not math.isfinite(se):
+            return math.inf
+        return (t_quantile(0.5 + self.level / 2, self.df) + t_quantile(power, self.df)) * se
+
+    def seeds_needed(self, effect: float, power: float = 0.8, most: int = 1000) -> int | None:
+        """The fewest seeds (pairs, for a paired difference; per group otherwise) that would detect an effect of
+        size ``|effect|`` at the spread this interval measured; None when unknown or beyond ``most``."""
+        se = self.standard_error
+        if not math.isfinite(se) or effect == 0 or not math.isfinite(effect):
+            return None
+        paired = self.method in ("t", "paired t")
+        sd = se * math.sqrt(self.n) / (1 if paired else math.sqrt(2))
+        return next((n for n in range(2, most + 1)
+                     if detectable_effect(sd, n, paired=paired, level=self.level, power=power) <= abs(effect)), None)
+
+    def shifted(self, by: float) -> "Interval":
+        """The interval of ``effect + by``: to test against a tolerance or a floor instead of zero."""
+        return Interval(self.estimate + by, self.lo + by, self.hi + by, self.n, self.df, self.method, self.level)
+
     def format(self, fmt: str = ".3g", unit: str = "") -> str:
         """``0.012 [0.004, 0.020]`` (``fmt`` applies to all three; ``unit`` follows each)."""
         def f(v: float) -> str:

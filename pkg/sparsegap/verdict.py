@@ -9,6 +9,7 @@ executed notebooks: the page is built from them, never typed by hand.
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -43,6 +44,28 @@ def status_of(parts) -> str:
     if any(o == "holds" for o in outcomes):
         return "partly"
     return "not reproduced" if any(o == "fails" for o in outcomes) else "inconclusive"
+
+
+def all_of(outcomes) -> str:
+    """One outcome for a part of a claim made of several tests: *fails* if any fails, *holds* if all hold,
+    else *undecided*."""
+    outcomes = list(outcomes)
+    if any(o == "fails" for o in outcomes):
+        return "fails"
+    return "holds" if outcomes and all(o == "holds" for o in outcomes) else "undecided"
+
+
+def detectable_line(what: str, effect: Interval, fmt: str = ".3g") -> str:
+    """The reason line every chapter gives: the smallest ``what`` its seeds detect (80% power, at the spread
+    ``effect`` measured), and how many seeds an effect of the size measured would need when more than these."""
+    n = effect.n
+    de = effect.detectable()
+    if not math.isfinite(de):
+        return f"With {n} seed{'s' if n != 1 else ''} no {what} can be detected (at least 2 are needed)."
+    need = effect.seeds_needed(effect.estimate)
+    tail = (f"; about {need} seeds would decide one of the size measured ({abs(effect.estimate):{fmt}})"
+            if need and need > n else "")
+    return f"With {n} seeds the smallest {what} these seeds detect (80% power) is {de:{fmt}}{tail}."
 
 
 def remedy_status(effect: Interval, margin: float) -> str:
