@@ -44,16 +44,25 @@ def test_path_and_class_rules_of_chapter_10():
     skewed = np.zeros(10, int)
     skewed[0] = 50
     flat = np.full(10, 5)
-    v = pt.classes_verdict({0.3: [skewed], 0.9: [flat]}, y, 50, 50)
+    near = [np.roll(skewed, 0), skewed + np.eye(10, dtype=int)[1], skewed + np.eye(10, dtype=int)[2]]  # 3 seeds
+    flats = [flat, flat + np.eye(10, dtype=int)[3], flat + np.eye(10, dtype=int)[4]]
+    v = pt.classes_verdict({0.3: near, 0.9: flats}, y, 50, 50)
     assert v.status == "reproduced"
-    assert pt.classes_verdict({0.3: [flat], 0.9: [flat]}, y, 50, 50).status == "not reproduced"
+    assert pt.classes_verdict({0.3: flats, 0.9: flats}, y, 50, 50).status == "not reproduced"
+    assert pt.classes_verdict({0.3: [skewed], 0.9: [flat]}, y, 50, 50).status == "inconclusive"   # one seed
     labels = {"train": y, "test": y}
-    assert pt.disagreement_verdict([{"train": skewed, "test": skewed}], labels, 50).status == "reproduced"
-    assert pt.disagreement_verdict([{"train": flat, "test": flat}], labels, 50).status == "not reproduced"
+    # P-F9/10 against two Sol-F seeds: skewed beyond a flat baseline, and a baseline as skewed as Sol-S vs Sol-F
+    sf = [{"train": h, "test": h} for h in near]
+    ff = [{"train": h, "test": h} for h in flats]
+    assert pt.disagreement_verdict(sf, ff, labels, 50).status == "reproduced"
+    assert pt.disagreement_verdict(sf, sf[1:] + sf[:1], labels, 50).status in ("not reproduced", "inconclusive")
     # a split that misses the last classes (a test set smaller than the classes) is compared over every class
     few = {"train": y, "test": np.repeat(np.arange(5), 20)}
     lopsided = np.array([40, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-    assert pt.disagreement_verdict([{"train": skewed, "test": lopsided}], few, 50).status == "reproduced"
-    assert pt.classes_verdict({0.3: [skewed], 0.9: [flat]}, np.repeat(np.arange(8), 100), 50, 50).status == "reproduced"
+    sf_few = [{"train": h, "test": lopsided + np.eye(10, dtype=int)[i]} for i, h in enumerate(near)]
+    ff_few = [{"train": h, "test": np.array([4, 4, 4, 4, 4, 0, 0, 0, 0, 0]) + np.eye(10, dtype=int)[i]}
+              for i, h in enumerate(flats)]
+    assert pt.disagreement_verdict(sf_few, ff_few, few, 50).status == "reproduced"
+    assert pt.classes_verdict({0.3: near, 0.9: flats}, np.repeat(np.arange(8), 100), 50, 50).status == "reproduced"
     with pytest.raises(ValueError, match="alphas must include 0.3 and 0.9"):
         pt.check_alphas([0.0, 0.5])

@@ -6,14 +6,16 @@ Fig. 2 procedure, measured once and cached beside each run; Table 1 filled from 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .. import params as P
+from .. import stats
 from ..runs import Run
-from ..verdict import Verdict
+from ..verdict import Evidence, Verdict, detectable_line, status_of
 from .fisher_trajectory import DROP_THRESHOLD
 from .procedure import Experiment
-from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS
+from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS, paired_by_sparsity, sparsity_list, per_sparsity_line, sweep_effect
 
 CLAIM = ("At the same sparsity Sol-S has a larger Fisher trace, Hessian trace and Jacobian norm than Sol-F "
          "(the curse of information).")
@@ -86,28 +88,86 @@ def _stage_means(table: pd.DataFrame, stage: str) -> pd.DataFrame:
     return table[table.stage == stage].groupby("sparsity")[list(CURVATURE_METRICS)].mean()
 
 
+def _log10(v):
+    """log10 of a positive measurement; NaN (left out) otherwise: a Hutchinson estimate can fall below zero."""
+    v = v.astype(float)
+    return np.log10(v.where(v > 0))
+
+
+def _paper_log_ratio(metric_label: str) -> float:
+    """The paper's Table 2: the mean over its sparsities of log10(Sol-S / Sol-F)."""
+    t = PAPER_TABLE_2.set_index(["stage", "sparsity"])[metric_label]
+    return float(np.mean([np.log10(t["Sol-S"][x] / t["Sol-F"][x]) for x in t["Sol-F"].index]))
+
+
 def curvature_verdict(table: pd.DataFrame, *, scale: str = "") -> Verdict:
-    """Verdict P-T2, on Table 2: is each of Tr(F), Tr(H), Jacobian norm larger for Sol-S than Sol-F?"""
-    s, f = _stage_means(table, "Sol-S"), _stage_means(table, "Sol-F")
-    common = [x for x in s.index if x in f.index]
-    reasons, wins = [], {}
+    """Verdict P-T2, on Table 2: at the same sparsity, is each of Tr(F), Tr(H) and the Jacobian norm larger
+    for Sol-S than for Sol-F?
+
+    The effect is log10(Sol-S / Sol-F) of each measurement, paired by seed (Sol-F and Sol-S of a seed share
+    their Sol-D and mask), with its 95% t-interval over seeds: per sparsity, and averaged per seed over the
+    sparsities (the table's geometric-mean ratio). A measurement's part *holds* when the averaged log ratio
+    is clearly above zero and no sparsity has it clearly below; it *fails* when the average or one sparsity
+    is clearly below; else it is undecided. The status follows :func:`sparsegap.verdict.status_of` over the
+    three measurements. Sol-F and Sol-S above Sol-D (paired likewise) is reported beside the claim.
+    """
+    evidence, outcomes, reasons, pooled = [], [], [], {}
+    seeds: set[int] = set()
     for m, label in zip(CURVATURE_METRICS, ("Tr(F)", "Tr(H)", "Jacobian norm")):
-        higher = [x for x in common if s.loc[x, m] > f.loc[x, m]]
-        wins[m] = len(higher) / len(common)
-        ratios = ", ".join(f"{x:g}: x{s.loc[x, m] / f.loc[x, m]:.2f}" for x in common)
-        reasons.append(f"{label}: Sol-S above Sol-F at {len(higher)} of {len(common)} sparsities "
-                       f"(Sol-S / Sol-F = {ratios}).")
-    dense = table[table.stage == "Sol-D"][list(CURVATURE_METRICS)].mean()
-    above_dense = [m for m in CURVATURE_METRICS if (f[m] > dense[m]).all() and (s[m] > dense[m]).all()]
-    reasons.append(f"Both sparse solutions above Sol-D at every sparsity for: "
-                   f"{', '.join(above_dense) or 'none of the three'}.")
-    if all(w == 1.0 for w in wins.values()):
-        status = "reproduced"
-    elif any(w >= 0.5 for w in wins.values()):
-        status = "partly"
-    else:
-        status = "not reproduced"
-    return Verdict("P-T2", CLAIM, status, tuple(reasons), scale)
+        if m not in table:
+            continue
+        diff = paired_by_sparsity(table, m, "Sol-S", "Sol-F", transform=_log10)
+        iv, per, outcome = sweep_effect(diff, +1)
+        if iv is None:
+            outcomes.append("undecided")
+            reasons.append(f"{label}: no sparsity with a positive measurement of both Sol-S and Sol-F.")
+            continue
+        seeds |= {int(x) for x in diff.index.get_level_values("seed")}
+        xs = sorted(per)
+        paper = _paper_log_ratio(label)
+        pooled[label] = iv
+        outcomes.append(outcome)
+        evidence.append(Evidence(f"log10 (Sol-S / Sol-F) {label}, mean over s = {sparsity_list(xs)}", iv, ".2f",
+                                 paper=f"{paper:.2f} (×{10 ** paper:.1f}; Table 2, mean over s = 0.90, 0.94, 0.96)",
+                                 outcome=outcome))
+        reasons.append(per_sparsity_line(f"{label}: Sol-S above Sol-F", per, +1).replace(
+            "per sparsity:", "per sparsity (×" + ", ×".join(f"{10 ** per[x].estimate:.2f} at {x:g}" for x in xs)
+            + "):"))
+    if not evidence:
+        return Verdict("P-T2", CLAIM, "inconclusive", tuple(reasons), scale,
+                       finding="No sparsity has measurements of both Sol-S and Sol-F, so nothing can be compared.")
+    above = []
+    for m, label in zip(CURVATURE_METRICS, ("Tr(F)", "Tr(H)", "Jacobian norm")):
+        if m not in table:
+            continue
+        for stage in ("Sol-F", "Sol-S"):
+            d = _above_dense(table, m, stage)
+            if d is not None:
+                above.append(f"{label} {stage} {d.format('.2f')}")
+    if above:
+        reasons.append("log10 (sparse / Sol-D), paired by seed, mean over the sparsities: " + "; ".join(above) + ".")
+    key = evidence[0].effect
+    reasons.append(detectable_line("log10 ratio " + evidence[0].name.split(",")[0].removeprefix("log10 "), key, ".2f"))
+    ratios = "; ".join(f"{label} ×{10 ** iv.estimate:.2f} [{10 ** iv.lo:.2f}, {10 ** iv.hi:.2f}]"
+                       for label, iv in pooled.items())
+    finding = (f"Sol-S over Sol-F, geometric mean over the sparsities ({key.n} seed{'s' if key.n != 1 else ''}): "
+               f"{ratios}.")
+    return Verdict("P-T2", CLAIM, status_of(outcomes), tuple(reasons), scale, finding=finding,
+                   evidence=tuple(evidence), seeds=tuple(sorted(seeds)))
+
+
+def _above_dense(table: pd.DataFrame, metric: str, stage: str):
+    """log10(``stage`` / Sol-D) per seed (its own Sol-D), averaged over the sparsities: its interval."""
+    t = table if "seed" in table else table.assign(seed=0)
+    dense = t[t.stage == "Sol-D"].set_index("seed")[metric]
+    sparse = t[t.stage == stage]
+    if dense.empty or sparse.empty:
+        return None
+    v = sparse.assign(d=_log10(sparse[metric]) - _log10(sparse.seed.map(dense))).dropna(subset=["d"])
+    if v.empty:
+        return None
+    per_seed = v.groupby("seed")["d"].mean().to_numpy()
+    return stats.paired_difference(per_seed, np.zeros(len(per_seed)))
 
 
 def mechanism_table(regimes: pd.DataFrame, curvature: pd.DataFrame, trends: pd.DataFrame | None = None
@@ -135,22 +195,25 @@ def mechanism_table(regimes: pd.DataFrame, curvature: pd.DataFrame, trends: pd.D
 
 
 def curvature_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 for reading: seed mean ± std per (stage, sparsity), ↑ where Sol-S exceeds Sol-F,
+    """Table 2 for reading: seed mean ± std per (stage, sparsity), ↑ where Sol-S's mean exceeds Sol-F's,
     and the mean Hutchinson standard error."""
-    g = table.groupby(["stage", "sparsity"])
-    mean, std = g[list(CURVATURE_METRICS)].mean(), g[list(CURVATURE_METRICS)].std()
+    extra = ["hessian_trace_se"] if "hessian_trace_se" in table else []
+    summ = stats.seed_summary(table, ["stage", "sparsity"], list(CURVATURE_METRICS) + extra).set_index(
+        ["stage", "sparsity"])
+    mean = summ[list(CURVATURE_METRICS)]
     f = mean.xs("Sol-F", level="stage") if "Sol-F" in mean.index.get_level_values(0) else None
     out = pd.DataFrame(index=mean.index)
     for m, label in zip(CURVATURE_METRICS, ("Tr(F)", "Tr(H)", "Jacobian norm")):
         def fmt(key, m=m):
-            text = f"{mean.loc[key, m]:.4g}" + (f" ± {std.loc[key, m]:.2g}" if pd.notna(std.loc[key, m]) else "")
+            spread = summ.loc[key, f"{m}_std"]
+            text = f"{mean.loc[key, m]:.4g}" + (f" ± {spread:.2g}" if pd.notna(spread) else "")
             stage, s = key
             if stage == "Sol-S" and f is not None and s in f.index and mean.loc[key, m] > f.loc[s, m]:
                 text += " ↑"
             return text
         out[label] = [fmt(k) for k in mean.index]
-        if m == "hessian_trace":
-            out["Tr(H) s.e."] = g["hessian_trace_se"].mean().map("{:.2g}".format)
+        if m == "hessian_trace" and extra:
+            out["Tr(H) s.e."] = summ["hessian_trace_se"].map("{:.2g}".format)
     return out
 
 

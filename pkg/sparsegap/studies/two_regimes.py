@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from .. import params as P
-from ..verdict import Verdict
+from .. import stats
+from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
 from .procedure import run_two_regimes, two_regime_configs  # noqa: F401  (the chapter's procedure)
 
 CLAIM = ("Sol-S falls behind Sol-F at every sparsity: first in generalization only, then in optimization too; "
@@ -67,44 +69,152 @@ def classify_regimes(summary: pd.DataFrame, *, train_gap_tol: float = 0.01, near
     return out.reset_index()
 
 
-def two_regimes_verdict(regimes: pd.DataFrame, summary: pd.DataFrame, *, scale: str = "",
-                        diverged: Sequence[str] = ()) -> Verdict:
-    """Verdict P-F1, on the paper's Fig. 1 claim, from our numbers.
+def paired_by_sparsity(table: pd.DataFrame, metric: str, a: str, b: str, transform=None) -> pd.Series:
+    """Per (sparsity, seed), ``metric`` of stage ``a`` minus that of stage ``b`` (after ``transform``).
+    Sol-F and Sol-S of one seed share their Sol-D and mask, so this is the paired difference. Pairs with a
+    diverged (NaN) or undefined member are left out. A table without a ``seed`` column (a summary of
+    means) counts as one seed, from which nothing can be decided."""
+    t = table if "seed" in table else table.assign(seed=0)
+    t = t[t.stage.isin([a, b])]
+    wide = t.pivot_table(index=["sparsity", "seed"], columns="stage", values=metric, dropna=False)
+    if a not in wide or b not in wide:
+        return pd.Series(dtype=float, index=pd.MultiIndex.from_arrays([[], []], names=["sparsity", "seed"]))
+    va, vb = wide[a].astype(float), wide[b].astype(float)
+    if transform is not None:
+        va, vb = transform(va), transform(vb)
+    return (va - vb).replace([np.inf, -np.inf], np.nan).dropna()
 
-    The claim has four parts, each checked on the seed means: Sol-F tests better than Sol-S; a
-    generalization regime is followed by an optimization regime along the sparsity axis; Sol-S has
-    the higher test loss ("similar patterns" in the loss panel); Sol-S has the higher
-    training-prediction entropy. Reproduced: all four hold (the three "at every sparsity" parts at
-    three quarters of the sparsities or more). Partly: Sol-F tests better at half or more and at
-    least one regime appears. Otherwise not reproduced.
+
+def _interval(values) -> stats.Interval:
+    """The paired interval of per-seed differences already taken."""
+    v = np.asarray(values, dtype=float)
+    return stats.paired_difference(v, np.zeros(len(v)))
+
+
+def sweep_effect(diff: pd.Series, direction: int, sparsities=None) -> tuple:
+    """Pooled and per-sparsity 95% intervals of the paired differences ``diff`` (indexed (sparsity, seed)),
+    and the outcome of "the effect has sign ``direction`` at every sparsity": it *fails* when the pooled
+    effect (per seed, the mean over the sparsities) or the effect at any one sparsity lies clearly on the
+    other side; it *holds* when the pooled effect lies clearly on the claimed side and no sparsity
+    contradicts; else it is *undecided*. Returns (pooled Interval or None, {sparsity: Interval}, outcome)."""
+    d = diff if sparsities is None else diff[diff.index.get_level_values("sparsity").isin(list(sparsities))]
+    if d.empty:
+        return None, {}, "undecided"
+    per = {float(s): _interval(g.to_numpy()) for s, g in d.groupby(level="sparsity")}
+    pooled = _interval(d.groupby(level="seed").mean().to_numpy())
+    contradicted = pooled.test(direction) == "fails" or any(iv.test(direction) == "fails" for iv in per.values())
+    return pooled, per, "fails" if contradicted else pooled.test(direction)
+
+
+def sparsity_list(xs) -> str:
+    return ", ".join(f"{x:g}" for x in xs) or "none"
+
+
+def per_sparsity_line(what: str, per: dict, direction: int) -> str:
+    """``what``, per sparsity: where it is clearly on the claimed side, clearly on the other, undecided."""
+    at = {o: [s for s, iv in per.items() if iv.test(direction) == o] for o in ("holds", "fails", "undecided")}
+    return (f"{what}, per sparsity: clearly so at {sparsity_list(at['holds'])}; clearly the other way at {sparsity_list(at['fails'])}; "
+            f"undecided at {sparsity_list(at['undecided'])}.")
+
+
+def points(iv: stats.Interval) -> str:
+    """An accuracy difference in percentage points: ``3.1 points [1.2, 5.0]``."""
+    return f"{100 * iv.estimate:.1f} points" + ("" if iv.method == "exact" else f" [{100 * iv.lo:.1f}, {100 * iv.hi:.1f}]")
+
+
+def two_regimes_verdict(regimes: pd.DataFrame, table: pd.DataFrame, *, train_gap_tol: float = 0.01,
+                        scale: str = "", diverged: Sequence[str] = ()) -> Verdict:
+    """Verdict P-F1, on the paper's Fig. 1 claim, from the per-seed final metrics (``experiment.table``:
+    stage, sparsity, seed, train_acc, test_acc, test_loss, train_entropy) and the regime labels of
+    :func:`classify_regimes` (on the seed means).
+
+    Every effect is a paired difference between Sol-F and Sol-S of the same seed (they share a Sol-D and
+    a mask), with its 95% t-interval over seeds. The claim has four parts:
+
+    * **test accuracy**: Sol-F tests better than Sol-S at every sparsity;
+    * **two regimes, in order**: at the sparsities labelled *generalization* Sol-F tests clearly better while
+      the train gap lies clearly below ``train_gap_tol`` (both fit the training set); at those labelled
+      *optimization* the train gap lies clearly above ``train_gap_tol``; and the first come before the
+      second along the sparsity axis (effects averaged per seed over each regime's sparsities). When the
+      sweep shows only one regime (or neither) the part cannot be tested: it is undecided;
+    * **test loss**: Sol-S has the higher test loss ("similar patterns", Fig. 1b);
+    * **entropy**: Sol-S has the higher training-prediction entropy (Fig. 1c).
+
+    An "at every sparsity" part holds when the effect averaged per seed over the sweep lies clearly on the
+    claimed side and no sparsity lies clearly on the other side; it fails when one does. The status follows
+    :func:`sparsegap.verdict.status_of` (reproduced, partly, not reproduced, inconclusive).
     """
-    labels = list(regimes.sort_values("sparsity").regime)
-    gen = [i for i, r in enumerate(labels) if r == "generalization"]
-    opt = [i for i, r in enumerate(labels) if r == "optimization"]
-    ordered = bool(gen) and bool(opt) and max(gen) < min(opt)
-
-    def share_higher(metric: str) -> float:
-        f = summary[summary.stage == "Sol-F"].set_index("sparsity")[metric]
-        s = summary[summary.stage == "Sol-S"].set_index("sparsity")[metric]
-        return float((s > f).mean())
-
-    gap_everywhere = float((regimes.test_gap > 0).mean())
-    loss_higher, entropy_higher = share_higher("test_loss"), share_higher("train_entropy")
-    reasons = [
-        f"Sol-F beats Sol-S on test accuracy at {gap_everywhere:.0%} of the sparsities.",
-        f"Generalization regime at sparsities {[float(regimes.sparsity[i]) for i in gen] or 'none'}; "
-        f"optimization regime at {[float(regimes.sparsity[i]) for i in opt] or 'none'}"
-        + (" (in that order along the sparsity axis)." if ordered else "."),
-        f"Sol-S has the higher test loss at {loss_higher:.0%} of the sparsities.",
-        f"Sol-S has the higher training-prediction entropy at {entropy_higher:.0%} of the sparsities.",
-    ] + [f"Left out of the means: {d}." for d in diverged]
-    if ordered and min(gap_everywhere, loss_higher, entropy_higher) >= 0.75:
-        status = "reproduced"
-    elif (gen or opt) and gap_everywhere >= 0.5:
-        status = "partly"
+    test_gap = paired_by_sparsity(table, "test_acc", "Sol-F", "Sol-S")
+    train_gap = paired_by_sparsity(table, "train_acc", "Sol-F", "Sol-S")
+    loss = paired_by_sparsity(table, "test_loss", "Sol-S", "Sol-F")
+    entropy = paired_by_sparsity(table, "train_entropy", "Sol-S", "Sol-F")
+    gap, gap_per, gap_outcome = sweep_effect(test_gap, +1)
+    loss_iv, loss_per, loss_outcome = sweep_effect(loss, +1)
+    ent_iv, ent_per, ent_outcome = sweep_effect(entropy, +1)
+    if gap is None:
+        return Verdict("P-F1", CLAIM, "inconclusive", ("No sparsity has both a trained Sol-F and Sol-S.",)
+                       + tuple(f"Left out: {d}." for d in diverged), scale,
+                       finding="No sparsity has both a trained Sol-F and a trained Sol-S, so nothing can be compared.")
+    xs = sorted(float(x) for x in test_gap.index.get_level_values("sparsity").unique())
+    label = dict(zip(regimes.sparsity.astype(float), regimes.regime))
+    gen = [x for x in xs if label.get(x) == "generalization"]
+    opt = [x for x in xs if label.get(x) == "optimization"]
+    evidence = [Evidence(f"Sol-F − Sol-S test accuracy, mean over s = {sparsity_list(xs)}", gap, ".1%",
+                         paper="Sol-F ahead at every sparsity (Fig. 1a, no number)", outcome=gap_outcome)]
+    regime_tests, missing = [], []
+    if gen:
+        g_test, _, _ = sweep_effect(test_gap, +1, gen)
+        g_train, _, _ = sweep_effect(train_gap, -1, gen)
+        g_train = g_train.shifted(-train_gap_tol)
+        regime_tests += [g_test.test(+1), g_train.test(-1)]
+        evidence += [Evidence(f"Sol-F − Sol-S test accuracy, generalization regime (s = {sparsity_list(gen)})", g_test, ".1%",
+                              paper="a large test gap (Fig. 1a)", outcome=g_test.test(+1)),
+                     Evidence(f"Sol-F − Sol-S train accuracy less the {train_gap_tol:.0%} tolerance, generalization "
+                              f"regime", g_train, ".1%", paper="almost the same, near-optimal training accuracy",
+                              outcome=g_train.test(-1))]
     else:
-        status = "not reproduced"
-    return Verdict("P-F1", CLAIM, status, tuple(reasons), scale)
+        missing.append("no sparsity of the sweep is in the generalization regime")
+    if opt:
+        o_train, _, _ = sweep_effect(train_gap, +1, opt)
+        o_train = o_train.shifted(-train_gap_tol)
+        regime_tests.append(o_train.test(+1))
+        evidence.append(Evidence(f"Sol-F − Sol-S train accuracy less the {train_gap_tol:.0%} tolerance, optimization "
+                                 f"regime (s = {sparsity_list(opt)})", o_train, ".1%",
+                                 paper="large discrepancies on training accuracy too (Fig. 1a)",
+                                 outcome=o_train.test(+1)))
+    else:
+        missing.append("no sparsity of the sweep is in the optimization regime")
+    ordered = bool(gen) and bool(opt) and max(gen) < min(opt)
+    if missing:
+        regimes_outcome = "undecided"
+    else:
+        regimes_outcome = all_of(regime_tests + ["holds" if ordered else "fails"])
+    evidence += [Evidence(f"Sol-S − Sol-F test loss, mean over s = {sparsity_list(xs)}", loss_iv, ".3g",
+                          paper="similar patterns to accuracy (Fig. 1b)", outcome=loss_outcome),
+                 Evidence(f"Sol-S − Sol-F training-prediction entropy, mean over s = {sparsity_list(xs)}", ent_iv, ".3g",
+                          paper="Sol-S higher (Fig. 1c)", outcome=ent_outcome)]
+    seeds = sorted({int(s) for s in test_gap.index.get_level_values("seed")})
+    reasons = [
+        f"Regimes (rule on the seed means): generalization at {sparsity_list(gen)}; optimization at {sparsity_list(opt)}"
+        + ("" if missing else " (in that order)" if ordered else " (not in that order)") + ".",
+        per_sparsity_line("Sol-F tests better than Sol-S", gap_per, +1),
+        per_sparsity_line("Sol-S has the higher test loss", loss_per, +1),
+        per_sparsity_line("Sol-S has the higher training-prediction entropy", ent_per, +1),
+        f"Parts: test accuracy {gap_outcome}; two regimes in order {regimes_outcome}; test loss {loss_outcome}; "
+        f"entropy {ent_outcome}.",
+    ]
+    if missing:
+        reasons.append("The two-regime part cannot be tested: " + "; ".join(missing) + ".")
+    reasons.append(detectable_line("test-accuracy gap (mean over the sweep)", gap, ".1%"))
+    reasons += [f"Left out: {d}." for d in diverged]
+    status = status_of([gap_outcome, regimes_outcome, loss_outcome, ent_outcome])
+    side = "above" if gap.estimate >= 0 else "below"
+    where = (f"a generalization regime (s = {sparsity_list(gen)}) {'precedes' if ordered else 'does not precede'} an "
+             f"optimization regime (s = {sparsity_list(opt)})" if not missing else "; ".join(missing))
+    finding = (f"Sol-F tests {points(gap)} {side} Sol-S over the sweep (mean of s = {sparsity_list(xs)}, {gap.n} seed"
+               f"{'s' if gap.n != 1 else ''}), and {where}.")
+    return Verdict("P-F1", CLAIM, status, tuple(reasons), scale, finding=finding, evidence=tuple(evidence),
+                   seeds=tuple(seeds))
 
 
 def planned_runs(p: dict) -> list:
