@@ -26,7 +26,7 @@ from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..runs import RunStore, run_all
 from .. import stats
 from ..stats import Interval
-from ..verdict import Evidence, Verdict, status_of
+from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
 from .procedure import check_seeds, check_sparsities, data_config, model_config, train_config
 
 SOLUTIONS = ("P-S", "L-S", "S-S", "sparse-init dense")
@@ -149,61 +149,13 @@ def run_solutions(configs: dict, *, store: RunStore | None = None, device: str =
 # The helpers below are shared by the chapters that read these runs (gradient flow, energy landscape).
 
 
-def spread(values) -> float:
-    """Sample std of per-seed values (NaN for fewer than two), taken from :func:`sparsegap.stats.seed_summary`."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return math.nan
-    return float(stats.seed_summary(pd.DataFrame({"g": 0, "v": v}), ["g"], ["v"])["v_std"].iloc[0])
-
-
-def detectable(values, *, paired: bool = True) -> float:
-    """The smallest effect these seeds detect with 80% power (:func:`sparsegap.stats.detectable_effect`), from
-    the observed spread of ``values``: the per-seed differences (paired) or one group's values."""
-    sd, n = spread(values), len(values)
-    return stats.detectable_effect(sd, n, paired=paired) if n >= 2 and math.isfinite(sd) else math.inf
-
-
-def seeds_needed(values, effect: float, *, paired: bool = True, most: int = 100) -> int | None:
-    """The fewest seeds whose detectable effect (at the spread of ``values``) is at most ``|effect|``; None
-    beyond ``most`` or when the spread is unknown."""
-    sd = spread(values)
-    if not math.isfinite(sd) or effect == 0:
-        return None
-    return next((n for n in range(2, most + 1) if stats.detectable_effect(sd, n, paired=paired) <= abs(effect)), None)
-
-
-def power_line(what: str, diffs, effect: float, fmt: str, *, paired: bool = True) -> str:
-    """One reason line: the smallest ``what`` these seeds detect, and the seeds an effect of size ``effect``
-    would need."""
-    n, de = len(diffs), detectable(diffs, paired=paired)
+def detect_phrase(iv: Interval, fmt: str) -> str:
+    """"the smallest effect these 3 seeds detect is X" (or that one seed detects none), for a finding: from
+    :meth:`sparsegap.stats.Interval.detectable` of the paired interval ``iv``."""
+    de = iv.detectable()
     if not math.isfinite(de):
-        return f"With {n} seed{'s' if n != 1 else ''} no {what} can be detected (at least 2 are needed)."
-    need = seeds_needed(diffs, effect, paired=paired)
-    tail = (f"; about {need} seeds would decide one of the size measured ({abs(effect):{fmt}})" if need and need > n
-            else "")
-    return f"With {n} seeds the smallest {what} these seeds detect (80% power) is {de:{fmt}}{tail}."
-
-
-def detect_text(diffs, fmt: str, *, paired: bool = True) -> str:
-    """"the smallest effect these 3 seeds detect is X" (or that one seed detects none), for a finding."""
-    de = detectable(diffs, paired=paired)
-    if not math.isfinite(de):
-        return f"{len(diffs)} seed{'s' if len(diffs) != 1 else ''} can detect no effect"
-    return f"the smallest effect these {len(diffs)} seeds detect is {de:{fmt}}"
-
-
-def shifted(iv: Interval, by: float) -> Interval:
-    """The interval of ``effect + by`` (for tests against a tolerance or a floor instead of zero)."""
-    return Interval(iv.estimate + by, iv.lo + by, iv.hi + by, iv.n, iv.df, iv.method, iv.level)
-
-
-def all_of(outcomes) -> str:
-    """One outcome for a part made of several tests: fails if any fails, holds if all hold, else undecided."""
-    outcomes = list(outcomes)
-    if any(o == "fails" for o in outcomes):
-        return "fails"
-    return "holds" if outcomes and all(o == "holds" for o in outcomes) else "undecided"
+        return f"{iv.n} seed{'s' if iv.n != 1 else ''} can detect no effect"
+    return f"the smallest effect these {iv.n} seeds detect is {de:{fmt}}"
 
 
 def _gap(res: Results, a: tuple, b: tuple) -> tuple[list[int], np.ndarray, Interval | None]:
@@ -231,14 +183,13 @@ def gap_verdict(res: Results, sparsities: Sequence[float], high_from: float, *, 
         return Verdict("E-F1", CLAIM_GAP, "inconclusive", (f"No sparsity at or above {high_from:g}: nothing to test.",),
                        scale, part="a", finding=f"The sweep has no sparsity at or above {high_from:g}, so the gap "
                                                 f"cannot be tested.")
-    evidence, diffs, seeds = [], [], set()
+    evidence, seeds = [], set()
     for s in high:
         for other in ("S-S", "L-S"):
-            sd, d, iv = _gap(res, ("P-S", s), (other, s))
+            sd, _, iv = _gap(res, ("P-S", s), (other, s))
             if iv is None:
                 continue
             seeds |= set(sd)
-            diffs.append(d)
             evidence.append(Evidence(f"P-S − {other}, test accuracy, s = {s:g}", iv, ".1%",
                                      paper="P-S ahead at every sparsity (Fig. 1)" if not evidence else "",
                                      outcome=iv.test(+1)))
@@ -247,12 +198,11 @@ def gap_verdict(res: Results, sparsities: Sequence[float], high_from: float, *, 
                        finding="No seed has P-S beside L-S or S-S (diverged or missing runs), so the gap cannot be tested.")
     parts = [e.outcome for e in evidence]
     status, key = status_of(parts), evidence[0]
-    widest = max(range(len(diffs)), key=lambda i: detectable(diffs[i]))
-    power = power_line("gap", diffs[widest], key.effect.estimate, ".1%")
+    power = detectable_line("gap", max((e.effect for e in evidence), key=lambda iv: iv.detectable()), ".1%")
     n_clear = sum(o == "holds" for o in parts)
     if status == "inconclusive":
         finding = (f"Every gap between P-S and L-S or S-S at s ≥ {high_from:g} is within noise ({key.name}: "
-                   f"{key.effect.format('.1%')}); {detect_text(diffs[0], '.1%')}.")
+                   f"{key.effect.format('.1%')}); {detect_phrase(key.effect, '.1%')}.")
     elif status == "not reproduced":
         finding = (f"P-S is not ahead: no gap at s ≥ {high_from:g} is clear and {parts.count('fails')} lie clearly "
                    f"below zero ({key.name}: {key.effect.format('.1%')}).")
@@ -268,20 +218,19 @@ def gap_verdict(res: Results, sparsities: Sequence[float], high_from: float, *, 
 def _not_worse(iv: Interval, tolerance: float) -> str:
     """Matching a reference within ``tolerance``: holds when the interval of (this − reference) lies above
     −tolerance, fails when it lies below it (clearly worse by more than the tolerance)."""
-    return shifted(iv, tolerance).test(+1)
+    return iv.shifted(tolerance).test(+1)
 
 
 def init_verdict(res: Results, sparsities: Sequence[float], tolerance: float, *, scale: str = "") -> Verdict:
     """E-F1 (b): at every sparsity, sparse-init dense training matches the dense network: the 95% interval of
     the paired difference (both start from the same seed's Init-D) lies above −``tolerance`` (no worse than
     dense by more than the tolerance). It fails where the interval lies wholly below −``tolerance``."""
-    evidence, diffs, seeds = [], [], set()
+    evidence, seeds = [], set()
     for s in sorted(sparsities, reverse=True):
-        sd, d, iv = _gap(res, ("sparse-init dense", s), ("dense", 0.0))
+        sd, _, iv = _gap(res, ("sparse-init dense", s), ("dense", 0.0))
         if iv is None:
             continue
         seeds |= set(sd)
-        diffs.append(d)
         evidence.append(Evidence(f"sparse-init dense − dense, test accuracy, s = {s:g}", iv, ".1%",
                                  paper="matches dense (about 76% on ImageNet, App. B)" if not evidence else "",
                                  outcome=_not_worse(iv, tolerance)))
@@ -294,12 +243,12 @@ def init_verdict(res: Results, sparsities: Sequence[float], tolerance: float, *,
     if status == "inconclusive":
         finding = (f"Sparse-init dense tests {key.effect.format('.1%')} against dense at s = {max(sparsities):g}; "
                    f"{key.effect.n} seeds cannot tell whether it is within {tolerance:.0%} of dense "
-                   f"({detect_text(diffs[0], '.1%')}).")
+                   f"({detect_phrase(key.effect, '.1%')}).")
     else:
         finding = (f"Sparse-init dense tests {key.effect.format('.1%')} against dense at "
                    f"s = {max(sparsities):g}; it is within {tolerance:.0%} of dense at {n_ok} of {len(parts)} sparsities.")
     reasons = (f"Matching: the 95% interval of (sparse-init dense − dense) lies above −{tolerance:.0%}.",
-               power_line("difference", diffs[0], key.effect.estimate, ".1%"))
+               detectable_line("difference", key.effect, ".1%"))
     return Verdict("E-F1", CLAIM_INIT, status, reasons, scale, part="b", finding=finding, evidence=tuple(evidence),
                    seeds=tuple(sorted(seeds)))
 
@@ -311,16 +260,16 @@ def zero_verdict(res: Results, fractions: Sequence[float], tolerance: float, *, 
     (it fails when the drop is clearly smaller). Without a fraction above 0.99 part (2) cannot be tested."""
     low = [f for f in sorted(fractions) if 0 < f <= 0.99]
     high = [f for f in sorted(fractions) if f > 0.99]
-    evidence, seeds, flat, drop, drop_diffs = [], set(), [], "undecided", None
+    evidence, seeds, flat, drop, drop_iv = [], set(), [], "undecided", None
     if high:
-        sd, d, iv = _gap(res, (0.0, 0.0), (high[-1], high[-1]))
+        sd, _, iv = _gap(res, (0.0, 0.0), (high[-1], high[-1]))
         if iv is not None:
             seeds |= set(sd)
-            drop_diffs, drop = d, shifted(iv, -tolerance).test(+1)
+            drop_iv, drop = iv, iv.shifted(-tolerance).test(+1)
             evidence.append(Evidence(f"drop in test accuracy, 0 → {high[-1]:g} of the init zeroed", iv, ".1%",
                                      paper="sharp drop only above 99% zeroed (Fig. 5)", outcome=drop))
     for f in low:
-        sd, d, iv = _gap(res, (f, f), (0.0, 0.0))
+        sd, _, iv = _gap(res, (f, f), (0.0, 0.0))
         if iv is None:
             continue
         seeds |= set(sd)
@@ -335,14 +284,14 @@ def zero_verdict(res: Results, fractions: Sequence[float], tolerance: float, *, 
     if not high:
         reasons.append("The grid has no fraction above 0.99, so the drop cannot be tested.")
         finding = "The grid has no fraction above 0.99 zeroed, so the drop the paper reports cannot be tested."
-    elif drop_diffs is None:
+    elif drop_iv is None:
         finding = "No seed has both the dense run and the most zeroed one, so the drop cannot be tested."
     else:
         key = evidence[0]
         finding = (f"Zeroing {high[-1]:g} of the init costs {key.effect.format('.1%')} test accuracy; up to 0.99 "
                    f"zeroed, {flat.count('holds')} of {len(flat)} fractions stay within {tolerance:.0%} of dense.")
         reasons.append(f"The drop counts when its 95% interval lies above {tolerance:.0%}: {drop}.")
-        reasons.append(power_line("drop", drop_diffs, key.effect.estimate, ".1%"))
+        reasons.append(detectable_line("drop", drop_iv, ".1%"))
     return Verdict("E-F5", CLAIM_ZERO, status, tuple(reasons), scale, finding=finding, evidence=tuple(evidence),
                    seeds=tuple(sorted(seeds)))
 

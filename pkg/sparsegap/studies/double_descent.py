@@ -21,7 +21,7 @@ from ..pruning import HEURISTICS
 from ..runs import Run, RunStore, run_all
 from .. import stats
 from ..stats import Interval
-from ..verdict import Evidence, Verdict, mean_ci
+from ..verdict import Evidence, Verdict, all_of, detectable_line, mean_ci
 from ..verdict import status_of as _status
 from . import procedure
 from .procedure import check_seeds
@@ -256,31 +256,8 @@ def paired(a: pd.Series, b: pd.Series) -> Interval | None:
     return stats.paired_difference(a[seeds].to_numpy(), b[seeds].to_numpy())
 
 
-def paired_spread(a: pd.Series, b: pd.Series) -> float:
-    """The sample std of the per-seed differences a - b (nan with fewer than two), by stats.seed_summary."""
-    seeds = a.index.intersection(b.index)
-    d = pd.DataFrame({"g": 0, "d": (a[seeds] - b[seeds]).to_numpy()})
-    return float(stats.seed_summary(d, ["g"], ["d"])["d_std"].iloc[0]) if len(d) else float("nan")
-
-
-def detectable_line(sd: float, n: int, what: str) -> str:
-    """The smallest effect n seeds detect with 80% power, for a verdict's reasons."""
-    if n < 2 or not np.isfinite(sd):
-        return f"With {n} seed(s) no interval can be formed: nothing about {what} can be decided."
-    eff = stats.detectable_effect(sd, n, paired=True)
-    return (f"With {n} seeds the smallest {what} these seeds detect (95% interval clear of zero with 80% power, "
-            f"from the observed spread of the per-seed differences, {sd:.2g}) is {eff:.2g}.")
-
-
 def outcome_of(iv: Interval | None, direction: int = 1) -> str:
     return "undecided" if iv is None else iv.test(direction)
-
-
-def _combine(outcomes: Sequence[str]) -> str:
-    """One outcome for parts that must all hold: holds if all do, fails if one fails, else undecided."""
-    if all(o == "holds" for o in outcomes):
-        return "holds"
-    return "fails" if any(o == "fails" for o in outcomes) else "undecided"
 
 
 @dataclass
@@ -299,7 +276,6 @@ class ChainShape:
     early: Interval | None
     outcome: str
     note: str
-    spread: float
     seeds: tuple
 
     @property
@@ -331,7 +307,6 @@ def chain_shape(chains: Chains, heuristic: str, noise: float) -> ChainShape:
                                             if over is not None and over < last else None)
     peak = paired(col(best), dense) if best is not None else None
     early = paired(col(best), col(0, "test_best")) if best is not None else None
-    spread = paired_spread(col(best), dense) if best is not None else float("nan")
     if over is None:
         fits = ch.train_acc[0] >= 1 - noise
         note = ("no pruned round fits the clean share 1 - ε of the training labels, so none can overfit" if fits else
@@ -343,13 +318,13 @@ def chain_shape(chains: Chains, heuristic: str, noise: float) -> ChainShape:
     elif best == last:
         note = (f"the best round after the dip is the last sparsity tested ({ch.sparsity[best]:.2%}): the descent "
                 f"after it is unobserved, so it is no peak")
-        outcome = _combine([dip.test(+1), "undecided"])
+        outcome = all_of([dip.test(+1), "undecided"])
     else:  # the peak is read inside the sweep
         note = "" if sweet is not None else "no round after the dip tests above it"
-        outcome = _combine([dip.test(+1), peak.test(+1)])
+        outcome = all_of([dip.test(+1), peak.test(+1)])
     ks = ks | {"best": best, "last": last}
     return ChainShape(heuristic, noise, ks, {k: (float(ch.sparsity[r]) if r is not None else None) for k, r in ks.items()},
-                      dip, peak, early, outcome, note, spread, tuple(int(s) for s in dense.index))
+                      dip, peak, early, outcome, note, tuple(int(s) for s in dense.index))
 
 
 def _chain_order(chains: Chains) -> list[tuple[str, float]]:
@@ -400,7 +375,7 @@ def double_descent_verdict(chains: Chains, *, scale: str = "", extreme: float = 
         finding = (f"The double descent (a clear dip below the dense network, then an interior peak clearly above it) "
                    f"shows in {n_hold} of {len(main)} chains at ε < {extreme:g}; {what}.")
         if key.peak is not None:
-            reasons.append(detectable_line(key.spread, key.peak.n, f"{key.best_name} − dense gap in {key.label}"))
+            reasons.append(detectable_line(f"{key.best_name} − dense gap in {key.label}", key.peak, ".1%"))
     reasons.append("Last-epoch test accuracy, paired over seeds; the overfitting round is the worst and the sweet spot "
                    "the best of several rounds, which favours finding a dip and a peak: read the intervals, not only "
                    "the label.")
@@ -447,8 +422,7 @@ def memorization_verdict(chains: Chains, heuristic: str, noise: float, *, scale:
         f"{label}. Train accuracy on the permuted samples (noisy labels), seed mean with 95% CI: overfitting "
         f"{mean_ci(col(over, 'permuted'))}, sweet spot {mean_ci(col(sweet, 'permuted'))}; on the unpermuted samples: "
         f"{mean_ci(col(over, 'unpermuted'))} and {mean_ci(col(sweet, 'unpermuted'))}.",
-        detectable_line(paired_spread(col(over, "permuted"), col(sweet, "permuted")), fall.n,
-                        "fall of the permuted samples' accuracy"),
+        detectable_line("fall of the permuted samples' accuracy", fall, ".1%"),
     )
     finding = (f"From the overfitting round ({s_over:.2%}) to the sweet spot ({s_sweet:.2%}) of {label}, the permuted "
                f"samples' train accuracy falls by {fall.format('.1%')}, and their relative drop exceeds the unpermuted "

@@ -21,8 +21,8 @@ from ..curves import curve_path
 from ..runs import RunStore, load_curve, load_data, run_all
 from .. import stats
 from ..stats import Interval
-from ..verdict import Evidence, Verdict, status_of
-from .difficulty import RUN_PARAMETERS, detect_text, power_line, settings, shifted, solution_configs
+from ..verdict import Evidence, Verdict, detectable_line, status_of
+from .difficulty import RUN_PARAMETERS, detect_phrase, settings, solution_configs
 from .redense import monotone
 
 STARTS = {"dense init": "P-S init", "dense init on the mask": "L-S init", "random sparse init": "S-S init"}
@@ -119,7 +119,7 @@ def barrier_test(heights: pd.Series, floor: float) -> tuple[Interval, str]:
     """(the 95% interval of the mean height over seeds, the outcome of "there is a barrier"): it holds when
     the interval lies above ``floor`` (a loss rise no smaller than this counts), fails when it lies below."""
     iv = stats.mean_interval(heights.to_numpy(float))
-    return iv, shifted(iv, -floor).test(+1)
+    return iv, iv.shifted(-floor).test(+1)
 
 
 def weight_norms(p: dict, sols: dict) -> pd.DataFrame:
@@ -178,7 +178,7 @@ def init_verdict(paths: pd.DataFrame, *, scale: str = "") -> Verdict:
         elif len(finite) < len(rises):  # a path whose loss does not drop at all contradicts the claim
             outcome = "undecided" if any(oks) else "fails"
         else:  # the seeds agree on a rise: its interval lies above the 1% that counts as float noise
-            outcome = "fails" if shifted(iv, -0.01).test(+1) == "holds" else "undecided"
+            outcome = "fails" if iv.shifted(-0.01).test(+1) == "holds" else "undecided"
         counts.append((start, sum(oks), len(oks)))
         evidence.append(Evidence(f"largest rise along the path from the {start}, share of its drop", iv, ".1%",
                                  paper="monotone from every start (Fig. 3)" if not evidence else "", outcome=outcome))
@@ -215,7 +215,7 @@ def _barrier_verdict(claim_id: str, claim: str, tests: list, floor: float, *, sc
         return Verdict(claim_id, claim, "inconclusive", ("No path was measured.",), scale, part=part,
                        finding="No path was measured, so the claim cannot be tested.")
     status = status_of([e.outcome for e in evidence])
-    key, heights = evidence[0], tests[0][1]
+    key = evidence[0]
     def said(e):
         iv = e.effect
         word = "a barrier" if iv.lo > floor else "no barrier" if iv.hi < floor else "cannot tell"
@@ -223,11 +223,10 @@ def _barrier_verdict(claim_id: str, claim: str, tests: list, floor: float, *, sc
     finding = "; ".join(said(e) for e in evidence) + f", against a floor of {floor:g} in train loss"
     finding = finding[0].upper() + finding[1:]
     if status == "inconclusive":
-        finding += f"; {detect_text(heights.to_numpy(float), '.3g', paired=True)}"
+        finding += f"; {detect_phrase(key.effect, '.3g')}"
     finding += "."
     reasons = (f"A barrier counts when the 95% interval of its mean height over seeds lies above {floor:g}; none, "
-               f"when it lies below.", power_line("barrier height", heights.to_numpy(float), key.effect.estimate - floor,
-                                                  ".3g"))
+               f"when it lies below.", detectable_line("barrier height", key.effect.shifted(-floor), ".3g"))
     seeds = sorted({int(k) for _, h in tests for k in h.index})
     return Verdict(claim_id, claim, status, reasons, scale, part=part, finding=finding,
                    evidence=tuple(evidence) + tuple(context), seeds=tuple(seeds))
@@ -271,7 +270,7 @@ def norm_verdict(norms: pd.DataFrame, *, scale: str = "") -> Verdict:
     seed ‖P-S‖₂ − ‖start‖₂ is a paired difference whose 95% interval must lie below zero (it fails where it
     lies above). L-S and S-S against their own inits are shown beside; the paper does not measure them."""
     wide = norms.pivot_table(index="seed", columns="network", values="norm")
-    evidence, diffs = [], []
+    evidence = []
     for start in STARTS:
         if "P-S" not in wide or start not in wide:
             continue
@@ -279,7 +278,6 @@ def norm_verdict(norms: pd.DataFrame, *, scale: str = "") -> Verdict:
         if d.empty:
             continue
         iv = stats.paired_difference(d["P-S"], d[start])
-        diffs.append((d["P-S"] - d[start]).to_numpy(float))
         evidence.append(Evidence(f"‖P-S‖₂ − ‖{start}‖₂", iv, ".3g",
                                  paper="smaller than at every start (App. C, Fig. 6)" if not evidence else "",
                                  outcome=iv.test(-1)))
@@ -296,12 +294,12 @@ def norm_verdict(norms: pd.DataFrame, *, scale: str = "") -> Verdict:
     ratio = f" (P-S's norm is {float((d['P-S'] / d['dense init']).mean()):.0%} of Init-D's)" if len(d) else ""
     if status == "inconclusive":
         finding = (f"P-S's norm differs from Init-D's by {key.effect.format('.3g')}, within noise; "
-                   f"{detect_text(diffs[0], '.3g')}.")
+                   f"{detect_phrase(key.effect, '.3g')}.")
     else:
         finding = (f"P-S ends {key.effect.format('.3g')} in L2 norm from Init-D{ratio}; it is clearly smaller than "
                    f"{parts.count('holds')} of the {len(parts)} starts of its paths.")
     reasons = ("‖θ‖₂ over every trainable parameter, as in the L2 term of the objective.",
-               power_line("change in norm", diffs[0], key.effect.estimate, ".3g"))
+               detectable_line("change in norm", key.effect, ".3g"))
     return Verdict("E-F6/7", CLAIM_NORM, status, reasons, scale, finding=finding, evidence=tuple(evidence),
                    seeds=tuple(sorted(int(k) for k in wide.index)))
 

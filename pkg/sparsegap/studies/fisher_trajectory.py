@@ -6,14 +6,12 @@ this module reads the shape of each trajectory and judges the paper's claim abou
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from .. import params as P
 from .. import stats
-from ..verdict import Evidence, Verdict, status_of
+from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
 from .procedure import Experiment
 from .two_regimes import REGIME_PARAMETERS
 
@@ -91,23 +89,6 @@ def fisher_trends(experiment: Experiment) -> pd.DataFrame:
 
 # A run "left chance" when its final train accuracy is this far above the chance level of its training set.
 CHANCE_MARGIN = 0.05
-
-
-def _combine(outcomes) -> str:
-    """One claim part from its tests: holds when all hold, fails when one fails, else undecided."""
-    outcomes = list(outcomes)
-    if outcomes and all(o == "holds" for o in outcomes):
-        return "holds"
-    return "fails" if "fails" in outcomes else "undecided"
-
-
-def _detectable(iv) -> float:
-    """The smallest effect the seeds behind the t-interval ``iv`` detect (80% power), from the spread the
-    interval implies (its half-width is t · sd / sqrt(n))."""
-    if iv.n < 2 or not math.isfinite(iv.half_width):
-        return math.inf
-    sd = iv.half_width * math.sqrt(iv.n) / stats.t_quantile(0.5 + stats.LEVEL / 2, iv.df)
-    return stats.detectable_effect(sd, iv.n, paired=True)
 
 
 def fisher_trajectory_verdict(trends: pd.DataFrame, regimes: pd.DataFrame, *, drop_threshold: float = 0.3,
@@ -194,16 +175,14 @@ def fisher_trajectory_verdict(trends: pd.DataFrame, regimes: pd.DataFrame, *, dr
                                      ".2f", paper="hardly decreases", outcome=drop_iv.test(-1)))
         evidence.append(Evidence(f"log10 peak/first Tr(F) of Sol-S minus log10 {rise_factor:g}, {where}", rise_iv,
                                  ".2f", paper="increases", outcome=rise_iv.test(+1)))
-        parts[regime] = _combine(tests)
+        parts[regime] = all_of(tests)
     # the key effect first: the final level against the reference where it was measured, else the first drop
     evidence.sort(key=lambda e: 0 if e.name.startswith("log10 final") else 1)
     seeds = tuple(sorted(int(x) for x in trained.seed.unique()))
     reasons += [f"{r.capitalize()} regime, the claimed shape: {o}." for r, o in parts.items()]
     key = evidence[0] if evidence else None
     if key is not None and key.effect.n >= 2:
-        n = key.effect.n
-        reasons.append(f"With {n} seeds the smallest effect these seeds detect on the key effect is "
-                       f"{_detectable(key.effect):.2f} (80% power).")
+        reasons.append(detectable_line("effect on the key effect", key.effect, ".2f"))
     if untestable:
         status = "inconclusive"
         total = sol_s.seed.nunique()

@@ -12,16 +12,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from .. import params as P
 from ..config import RunConfig
 from ..runs import RunStore, load_data, run_all
 from .. import stats
-from ..verdict import Evidence, Verdict, status_of
-from .difficulty import (RUN_PARAMETERS, Results, _gap, detect_text, power_line, settings,
-                         solution_configs)
+from ..verdict import Evidence, Verdict, detectable_line, status_of
+from .difficulty import RUN_PARAMETERS, Results, _gap, detect_phrase, settings, solution_configs
 
 PARAMETERS = P.ParameterSpec(
     "08_gradient_flow",
@@ -112,15 +110,26 @@ def _per_seed(norms: pd.DataFrame, sol: str, s: float, epochs: float | None = No
 
 
 def _pair(a: pd.Series, b: pd.Series):
-    """(seeds, a - b per seed, paired interval or None) over the seeds both have."""
+    """(seeds, paired interval of a - b or None) over the seeds both have."""
     seeds = sorted(set(a.index) & set(b.index))
     if not seeds:
-        return seeds, np.array([]), None
-    x, y = a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float)
-    return seeds, x - y, stats.paired_difference(x, y)
+        return seeds, None
+    return seeds, stats.paired_difference(a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float))
 
 
-def _verdict(claim_id: str, claim: str, evidence: list, diffs: list, seeds: set, what: str, fmt: str, *,
+def _above_evidence(comparisons, fmt: str = ".3g") -> tuple[list, set]:
+    """(Evidence, seeds) for ``(name, a, b)`` per-seed series: the paired interval of a − b where a seed has both,
+    with the outcome of "a is clearly above b"."""
+    evidence, seeds = [], set()
+    for name, a, b in comparisons:
+        sd, iv = _pair(a, b)
+        if iv is not None:
+            seeds |= set(sd)
+            evidence.append(Evidence(name, iv, fmt, outcome=iv.test(+1)))
+    return evidence, seeds
+
+
+def _verdict(claim_id: str, claim: str, evidence: list, seeds: set, what: str, fmt: str, *,
              found: str, scale: str, part: str = "", reasons: tuple = ()) -> Verdict:
     """The status from the evidence's outcomes; the finding ``found`` (formatted with the key effect) unless
     every test is undecided, then one that says how far the seeds are from deciding."""
@@ -131,10 +140,10 @@ def _verdict(claim_id: str, claim: str, evidence: list, diffs: list, seeds: set,
     status, key = status_of(parts), evidence[0]
     n_hold = parts.count("holds")
     if status == "inconclusive":
-        finding = (f"Within noise: {key.name} = {key.effect.format(fmt)}; {detect_text(diffs[0], fmt)}.")
+        finding = (f"Within noise: {key.name} = {key.effect.format(fmt)}; {detect_phrase(key.effect, fmt)}.")
     else:
         finding = found.format(key=key.effect.format(fmt)) + f" ({n_hold} of {len(parts)} comparisons clear)."
-    reasons = (*reasons, power_line(what, diffs[0], key.effect.estimate, fmt))
+    reasons = (*reasons, detectable_line(what, key.effect, fmt))
     return Verdict(claim_id, claim, status, reasons, scale, part=part, finding=finding, evidence=tuple(evidence),
                    seeds=tuple(sorted(seeds)))
 
@@ -143,16 +152,10 @@ def init_verdict(norms: pd.DataFrame, sparsities: Sequence[float], *, scale: str
     """G-1 (a): at every sparsity, S-S with the unit init has a clearly larger gradient norm at initialization
     (epoch 0) than S-S with the dense init: the 95% interval of the paired difference (same seed, same mask)
     lies above zero. It fails where the interval lies below zero."""
-    evidence, diffs, seeds = [], [], set()
-    for s in sorted(sparsities, reverse=True):
-        sd, d, iv = _pair(_per_seed(norms, "S-S unit", s, 0.0), _per_seed(norms, "S-S", s, 0.0))
-        if iv is None:
-            continue
-        seeds |= set(sd)
-        diffs.append(d)
-        evidence.append(Evidence(f"gradient norm at init, unit − dense init (S-S), s = {s:g}", iv, ".3g",
-                                 outcome=iv.test(+1)))
-    return _verdict("G-1", CLAIM_INIT, evidence, diffs, seeds, "difference in gradient norm", ".3g", part="a",
+    evidence, seeds = _above_evidence(
+        (f"gradient norm at init, unit − dense init (S-S), s = {s:g}", _per_seed(norms, "S-S unit", s, 0.0),
+         _per_seed(norms, "S-S", s, 0.0)) for s in sorted(sparsities, reverse=True))
+    return _verdict("G-1", CLAIM_INIT, evidence, seeds, "difference in gradient norm", ".3g", part="a",
                     found=f"The unit init raises S-S's gradient norm at init by {{key}} at s = {max(sparsities):g}",
                     scale=scale)
 
@@ -162,17 +165,10 @@ def dst_verdict(norms: pd.DataFrame, sparsities: Sequence[float], *, scale: str 
     after initialization) is clearly above static S-S's: the paired difference over seeds (SET, RigL and S-S of
     one seed share its init stream and data order) has its 95% interval above zero."""
     later = norms[norms.epochs > 0]
-    evidence, diffs, seeds = [], [], set()
-    for s in sorted(sparsities, reverse=True):
-        for m in ("RigL", "SET"):
-            sd, d, iv = _pair(_per_seed(later, m, s), _per_seed(later, "S-S", s))
-            if iv is None:
-                continue
-            seeds |= set(sd)
-            diffs.append(d)
-            evidence.append(Evidence(f"mean gradient norm over training, {m} − S-S, s = {s:g}", iv, ".3g",
-                                     outcome=iv.test(+1)))
-    return _verdict("G-1", CLAIM_DST, evidence, diffs, seeds, "difference in gradient norm", ".3g", part="b",
+    evidence, seeds = _above_evidence(
+        (f"mean gradient norm over training, {m} − S-S, s = {s:g}", _per_seed(later, m, s), _per_seed(later, "S-S", s))
+        for s in sorted(sparsities, reverse=True) for m in ("RigL", "SET"))
+    return _verdict("G-1", CLAIM_DST, evidence, seeds, "difference in gradient norm", ".3g", part="b",
                     found=f"RigL keeps a gradient norm {{key}} above static S-S over training at s = {max(sparsities):g}",
                     scale=scale)
 
@@ -182,7 +178,7 @@ def rigl_verdict(res: Results, sparsities: Sequence[float], *, scale: str = "") 
     one, RigL's last-epoch test accuracy is clearly above S-S's (paired by seed); the share of the gap it
     closes, mean(RigL − S-S) / mean(P-S − S-S) with Fieller's interval, is shown beside. Without a clear gap
     at any sparsity the precondition fails and the verdict is inconclusive (not "not reproduced")."""
-    evidence, diffs, seeds, reasons = [], [], set(), []
+    evidence, seeds, reasons = [], set(), []
     gaps = []
     for s in sorted(sparsities, reverse=True):
         sg, dg, gap = _gap(res, ("P-S", s), ("S-S", s))
@@ -196,7 +192,6 @@ def rigl_verdict(res: Results, sparsities: Sequence[float], *, scale: str = "") 
         if rigl is None:
             continue
         seeds |= set(sr)
-        diffs.append(dr)
         evidence.append(Evidence(f"RigL − S-S, test accuracy, s = {s:g}", rigl, ".1%", outcome=rigl.test(+1)))
         evidence.append(Evidence(f"P-S − S-S, test accuracy, s = {s:g} (the gap)", gap, ".1%"))
         common = sorted(set(sg) & set(sr))
@@ -204,16 +199,16 @@ def rigl_verdict(res: Results, sparsities: Sequence[float], *, scale: str = "") 
             pos_r, pos_g = [sr.index(k) for k in common], [sg.index(k) for k in common]
             share = stats.ratio_interval(dr[pos_r], dg[pos_g])
             evidence.append(Evidence(f"share of the gap RigL closes, s = {s:g}", share, ".0%"))
-        _, dset, setiv = _gap(res, ("SET", s), ("S-S", s))
+        _, _, setiv = _gap(res, ("SET", s), ("S-S", s))
         if setiv is not None:
             evidence.append(Evidence(f"SET − S-S, test accuracy, s = {s:g}", setiv, ".1%"))
     if not evidence:
         if not gaps:
             finding = "No seed has both P-S and S-S, so there is no gap to test."
         else:
-            s, gap, dg, _ = gaps[0]
+            s, gap, _, _ = gaps[0]
             finding = (f"P-S is not clearly above S-S at any sparsity (s = {s:g}: {gap.format('.1%')}), so there is "
-                       f"no gap for RigL to close at this scale ({detect_text(dg, '.1%')}).")
+                       f"no gap for RigL to close at this scale ({detect_phrase(gap, '.1%')}).")
         reasons.append("Precondition failed: the claim is about closing a gap, and no sparsity has a clear one.")
         return Verdict("G-2", CLAIM_RIGL, "inconclusive", tuple(reasons), scale, finding=finding,
                        evidence=tuple(Evidence(f"P-S − S-S, test accuracy, s = {s:g} (the gap)", g, ".1%",
@@ -224,11 +219,11 @@ def rigl_verdict(res: Results, sparsities: Sequence[float], *, scale: str = "") 
     s_key = key.name.rsplit("s = ", 1)[1]
     if status == "inconclusive":
         finding = (f"RigL − S-S = {key.effect.format('.1%')} at s = {s_key}, within noise; "
-                   f"{detect_text(diffs[0], '.1%')}.")
+                   f"{detect_phrase(key.effect, '.1%')}.")
     else:
         finding = (f"RigL tests {key.effect.format('.1%')} above S-S at s = {s_key}, where P-S leads S-S "
                    f"by {evidence[1].effect.format('.1%')}.")
-    reasons.append(power_line("difference", diffs[0], key.effect.estimate, ".1%"))
+    reasons.append(detectable_line("difference", key.effect, ".1%"))
     return Verdict("G-2", CLAIM_RIGL, status, tuple(reasons), scale, finding=finding, evidence=tuple(evidence),
                    seeds=tuple(sorted(seeds)))
 
@@ -237,22 +232,21 @@ def lottery_verdict(pairs: pd.DataFrame, *, scale: str = "") -> Verdict:
     """G-3: at every sparsity, L-S is clearly nearer to P-S than S-S is (L2 distance) and disagrees with it
     clearly less: per seed, L-S and S-S share P-S's mask, so the differences (S-S − L-S) are paired and their
     95% intervals must lie above zero. The ensemble accuracies are shown beside."""
-    evidence, diffs, seeds = [], [], set()
+    evidence, seeds = [], set()
     for s, d in sorted(pairs.groupby("sparsity"), key=lambda g: -g[0]):
         ls = d[d.pair.str.startswith("L-S")].set_index("seed")
         ss = d[d.pair.str.startswith("S-S")].set_index("seed")
         for col, what, fmt in (("distance", "L2 distance to P-S", ".3g"), ("disagreement", "disagreement with P-S", ".1%")):
-            sd, dd, iv = _pair(ss[col], ls[col])
+            sd, iv = _pair(ss[col], ls[col])
             if iv is None:
                 continue
             seeds |= set(sd)
-            diffs.append(dd)
             evidence.append(Evidence(f"{what}, S-S − L-S, s = {s:g}", iv, fmt, outcome=iv.test(+1)))
-        sd, dd, iv = _pair(ls["ensemble_accuracy"], ss["ensemble_accuracy"])
+        _, iv = _pair(ls["ensemble_accuracy"], ss["ensemble_accuracy"])
         if iv is not None:
             evidence.append(Evidence(f"ensemble accuracy with P-S, L-S − S-S, s = {s:g}", iv, ".1%"))
     top = max(pairs.sparsity) if len(pairs) else math.nan
-    return _verdict("G-3", CLAIM_LOTTERY, evidence, diffs, seeds, "difference in distance", ".3g",
+    return _verdict("G-3", CLAIM_LOTTERY, evidence, seeds, "difference in distance", ".3g",
                     found=f"L-S lies {{key}} nearer to P-S than S-S does at s = {top:g}", scale=scale)
 
 

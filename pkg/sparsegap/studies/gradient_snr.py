@@ -17,7 +17,7 @@ import pandas as pd
 from .. import params as P
 from .. import stats
 from ..runs import RunStore
-from ..verdict import Evidence, Verdict, mean_ci, status_of
+from ..verdict import Evidence, Verdict, detectable_line, mean_ci, status_of
 from .procedure import Experiment, data_config, model_config, run_two_regimes, train_config
 
 TRACK = ("grad_snr@1",)
@@ -73,14 +73,6 @@ def _paired(a: pd.Series, b: pd.Series) -> stats.Interval:
     return stats.paired_difference(a[common].to_numpy(), b[common].to_numpy())
 
 
-def _detectable(iv: stats.Interval) -> float:
-    """The smallest effect the seeds behind the t-interval ``iv`` detect (80% power), from the spread the
-    interval implies (its half-width is t · sd / sqrt(n))."""
-    if iv.n < 2 or not math.isfinite(iv.half_width):
-        return math.inf
-    sd = iv.half_width * math.sqrt(iv.n) / stats.t_quantile(0.5 + stats.LEVEL / 2, iv.df)
-    return stats.detectable_effect(sd, iv.n, paired=True)
-
 
 CLAIM_DIFFUSION = ("At 60% sparsity (the generalization regime), the minibatch gradients of sparse scratch vary "
                    "less than those of sparse finetuning and dense training late in training (less diffusion).")
@@ -129,8 +121,7 @@ def diffusion_verdict(table: pd.DataFrame, sparsity: float, *, scale: str = "",
         reasons.append("Precondition failed: fewer than two seeds of a trained Sol-S.")
     else:
         status = status_of([iv.test(+1) for iv in diffs.values()])
-        reasons.append(f"With {key.n} seeds the smallest log10 SNR difference these seeds detect is "
-                       f"{_detectable(key):.3f} (80% power).")
+        reasons.append(detectable_line("log10 SNR difference", key, ".3f"))
         finding = (f"At s = {sparsity:g}, late in training, Sol-S's gradient SNR is {10 ** key.estimate:.2f}× "
                    f"Sol-F's (log10 {key.format('.3f')}) and {10 ** diffs['Sol-D'].estimate:.2f}× Sol-D's, "
                    f"{key.n} seeds.")
@@ -161,8 +152,7 @@ def hike_verdict(table: pd.DataFrame, sparsity: float, *, hike: float = 2.0, sca
                          paper="very low (Fig. 11, no number)", outcome=low.test(-1)),
                 Evidence(f"log10 (peak after the first epoch / first epoch) of Sol-S's mean-gradient norm minus "
                          f"log10 {hike:g}", rise, ".2f", paper="a hike (Fig. 11, no number)", outcome=rise.test(+1)))
-    reasons = [f"With {low.n} seeds the smallest log10 difference these seeds detect on the first-epoch gap is "
-               f"{_detectable(low):.2f} (80% power)."]
+    reasons = [detectable_line("log10 difference on the first-epoch gap", low, ".2f")]
     finding = (f"At s = {sparsity:g}, Sol-S's first-epoch mean gradient is {10 ** low.estimate:.2g}× Sol-F's "
                f"(log10 {low.format('.2f')}), and later peaks at {10 ** (rise.estimate + math.log10(hike)):.2g}× "
                f"its first value ({low.n} seeds).")

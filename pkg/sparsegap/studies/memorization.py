@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import math
-
 import numpy as np
 
 from .. import params as P
@@ -21,7 +19,8 @@ from ..config import DataConfig, ModelConfig, TrainConfig
 from ..memorization import first_epoch_reaching, memorization_table, memorized_share
 from ..runs import RunStore
 from ..stats import Interval
-from ..verdict import Evidence, Verdict, clearly_above, status_of  # noqa: F401  (clearly_above: re-exported)
+from ..verdict import clearly_above  # noqa: F401  (re-exported)
+from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
 from .procedure import Experiment, run_two_regimes
 from .two_regimes import RUN_PARAMETERS
 
@@ -95,23 +94,6 @@ CLAIM_C = ("Tr(F) is higher on the noisy samples than on the clean ones, and Sol
            "as the noisy samples get memorized, and where they are not memorized it hardly falls.")
 
 
-def _combine(outcomes) -> str:
-    """One claim part from its tests: holds when all hold, fails when one fails, else undecided."""
-    outcomes = list(outcomes)
-    if outcomes and all(o == "holds" for o in outcomes):
-        return "holds"
-    return "fails" if "fails" in outcomes else "undecided"
-
-
-def _detectable(iv: Interval) -> float:
-    """The smallest effect the seeds behind the t-interval ``iv`` detect (80% power), from the spread the
-    interval implies (its half-width is t · sd / sqrt(n))."""
-    if iv.n < 2 or not math.isfinite(iv.half_width):
-        return math.inf
-    sd = iv.half_width * math.sqrt(iv.n) / stats.t_quantile(0.5 + stats.LEVEL / 2, iv.df)
-    return stats.detectable_effect(sd, iv.n, paired=True)
-
-
 def _seeds(hs: dict[str, list[dict]]) -> tuple[int, ...]:
     """The seeds behind a paired comparison: one per history of the stage with the fewest (runs of one seed
     share their Sol-D); the histories carry no seed, so they are counted."""
@@ -143,7 +125,7 @@ def memorization_verdict(hs: dict[str, list[dict]], *, threshold: float = 0.5, s
                          paper="Sol-S lowest (Fig. 4, no number)", outcome=iv.test(+1)) for o, iv in less.items()]
     evidence += [Evidence(f"first epoch with {threshold:.0%} memorized, Sol-S − {o}", iv, ".1f",
                           paper="Sol-S much later (Fig. 4, no number)", outcome=iv.test(+1)) for o, iv in later.items()]
-    parts = [_combine(iv.test(+1) for iv in less.values()), _combine(iv.test(+1) for iv in later.values())]
+    parts = [all_of(iv.test(+1) for iv in less.values()), all_of(iv.test(+1) for iv in later.values())]
     key = less["Sol-F"]
     reasons = [
         "Share of the noisy samples memorized (predicted as their noisy label) at the last epoch, seed mean ± std: "
@@ -151,8 +133,7 @@ def memorization_verdict(hs: dict[str, list[dict]], *, threshold: float = 0.5, s
                     for st in STAGES) + ".",
         f"Seeds that never reach {threshold:.0%} memorized (counted as epoch {last + 1}): "
         + ", ".join(f"{st} {never[st]} of {len(hs[st])}" for st in STAGES) + ".",
-        f"With {key.n} seeds the smallest difference in memorized share these seeds detect is "
-        f"{_detectable(key):.1%} (80% power).",
+        detectable_line("difference in memorized share", key, ".1%"),
     ]
     finding = (f"At the last epoch Sol-F has memorized {key.format('+.1%')} more of the noisy samples than Sol-S "
                f"(95% CI, {key.n} seeds), and Sol-S reaches {threshold:.0%} memorized "
@@ -179,8 +160,8 @@ def robustness_verdict(hs: dict[str, list[dict]], *, scale: str = "", seeds: Seq
         "Test accuracy at the last epoch, seed mean ± std: "
         + ", ".join(f"{st} {table.loc[st, 'test_acc_final_mean']:.2%} ± {table.loc[st, 'test_acc_final_std']:.2%}"
                     for st in STAGES) + ".",
-        f"With {key.n} seeds the smallest test-accuracy gap these seeds detect is {_detectable(key):.2%} "
-        f"against Sol-D and {_detectable(above['Sol-F']):.2%} against Sol-F (80% power).",
+        f"With {key.n} seeds the smallest test-accuracy gap these seeds detect is {key.detectable():.2%} "
+        f"against Sol-D and {above['Sol-F'].detectable():.2%} against Sol-F (80% power).",
     ]
     finding = (f"At the last epoch Sol-S's test accuracy minus Sol-D's is {key.format('+.2%')}, and minus Sol-F's "
                f"{above['Sol-F'].format('+.2%')} (95% CI, {key.n} seeds; the paper: about +12% and +10%).")
@@ -228,13 +209,12 @@ def fisher_noise_verdict(hs: dict[str, list[dict]], *, memorized: float = 0.5, d
     evidence += [Evidence(f"drop 1 − last/peak of Tr(F) on the noisy samples minus {drop_threshold:g}, {st} "
                           f"({share[st]:.0%} memorized: {'falls' if share[st] >= memorized else 'hardly falls'} "
                           f"claimed)", drops[st], ".2f", outcome=falls[st]) for st in STAGES]
-    parts = [_combine(iv.test(+1) for iv in higher.values()), _combine(iv.test(+1) for iv in s_higher.values()),
-             _combine(falls.values())]
+    parts = [all_of(iv.test(+1) for iv in higher.values()), all_of(iv.test(+1) for iv in s_higher.values()),
+             all_of(falls.values())]
     key = s_higher["Sol-F"]
     reasons = [f"Tr(F) higher on the noisy samples for every solution: {parts[0]}; Sol-S the highest at the end: "
                f"{parts[1]}; falls where (and only where) the noisy samples get memorized: {parts[2]}.",
-               f"With {key.n} seeds the smallest log10 difference these seeds detect on the key effect is "
-               f"{_detectable(key):.2f} (80% power)."]
+               detectable_line("log10 difference on the key effect", key, ".2f")]
     finding = (f"At the end Sol-S's Tr(F) on the noisy samples is {10 ** key.estimate:.2g}× Sol-F's (log10 "
                f"{key.format('.2f')}, {key.n} seeds), and Tr(F) is higher on noisy than clean samples for "
                f"{sum(iv.sign > 0 for iv in higher.values())} of 3 solutions.")

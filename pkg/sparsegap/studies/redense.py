@@ -23,10 +23,10 @@ from .. import params as P
 from .. import stats
 from ..config import redense_config
 from ..runs import Run, RunStore, load_data, run_all
-from ..verdict import Evidence, Verdict
+from ..verdict import Evidence, Verdict, detectable_line
 from ..verdict import status_of as _status
 from .double_descent import (CHAIN_PARAMETERS, Chains, chain_configs, chain_settings, characteristic_rounds,
-                             data_config, detectable_line, paired, paired_spread)
+                             data_config, paired)
 
 PARAMETERS = P.ParameterSpec(
     "06_redense_and_landscape",
@@ -252,8 +252,7 @@ def redense_verdict(table: pd.DataFrame, keys: dict, *, scale: str = "") -> Verd
             col(under, "sparse_test_acc"), col(under, "redense_test_acc")), "+.1%"))
     finding = (f"At the sweet spot ({s:.2%}) the sparse solution tests {worse.format('+.1%')} against its re-dense one, "
                f"which fits {memo.format('+.1%')} more of the permuted (noisy) labels.")
-    reasons = (detectable_line(paired_spread(col(sweet, "sparse_test_acc"), col(sweet, "redense_test_acc")), worse.n,
-                               "test-accuracy gap"),)
+    reasons = (detectable_line("test-accuracy gap", worse, ".1%"),)
     return Verdict("D-F4", CLAIM_REDENSE, _status([worse.test(+1), memo.test(+1)]), reasons, scale, finding=finding,
                    evidence=tuple(evidence), seeds=seeds)
 
@@ -405,7 +404,7 @@ def distance_verdict(table: pd.DataFrame, *, scale: str = "") -> Verdict:
     reasons = ("The paper's ResNet statement (distance declining steadily; sparse farther than re-dense at low "
                "sparsity, closer at high) is not the LeNet one and is not tested here.",)
     if len(pruned) >= 2:
-        reasons += (detectable_line(paired_spread(d(peak), d(0)), rise.n, "distance rise"),)
+        reasons += (detectable_line("distance rise", rise, ".3g"),)
     key = evidence[0]
     if len(pruned) >= 2:
         shape = ("rises to a peak inside the sweep and falls again" if parts[:2] == ["holds", "holds"]

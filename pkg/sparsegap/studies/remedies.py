@@ -354,14 +354,6 @@ def _paired_interval(r, column: str) -> Interval:
                     float(max(int(r.seeds) - 1, 0)), "paired t")
 
 
-def _detectable(iv: Interval) -> float:
-    """The smallest effect the seeds behind the t-interval ``iv`` detect (80% power), from the spread the
-    interval implies (its half-width is t · sd / sqrt(n))."""
-    if iv.n < 2 or not math.isfinite(iv.half_width):
-        return math.inf
-    sd = iv.half_width * math.sqrt(iv.n) / stats.t_quantile(0.5 + stats.LEVEL / 2, iv.df)
-    return stats.detectable_effect(sd, iv.n, paired=True)
-
 
 def _judge(gaps: pd.DataFrame, remedy: str, picked: dict[str, float], margin: float):
     """Per regime, on the metric of that regime's gap: the remedy's status from its gain over plain Sol-S
@@ -384,7 +376,7 @@ def _judge(gaps: pd.DataFrame, remedy: str, picked: dict[str, float], margin: fl
         evidence.append(Evidence(f"share of the gap Sol-F − Sol-S ({r.gap:.2%}) that {remedy} closes, {where}",
                                  share, ".0%"))
         reasons.append(f"{regime} regime (s={s:g}): {statuses[regime]}; with {gain.n} seeds the smallest gain "
-                       f"these seeds detect is {_detectable(gain):.2%} (80% power).")
+                       f"these seeds detect is {gain.detectable():.2%} (80% power).")
     return statuses, evidence, reasons
 
 
