@@ -106,3 +106,16 @@ def test_an_empty_t_grid_is_refused(store):
     run_all([cfg], store, progress=False)
     with pytest.raises(ValueError, match="ts"):
         curve_path(load_curve(cfg, store), load_data(DATA), ts=[])
+
+
+def test_a_curves_stored_state_does_not_depend_on_the_global_random_state(store):
+    """The base network's unused weights are part of a curve's state_dict (init.pt, weights.pt): they must come
+    from the curve's seed, or two builds store different bits for the same curve (found by test_determinism)."""
+    cfg = curve_cfg()
+    run_all([cfg.parent, cfg.partner], store, progress=False)
+    states = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        states.append(load_curve(cfg, store, trained=False).state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -932,7 +932,11 @@ def load_curve(cfg: RunConfig, store: RunStore | None = None, *, trained: bool =
             raise ValueError(f"a sparse curve needs endpoints with one shared mask, but {cfg.parent.run_id} and "
                              f"{cfg.partner.run_id} have different masks (or one has none); use curve_mode='dense'")
         masks = ma
-    curve = BezierCurve(a._build(), a.weights, b.weights, cfg.curve_degree, masks=masks)
+    # The base network only lends the curve its architecture, but its (unused) weights are part of the curve's
+    # stored state: built from the curve's seed, not from the global generator, so that they are the same
+    # whichever process and kernel builds the curve.
+    base = build_model_for(a.config.model, a.config.data, seed=cfg.seed)
+    curve = BezierCurve(base, a.weights, b.weights, cfg.curve_degree, masks=masks)
     if trained:
         curve.load_state_dict(store.load(cfg).weights)
     return curve
