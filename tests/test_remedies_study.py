@@ -319,7 +319,6 @@ def test_choose_leaves_out_a_remedy_whose_candidates_all_diverged():
 # ------------------------------------------------------------------------------------------- verdicts
 
 PICKED = {"generalization": 0.5, "optimization": 0.9}
-NO_COST = pd.DataFrame(columns=["remedy", "sparsity", "run_cost", "penalized_epoch_cost"])
 
 
 def gaps_table(rows, over=None) -> pd.DataFrame:
@@ -357,7 +356,7 @@ NONE = (0.001, -0.004, 0.006)          # inside ±1 point (the margin): no effec
 ])
 def test_verdict_regularizer_status(gen, opt, status):
     """P-S4 is not a claim of the paper: its verdicts are tested: helps / no effect / hurts, or inconclusive."""
-    v = R.verdict_regularizer(gaps_table(regimes_rows(NFR, gen, opt)), NO_COST, PICKED, {}, seeds=(0, 1, 2))
+    v = R.verdict_regularizer(gaps_table(regimes_rows(NFR, gen, opt)), PICKED, {}, seeds=(0, 1, 2))
     assert v.status == status
     assert v.claim_id == "P-S4" and v.part == "i" and v.seeds == (0, 1, 2)
     assert len(v.reasons) == 3
@@ -373,16 +372,16 @@ def test_remedy_margin_is_one_point():
 def test_verdicts_judge_each_regime_on_its_own_metric():
     # clear gains on the wrong metric of each regime (train in generalization, test in optimization) do not count
     rows = regimes_rows(NFR, UNCLEAR, UNCLEAR, other_metric=CLEAR)
-    assert R.verdict_regularizer(gaps_table(rows), NO_COST, PICKED, {}).status == "inconclusive"
+    assert R.verdict_regularizer(gaps_table(rows), PICKED, {}).status == "inconclusive"
 
 
 def test_verdict_with_a_missing_regime_does_not_count_it():
     rows = regimes_rows(NFR, CLEAR, CLEAR)[:2]          # no run of the regularizer finished at s=0.9
-    v = R.verdict_regularizer(gaps_table(rows), NO_COST, PICKED, {})
+    v = R.verdict_regularizer(gaps_table(rows), PICKED, {})
     assert v.status == "tested: helps"
     assert any("no run of" in r for r in v.reasons)
     rows = regimes_rows(NFR, NONE, NONE)[:2]            # no effect where measured is not "no effect" overall
-    assert R.verdict_regularizer(gaps_table(rows), NO_COST, PICKED, {}).status == "inconclusive"
+    assert R.verdict_regularizer(gaps_table(rows), PICKED, {}).status == "inconclusive"
 
 
 @pytest.mark.parametrize("fisher, random_gains, status", [
@@ -404,7 +403,7 @@ def test_verdict_schedule_status(fisher, random_gains, status):
                                                      fisher[0][0] - rg + 0.005),
             ("optimization", FISHER, "train_acc"): (fisher[1][0] - ro, fisher[1][0] - ro - 0.005,
                                                     fisher[1][0] - ro + 0.005)}
-    v = R.verdict_schedule(gaps_table(rows, over), NO_COST, PICKED, {})
+    v = R.verdict_schedule(gaps_table(rows, over), PICKED, {})
     assert v.status == status
     assert v.claim_id == "P-S4" and v.part == "ii"
     assert sum("random schedule" in r for r in v.reasons) == 2
@@ -417,7 +416,7 @@ def test_verdicts_from_gap_closed_and_chosen_settings():
     gaps = R.gap_closed(table)
     chosen = {(NFR, 0.5): {"label": "λ=-0.1, 5 ep", "fields": {}, "val_acc": 0.81},
               (FISHER, 0.5): {"label": "memorize 5 ep", "fields": {}, "val_acc": 0.8}}
-    v = R.verdict_regularizer(gaps, NO_COST, PICKED, chosen)
+    v = R.verdict_regularizer(gaps, PICKED, chosen)
     g = gaps.set_index(["regime", "remedy", "metric"])
     expected = {}
     for regime, metric in (("generalization", "test_acc"), ("optimization", "train_acc")):
@@ -425,7 +424,7 @@ def test_verdicts_from_gap_closed_and_chosen_settings():
         expected[regime] = remedy_status(stats_interval(r), R.REMEDY_MARGIN)
     assert v.status == R._overall(expected)
     assert any("λ=-0.1, 5 ep" in r for r in v.reasons)
-    v = R.verdict_schedule(gaps, NO_COST, PICKED, chosen)
+    v = R.verdict_schedule(gaps, PICKED, chosen)
     assert any("memorize 5 ep" in r for r in v.reasons)
 
 

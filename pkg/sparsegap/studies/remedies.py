@@ -411,24 +411,21 @@ def _chosen_lines(chosen: dict, remedy: str) -> list[str]:
             for (r, s), best in chosen.items() if r == remedy]
 
 
-def verdict_regularizer(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
+def verdict_regularizer(gaps: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
                         scale: str = "", margin: float = REMEDY_MARGIN, seeds=()) -> Verdict:
     """P-S4 (i), a proposal of the paper, not a claim: per regime, the 95% paired interval of negative Fisher
     regularization's gain over plain Sol-S, on the metric of that regime's gap, says *helps* (above zero),
-    *hurts* (below), *no effect* (inside ±``margin``) or *inconclusive*; over the two regimes, :func:`_overall`."""
+    *hurts* (below), *no effect* (inside ±``margin``) or *inconclusive*; over the two regimes, :func:`_overall`.
+    The remedies' wall-clock cost (:func:`costs`) is shown beside, never in the verdict: a verdict depends on the
+    results alone, so that two builds state the same one bitwise."""
     statuses, evidence, reasons = _judge(gaps, NFR, picked, margin)
     reasons += _chosen_lines(chosen, NFR)
-    c = cost[cost.remedy == NFR]
-    if len(c):
-        epoch = (f"; a penalized epoch {c.penalized_epoch_cost.mean():.2f}x a plain one"
-                 if "penalized_epoch_cost" in c and c.penalized_epoch_cost.notna().any() else "")
-        reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run{epoch}.")
     reasons.append(f"No effect: the interval lies within ±{margin * 100:g} points (a margin chosen before the results).")
     return Verdict("P-S4", CLAIM_NFR, _overall(statuses), tuple(reasons), scale, part="i",
                    finding=_finding(NFR, statuses, evidence, picked), evidence=tuple(evidence), seeds=tuple(seeds))
 
 
-def verdict_schedule(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
+def verdict_schedule(gaps: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
                      scale: str = "", margin: float = REMEDY_MARGIN, seeds=()) -> Verdict:
     """P-S4 (ii). As (i) for the Fisher schedule; where it helps, it must also clearly beat the random schedule of
     the same sizes (paired: ``over_random`` of :func:`gap_closed`), else fewer samples early, not the Fisher
@@ -450,9 +447,6 @@ def verdict_schedule(gaps: pd.DataFrame, cost: pd.DataFrame, picked: dict[str, f
             statuses[regime] = "inconclusive"
             reasons.append(f"{regime} regime: no random schedule to tell the Fisher ranking from fewer samples early.")
     reasons += _chosen_lines(chosen, FISHER)
-    c = cost[cost.remedy == FISHER]
-    if len(c):
-        reasons.append(f"Cost: {c.run_cost.mean():.2f}x the training time of plain Sol-S per run (ranking included).")
     reasons.append(f"No effect: the interval lies within ±{margin * 100:g} points (a margin chosen before the results).")
     return Verdict("P-S4", CLAIM_SCHEDULE, _overall(statuses), tuple(reasons), scale, part="ii",
                    finding=_finding(FISHER, statuses, evidence, picked), evidence=tuple(evidence), seeds=tuple(seeds))
