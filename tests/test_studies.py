@@ -199,7 +199,7 @@ def _noise_history(memorized, test_acc, fisher_noisy, fisher_clean):
 
 
 def test_clearly_above_needs_a_gap_beyond_the_seed_scatter():
-    from sparsegap.studies.memorization import clearly_above
+    from sparsegap.verdict import clearly_above
     assert clearly_above([0.80, 0.81, 0.82], [0.70, 0.71, 0.69], paired=False)
     assert not clearly_above([0.715, 0.72, 0.71], [0.712, 0.714, 0.71], paired=False)   # 0.3 points, in the scatter
     assert not clearly_above([0.70, 0.71, 0.69], [0.80, 0.81, 0.82], paired=False)

@@ -19,7 +19,6 @@ from ..config import DataConfig, ModelConfig, TrainConfig
 from ..memorization import first_epoch_reaching, memorization_table, memorized_share
 from ..runs import RunStore
 from ..stats import Interval
-from ..verdict import clearly_above  # noqa: F401  (re-exported)
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
 from .procedure import Experiment, run_two_regimes
 from .two_regimes import RUN_PARAMETERS
