@@ -70,7 +70,7 @@ bench: env system
 
 # Not part of book or test: re-runs the verdict-bearing chapters with every training seed shifted by 100, into
 # data/runs-robustness and data/robustness, and prints each verdict's status on both seed sets (the first from
-# book/notebooks, i.e. after `make book`). Options through ARGS, e.g. make robustness ARGS="--only 09_gradient_snr".
+# book/notebooks, i.e. after `make book`). Options through ARGS, e.g. make robustness ARGS="--only 06_gradient_snr".
 robustness: env system
 	$(PY) -m sparsegap.robustness $(ARGS)
 

@@ -44,14 +44,14 @@ def _profiles(a_stem: str, b_stem: str):
 @pytest.mark.parametrize("a_stem, b_stem, names, inside", [
     # 03 measures 01's networks, at some of its sparsities; 10 follows 01's Sol-S and Sol-F at one of them
     ("01_two_regimes", "03_curvature", "two_regimes.RUN_PARAMETERS", ("sparsities", "sparsities")),
-    ("01_two_regimes", "10_paths_and_cosines", "two_regimes.RUN_PARAMETERS", ("sparsity", "sparsities")),
+    ("01_two_regimes", "05_paths_and_cosines", "two_regimes.RUN_PARAMETERS", ("sparsity", "sparsities")),
     # 12 reads 01's regimes from its runs and reuses its Sol-S and Sol-F
     ("01_two_regimes", "12_remedies", "two_regimes.RUN_PARAMETERS", ("sparsities", "sparsities")),
     # 06 studies one chain of 05, at one of its noise levels
-    ("05_sparse_double_descent", "06_redense_and_landscape", "double_descent.CHAIN_PARAMETERS", ("noise", "noises")),
+    ("07_sparse_double_descent", "08_redense_and_landscape", "double_descent.CHAIN_PARAMETERS", ("noise", "noises")),
     # 08 and 11 read 07's P-S, L-S and S-S at some of its sparsities
-    ("07_difficulty_of_sparse_training", "08_gradient_flow", "difficulty.RUN_PARAMETERS", ("sparsities", "sparsities")),
-    ("07_difficulty_of_sparse_training", "11_energy_landscape", "difficulty.RUN_PARAMETERS", ("sparsity", "sparsities")),
+    ("09_difficulty_of_sparse_training", "10_gradient_flow", "difficulty.RUN_PARAMETERS", ("sparsities", "sparsities")),
+    ("09_difficulty_of_sparse_training", "11_energy_landscape", "difficulty.RUN_PARAMETERS", ("sparsity", "sparsities")),
 ])
 def test_chapters_that_read_another_chapters_runs_share_its_parameters(a_stem, b_stem, names, inside):
     """Otherwise the reading chapter would train runs of its own (defaults and every parameter file)."""

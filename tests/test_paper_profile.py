@@ -15,8 +15,8 @@ classes, blocks and forward pass; ``ModelConfig.width``, tested in test_models.p
   whole test took 107 s, chapter 12 alone 79 s of it (about 30 ResNet-32 runs); a training epoch on 200 images takes
   0.51 s at width 0.5 and 1.10 s at width 1 (one thread).
 - ResNet-18 at width 0.25 (16 to 128 channels): at full width each run and curve writes, hashes and reads
-  back 45 MB weight files, and chapters 5 to 8 and 11 took 145 s of kernel time in this test, against 47 s
-  at a quarter (chapters 7, 8 and 11 alone, one after another: 89 s against 26 s).
+  back 45 MB weight files, and chapters 7 to 11 took 145 s of kernel time in this test, against 47 s
+  at a quarter (chapters 9, 10 and 11 alone, one after another: 89 s against 26 s).
 
 What this proves: the paper settings parse, the paper architectures build and train with masks (and with
 the paper profile's training options), and every figure and verdict cell runs on them. The numbers mean
@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 COMMON = {"epochs": 1, "seeds": [0], "width": 0.5}    # width: ResNet-32 at half its base width (see above)
 # Sparsities are chosen so that chapters share runs through the store, as the book's do: the CIFAR-100
-# chapters (1, 3, 10, 12) one dense run and its Sol-F and Sol-S at 0.5 and 0.9; chapters 7, 8 and 11 the
+# chapters (1, 3, 5, 12) one dense run and its Sol-F and Sol-S at 0.5 and 0.9; chapters 9, 10 and 11 the
 # ResNet-18 dense and gradual runs at 0.91. They are lower than the paper's highest: after one epoch
 # global magnitude pruning at 0.95 (ResNet-32) or 0.98 (ResNet-18) takes every weight of the output layer,
 # which sparsegap refuses with a clear error (pruning.global_masks_from_scores).
@@ -58,12 +58,12 @@ OVERRIDES: dict[str, dict] = {
                              "unit_init_sparsities": [0.9], "fisher_every": 1},
     "03_curvature": CIFAR100 | {"sparsities": [0.5, 0.9], "max_probes": 2, "measure_size": 10},
     "04_memorization": {"sparsity": 0.9, "fisher_every": 1, "predictions_every": 1},
-    "05_sparse_double_descent": RESNET18 | {"rounds": 2, "rewind_iter": 1, "noises": [0.4], "heuristic_noises": [0.4]},
-    "06_redense_and_landscape": RESNET18 | {"rounds": 2, "rewind_iter": 1, "path_points": 3, "curve_points": 3},
-    "07_difficulty_of_sparse_training": RESNET18 | {"prune_every": 1, "sparsities": [0.8, 0.91], "zero_fractions": [0.99]},
-    "08_gradient_flow": RESNET18 | {"prune_every": 1, "sparsities": [0.91], "update_every": 1},
-    "09_gradient_snr": {},
-    "10_paths_and_cosines": CIFAR100 | {"sparsity": 0.9, "path_points": 3, "alphas": [0.3, 0.9], "permutations": 10},
+    "07_sparse_double_descent": RESNET18 | {"rounds": 2, "rewind_iter": 1, "noises": [0.4], "heuristic_noises": [0.4]},
+    "08_redense_and_landscape": RESNET18 | {"rounds": 2, "rewind_iter": 1, "path_points": 3, "curve_points": 3},
+    "09_difficulty_of_sparse_training": RESNET18 | {"prune_every": 1, "sparsities": [0.8, 0.91], "zero_fractions": [0.99]},
+    "10_gradient_flow": RESNET18 | {"prune_every": 1, "sparsities": [0.91], "update_every": 1},
+    "06_gradient_snr": {},
+    "05_paths_and_cosines": CIFAR100 | {"sparsity": 0.9, "path_points": 3, "alphas": [0.3, 0.9], "permutations": 10},
     "11_energy_landscape": RESNET18 | {"prune_every": 1, "path_points": 3, "curve_points": 3, "curve_epochs": 1},
     "12_remedies": CIFAR100 | {"sparsities": [0.5, 0.9], "remedy_seeds": [0], "validation": 100, "measure_size": 20,
                     "reg_coefs": [-0.1],
@@ -71,9 +71,9 @@ OVERRIDES: dict[str, dict] = {
 }
 
 
-LONGEST_FIRST = ["12_remedies", "11_energy_landscape", "07_difficulty_of_sparse_training", "06_redense_and_landscape",
-                 "08_gradient_flow", "05_sparse_double_descent", "03_curvature", "01_two_regimes",
-                 "10_paths_and_cosines", "04_memorization", "09_gradient_snr", "02_fisher_trajectory"]
+LONGEST_FIRST = ["12_remedies", "11_energy_landscape", "09_difficulty_of_sparse_training", "08_redense_and_landscape",
+                 "10_gradient_flow", "07_sparse_double_descent", "03_curvature", "01_two_regimes",
+                 "05_paths_and_cosines", "04_memorization", "06_gradient_snr", "02_fisher_trajectory"]
 
 
 def overrides() -> dict[str, dict]:
@@ -90,7 +90,7 @@ def paper_book(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper-profile")
     data = root / "data"
     # CIFAR-10: one image of each class. CIFAR-100: two of each, since chapter 12 holds one of each out as its
-    # validation split; 50 test images (a split that misses classes, which chapter 10's verdicts must allow).
+    # validation split; 50 test images (a split that misses classes, which chapter 5's verdicts must allow).
     write_cifar(data, "cifar10", n_train=10, n_test=10, balanced=True)
     write_cifar(data, "cifar100", n_train=200, n_test=50, balanced=True)
     write_mnist_like(data / "mnist", n_train=300, n_test=100)   # 3 minibatches: a gradient SNR

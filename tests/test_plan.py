@@ -19,7 +19,7 @@ def test_every_notebooks_planned_runs_are_the_runs_it_trains(built_book, monkeyp
     """At smoke scale, after the book is built: every run a notebook's plan lists is in the store the notebooks
     filled, and the plans count exactly the runs there. Chapter 12 picks its sparsities and settings while it
     runs, so its plan has stand-ins for them: there only chapter 1's runs are checked by name, and its total by
-    count (the stand-ins cost the same number of runs). Chapter 6's re-dense rounds are its chain's characteristic
+    count (the stand-ins cost the same number of runs). Chapter 8's re-dense rounds are its chain's characteristic
     ones: a plan made after the build reads them from the store the notebooks filled."""
     monkeypatch.setenv("SPARSEGAP_RUNS_DIR", str(built_book.runs_dir))
     store = RunStore(built_book.runs_dir)
@@ -75,17 +75,17 @@ def test_the_plans_split_sizes_are_what_the_loaders_give(name):
 
 
 def test_the_paper_plan_parses_every_notebook_and_trains_nothing(tmp_path, capsys):
-    runs = bookbuild.plan_book("paper", ROOT / "notebooks", ["01_two_regimes", "09_gradient_snr"],
+    runs = bookbuild.plan_book("paper", ROOT / "notebooks", ["01_two_regimes", "06_gradient_snr"],
                                runs_dir=tmp_path, device="cpu")
     out = capsys.readouterr().out
-    assert "01_two_regimes" in out and "09_gradient_snr" in out and "days" in out
+    assert "01_two_regimes" in out and "06_gradient_snr" in out and "days" in out
     assert not any(tmp_path.iterdir())                       # nothing trained, nothing written
     r01 = runs[runs.notebook == "01_two_regimes"]
     assert len(r01) == 3 * (1 + 9 * 2) and set(r01.model) == {"resnet32 x4"} and set(r01.epochs) == {250}
 
 
 def test_plan_on_the_command_line(tmp_path, capsys):
-    assert bookbuild.main(["--plan", "--only", "09_gradient_snr", "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
+    assert bookbuild.main(["--plan", "--only", "06_gradient_snr", "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
     assert "plan made in" in capsys.readouterr().out
 
 

@@ -43,7 +43,7 @@ def test_every_verdict_bearing_chapter_gets_disjoint_seeds_and_keeps_its_data_se
             assert (len(value) == len(old)) if isinstance(old, list) else isinstance(value, int)
         assert not set(c.overrides) & set(R.DATA_SEED_PARAMETERS)
     assert set(chapters["12_remedies"].overrides) == {"seeds", "remedy_seeds", "select_seed"}
-    assert set(chapters["06_redense_and_landscape"].overrides) == {"seeds"}   # noise, prune, direction seeds stay
+    assert set(chapters["08_redense_and_landscape"].overrides) == {"seeds"}   # noise, prune, direction seeds stay
     assert set(chapters["04_memorization"].overrides) == {"seeds"}
 
 
@@ -114,8 +114,8 @@ def two_folders(tmp_path):
     _write(b, "01_two_regimes", [_verdict("P-F4", "reproduced", "a", Interval(0.03, -0.01, 0.07, 3, 2, "paired t"),
                                           seeds=(100, 101, 102)),
                                  _verdict("P-F4", "inconclusive", "b", seeds=(100, 101, 102))])
-    _write(a, "09_gradient_snr", [_verdict("P-F11", "not reproduced", "a", Interval.exact(0.5))])
-    _write(b, "09_gradient_snr", [_verdict("P-F11", "not reproduced", "a", Interval.exact(0.25))])
+    _write(a, "06_gradient_snr", [_verdict("P-F11", "not reproduced", "a", Interval.exact(0.5))])
+    _write(b, "06_gradient_snr", [_verdict("P-F11", "not reproduced", "a", Interval.exact(0.25))])
     _write(a, "03_curvature", [_verdict("P-F5", "partly")])      # not run on the second seed set
     return a, b
 
@@ -127,7 +127,7 @@ def test_the_table_puts_each_verdict_side_by_side(two_folders):
         ("01_two_regimes", "P-F4 (a)", "reproduced", "reproduced", True),
         ("01_two_regimes", "P-F4 (b)", "partly", "inconclusive", False),
         ("03_curvature", "P-F5", "partly", R.MISSING, False),
-        ("09_gradient_snr", "P-F11 (a)", "not reproduced", "not reproduced", True)]
+        ("06_gradient_snr", "P-F11 (a)", "not reproduced", "not reproduced", True)]
     first = rows[0]
     assert (first.effect_a, first.effect_b) == ("4.0% [2.0%, 6.0%]", "3.0% [-1.0%, 7.0%]")
     assert first.effect_name == "Sol-F − Sol-S, test accuracy"
@@ -140,7 +140,7 @@ def test_the_table_puts_each_verdict_side_by_side(two_folders):
                         "key effect, seeds B"]
     assert cells[3] == ["01 P-F4 (b)", "partly", "inconclusive", "NO", "—", "—"]
     assert text.endswith("2 of 4 statuses agree")
-    assert [r.label for r in R.compare(a, b, ["09_gradient_snr"])] == ["P-F11 (a)"]
+    assert [r.label for r in R.compare(a, b, ["06_gradient_snr"])] == ["P-F11 (a)"]
 
 
 def test_compare_only_writes_markdown_and_json(two_folders, capsys):

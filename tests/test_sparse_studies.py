@@ -1,4 +1,4 @@
-"""The verdict rules of chapters 9 and 10 on made-up results whose answer is known (chapters 7, 8 and 11:
+"""The verdict rules of chapters 5 and 6 on made-up results whose answer is known (chapters 9, 10 and 11:
 tests/test_verdicts_evci.py)."""
 
 import numpy as np

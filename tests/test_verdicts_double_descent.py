@@ -1,4 +1,4 @@
-"""Chapters 5 and 6 (seed 001, D-F1 to D-F7): each verdict rule does what the paper says, on made-up
+"""Chapters 7 and 8 (seed 001, D-F1 to D-F7): each verdict rule does what the paper says, on made-up
 per-seed numbers whose answer is known. Rounds of one chain share a seed (and the dense run), so the
 rules pair them; a re-dense run pairs with its own seed's sparse run."""
 
@@ -143,7 +143,7 @@ def test_memorization_verdict_is_inconclusive_without_a_sweet_spot():
     assert v.status == "inconclusive" and "no overfitting round" in v.finding
 
 
-# ----------------------------------------------------------------------------------- chapter 6 tables
+# ----------------------------------------------------------------------------------- chapter 8 tables
 
 def redense_table(sparse_test, redense_test, sparse_perm, redense_perm, sd=0.005, seeds=(0, 1, 2), rng=0):
     g = np.random.default_rng(rng)
@@ -241,13 +241,13 @@ def test_distance_verdict_is_the_papers_lenet_criterion():
 
 
 def test_the_two_chapters_share_their_chain_defaults():
-    """Chapter 6 studies chapter 5's chain: the chain parameters must agree (tests/test_notebooks.py checks
+    """Chapter 8 studies chapter 7's chain: the chain parameters must agree (tests/test_notebooks.py checks
     every profile; this one the decided seeds)."""
     import json
     from pathlib import Path
     root = Path(__file__).resolve().parents[1] / "notebooks"
     values = {}
-    for stem in ("05_sparse_double_descent", "06_redense_and_landscape"):
+    for stem in ("07_sparse_double_descent", "08_redense_and_landscape"):
         cell = next(c for c in json.loads((root / f"{stem}.ipynb").read_text())["cells"]
                     if "parameters" in c.get("metadata", {}).get("tags", []))
         ns: dict = {}

@@ -1,4 +1,4 @@
-"""The verdict rules of chapters 7, 8 and 11 (Evci et al. 2019 and 2022: E-F1, E-F3 to E-F8, G-1 to G-3) on
+"""The verdict rules of chapters 9, 10 and 11 (Evci et al. 2019 and 2022: E-F1, E-F3 to E-F8, G-1 to G-3) on
 made-up per-seed numbers whose answer is known: each rule tests what the paper says, with paired 95%
 intervals where the runs share a seed, and says "inconclusive" when the seeds cannot decide."""
 
@@ -265,7 +265,7 @@ def test_e_f6_7_is_a_claim_with_a_verdict_on_the_norms():
 
 # ------------------------------------------------------------------------------------------ the settings
 
-@pytest.mark.parametrize("stem", ["07_difficulty_of_sparse_training", "08_gradient_flow", "11_energy_landscape"])
+@pytest.mark.parametrize("stem", ["09_difficulty_of_sparse_training", "10_gradient_flow", "11_energy_landscape"])
 def test_three_seeds_in_the_cpu_and_paper_profiles(stem):
     from pathlib import Path
 

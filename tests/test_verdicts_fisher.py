@@ -1,4 +1,4 @@
-"""The verdict rules of chapters 2, 4, 9 and 12 on hand-made per-seed tables: each rule tests what the paper
+"""The verdict rules of chapters 2, 4, 6 and 12 on hand-made per-seed tables: each rule tests what the paper
 says (issue 22), with 95% intervals over seeds, and says *inconclusive* when a precondition fails."""
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def test_fisher_noise_rule_includes_sol_s_having_the_higher_fisher_trace():
     assert low.key_effect.outcome == "fails"
 
 
-# ----------------------------------------------------------------------------------- chapter 9: P-F11
+# ----------------------------------------------------------------------------------- chapter 6: P-F11
 
 def snr_table(*, s_mean, s_std, s_first=None, s_acc=0.95, seeds=(0, 1, 2)):
     """Sol-D and Sol-F with gradients of size 1 and std 1; Sol-S's given (first epoch mean: s_first)."""

@@ -1,4 +1,4 @@
-"""Verdict rules of chapters 1, 3 and 10 (P-F1, P-T2, P-F6, P-F7/8, P-F9/10) on made-up per-seed numbers:
+"""Verdict rules of chapters 1, 3 and 5 (P-F1, P-T2, P-F6, P-F7/8, P-F9/10) on made-up per-seed numbers:
 each rule does what the paper says, on 95% intervals over seeds, and cannot decide from too few."""
 
 import numpy as np
@@ -127,7 +127,7 @@ def test_curvature_summary_takes_its_spread_from_stats():
     assert out.loc[("Sol-F", 0.9), "Tr(F)"] == "2 ± 0" and out.loc[("Sol-S", 0.9), "Tr(F)"] == "6 ± 0 ↑"
 
 
-# ------------------------------------------------------------------ P-F6, P-F7/8 (chapter 10)
+# ------------------------------------------------------------------ P-F6, P-F7/8 (chapter 5)
 
 def path_table(losses_by_seed):
     return pd.DataFrame([{"alpha": a, "subset": "train", "loss": loss, "seed": s}
@@ -155,7 +155,7 @@ def test_p_f7_8_excess_over_random_subsets():
     assert pt.classes_verdict({0.3: flat, 0.9: flat2}, y, 50, 100).status in ("not reproduced", "inconclusive")
 
 
-# ------------------------------------------------------------------ P-F9/10 (chapter 10)
+# ------------------------------------------------------------------ P-F9/10 (chapter 5)
 
 # Fashion-MNIST: any two networks disagree mostly on T-shirt/top (0), pullover (2), coat (4) and shirt (6)
 CONFUSED = np.array([0.18, 0.01, 0.2, 0.04, 0.2, 0.02, 0.3, 0.02, 0.01, 0.02])

@@ -56,7 +56,7 @@ CLAIMS: dict[str, Claim] = {c.claim_id: c for c in [
                   "schedule) close part of the gap"),
     Claim("D-F1", "Under label noise, test accuracy against sparsity descends twice (sparse double descent)"),
     Claim("D-F2", "Training dynamics at the dense, overfitting, sweet-spot and underfitting sparsities",
-          verdict=False, shown_in="notebooks/05_sparse_double_descent"),
+          verdict=False, shown_in="notebooks/07_sparse_double_descent"),
     Claim("D-F3", "High sparsity memorizes fewer noisy labels (unpermuted, permuted, restored subsets)"),
     Claim("D-F4", "Re-dense training after sparse training"),
     Claim("D-F5", "Linear interpolation from the sparse to the re-dense solution"),

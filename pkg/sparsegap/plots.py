@@ -303,7 +303,7 @@ def figure_noisy_confusion(matrices: dict[str, np.ndarray], classes: Sequence[st
     return fig
 
 
-# ------------------------------------------------------------ sparse double descent (chapters 5, 6)
+# ------------------------------------------------------------ sparse double descent (chapters 7, 8)
 
 HEURISTIC_COLORS = {"magnitude": "#1f77b4", "gradient": "#2ca02c", "random": "#d62728"}
 KEY_COLORS = {"dense": "0.35", "overfitting": "#d62728", "sweet spot": "#2ca02c", "underfitting": "#9467bd"}
@@ -497,7 +497,7 @@ def figure_distance(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-# ------------------------------------------------------------ how sparse networks are found (chapters 7, 8)
+# ------------------------------------------------------------ how sparse networks are found (chapters 9, 10)
 
 SOLUTION_COLORS = {"P-S": "#1f77b4", "L-S": "#2ca02c", "S-S": "#ff7f0e", "sparse-init dense": "#9467bd",
                    "S-S unit": "#8c564b", "SET": "#e377c2", "RigL": "#17becf", "dense": "0.35"}
@@ -626,7 +626,7 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
     return fig
 
 
-# ------------------------------------------------------------ the path from Init-S to Sol-F (chapter 10)
+# ------------------------------------------------------------ the path from Init-S to Sol-F (chapter 5)
 
 def figure_init_s_path(paths: pd.DataFrame) -> plt.Figure:
     """P-F6 (a): loss along (1 − α)·Init-S + α·Sol-F on the training (solid) and the test set (dashed),

@@ -1,7 +1,7 @@
 """A robustness check anyone can run: every verdict again, on a second, disjoint set of training seeds.
 
     python -m sparsegap.robustness                     # what `make robustness` runs (cpu profile, offset 100)
-    python -m sparsegap.robustness --only 09_gradient_snr --profile smoke -j 1
+    python -m sparsegap.robustness --only 06_gradient_snr --profile smoke -j 1
     python -m sparsegap.robustness --compare-only      # no execution: compare the two folders already there
 
 The verdict-bearing chapters (those whose study module states verdicts) run again with every training-seed

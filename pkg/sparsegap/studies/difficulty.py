@@ -1,4 +1,4 @@
-"""Chapter 7, the difficulty of training sparse networks (seed 002, Evci et al. 2019: E-F1, E-F5).
+"""Chapter 9, the difficulty of training sparse networks (seed 002, Evci et al. 2019: E-F1, E-F5).
 
 Three ways to a sparse network with the same mask (the paper's Fig. 2):
 
@@ -45,7 +45,7 @@ RUN_PARAMETERS = dict(
 )
 
 PARAMETERS = P.ParameterSpec(
-    "07_difficulty_of_sparse_training",
+    "09_difficulty_of_sparse_training",
     **RUN_PARAMETERS,
     sparsities=P.sparsities("final sparsities of the pruned solution"),
     zero_fractions=P.Param("floats", "E-F5: fractions of the initial weights set to zero at random", low=0.0,

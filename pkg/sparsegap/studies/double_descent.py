@@ -1,4 +1,4 @@
-"""Chapter 5, sparse double descent under label noise (seed 001: D-F1, D-F2, D-F3).
+"""Chapter 7, sparse double descent under label noise (seed 001: D-F1, D-F2, D-F3).
 
 Iterative pruning with rewinding (``RunConfig(kind="imp")``) from a dense network trained on data
 whose labels carry symmetric noise ε, one chain of rounds per pruning heuristic, noise level and
@@ -26,7 +26,7 @@ from ..verdict import status_of as _status
 from . import procedure
 from .procedure import check_seeds
 
-# Recorded during every run of the chapter (part of the runs' identity, so chapters 5 and 6 share them).
+# Recorded during every run of the chapter (part of the runs' identity, so chapters 7 and 8 share them).
 TRACK = ("accuracy:permuted@1", "accuracy:unpermuted@1", "accuracy:restored@1")
 SUBSET_KEYS = {"permuted": "accuracy:permuted", "unpermuted": "accuracy:unpermuted", "restored": "accuracy:restored"}
 CHARACTERISTIC = ("dense", "overfitting", "sweet spot", "underfitting")
@@ -56,7 +56,7 @@ CHAIN_PARAMETERS = dict(
 )
 
 PARAMETERS = P.ParameterSpec(
-    "05_sparse_double_descent",
+    "07_sparse_double_descent",
     **CHAIN_PARAMETERS,
     noises=P.Param("floats", "label-noise levels ε (fraction of training labels flipped); magnitude pruning "
                              "runs at every one", low=0.0, high=1.0, high_open=True, unique=True),

@@ -1,4 +1,4 @@
-"""Chapter 8, gradient flow (seed 004, Evci et al. 2022: G-1, G-2, G-3).
+"""Chapter 10, gradient flow (seed 004, Evci et al. 2022: G-1, G-2, G-3).
 
 The solutions of the difficulty chapter (P-S, L-S, S-S; the same runs, shared through the store), plus
 scratch with the sparsity-aware "unit" init (:mod:`sparsegap.sparse_init`) and dynamic sparse training,
@@ -22,7 +22,7 @@ from ..verdict import Evidence, Verdict, detectable_line, status_of
 from .difficulty import RUN_PARAMETERS, Results, _gap, detect_phrase, settings, solution_configs
 
 PARAMETERS = P.ParameterSpec(
-    "08_gradient_flow",
+    "10_gradient_flow",
     **RUN_PARAMETERS,
     sparsities=P.sparsities("sparsities of every sparse solution (a subset of the difficulty chapter's)"),
     drop_fraction=P.Param("float", "SET/RigL: fraction of each layer's weights dropped and regrown at the first "

@@ -1,4 +1,4 @@
-"""Chapter 9, the gradient signal-to-noise ratio over training (The Price of Sparsity, Fig. 11: P-F11).
+"""Chapter 6, the gradient signal-to-noise ratio over training (The Price of Sparsity, Fig. 11: P-F11).
 
 Sol-D, Sol-F and Sol-S of the Fig. 2 procedure at two sparsities, each recording, per epoch and per
 layer, the signal-to-noise ratio of its minibatch gradients as the authors compute it: the norm of
@@ -24,7 +24,7 @@ TRACK = ("grad_snr@1",)
 TERMS = {"snr": "grad_snr", "mean": "grad_snr_mean", "std": "grad_snr_std"}
 
 PARAMETERS = P.ParameterSpec(
-    "09_gradient_snr",
+    "06_gradient_snr",
     **P.data_parameters(),
     sparsities=P.sparsities("the two sparsities: the paper's 60% (its generalization regime) and 95% (optimization)"),
     seeds=P.seeds(),

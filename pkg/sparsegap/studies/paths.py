@@ -1,4 +1,4 @@
-"""Chapter 10, the path from Init-S to Sol-F and the samples that drive it (The Price of Sparsity,
+"""Chapter 5, the path from Init-S to Sol-F and the samples that drive it (The Price of Sparsity,
 Fig. 6–10: P-F6, P-F7/8, P-F9/10).
 
 The runs are the two-regimes chapter's (the same configs, shared through the store) at one sparsity.
@@ -31,7 +31,7 @@ from .redense import monotone
 from .two_regimes import RUN_PARAMETERS
 
 PARAMETERS = P.ParameterSpec(
-    "10_paths_and_cosines",
+    "05_paths_and_cosines",
     **{k: v for k, v in RUN_PARAMETERS.items() if k != "sparsities"},
     sparsity=P.fraction("the sparsity of Sol-F and Sol-S studied here (the paper's Fig. 9/10: 0.97)", high_open=True),
     path_points=P.Param("int", "points on the path from Init-S (α=0) to Sol-F (α=1)", low=2),

@@ -1,4 +1,4 @@
-"""Chapter 6, re-dense training and the landscape around sparse solutions (seed 001: D-F4 to D-F7).
+"""Chapter 8, re-dense training and the landscape around sparse solutions (seed 001: D-F4 to D-F7).
 
 One chain of the double-descent chapter (magnitude pruning at one ε, the very same runs, shared
 through the store), and at its characteristic rounds (overfitting, sweet spot, underfitting: the
@@ -29,7 +29,7 @@ from .double_descent import (CHAIN_PARAMETERS, Chains, chain_configs, chain_sett
                              data_config, paired)
 
 PARAMETERS = P.ParameterSpec(
-    "06_redense_and_landscape",
+    "08_redense_and_landscape",
     **CHAIN_PARAMETERS,
     noise=P.Param("float", "the label-noise level ε of the chain (magnitude pruning) studied here",
                   low=0.0, high=1.0, high_open=True),
