@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "NUM_CLASSES", "SUBSETS", "DataSplits", "add_label_noise", "data_root", "load_dataset",
+__all__ = ["CLASS_NAMES", "DATASETS", "NUM_CLASSES", "class_names", "SUBSETS", "DataSplits", "add_label_noise", "data_root", "load_dataset",
            "make_tishby", "read_idx"]
 
 DATASETS: tuple[str, ...] = (
@@ -56,6 +56,25 @@ DATASETS: tuple[str, ...] = (
 # Classes of each dataset, known before loading it (checked against the loaded labels).
 NUM_CLASSES: dict[str, int] = {"fashion-mnist": 10, "mnist-5k": 10, "mnist1d": 10, "tishby": 2, "digits": 10,
                                "mnist": 10, "cifar10": 10, "cifar100": 100}
+
+# Names of the classes, for figures and tables (chapters show "T-shirt/top", never "0"). CIFAR-100's
+# hundred names are not listed: :func:`class_names` then falls back to "class 0" ... "class 99".
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "mnist": tuple(f"digit {i}" for i in range(10)),
+    "mnist-5k": tuple(f"digit {i}" for i in range(10)),
+    "digits": tuple(f"digit {i}" for i in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
+def class_names(dataset: str) -> tuple[str, ...]:
+    """The name of every class of ``dataset``, in label order (``"class k"`` where it has no names)."""
+    key = str(dataset).strip().lower().replace("_", "-")
+    if key not in NUM_CLASSES:
+        raise ValueError(f"class_names: dataset must be one of {sorted(NUM_CLASSES)}, got {dataset!r}")
+    return CLASS_NAMES.get(key, tuple(f"class {i}" for i in range(NUM_CLASSES[key])))
 
 # Named parts of the data (DataSplits.split): the training set as trained on (noisy labels), the test
 # set, and the three subsets of the label-noise experiments (He et al. 2022's names).
