@@ -395,27 +395,120 @@ def test_injected_parameters_are_hidden(built_book) -> None:
         assert all("remove-input" in c.metadata["tags"] for c in injected)
 
 
-def test_figures_are_shown_at_a_legible_scale(built_book, site, browser) -> None:
-    """At 1400 px, every output image is shown at >= 96 % of its natural size: the figures are drawn at
-    plots.DPI with text >= plots.MIN_FONT_PT (test_ledger checks that), so text stays >= 9 pt on screen."""
-    from sparsegap import plots
+CHAPTERS = [p for p in toc_pages() if p.startswith("notebooks/")]
+WIDTHS = (800, 1400)
 
+
+@pytest.fixture(scope="module")
+def page_geometry(built_book, site, browser) -> dict[tuple[int, str], dict]:
+    """Each page of the book, opened at 800 and at 1400 px: whether it scrolls sideways, its height, and
+    each output image's natural and shown width (the browser's measurement, after images loaded)."""
     base, _ = site
-    browser.set_window_size(1400, 1000)
+    out = {}
     try:
-        for name in built_book.notebooks:
-            browser.get(f"{base}/notebooks/{name}.html")
-            _wait(browser, "document.readyState === 'complete'")
-            _wait(browser, "[...document.images].every(i => i.complete)")
-            sizes = browser.execute_script(
-                "return [...document.querySelectorAll('.cell_output img')]"
-                ".filter(i => i.offsetParent !== null).map(i => [i.naturalWidth, i.getBoundingClientRect().width]);")
-            assert sizes, f"{name} shows no figure"
-            for natural, shown in sizes:
-                text_px = (plots.MIN_FONT_PT * plots.DPI / 72) * shown / natural
-                assert text_px >= 12 * 0.99, f"{name}: a {natural}px image shown at {shown:.0f}px, text {text_px:.1f}px"
+        for width in WIDTHS:
+            browser.set_window_size(width, 1000)
+            for page in toc_pages():
+                browser.get(f"{base}/{page}.html")
+                _wait(browser, "document.readyState === 'complete'")
+                _wait(browser, "[...document.images].every(i => i.complete)")
+                out[(width, page)] = browser.execute_script("""
+                    const d = document.documentElement;
+                    const imgs = [...document.querySelectorAll('article img')].filter(i => i.offsetParent !== null
+                        && !i.closest('.widget-subarea, .jupyter-widgets') && !i.closest('.navbar-brand'));
+                    return {scroll: d.scrollWidth, client: d.clientWidth,
+                            height: document.querySelector('article').getBoundingClientRect().height,
+                            images: imgs.map(i => [i.naturalWidth, i.getBoundingClientRect().width, i.src.slice(-40)])};
+                """)
     finally:
         browser.set_window_size(1280, 1600)
+    return out
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_no_page_scrolls_sideways(page_geometry, width: int) -> None:
+    wide = {page: (g["scroll"], g["client"]) for (w, page), g in page_geometry.items()
+            if w == width and g["scroll"] > g["client"] + 1}
+    assert not wide, f"at {width} px these pages scroll sideways (scroll width, window width): {wide}"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_figures_are_crisp_and_their_text_legible(page_geometry, width: int) -> None:
+    """Figures are drawn at 2x pixel density (plots.use_book_style) and shown at (nearly) their natural CSS
+    size: text drawn at plots.MIN_FONT_PT at plots.DPI is then at least 9 pt (12 px) on screen."""
+    from sparsegap import plots
+
+    for (w, page), g in page_geometry.items():
+        if w != width or not page.startswith("notebooks/"):
+            continue
+        assert g["images"], f"{page} shows no figure"
+        for natural, shown, src in g["images"]:
+            assert natural >= 1.9 * shown, f"{page}: {src} is {natural}px shown at {shown:.0f}px: not 2x density"
+            text_px = (plots.MIN_FONT_PT * plots.DPI / 72) * shown / (natural / 2)
+            assert text_px >= 12 * 0.99, (f"{page} at {width} px: a {natural}px (2x) image shown at {shown:.0f}px, "
+                                          f"its smallest text {text_px:.1f}px (< 12 px = 9 pt)")
+
+
+def test_ledger_page_is_compact(page_geometry) -> None:
+    """The ledger reads without a wall of narrow columns: at 1400 px it is under 7,000 px tall (about
+    10,000 before its columns were merged)."""
+    height = page_geometry[(1400, "ledger")]["height"]
+    assert height < 7000, f"the ledger is {height:.0f} px tall at 1400 px"
+
+
+def _article(html_text: str) -> str:
+    start = html_text.find("<article")
+    return html_text[start:html_text.find("</article>", start)]
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_every_figure_has_a_numbered_caption(built_book, page: str) -> None:
+    """Every image of a chapter sits in a <figure> with a numbered caption ("Fig. 7.1"), numbered by chapter,
+    so no two chapters show a "Figure 1"; interactive widgets (rendered by script) are the exception."""
+    import re
+
+    article = _article((built_book.html_dir / f"{page}.html").read_text())
+    outside = re.sub(r"<figure.*?</figure>", "", article, flags=re.S)
+    assert "<img" not in outside, f"{page} shows an image without a caption"
+    figures = re.findall(r"<figure.*?</figure>", article, flags=re.S)
+    assert figures, f"{page} has no captioned figure"
+    chapter = int(Path(page).name[:2])
+    for f in figures:
+        number = re.search(r'class="caption-number">Fig\. (\d+)\.(\d+)', f)
+        assert number, f"{page}: a figure without a numbered caption"
+        assert int(number.group(1)) == chapter, f"{page}: figure numbered {number.group(0)} in chapter {chapter}"
+    assert not re.search(r"<h\d[^>]*>(?:<span[^>]*>[^<]*</span>)?\s*Figure \d", article), \
+        f"{page} has a heading that starts with 'Figure N' (use the numbered captions)"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_pages_show_no_logs_or_raw_tables(built_book, page: str) -> None:
+    """No printed logs and no raw pandas tables on a chapter's page: numbers are in formatted tables
+    (sparsegap.tables) and the prose."""
+    article = _article((built_book.html_dir / f"{page}.html").read_text())
+    assert 'class="output stream' not in article, f"{page} shows printed output (a log)"
+    assert 'class="dataframe' not in article and "<style type=\"text/css\">" not in article, \
+        f"{page} shows a raw pandas table"
+    assert 'class="pasted-text"' in article, f"{page} quotes no glued number in its prose"
+
+
+def test_every_verdict_box_starts_with_the_finding(built_book) -> None:
+    """A reader who skims a verdict box takes away what we measured: its first sentence is the finding,
+    never the paper's claim."""
+    import re
+
+    from sparsegap.verdict import verdicts_in_notebook
+
+    for name, path in built_book.notebooks.items():
+        verdicts = verdicts_in_notebook(nbformat.read(path, as_version=4))
+        page = (built_book.html_dir / "notebooks" / f"{name}.html").read_text()
+        for v in verdicts:
+            assert v.finding.strip(), f"{name}: verdict {v.label} has no finding"
+            first = re.split(r"(?<=[.!?])\s", v.finding.strip())[0]
+            assert first.rstrip(".") not in v.claim and v.claim.rstrip(".") not in first, \
+                f"{name}: verdict {v.label} opens with the claim's text: {first!r}"
+            box = re.search(r'<div id="verdict-[^"]*" class="sparsegap-verdict".*?</p>', page, flags=re.S)
+            assert box and "sparsegap-finding" in box.group(0), f"{name}: a verdict box does not open with its finding"
 
 
 def test_pages_workflow_builds_with_the_readme_command() -> None:
