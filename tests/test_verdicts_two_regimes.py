@@ -200,8 +200,8 @@ def test_p_f9_10_a_class_counts_only_beyond_the_baseline():
     assert v.status == "reproduced" and v.seeds == (0, 1, 2)
     assert [e.outcome for e in v.evidence[:2]] == ["holds", "holds"]
     counted = {e.name.split(" class ")[1].split(",")[0] for e in v.evidence[2:]}
-    assert counted == {"shirt", "pullover"}
-    assert "Classes concentrated beyond the baseline on both splits: pullover, shirt." in v.reasons
+    assert counted == {"Shirt", "Pullover"}
+    assert "Classes concentrated beyond the baseline on both splits: Pullover, Shirt." in v.reasons
 
 
 def test_p_f9_10_needs_a_seed_vs_seed_baseline():

@@ -39,11 +39,12 @@ def training_curve_explorer(experiment, stages: Sequence[str] = ("Sol-S", "Sol-F
 
 
 def noisy_confusion_explorer(experiment, data, *, key: str = "predictions:permuted", seed: int | None = None,
-                             max_frames: int = 12) -> widgets.VBox:
+                             max_frames: int = 12, classes=None) -> widgets.VBox:
     """Slide over epochs: which noisy samples each solution has memorized, by (true class, noisy label).
 
     Pre-rendered at up to ``max_frames`` measurement epochs of the ``predictions:permuted`` trace of
-    one seed (the first by default), so that the slider also works in the static book.
+    one seed (the first by default), so that the slider also works in the static book. ``classes``
+    names the classes on the axes (e.g. ``sparsegap.data.class_names(dataset)``); without it, indices.
     """
     from .memorization import noisy_confusion
     from .studies.memorization import STAGES
@@ -62,6 +63,6 @@ def noisy_confusion_explorer(experiment, data, *, key: str = "predictions:permut
 
     def render(i: int) -> bytes:
         mats = {st: noisy_confusion(data, t["value"][i]) for st, t in traces.items()}
-        return plots.figure_to_png(plots.figure_noisy_confusion(mats, epoch=epochs[i]))
+        return plots.figure_to_png(plots.figure_noisy_confusion(mats, classes, epoch=epochs[i]))
 
     return image_explorer(frames, render, description="epoch", format_key=lambda i: f"{epochs[i]:g}")

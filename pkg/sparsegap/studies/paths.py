@@ -127,15 +127,15 @@ MONOTONE_TOL = 0.01
 # 5% of the disagreements on other classes than where two seeds of Sol-F disagree. Decided before any run.
 SKEW_MARGIN = 0.05
 
-# Class names, for the findings (the data sets whose classes have names worth reading).
-CLASS_NAMES = {"fashion-mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                                 "sneaker", "bag", "ankle boot")}
-
-
 def class_names(dataset: str, k: int) -> tuple[str, ...]:
-    """``k`` class labels for ``dataset``: their names where known, else the class numbers."""
-    names = CLASS_NAMES.get(dataset)
-    return tuple(names[:k]) if names is not None and len(names) >= k else tuple(str(c) for c in range(k))
+    """``k`` class labels for ``dataset``: their names (:func:`sparsegap.data.class_names`) where known, else
+    the class numbers."""
+    from ..data import class_names as names_of
+    try:
+        names = names_of(dataset)
+    except ValueError:
+        names = ()
+    return tuple(names[:k]) if len(names) >= k else tuple(str(c) for c in range(k))
 
 
 def _seeds_of(frame: pd.DataFrame) -> tuple[int, ...]:
