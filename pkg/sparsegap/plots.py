@@ -289,7 +289,7 @@ def figure_memorization(histories: dict[str, list[dict]], *, title: str = "") ->
     ``histories`` maps a stage to its per-seed histories (with the chapter's subset trackers).
     """
     use_book_style()
-    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 6.6), sharex=True, layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 6.4), sharex=True)
     panels = [(axes[0, 0], "train accuracy (noisy labels)", [("train_acc", "-")]),
               (axes[0, 1], "test accuracy", [("test_acc", "-")]),
               (axes[1, 0], "clean samples: correct", [("accuracy:unpermuted", "-")]),
@@ -303,14 +303,12 @@ def figure_memorization(histories: dict[str, list[dict]], *, title: str = "") ->
                 _band(ax, *_over_epochs(hs, key), COLORS[stage], style, label=stage if style == "-" else None)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.set_ylim(0, 1.02)   # shares from 0 to 1: a small difference looks small
     for ax in axes[1]:
         ax.set_xlabel("epoch")
-    axes[1, 1].plot([], [], "-", color="k", label="solid: memorized (noisy label)")
-    axes[1, 1].plot([], [], "--", color="k", label="dashed: correct (true label)")
-    if title:
-        fig.suptitle(title, x=0.02, ha="left")
-    legend_below(fig, ncol=5)
+    axes[0, 0].legend()
+    n = max(len(hs) for hs in histories.values())
+    fig.suptitle(title or f"Memorization under label noise (mean and std of {n} seeds)", x=0.02, ha="left")
+    fig.tight_layout()
     return fig
 
 
@@ -319,21 +317,19 @@ def figure_fisher_noise(histories: dict[str, list[dict]]) -> plt.Figure:
     panel per solution, on a shared log scale."""
     use_book_style()
     stages = [st for st, hs in histories.items() if hs]
-    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 3.5), sharey=True, squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 3.3), sharey=True, squeeze=False)
     for ax, stage in zip(axes[0], stages):
         hs = histories[stage]
-        for key, style in (("fisher_trace:permuted", "-"), ("fisher_trace:unpermuted", "--")):
+        for key, style, label in (("fisher_trace:permuted", "-", "noisy"), ("fisher_trace:unpermuted", "--", "clean")):
             x = np.asarray(hs[0]["trace"][key]["epochs"])
-            _band(ax, x, np.array([h["trace"][key]["value"] for h in hs]), COLORS[stage], style)
+            _band(ax, x, np.array([h["trace"][key]["value"] for h in hs]), COLORS[stage], style, label)
         ax.set_yscale("log")
         ax.set_title(stage)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0, 0].plot([], [], "-", color="0.3", label="noisy samples")
-    axes[0, 0].plot([], [], "--", color="0.3", label="clean samples")
+        ax.legend()
     axes[0, 0].set_ylabel("Tr(F), sampled labels")
-    legend_below(fig)
+    fig.tight_layout()
     return fig
 
 
@@ -342,25 +338,23 @@ def figure_noisy_confusion(matrices: dict[str, np.ndarray], classes: Sequence[st
     """Memorized noisy samples by (true class, noisy label), one heatmap per solution."""
     use_book_style()
     stages = list(matrices)
-    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 3.8), squeeze=False, sharey=True,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 2.9), squeeze=False)
     top = max(1, max(int(m.max()) for m in matrices.values()))
     for ax, stage in zip(axes[0], stages):
         m = matrices[stage]
-        im = ax.imshow(m, cmap="Blues", vmin=0, vmax=top)
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=top)
         ax.set_title(f"{stage}: {int(m.sum())} memorized")
         ax.set_xlabel("noisy label")
         ticks = np.arange(len(m))
-        names = list(classes) if classes is not None else [str(c) for c in ticks]
-        step = 1 if len(m) <= 10 else int(np.ceil(len(m) / 10))
-        ax.set_xticks(ticks[::step])
-        ax.set_xticklabels(names[::step], rotation=90)
-        ax.set_yticks(ticks[::step])
-        ax.set_yticklabels(names[::step])
+        ax.set_xticks(ticks[::3])
+        ax.set_yticks(ticks[::3])
+        if classes is not None:
+            ax.set_xticklabels([classes[i] for i in ticks[::3]])
+            ax.set_yticklabels([classes[i] for i in ticks[::3]])
     axes[0, 0].set_ylabel("true class")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.6, label="samples")
     if epoch is not None:
         fig.suptitle(f"after epoch {epoch:g}", x=0.02, ha="left")
+    fig.tight_layout()
     return fig
 
 
@@ -564,43 +558,134 @@ SOLUTION_COLORS = {"P-S": "#1f77b4", "L-S": "#2ca02c", "S-S": "#ff7f0e", "sparse
                    "S-S unit": "#8c564b", "SET": "#e377c2", "RigL": "#17becf", "dense": "0.35"}
 
 
-def figure_solutions(summary: pd.DataFrame, *, title: str = "", keys: Sequence[str] | None = None) -> plt.Figure:
-    """E-F1, G-2: last-epoch test accuracy against sparsity per solution (seed means, one-std bands),
-    the dense network as a horizontal line (with its std as a band)."""
+def _gap_panel(ax, gaps: pd.DataFrame, reference: str, keys: Sequence[str], x_of, offsets: bool = True) -> None:
+    """Each solution's paired difference to ``reference`` (percentage points) with its 95% interval, and
+    the zero line: the quantity the claims are about, on an axis that includes zero."""
+    keys = [k for k in keys if k in set(gaps.key)]
+    width = 0.04 if offsets else 0.0
+    for i, k in enumerate(keys):
+        d = gaps[gaps.key == k].sort_values("sparsity")
+        x = x_of(d.sparsity) + (i - (len(keys) - 1) / 2) * width
+        g, lo, hi = 100 * d.gap.to_numpy(float), 100 * d.lo.to_numpy(float), 100 * d.hi.to_numpy(float)
+        err = np.vstack([np.where(np.isfinite(lo), g - lo, 0.0), np.where(np.isfinite(hi), hi - g, 0.0)])
+        ax.errorbar(x, g, yerr=err, fmt="o", ms=4, capsize=3, lw=1.2, color=SOLUTION_COLORS.get(k, "k"),
+                    label=k)
+    ax.axhline(0, color="0.3", lw=1.0)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(min(lo, 0.0), max(hi, 0.0))  # zero stays in view: the gap is read against it
+    ax.set_ylabel(f"test accuracy − {reference}\n(points, 95% interval)")
+    ax.grid(alpha=0.3)
+
+
+def figure_solutions(summary: pd.DataFrame, *, gaps: pd.DataFrame | None = None, reference: str = "P-S",
+                     title: str = "", keys: Sequence[str] | None = None) -> plt.Figure:
+    """E-F1: last-epoch test accuracy against sparsity per solution (seed means, one-std bands), the
+    dense network as a horizontal line (with its std as a band); its axis is zoomed and says so.
+    With ``gaps`` (:func:`sparsegap.studies.difficulty.paired_gaps`), a second panel shows each
+    solution's paired difference to ``reference`` in percentage points with its 95% interval, on an
+    axis that includes zero, so a gap is read at its true size."""
     use_book_style()
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.8, 4.2))
+    ncols = 1 if gaps is None else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(PAGE_WIDTH * (0.8 if ncols == 1 else 1.0), 3.9),
+                             squeeze=False, layout="constrained")
+    ax = axes[0, 0]
     dense = summary[summary.key == "dense"]
     if len(dense):
-        m, s = float(dense.test_acc.iloc[0]), float(dense.test_acc_std.fillna(0).iloc[0])
+        m, s = 100 * float(dense.test_acc.iloc[0]), 100 * float(dense.test_acc_std.fillna(0).iloc[0])
         ax.axhline(m, color=SOLUTION_COLORS["dense"], lw=1.2, label="dense")
         ax.axhspan(m - s, m + s, color=SOLUTION_COLORS["dense"], alpha=0.12, lw=0)
     keys = keys or [k for k in SOLUTION_COLORS if k != "dense" and k in set(summary.key)]
+    shown = []
     for k in keys:
         d = summary[summary.key == k].sort_values("sparsity")
+        d = d.assign(test_acc=100 * d.test_acc, test_acc_std=100 * d.test_acc_std)
+        shown += list(d.test_acc)
         _sparsity_band(ax, d, "test_acc", SOLUTION_COLORS.get(k, "k"), label=k)
-    _density_ticks(ax, summary[summary.key != "dense"].sparsity.unique())
-    ax.set_ylabel("test accuracy (last epoch)")
+    sparsities = summary[summary.key != "dense"].sparsity.unique()
+    _density_ticks(ax, sparsities)
+    ax.set_ylabel("test accuracy (%, last epoch)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if len(dense):
+        shown.append(100 * float(dense.test_acc.iloc[0]))
+    mark_zoom(ax, shown, unit="%", fmt="{:.1f}")
+    if gaps is not None:
+        gx = axes[0, 1]
+        _gap_panel(gx, gaps, reference, keys, sparsity_axis)
+        _density_ticks(gx, sparsities)
+        gx.set_title(f"the gap to {reference}")
+        ax.set_title("test accuracy")
     if title:
-        ax.set_title(title)
-    fig.tight_layout()
+        fig.suptitle(title)
+    legend_below(fig)
+    return fig
+
+
+def figure_solution_dots(summary: pd.DataFrame, gaps: pd.DataFrame, *, reference: str = "S-S",
+                         keys: Sequence[str] | None = None) -> plt.Figure:
+    """G-2 as a dot plot: one row per solution. Left, its last-epoch test accuracy (seed mean, one-std
+    bar; the dense network as the vertical line); right, its paired difference to ``reference`` in
+    percentage points with the 95% interval, on an axis that includes zero. Several sparsities are
+    told apart by their marker."""
+    use_book_style()
+    keys = keys or [k for k in SOLUTION_COLORS if k != "dense" and k in set(summary.key)]
+    sparsities = sorted(summary[summary.key != "dense"].sparsity.unique())
+    markers = ["o", "s", "^", "D"]
+    fig, (ax, gx) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 0.42 * len(keys) + 1.6), sharey=True,
+                                 layout="constrained")
+    y = {k: len(keys) - 1 - i for i, k in enumerate(keys)}
+    dense = summary[summary.key == "dense"]
+    if len(dense):
+        m, s = 100 * float(dense.test_acc.iloc[0]), 100 * float(dense.test_acc_std.fillna(0).iloc[0])
+        ax.axvline(m, color=SOLUTION_COLORS["dense"], lw=1.2, label="dense (line: mean, band: one std)")
+        ax.axvspan(m - s, m + s, color=SOLUTION_COLORS["dense"], alpha=0.12, lw=0)
+    shown = [100 * float(dense.test_acc.iloc[0])] if len(dense) else []
+    off = lambda j: (j - (len(sparsities) - 1) / 2) * 0.22
+    for j, sp in enumerate(sparsities):
+        for k in keys:
+            d = summary[(summary.key == k) & (summary.sparsity == sp)]
+            if not len(d):
+                continue
+            m, s = 100 * float(d.test_acc.iloc[0]), 100 * float(d.test_acc_std.fillna(0).iloc[0])
+            shown.append(m)
+            ax.errorbar(m, y[k] + off(j), xerr=s, fmt=markers[j % 4], ms=5, capsize=3,
+                        color=SOLUTION_COLORS.get(k, "k"))
+            g = gaps[(gaps.key == k) & (gaps.sparsity == sp)]
+            if len(g):
+                v, lo, hi = (100 * float(g[c].iloc[0]) for c in ("gap", "lo", "hi"))
+                err = [[v - lo if np.isfinite(lo) else 0.0], [hi - v if np.isfinite(hi) else 0.0]]
+                gx.errorbar(v, y[k] + off(j), xerr=err, fmt=markers[j % 4], ms=5, capsize=3,
+                            color=SOLUTION_COLORS.get(k, "k"))
+        if len(sparsities) > 1:
+            ax.plot([], [], markers[j % 4], color="0.3", label=f"sparsity {sp:g}")
+    ax.set_yticks(list(y.values()))
+    ax.set_yticklabels(list(y.keys()))
+    ax.set_ylim(-0.7, len(keys) - 0.3)
+    ax.set_xlabel("test accuracy (%, last epoch)\nseed mean, one-std bar")
+    ax.grid(alpha=0.3, axis="x")
+    mark_zoom(ax, shown, unit="%", fmt="{:.1f}", axis="x")
+    gx.axvline(0, color="0.3", lw=1.0)
+    lo, hi = gx.get_xlim()
+    gx.set_xlim(min(lo, 0.0), max(hi, 0.0))
+    gx.set_xlabel(f"test accuracy − {reference}\n(points, 95% interval)")
+    gx.grid(alpha=0.3, axis="x")
+    legend_below(fig)
     return fig
 
 
 def figure_zeroed_init(summary: pd.DataFrame) -> plt.Figure:
     """E-F5: test accuracy of dense training from an init with a random fraction of the weights zeroed."""
     use_book_style()
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.6))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.6), layout="constrained")
     d = summary.sort_values("sparsity")
+    d = d.assign(**{c: 100 * d[c] for c in ("test_acc", "test_acc_std", "train_acc", "train_acc_std") if c in d})
     _sparsity_band(ax, d, "test_acc", "#9467bd", label="test")
     _sparsity_band(ax, d, "train_acc", "#1f77b4", style="--", label="train")
     _density_ticks(ax, d.sparsity.unique())
     ax.set_xlabel("fraction of the initial weights set to zero (%)")
-    ax.set_ylabel("accuracy (last epoch)")
+    ax.set_ylabel("accuracy (%, last epoch)")
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    mark_zoom(ax, list(d.test_acc) + list(d.train_acc), unit="%", fmt="{:.1f}")
+    legend_below(fig)
     return fig
 
 
@@ -608,7 +693,8 @@ def figure_grad_norms(norms: pd.DataFrame, sparsities: Sequence[float]) -> plt.F
     """G-1: the gradient norm on a fixed batch over training, one panel per sparsity, one line per
     solution (seed mean, one-std band), log scale."""
     use_book_style()
-    fig, axes = plt.subplots(1, len(sparsities), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(sparsities), figsize=(PAGE_WIDTH * (0.75 if len(sparsities) == 1 else 1.0), 3.6),
+                             sharey=True, squeeze=False, layout="constrained")
     for ax, s in zip(axes[0], sparsities):
         d = norms[norms.sparsity == s]
         for sol in [k for k in SOLUTION_COLORS if k in set(d.solution)]:
@@ -616,37 +702,33 @@ def figure_grad_norms(norms: pd.DataFrame, sparsities: Sequence[float]) -> plt.F
             _band(ax, e.columns.to_numpy(dtype=float), e.to_numpy(), SOLUTION_COLORS[sol], label=sol)
         ax.set_yscale("log")
         ax.set_title(f"sparsity {s:g}")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (0: at initialization)")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("gradient norm (fixed batch)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    axes[0, 0].set_ylabel("gradient norm (fixed batch, log scale)")
+    legend_below(fig, ncol=min(4, len(set(norms.solution))))
     return fig
 
 
 def figure_pairs(pairs: pd.DataFrame) -> plt.Figure:
     """G-3: L-S ↔ P-S against S-S ↔ P-S: L2 distance, test disagreement and two-model ensemble accuracy
-    per sparsity (seed means, error bars one std)."""
+    per sparsity (seed means, error bars one std; bars start at zero)."""
     use_book_style()
-    cols = [("distance", "L2 distance"), ("disagreement", "test disagreement"),
-            ("ensemble_accuracy", "ensemble test accuracy")]
-    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH, 3.2))
+    cols = [("distance", "L2 distance", 1.0), ("disagreement", "test disagreement (%)", 100.0),
+            ("ensemble_accuracy", "ensemble test\naccuracy (%)", 100.0)]
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH, 3.3), layout="constrained")
     sparsities = sorted(pairs.sparsity.unique())
     x = np.arange(len(sparsities))
-    for ax, (col, label) in zip(axes, cols):
+    for ax, (col, label, unit) in zip(axes, cols):
         for i, (pair, color) in enumerate((("L-S ↔ P-S", SOLUTION_COLORS["L-S"]), ("S-S ↔ P-S", SOLUTION_COLORS["S-S"]))):
             g = pairs[pairs.pair == pair].groupby("sparsity")[col]
-            ax.bar(x + (i - 0.5) * 0.38, g.mean().reindex(sparsities), 0.38, yerr=g.std(ddof=1).reindex(sparsities).fillna(0),
-                   color=color, label=pair)
+            ax.bar(x + (i - 0.5) * 0.38, unit * g.mean().reindex(sparsities), 0.38,
+                   yerr=unit * g.std(ddof=1).reindex(sparsities).fillna(0), color=color, label=pair, capsize=3)
         ax.set_xticks(x)
         ax.set_xticklabels([f"{s:g}" for s in sparsities])
         ax.set_xlabel("sparsity")
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="y")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    legend_below(fig, ncol=2)
     return fig
 
 
@@ -657,7 +739,7 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
     sparsities = sorted(s for s in table.sparsity.unique() if s > 0)
     layers = sorted(table.layer.unique())
     fig, axes = plt.subplots(len(sparsities), len(layers), figsize=(PAGE_WIDTH, 2.5 * len(sparsities) + 0.6),
-                             sharex=True, squeeze=False, layout="constrained")
+                             sharex=True, squeeze=False)
     for i, s in enumerate(sparsities):
         for j, layer in enumerate(layers):
             ax = axes[i, j]
@@ -674,14 +756,16 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
                 ax.set_yscale("log")
             else:   # NaN: the gradients did not vary over the epoch (one minibatch per epoch)
                 ax.text(0.5, 0.5, f"no {ylabel}: the minibatch gradients\ndid not vary (one minibatch per epoch?)",
-                        ha="center", va="center", transform=ax.transAxes, fontsize=MIN_FONT_PT)
+                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
             ax.grid(alpha=0.3)
             ax.set_title(f"{layer}, sparsity {s:g}")
             if j == 0:
                 ax.set_ylabel(ylabel)
             if i == len(sparsities) - 1:
                 ax.set_xlabel("epoch")
-    legend_below(fig, ncol=3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
@@ -691,55 +775,36 @@ def figure_init_s_path(paths: pd.DataFrame) -> plt.Figure:
     """P-F6 (a): loss along (1 − α)·Init-S + α·Sol-F on the training (solid) and the test set (dashed),
     seed means with one-std bands."""
     use_book_style()
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.4))
     for subset, style in (("train", "-"), ("test", "--")):
         d = paths[paths.subset == subset].pivot_table(index="seed", columns="alpha", values="loss")
         _band(ax, d.columns.to_numpy(dtype=float), d.to_numpy(), "#d62728", style, label=f"{subset} loss")
     ax.set_xlabel("α (0: Init-S, 1: Sol-F)")
-    ax.set_ylabel("cross-entropy loss (log scale)")
+    ax.set_ylabel("cross-entropy loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    legend_below(fig)
+    ax.legend()
+    fig.tight_layout()
     return fig
 
 
-def figure_cosines(cos_by_alpha: dict[float, np.ndarray], *, bins: int = 60) -> plt.Figure:
-    """P-F6 (b, c): the distribution of the per-sample cosines between −∇ℓ_i and Sol-F − Init-S, as small
-    multiples: one panel per α (all seeds pooled), on shared axes, with the zero line and the mean marked."""
+def figure_cosines(cos_by_alpha: dict[float, np.ndarray]) -> plt.Figure:
+    """P-F6 (b, c): the distribution of the per-sample cosines between −∇ℓ_i and Sol-F − Init-S, one
+    histogram per α (all seeds pooled)."""
     use_book_style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.8, 3.6))
+    cmap = plt.get_cmap("viridis")
     alphas = sorted(cos_by_alpha)
-    n = len(alphas)
-    ncol = min(4, n)
-    nrow = -(-n // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(PAGE_WIDTH, 1.9 * nrow + 0.7), sharex=True, sharey=True,
-                             squeeze=False, layout="constrained")
-    vals = {a: np.asarray(cos_by_alpha[a], dtype=float) for a in alphas}
-    vals = {a: v[np.isfinite(v)] for a, v in vals.items()}
-    everything = np.concatenate([v for v in vals.values() if v.size] or [np.zeros(1)])
-    lo, hi = float(everything.min()), float(everything.max())
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
-    color = line_colors(1)[0]
-    for ax, a in zip(axes.flat, alphas):
-        v = vals[a]
-        if v.size:
-            ax.hist(v, bins=edges, density=True, color=color, alpha=0.75, lw=0)
-            ax.axvline(float(v.mean()), color="#d62728", lw=1.2)
-        ax.axvline(0, color="0.4", lw=0.8, ls=":")
-        ax.set_title(f"α = {a:g}")
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("density")
-    for j in range(ncol):   # the lowest visible panel of each column carries the x label
-        col = [axes[i, j] for i in range(nrow) if i * ncol + j < n]
-        col[-1].set_xlabel("cosine")
-        col[-1].xaxis.set_tick_params(labelbottom=True)
-    axes.flat[0].plot([], [], color="#d62728", lw=1.2, label="mean cosine")
-    axes.flat[0].plot([], [], color="0.4", lw=0.8, ls=":", label="zero")
-    legend_below(fig)
+    for i, a in enumerate(alphas):
+        v = np.asarray(cos_by_alpha[a], dtype=float)
+        ax.hist(v[np.isfinite(v)], bins=60, histtype="step", lw=1.4, density=True,
+                color=cmap(i / max(1, len(alphas) - 1)), label=f"α = {a:g}")
+    ax.axvline(0, color="0.5", lw=0.8)
+    ax.set_xlabel("cos(−∇ℓ_i, Sol-F − Init-S)")
+    ax.set_ylabel("density")
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=2)
+    fig.tight_layout()
     return fig
 
 
@@ -748,7 +813,7 @@ def figure_class_bars(hists: dict[str, np.ndarray], *, ylabel: str = "share of t
     """P-F7/8, P-F9/10: class distributions side by side (each normalized to 1), with the data's own
     class distribution as a dotted line."""
     use_book_style()
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.4))
     k = len(next(iter(hists.values())))
     x = np.arange(k)
     width = 0.8 / len(hists)
@@ -760,13 +825,12 @@ def figure_class_bars(hists: dict[str, np.ndarray], *, ylabel: str = "share of t
         ax.step(np.arange(k + 1) - 0.5, np.append(r / r.sum(), r[-1] / r.sum()), where="post", color="k", ls=":",
                 lw=1.2, label="all samples")
     ax.set_xticks(x)
-    ax.set_xticklabels(list(classes)[:k] if classes is not None else [str(c) for c in range(k)], rotation=30,
-                       ha="right")
+    ax.set_xticklabels(classes if classes is not None else [str(c) for c in range(k)], rotation=30)
     ax.set_xlabel("class")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3, axis="y")
-    legend_below(fig, ncol=min(3, len(hists) + (reference is not None)))
+    ax.legend()
+    fig.tight_layout()
     return fig
 
 
@@ -776,7 +840,7 @@ def figure_objective_paths(paths: pd.DataFrame, by: str, *, xlabel: str) -> plt.
     """E-F3, E-F4, E-F6/7, E-F8: along each path (one color per value of ``by``), the training
     cross-entropy (left, log scale) and the L2 term (right), seed means with one-std bands."""
     use_book_style()
-    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.5))
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.6), layout="constrained")
     cmap = plt.get_cmap("tab10")
     for i, (name, d) in enumerate(paths[paths.subset == "train"].groupby(by, sort=False)):
         for ax, col in zip(axes, ("loss", "l2")):
@@ -790,9 +854,7 @@ def figure_objective_paths(paths: pd.DataFrame, by: str, *, xlabel: str) -> plt.
         ax.axvline(0, color="0.6", lw=0.7)
         ax.axvline(1, color="0.6", lw=0.7)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    legend_below(fig, ncol=2)
     return fig
 
 

@@ -296,6 +296,33 @@ def zero_verdict(res: Results, fractions: Sequence[float], tolerance: float, *, 
                    seeds=tuple(sorted(seeds)))
 
 
+def points(iv: Interval | None) -> str:
+    """For the prose and tables (presentation only): an accuracy difference in percentage points with its
+    95% interval, "+1.2 points [−0.3, +2.7]" ("not measured" without one)."""
+    if iv is None:
+        return "not measured"
+    f = lambda x: f"{100 * x:+.1f}".replace("-", "−") if math.isfinite(x) else ("∞" if x > 0 else "−∞")
+    return f"{f(iv.estimate)} points [{f(iv.lo)}, {f(iv.hi)}]"
+
+
+def paired_gaps(res: Results, reference: str = "P-S", keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """For the figures and tables (presentation only): each solution's last-epoch test accuracy minus
+    ``reference``'s of the same seed and sparsity, with its 95% paired t-interval: one row per
+    (key, sparsity) with the columns key, sparsity, gap, lo, hi and n. The verdicts compute the same
+    differences themselves (``_gap``)."""
+    t = res.table()
+    sparse = t[(t.key != "dense") & ~t.key.apply(lambda k: isinstance(k, float))]
+    keys = list(keys) if keys is not None else [k for k in dict.fromkeys(sparse.key) if k != reference]
+    rows = []
+    for k in keys:
+        for s in sorted(sparse[sparse.key == k].sparsity.unique()):
+            seeds, _, iv = _gap(res, (k, s), (reference, s))
+            if iv is not None:
+                rows.append({"key": k, "sparsity": float(s), "gap": iv.estimate, "lo": iv.lo, "hi": iv.hi,
+                             "n": iv.n})
+    return pd.DataFrame(rows, columns=["key", "sparsity", "gap", "lo", "hi", "n"])
+
+
 def planned_runs(p: dict) -> list:
     """The solutions and the zeroed-init runs (for ``bookbuild --plan``)."""
     data, model, train, gradual = settings(p)
