@@ -289,7 +289,7 @@ def figure_memorization(histories: dict[str, list[dict]], *, title: str = "") ->
     ``histories`` maps a stage to its per-seed histories (with the chapter's subset trackers).
     """
     use_book_style()
-    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 6.4), sharex=True)
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 6.6), sharex=True, layout="constrained")
     panels = [(axes[0, 0], "train accuracy (noisy labels)", [("train_acc", "-")]),
               (axes[0, 1], "test accuracy", [("test_acc", "-")]),
               (axes[1, 0], "clean samples: correct", [("accuracy:unpermuted", "-")]),
@@ -303,12 +303,14 @@ def figure_memorization(histories: dict[str, list[dict]], *, title: str = "") ->
                 _band(ax, *_over_epochs(hs, key), COLORS[stage], style, label=stage if style == "-" else None)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1.02)   # shares from 0 to 1: a small difference looks small
     for ax in axes[1]:
         ax.set_xlabel("epoch")
-    axes[0, 0].legend()
-    n = max(len(hs) for hs in histories.values())
-    fig.suptitle(title or f"Memorization under label noise (mean and std of {n} seeds)", x=0.02, ha="left")
-    fig.tight_layout()
+    axes[1, 1].plot([], [], "-", color="k", label="solid: memorized (noisy label)")
+    axes[1, 1].plot([], [], "--", color="k", label="dashed: correct (true label)")
+    if title:
+        fig.suptitle(title, x=0.02, ha="left")
+    legend_below(fig, ncol=5)
     return fig
 
 
@@ -317,19 +319,21 @@ def figure_fisher_noise(histories: dict[str, list[dict]]) -> plt.Figure:
     panel per solution, on a shared log scale."""
     use_book_style()
     stages = [st for st, hs in histories.items() if hs]
-    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 3.3), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 3.5), sharey=True, squeeze=False,
+                             layout="constrained")
     for ax, stage in zip(axes[0], stages):
         hs = histories[stage]
-        for key, style, label in (("fisher_trace:permuted", "-", "noisy"), ("fisher_trace:unpermuted", "--", "clean")):
+        for key, style in (("fisher_trace:permuted", "-"), ("fisher_trace:unpermuted", "--")):
             x = np.asarray(hs[0]["trace"][key]["epochs"])
-            _band(ax, x, np.array([h["trace"][key]["value"] for h in hs]), COLORS[stage], style, label)
+            _band(ax, x, np.array([h["trace"][key]["value"] for h in hs]), COLORS[stage], style)
         ax.set_yscale("log")
         ax.set_title(stage)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+    axes[0, 0].plot([], [], "-", color="0.3", label="noisy samples")
+    axes[0, 0].plot([], [], "--", color="0.3", label="clean samples")
     axes[0, 0].set_ylabel("Tr(F), sampled labels")
-    fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
@@ -338,23 +342,25 @@ def figure_noisy_confusion(matrices: dict[str, np.ndarray], classes: Sequence[st
     """Memorized noisy samples by (true class, noisy label), one heatmap per solution."""
     use_book_style()
     stages = list(matrices)
-    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 2.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(stages), figsize=(PAGE_WIDTH, 3.8), squeeze=False, sharey=True,
+                             layout="constrained")
     top = max(1, max(int(m.max()) for m in matrices.values()))
     for ax, stage in zip(axes[0], stages):
         m = matrices[stage]
-        ax.imshow(m, cmap="Blues", vmin=0, vmax=top)
+        im = ax.imshow(m, cmap="Blues", vmin=0, vmax=top)
         ax.set_title(f"{stage}: {int(m.sum())} memorized")
         ax.set_xlabel("noisy label")
         ticks = np.arange(len(m))
-        ax.set_xticks(ticks[::3])
-        ax.set_yticks(ticks[::3])
-        if classes is not None:
-            ax.set_xticklabels([classes[i] for i in ticks[::3]])
-            ax.set_yticklabels([classes[i] for i in ticks[::3]])
+        names = list(classes) if classes is not None else [str(c) for c in ticks]
+        step = 1 if len(m) <= 10 else int(np.ceil(len(m) / 10))
+        ax.set_xticks(ticks[::step])
+        ax.set_xticklabels(names[::step], rotation=90)
+        ax.set_yticks(ticks[::step])
+        ax.set_yticklabels(names[::step])
     axes[0, 0].set_ylabel("true class")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.6, label="samples")
     if epoch is not None:
         fig.suptitle(f"after epoch {epoch:g}", x=0.02, ha="left")
-    fig.tight_layout()
     return fig
 
 
@@ -739,7 +745,7 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
     sparsities = sorted(s for s in table.sparsity.unique() if s > 0)
     layers = sorted(table.layer.unique())
     fig, axes = plt.subplots(len(sparsities), len(layers), figsize=(PAGE_WIDTH, 2.5 * len(sparsities) + 0.6),
-                             sharex=True, squeeze=False)
+                             sharex=True, squeeze=False, layout="constrained")
     for i, s in enumerate(sparsities):
         for j, layer in enumerate(layers):
             ax = axes[i, j]
@@ -756,16 +762,14 @@ def figure_grad_snr(table: pd.DataFrame, term: str = "snr", *, ylabel: str = "gr
                 ax.set_yscale("log")
             else:   # NaN: the gradients did not vary over the epoch (one minibatch per epoch)
                 ax.text(0.5, 0.5, f"no {ylabel}: the minibatch gradients\ndid not vary (one minibatch per epoch?)",
-                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                        ha="center", va="center", transform=ax.transAxes, fontsize=MIN_FONT_PT)
             ax.grid(alpha=0.3)
             ax.set_title(f"{layer}, sparsity {s:g}")
             if j == 0:
                 ax.set_ylabel(ylabel)
             if i == len(sparsities) - 1:
                 ax.set_xlabel("epoch")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    legend_below(fig, ncol=3)
     return fig
 
 
@@ -775,36 +779,55 @@ def figure_init_s_path(paths: pd.DataFrame) -> plt.Figure:
     """P-F6 (a): loss along (1 − α)·Init-S + α·Sol-F on the training (solid) and the test set (dashed),
     seed means with one-std bands."""
     use_book_style()
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.4))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.6), layout="constrained")
     for subset, style in (("train", "-"), ("test", "--")):
         d = paths[paths.subset == subset].pivot_table(index="seed", columns="alpha", values="loss")
         _band(ax, d.columns.to_numpy(dtype=float), d.to_numpy(), "#d62728", style, label=f"{subset} loss")
     ax.set_xlabel("α (0: Init-S, 1: Sol-F)")
-    ax.set_ylabel("cross-entropy loss")
+    ax.set_ylabel("cross-entropy loss (log scale)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
-def figure_cosines(cos_by_alpha: dict[float, np.ndarray]) -> plt.Figure:
-    """P-F6 (b, c): the distribution of the per-sample cosines between −∇ℓ_i and Sol-F − Init-S, one
-    histogram per α (all seeds pooled)."""
+def figure_cosines(cos_by_alpha: dict[float, np.ndarray], *, bins: int = 60) -> plt.Figure:
+    """P-F6 (b, c): the distribution of the per-sample cosines between −∇ℓ_i and Sol-F − Init-S, as small
+    multiples: one panel per α (all seeds pooled), on shared axes, with the zero line and the mean marked."""
     use_book_style()
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.8, 3.6))
-    cmap = plt.get_cmap("viridis")
     alphas = sorted(cos_by_alpha)
-    for i, a in enumerate(alphas):
-        v = np.asarray(cos_by_alpha[a], dtype=float)
-        ax.hist(v[np.isfinite(v)], bins=60, histtype="step", lw=1.4, density=True,
-                color=cmap(i / max(1, len(alphas) - 1)), label=f"α = {a:g}")
-    ax.axvline(0, color="0.5", lw=0.8)
-    ax.set_xlabel("cos(−∇ℓ_i, Sol-F − Init-S)")
-    ax.set_ylabel("density")
-    ax.grid(alpha=0.3)
-    ax.legend(ncol=2)
-    fig.tight_layout()
+    n = len(alphas)
+    ncol = min(4, n)
+    nrow = -(-n // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(PAGE_WIDTH, 1.9 * nrow + 0.7), sharex=True, sharey=True,
+                             squeeze=False, layout="constrained")
+    vals = {a: np.asarray(cos_by_alpha[a], dtype=float) for a in alphas}
+    vals = {a: v[np.isfinite(v)] for a, v in vals.items()}
+    everything = np.concatenate([v for v in vals.values() if v.size] or [np.zeros(1)])
+    lo, hi = float(everything.min()), float(everything.max())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    color = line_colors(1)[0]
+    for ax, a in zip(axes.flat, alphas):
+        v = vals[a]
+        if v.size:
+            ax.hist(v, bins=edges, density=True, color=color, alpha=0.75, lw=0)
+            ax.axvline(float(v.mean()), color="#d62728", lw=1.2)
+        ax.axvline(0, color="0.4", lw=0.8, ls=":")
+        ax.set_title(f"α = {a:g}")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("density")
+    for j in range(ncol):   # the lowest visible panel of each column carries the x label
+        col = [axes[i, j] for i in range(nrow) if i * ncol + j < n]
+        col[-1].set_xlabel("cosine")
+        col[-1].xaxis.set_tick_params(labelbottom=True)
+    axes.flat[0].plot([], [], color="#d62728", lw=1.2, label="mean cosine")
+    axes.flat[0].plot([], [], color="0.4", lw=0.8, ls=":", label="zero")
+    legend_below(fig)
     return fig
 
 
@@ -813,7 +836,7 @@ def figure_class_bars(hists: dict[str, np.ndarray], *, ylabel: str = "share of t
     """P-F7/8, P-F9/10: class distributions side by side (each normalized to 1), with the data's own
     class distribution as a dotted line."""
     use_book_style()
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.4))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.8), layout="constrained")
     k = len(next(iter(hists.values())))
     x = np.arange(k)
     width = 0.8 / len(hists)
@@ -825,12 +848,13 @@ def figure_class_bars(hists: dict[str, np.ndarray], *, ylabel: str = "share of t
         ax.step(np.arange(k + 1) - 0.5, np.append(r / r.sum(), r[-1] / r.sum()), where="post", color="k", ls=":",
                 lw=1.2, label="all samples")
     ax.set_xticks(x)
-    ax.set_xticklabels(classes if classes is not None else [str(c) for c in range(k)], rotation=30)
+    ax.set_xticklabels(list(classes)[:k] if classes is not None else [str(c) for c in range(k)], rotation=30,
+                       ha="right")
     ax.set_xlabel("class")
     ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend()
-    fig.tight_layout()
+    legend_below(fig, ncol=min(3, len(hists) + (reference is not None)))
     return fig
 
 
