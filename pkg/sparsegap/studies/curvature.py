@@ -221,3 +221,91 @@ def planned_runs(p: dict) -> list:
     """The two-regimes chapter's runs at this chapter's sparsities (for ``bookbuild --plan``)."""
     from .two_regimes import planned_runs as two_regimes_runs
     return two_regimes_runs(p)
+
+
+# ---------------------------------------------------------------- presentation: the page's tables and numbers
+
+_LABELS = dict(zip(CURVATURE_METRICS, ("Tr(F)", "Tr(H)", "Jacobian norm")))
+
+
+def curvature_display(table: pd.DataFrame):
+    """:func:`curvature_summary` as a table for the page (mean ± std over seeds, ↑ where Sol-S > Sol-F)."""
+    from ..tables import Col, table as make_table
+    summ = curvature_summary(table).reset_index()
+    cols = {"stage": Col("solution", "text"), "sparsity": Col("sparsity", "sparsity")}
+    cols |= {label: Col(f"{label} (mean ± std)", "text") for label in _LABELS.values() if label in summ}
+    if "Tr(H) s.e." in summ:
+        cols["Tr(H) s.e."] = Col("Tr(H) Hutchinson s.e.", "text")
+    return make_table(summ, cols, caption="Seed means ± standard deviation over seeds; ↑: Sol-S above Sol-F "
+                                         "at that sparsity.")
+
+
+def mechanism_display(mech: pd.DataFrame):
+    """:func:`mechanism_table` as two narrow tables for the page: the regime and the fit with Sol-S's Tr(F)
+    trend, then the Sol-S / Sol-F ratios of the three measurements."""
+    from ..tables import Col, table as make_table
+    m = mech.reset_index()
+    fit = {"sparsity": Col("sparsity", "sparsity"), "regime": Col("regime", "text"),
+           "train error Sol-F (%)": Col("train error Sol-F (%)", "2f"),
+           "train error Sol-S (%)": Col("train error Sol-S (%)", "2f")}
+    fit |= {c: Col(c, "1f" if "epoch" in c else "2f") for c in
+            ("Sol-S Tr(F): peak epoch", "Sol-S Tr(F): drop from peak", "Sol-F Tr(F): drop from peak") if c in m}
+    ratios = {"sparsity": Col("sparsity", "sparsity")}
+    ratios |= {f"{lab} S/F": Col(f"{lab} Sol-S / Sol-F", "2f") for lab in ("Tr(F)", "Tr(H)", "Jacobian")}
+    return (make_table(m, fit, caption="Per sparsity: its regime, the training errors and the Tr(F) trend "
+                                       "(seed means)."),
+            make_table(m, ratios, caption="Per sparsity: Sol-S / Sol-F of the seed means."))
+
+
+def _ratio_ci(iv: stats.Interval) -> str:
+    if iv.method == "exact" or not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
+        return f"×{10 ** iv.estimate:.2f}" + (f" ({iv.n} seed, no interval)" if iv.n < 2 else "")
+    return f"×{10 ** iv.estimate:.2f} (95% CI ×{10 ** iv.lo:.2f} to ×{10 ** iv.hi:.2f})"
+
+
+def page_numbers(verdict: Verdict, table: pd.DataFrame) -> dict:
+    """The phrases the page quotes (its summary and its paper-vs-ours table), from the Table 2 verdict:
+    keys are glue keys."""
+    out = {"03-status": verdict.status, "03-n-seeds": str(table.seed.nunique()) if "seed" in table else "1"}
+    ours, paper = [], []
+    for label in _LABELS.values():
+        e = next((e for e in verdict.evidence if e.name.startswith(f"log10 (Sol-S / Sol-F) {label},")), None)
+        key = "03-" + label.split()[0].lower().replace("(", "").replace(")", "")
+        out[key] = _ratio_ci(e.effect) if e else "not measured"
+        ours.append(f"{label} {out[key]}")
+        paper.append(f"{label} ×{10 ** _paper_log_ratio(label):.1f}")
+    out["03-ratios"] = "; ".join(ours)
+    out["03-paper-ratios"] = ", ".join(paper)
+    above = []
+    for m, label in _LABELS.items():
+        if m in table:
+            d = _above_dense(table, m, "Sol-S")
+            if d is not None:
+                above.append(f"{label} {_ratio_ci(d)}")
+    out["03-s-over-d"] = "; ".join(above) or "not measured"
+    return out
+
+
+def paper_vs_ours(verdict: Verdict, table: pd.DataFrame, setting: str):
+    """The paper's Table 2 beside ours, as Sol-S / Sol-F ratios (each quantity's scale depends on the network
+    and the data; the ratio, and its direction, is what can be compared)."""
+    from ..tables import paper_vs_ours as pvo
+    n = page_numbers(verdict, table)
+    t = PAPER_TABLE_2.set_index(["stage", "sparsity"])
+    ours_f, ours_s = _stage_means(table, "Sol-F"), _stage_means(table, "Sol-S")
+    rows = [("setting", "ResNet-32 ×4 on CIFAR-100, s = 0.90, 0.94, 0.96", setting, "")]
+    for m, label in _LABELS.items():
+        key = "03-" + label.split()[0].lower().replace("(", "").replace(")", "")
+        per_paper = ", ".join(f"×{t.loc[('Sol-S', x), label] / t.loc[('Sol-F', x), label]:.1f}"
+                              for x in (0.90, 0.94, 0.96))
+        xs = [x for x in ours_f.index if x in ours_s.index]
+        per_ours = ", ".join(f"×{ours_s.loc[x, m] / ours_f.loc[x, m]:.2f}" for x in xs) if m in ours_f else "–"
+        outcome = next((e.outcome for e in verdict.evidence if e.name.startswith(f"log10 (Sol-S / Sol-F) {label},")), "")
+        rows.append((f"{label}, Sol-S / Sol-F", f"{per_paper}; geometric mean ×{10 ** _paper_log_ratio(label):.1f}",
+                     f"{per_ours} at s = {', '.join(f'{x:g}' for x in xs)}; geometric mean {n[key]}",
+                     f"part {outcome}" if outcome else ""))
+    paper_above = ", ".join(f"{lab} ×{t.loc[('Sol-S', 0.90), lab] / t.loc[('Sol-D', 0.0), lab]:.1f}"
+                            for lab in _LABELS.values())
+    rows.append(("Sol-S / Sol-D", f"above at every sparsity (at 0.90: {paper_above})",
+                 f"geometric mean over the sparsities: {n['03-s-over-d']}", "context, not part of the verdict"))
+    return pvo(rows, caption="The paper's Table 2 and ours, as ratios; intervals are 95% over seeds, paired by seed.")

@@ -245,3 +245,93 @@ def planned_runs(p: dict) -> list:
     unit = [dataclasses.replace(cfg, sparse_init="unit") for (stage, s, _), cfg in configs.items()
             if stage == "Sol-S" and s in set(p["unit_init_sparsities"])]
     return [*configs.values(), *unit]
+
+
+# ---------------------------------------------------------------- presentation: the page's tables and numbers
+
+
+def trend_table(trends: pd.DataFrame, regimes: pd.DataFrame | None = None):
+    """The shape of the Tr(F) trajectories, seed means per (stage, sparsity), as a table for the page."""
+    from ..tables import Col, table
+    per = (trends.groupby(["stage", "sparsity"])[["train_acc", "initial", "peak", "peak_epoch", "final", "drop"]]
+           .mean().reset_index())
+    cols = {"stage": Col("solution", "text"), "sparsity": Col("sparsity", "sparsity")}
+    if regimes is not None:
+        per = per.merge(regimes[["sparsity", "regime"]], on="sparsity", how="left")
+        cols["regime"] = Col("regime", "text")
+    cols |= {"train_acc": Col("train acc. (%)", "pct"), "initial": Col("Tr(F) first", "3g"),
+             "peak": Col("Tr(F) peak", "3g"), "peak_epoch": Col("peak epoch", "0f"),
+             "final": Col("Tr(F) final", "3g"), "drop": Col("drop 1 − final/peak", "2f")}
+    return table(per, cols, caption="Seed means per solution and sparsity.")
+
+
+def unit_init_display(unit_table: pd.DataFrame):
+    """:func:`unit_init_table` for the page: last-epoch accuracies of Sol-S with either init."""
+    from ..tables import Col, table
+    flat = pd.DataFrame({"sparsity": unit_table.index.to_numpy(dtype=float)})
+    names = {"dense (Kaiming)": "dense init", "unit (sparsity-aware)": "unit init"}
+    cols = {"sparsity": Col("sparsity", "sparsity")}
+    for metric, what in (("train_acc", "train"), ("test_acc", "test")):
+        for init, short in names.items():
+            if (metric, init) in unit_table:
+                flat[f"{metric}|{init}"] = unit_table[(metric, init)].to_numpy(dtype=float)
+                cols[f"{metric}|{init}"] = Col(f"{what} acc., {short} (%)", "pct")
+    return table(flat, cols, caption="Sol-S, seed means at the last epoch (chance: 50%).")
+
+
+def _find(verdict: Verdict, *words: str):
+    return next((e for e in verdict.evidence if all(w in e.name for w in words)), None)
+
+
+def _ci(e) -> str:
+    iv = e.effect
+    if iv.method == "exact" or not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
+        return f"{iv.estimate:.2f}"
+    return f"{iv.estimate:.2f} (95% CI {iv.lo:.2f} to {iv.hi:.2f})"
+
+
+def page_numbers(verdict: Verdict, trends: pd.DataFrame, unit_table: pd.DataFrame | None = None, *,
+                 prefix: str = "02", chance_margin: float = CHANCE_MARGIN) -> dict:
+    """The phrases the page quotes (its summary and its paper-vs-ours table), from the verdict and the trends:
+    keys are glue keys."""
+    sol_s = trends[trends.stage == "Sol-S"]
+    chance = sol_s["chance"] if "chance" in sol_s else 0.5
+    stuck = sol_s[sol_s.train_acc < chance + chance_margin]
+    out = {f"{prefix}-status": verdict.status, f"{prefix}-n-seeds": str(trends.seed.nunique()),
+           f"{prefix}-stuck": f"{len(stuck)} of {len(sol_s)}",
+           f"{prefix}-stuck-at": ("s = " + ", ".join(f"{x:g}" for x in sorted(stuck.sparsity.unique())))
+           if len(stuck) else "no sparsity"}
+    final = _find(verdict, "log10 final")
+    gen_drop, opt_drop = _find(verdict, "drop", "generalization"), _find(verdict, "drop", "optimization")
+    out[f"{prefix}-final"] = _ci(final) if final else "not measured (no trained Sol-S in a generalization regime)"
+    out[f"{prefix}-gen-drop"] = (_ci(gen_drop) + " above the threshold") if gen_drop else "not measured"
+    out[f"{prefix}-opt-drop"] = (_ci(opt_drop) + " above the threshold") if opt_drop else "not measured"
+    shapes = [r[0].lower() + r[1:].removesuffix(".") for r in verdict.reasons if "regime, the claimed shape" in r]
+    out[f"{prefix}-shapes"] = "; ".join(shapes) or "the claimed shapes could not be tested"
+    if unit_table is not None and len(unit_table):
+        dense = float(unit_table[("train_acc", "dense (Kaiming)")].mean())
+        unit = float(unit_table[("train_acc", "unit (sparsity-aware)")].mean())
+        out[f"{prefix}-unit"] = (f"{100 * unit:.1f}% of the training set with the sparsity-aware init against "
+                                 f"{100 * dense:.1f}% with the dense init (mean over s = "
+                                 + ", ".join(f"{x:g}" for x in unit_table.index) + ")")
+    else:
+        out[f"{prefix}-unit"] = "not tried (no sparsity was given for it)"
+    return out
+
+
+def paper_vs_ours(numbers: dict, setting: str, *, prefix: str = "02"):
+    """The paper's Fig. 3 beside our measurements (the paper prints no numbers for it)."""
+    from ..tables import paper_vs_ours as pvo
+    n = {k.removeprefix(prefix + "-"): v for k, v in numbers.items()}
+    return pvo([
+        ("setting", "ReLU MLP 64-32-32-18-18-6-6 on the 12-bit task, lr 0.001, 1000 dense / 2000 sparse epochs, "
+                    "batch 12", setting, ""),
+        ("Sol-S that train at all", "every sparsity shown trains (Fig. 3)", f"{n['stuck']} Sol-S runs end at chance "
+         f"(at {n['stuck-at']})", "left out of the verdict"),
+        ("log10 final Tr(F), Sol-S − Sol-D, generalization regime", "above zero: ends above the baseline "
+         "(Fig. 3; no number printed)", n["final"], ""),
+        ("drop 1 − final/peak, generalization regime", "rises, then falls to a moderate level (Fig. 3)",
+         n["gen-drop"], ""),
+        ("drop 1 − final/peak, optimization regime", "rises and hardly decreases (Fig. 3)", n["opt-drop"], ""),
+        ("Sol-F", "omitted \"due to time constraints\" (footnote 6)", "trained, to find each sparsity's regime", ""),
+    ], caption="The paper's Fig. 3 and ours; intervals are 95% over seeds.")

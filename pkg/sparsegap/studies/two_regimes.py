@@ -223,3 +223,93 @@ def planned_runs(p: dict) -> list:
     track = [f"fisher_trace@{p['fisher_every']}"] if p["fisher_every"] else []
     return list(two_regime_configs(data_config(p), model_config(p), train_config(p),
                                    p["sparsities"], p["seeds"], exclude_output=p["exclude_output"], track=track).values())
+
+
+# ---------------------------------------------------------------- presentation: the page's figure, tables, numbers
+
+
+def test_gap_by_sparsity(table: pd.DataFrame) -> pd.DataFrame:
+    """Per sparsity, the paired Sol-F − Sol-S test accuracy (fractions) with its 95% interval over the seeds:
+    columns sparsity, estimate, lo, hi, n (the numbers of the verdict, for the figure's gap panel)."""
+    _, per, _ = sweep_effect(paired_by_sparsity(table, "test_acc", "Sol-F", "Sol-S"), +1)
+    return pd.DataFrame([{"sparsity": s, "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi, "n": iv.n}
+                         for s, iv in sorted(per.items())], columns=["sparsity", "estimate", "lo", "hi", "n"])
+
+
+def regime_table(regimes: pd.DataFrame):
+    """The regime of each sparsity with the seed-mean accuracies it was decided from, for the page."""
+    from ..tables import Col, table
+    return table(regimes, {
+        "sparsity": Col("sparsity", "sparsity"),
+        "train_acc_F": Col("train acc. Sol-F (%)", "pct"), "train_acc_S": Col("train acc. Sol-S (%)", "pct"),
+        "test_acc_F": Col("test acc. Sol-F (%)", "pct"), "test_acc_S": Col("test acc. Sol-S (%)", "pct"),
+        "test_gap": Col("test gap F − S (points)", "points"), "regime": Col("regime", "text")},
+        caption="Seed means at the last epoch; the regime follows the rule above.")
+
+
+def _evidence(verdict: Verdict, starts: str):
+    return next((e for e in verdict.evidence if e.name.startswith(starts)), None)
+
+
+def _points_ci(iv: stats.Interval) -> str:
+    """``+0.6 points (95% CI −0.2 to +1.4)`` or, without an interval, ``+0.6 points``."""
+    sign = lambda v: f"{100 * v:+.1f}".replace("-", "−")  # noqa: E731
+    if iv.method == "exact" or not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
+        return f"{sign(iv.estimate)} points" + (f" ({iv.n} seed, no interval)" if iv.n < 2 else "")
+    return f"{sign(iv.estimate)} points (95% CI {sign(iv.lo)} to {sign(iv.hi)})"
+
+
+def _value_ci(iv: stats.Interval, digits: str = ".3g") -> str:
+    if iv.method == "exact" or not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
+        return format(iv.estimate, digits)
+    return f"{iv.estimate:{digits}} (95% CI {iv.lo:{digits}} to {iv.hi:{digits}})"
+
+
+def page_numbers(verdict: Verdict, regimes: pd.DataFrame) -> dict:
+    """The numbers and phrases the page quotes (its summary), taken from the verdict: keys are glue keys."""
+    gap = verdict.evidence[0].effect if verdict.evidence else None
+    gen = sorted(regimes[regimes.regime == "generalization"].sparsity)
+    opt = sorted(regimes[regimes.regime == "optimization"].sparsity)
+    parts = next((r for r in verdict.reasons if r.startswith("Parts:")), "")
+    out = {"01-status": verdict.status,
+           "01-gap": _points_ci(gap) if gap is not None else "not measured",
+           "01-gap-side": ("ahead of" if gap.estimate > 0 else "behind" if gap.estimate < 0 else "level with")
+           if gap is not None else "not compared with",
+           "01-n-seeds": str(len(verdict.seeds)),
+           # "s = ..." and not bare numbers: glue:text would read "0.5, 0.9" as a tuple and show its parentheses
+           "01-gen": f"s = {sparsity_list(gen)}" if gen else "no sparsity",
+           "01-opt": f"s = {sparsity_list(opt)}" if opt else "no sparsity",
+           "01-parts": parts.removeprefix("Parts: ").rstrip(".") or "not decided"}
+    loss, ent = _evidence(verdict, "Sol-S − Sol-F test loss"), _evidence(verdict, "Sol-S − Sol-F training-prediction")
+    out["01-loss"] = _value_ci(loss.effect) if loss else "not measured"
+    out["01-entropy"] = _value_ci(ent.effect) if ent else "not measured"
+    return out
+
+
+def paper_vs_ours(verdict: Verdict, regimes: pd.DataFrame, setting: str):
+    """The paper's Fig. 1 beside our measurements (the paper prints no numbers for it: its rows describe
+    the figure)."""
+    from ..tables import paper_vs_ours as pvo
+    n = page_numbers(verdict, regimes)
+    return pvo([
+        ("setting", "ResNet-32 ×4 on CIFAR-100, 250 epochs, lr tuned per sparsity, best-test epoch", setting, ""),
+        ("Sol-F − Sol-S test accuracy, over the sweep", "Sol-F ahead at every sparsity (Fig. 1a; no number printed)",
+         n["01-gap"], f"test-accuracy part: {_part(n['01-parts'], 'test accuracy')}"),
+        ("generalization regime (both fit, Sol-S tests worse)", "moderate sparsities (Fig. 1a, pink)",
+         n["01-gen"], ""),
+        ("optimization regime (Sol-S fails to fit)", "highest sparsities (Fig. 1a, green)", n["01-opt"],
+         f"two regimes in order: {_part(n['01-parts'], 'two regimes in order')}"),
+        ("Sol-S − Sol-F test loss", "Sol-S higher, same pattern (Fig. 1b)", n["01-loss"],
+         f"test-loss part: {_part(n['01-parts'], 'test loss')}"),
+        ("Sol-S − Sol-F training-prediction entropy (nats)", "Sol-S higher, sharp change between the regimes (Fig. 1c)",
+         n["01-entropy"], f"entropy part: {_part(n['01-parts'], 'entropy')}"),
+    ], caption="The paper's Fig. 1 and ours; intervals are 95% over seeds, paired by seed.")
+
+
+def _part(parts: str, name: str) -> str:
+    """The outcome of one part (``holds``, ``fails``, ``undecided``) from the verdict's "Parts: ..." line."""
+    for p in parts.split(";"):
+        p = p.strip()
+        if p.startswith(name + " "):
+            return p.removeprefix(name + " ")
+    return "not decided"
