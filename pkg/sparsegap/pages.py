@@ -24,20 +24,10 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-__all__ = ["FIGURE_KEY", "VALUE_KEY", "Text", "figure", "text", "value"]
+__all__ = ["FIGURE_KEY", "VALUE_KEY", "figure", "text", "value"]
 
 FIGURE_KEY = re.compile(r"fig-\d\d-[a-z0-9][a-z0-9-]*")
 VALUE_KEY = re.compile(r"\d\d-[a-z0-9][a-z0-9-]*")
-
-
-class Text(str):
-    """A string that pastes without quotes (its ``text/plain`` is itself)."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_pretty_(self, p, cycle) -> None:
-        p.text(str(self))
 
 
 def _glue(key: str, obj: Any, display: bool) -> bool:
@@ -87,5 +77,7 @@ def text(key: str, words: str) -> str:
                          f"name), got {key!r}")
     if not isinstance(words, str):
         raise TypeError(f"pages.text: words must be a string, got {type(words).__name__}")
-    _glue(key, Text(words), display=False)
+    # Glued as a plain str: its text is the repr ('...'), which {glue:text} literal-evaluates back to the
+    # words. (Text without quotes would be evaluated too: "0.5, 0.8" would paste as a tuple.)
+    _glue(key, str(words), display=False)
     return words
