@@ -360,9 +360,36 @@ def test_verdict_regularizer_status(gen, opt, status):
     assert v.status == status
     assert v.claim_id == "P-S4" and v.part == "i" and v.seeds == (0, 1, 2)
     assert len(v.reasons) == 3
-    assert v.key_effect.name.startswith(f"{NFR} − plain Sol-S, generalization regime")
-    assert v.key_effect.effect.estimate == gen[0] and v.key_effect.effect.method == "paired t"
+    # the key effect (the first evidence line, which the ledger shows) is the one that decided a helps / hurts:
+    # the generalization regime's unless only the optimization regime has the overall status
+    first = "optimization" if status == "tested: hurts" and gen != HURTS else "generalization"
+    assert v.key_effect.name.startswith(f"{NFR} − plain Sol-S, {first} regime")
+    assert v.key_effect.effect.estimate == (gen if first == "generalization" else opt)[0]
+    assert v.key_effect.effect.method == "paired t"
     assert "generalization regime" in v.finding and "optimization regime" in v.finding
+    assert v.finding.index(f"{first} regime") < v.finding.index(
+        f"{'optimization' if first == 'generalization' else 'generalization'} regime")
+
+
+def test_the_box_shows_first_the_effect_that_decided_its_status():
+    """The cpu build's case of P-S4 (ii): +0.30% [−0.49, 1.08] in the generalization regime (inconclusive: wider
+    than the ±1-point margin) and a clear loss in the optimization regime. The rule says hurts (hurts in one
+    regime, helps in none); the box must not open with the inconclusive effect that did not decide it."""
+    gen, opt = (0.0030, -0.0049, 0.0108), HURTS
+    rows = regimes_rows(FISHER, gen, opt) + regimes_rows(RANDOM, NONE, NONE)
+    over = {("generalization", FISHER, "test_acc"): (0.002, -0.004, 0.008),
+            ("optimization", FISHER, "train_acc"): (-0.02, -0.03, -0.01)}
+    v = R.verdict_schedule(gaps_table(rows, over), PICKED, {})
+    assert v.status == "tested: hurts"
+    assert v.key_effect.name.startswith(f"{FISHER} − plain Sol-S, optimization regime")
+    assert v.key_effect.effect.hi < 0
+    regimes = [("optimization" if ", optimization regime" in e.name else "generalization") for e in v.evidence]
+    assert regimes == sorted(regimes, key=lambda r: r != "optimization")   # the deciding regime's lines first
+    assert v.finding.index("optimization regime") < v.finding.index("generalization regime")
+    assert v.finding.endswith("it hurts in one regime and helps in neither.")
+    # helps and no-effect / inconclusive verdicts keep the regimes in their order
+    v = R.verdict_regularizer(gaps_table(regimes_rows(NFR, UNCLEAR, UNCLEAR)), PICKED, {})
+    assert v.status == "inconclusive" and ", generalization regime" in v.key_effect.name
 
 
 def test_remedy_margin_is_one_point():
@@ -584,3 +611,29 @@ def test_fisher_of_measures_on_measure_size_samples_and_caches_each_size_apart(t
     assert len(list((run.path / "measurements").glob("final_fisher-*.json"))) == 2
     with pytest.raises(ValueError, match="measure_size=0 must be None"):
         R.fisher_of(run, size=0)
+
+
+def test_page_phrases_and_paper_table_quote_the_verdicts_numbers():
+    """The summary's glued phrases and the paper-vs-ours rows are the verdicts' own numbers, in points."""
+    from sparsegap.tables import paper_vs_ours
+    table = hand_table()
+    gaps = R.gap_closed(table)
+    chosen = {(NFR, 0.5): {"label": "λ=-0.1, 5 ep", "fields": {}, "val_acc": 0.81}}
+    cost = pd.DataFrame([{"remedy": NFR, "sparsity": 0.5, "setting": "λ=-0.1, 5 ep", "run_cost": 1.84}])
+    v_reg, v_sched = R.verdict_regularizer(gaps, PICKED, chosen), R.verdict_schedule(gaps, PICKED, chosen)
+    values = R.page_values(v_reg, v_sched, table, PICKED, cost)
+    assert values["nfr-status"] == R.STATUS_WORDS[v_reg.status]
+    e = v_reg.key_effect.effect
+    assert values["nfr-effect"].startswith(f"{100 * e.estimate:+.2f}".replace("-", "−") + " points [95% CI ")
+    assert values["nfr-cost"] == "1.8×" and values["schedule-cost"] == "–"
+    assert values["gap-generalization"].startswith("+5.25 points") and "test accuracy at s = 0.5" in \
+        values["gap-generalization"]
+    assert values["schedule-over-random"] == "not measured"      # no random schedule in the hand-made table
+    rows = R.paper_vs_ours_rows(v_reg, v_sched, gaps, table, PICKED, cost)
+    t = paper_vs_ours(rows)
+    assert len(t.rows) == 5 and all("not tested" in r[1] for r in t.rows[:3])
+    assert R.effect_phrase(v_reg, words=False) in t.rows[0][2]
+    judged = R.gains_rows(gaps, judged=True)
+    assert set(judged.metric) == {"test_acc", "train_acc"}
+    assert (judged.metric == judged.regime.map(R.REGIME_METRIC)).all()
+    assert R.points(R.Interval(0.003, -math.inf, math.inf, 1, 0.0, "paired t")) == "+0.30 points (no interval: 1 seed)"

@@ -46,6 +46,11 @@ SCHEDULE_OF = {FISHER: "fisher", DISAGREE: "disagree", RANDOM: "random"}
 # The gap each regime is defined by: test accuracy in the generalization regime, train accuracy in the other.
 REGIME_METRIC = {"generalization": "test_acc", "optimization": "train_acc"}
 
+
+def metric_words(metric: str) -> str:
+    """"test_acc" -> "test accuracy" (the names the verdicts and the page print)."""
+    return metric.replace("_acc", " accuracy").replace("_", " ")
+
 PARAMETERS = P.ParameterSpec(
     "12_remedies",
     **RUN_PARAMETERS,
@@ -369,7 +374,7 @@ def _judge(gaps: pd.DataFrame, remedy: str, picked: dict[str, float], margin: fl
         r = r.iloc[0]
         gain = _paired_interval(r, "gain")
         statuses[regime] = remedy_status(gain, margin)
-        where = f"{regime} regime, s = {s:g}, {metric.replace('_', ' ')}"
+        where = f"{regime} regime, s = {s:g}, {metric_words(metric)}"
         evidence.append(Evidence(f"{remedy} − plain Sol-S, {where}", gain, ".2%", outcome=gain.test(+1)))
         share = Interval(float(r.share), float(r.share_lo), float(r.share_hi), int(r.seeds),
                          float(max(int(r.seeds) - 1, 0)), "fieller")
@@ -393,17 +398,43 @@ def _overall(statuses: dict[str, str]) -> str:
     return "inconclusive"
 
 
-def _finding(remedy: str, statuses: dict[str, str], evidence: list, picked: dict[str, float]) -> str:
+def _deciding_first(picked: dict[str, float], statuses: dict[str, str], status: str) -> list[str]:
+    """The regimes in the order the box shows them: where the overall ``status`` is *helps* or *hurts*, the
+    regimes with that status (the ones that decided it) first; otherwise in the order of ``picked``."""
+    regimes = list(picked)
+    if status in ("tested: helps", "tested: hurts"):
+        regimes.sort(key=lambda r: statuses.get(r) != status)   # stable: ties keep picked's order
+    return regimes
+
+
+def _regime_of(e: Evidence, regimes) -> int:
+    return next((i for i, r in enumerate(regimes) if f", {r} regime" in e.name), len(regimes))
+
+
+def _order_evidence(evidence: list, regimes: list[str]) -> tuple:
+    """The evidence grouped by regime in the order of ``regimes`` (stable within a regime), so that the first
+    line, the key effect the ledger shows, is the effect that decided the status."""
+    return tuple(sorted(evidence, key=lambda e: _regime_of(e, regimes)))
+
+
+def _finding(remedy: str, statuses: dict[str, str], evidence: list, picked: dict[str, float],
+             status: str = "") -> str:
     parts = []
-    for regime, s in picked.items():
+    for regime in _deciding_first(picked, statuses, status):
+        s = picked[regime]
         e = next((e for e in evidence if e.name.startswith(f"{remedy} − plain Sol-S, {regime}")), None)
         if e is not None:
             parts.append(f"{e.effect.format('+.2%')} in the {regime} regime (s = {s:g}; "
                          f"{statuses[regime].removeprefix('tested: ')})")
     if not parts:
         return f"No run of {remedy} finished."
+    why = ""
+    if status in ("tested: helps", "tested: hurts") and len(parts) > 1:
+        word, other = ("helps", "hurts") if status == "tested: helps" else ("hurts", "helps")
+        n = sum(v == status for v in statuses.values())
+        why = f": it {word} in {'both regimes' if n == len(statuses) else 'one regime'} and {other} in neither"
     return (f"{remedy} changes Sol-S's accuracy by " + " and by ".join(parts)
-            + ", paired over seeds with 95% intervals.")
+            + f", paired over seeds with 95% intervals{why}.")
 
 
 def _chosen_lines(chosen: dict, remedy: str) -> list[str]:
@@ -421,8 +452,10 @@ def verdict_regularizer(gaps: pd.DataFrame, picked: dict[str, float], chosen: di
     statuses, evidence, reasons = _judge(gaps, NFR, picked, margin)
     reasons += _chosen_lines(chosen, NFR)
     reasons.append(f"No effect: the interval lies within ±{margin * 100:g} points (a margin chosen before the results).")
-    return Verdict("P-S4", CLAIM_NFR, _overall(statuses), tuple(reasons), scale, part="i",
-                   finding=_finding(NFR, statuses, evidence, picked), evidence=tuple(evidence), seeds=tuple(seeds))
+    status = _overall(statuses)
+    return Verdict("P-S4", CLAIM_NFR, status, tuple(reasons), scale, part="i",
+                   finding=_finding(NFR, statuses, evidence, picked, status),
+                   evidence=_order_evidence(evidence, _deciding_first(picked, statuses, status)), seeds=tuple(seeds))
 
 
 def verdict_schedule(gaps: pd.DataFrame, picked: dict[str, float], chosen: dict, *,
@@ -437,7 +470,7 @@ def verdict_schedule(gaps: pd.DataFrame, picked: dict[str, float], chosen: dict,
         if FISHER in sel.index and RANDOM in sel.index:
             over = _paired_interval(sel.loc[FISHER], "over_random")
             evidence.append(Evidence(f"{FISHER} − {RANDOM} of the same sizes, {regime} regime, s = {s:g}, "
-                                     f"{metric.replace('_', ' ')}", over, ".2%", outcome=over.test(+1)))
+                                     f"{metric_words(metric)}", over, ".2%", outcome=over.test(+1)))
             reasons.append(f"{regime} regime: the random schedule changes Sol-S by {sel.gain[RANDOM] * 100:+.2f} pts, "
                            f"the hard + disagree baseline by {sel.gain.get(DISAGREE, math.nan) * 100:+.2f} pts; the "
                            f"Fisher ranking {'does' if over.lo > 0 else 'does not do'} clearly better than random.")
@@ -448,8 +481,10 @@ def verdict_schedule(gaps: pd.DataFrame, picked: dict[str, float], chosen: dict,
             reasons.append(f"{regime} regime: no random schedule to tell the Fisher ranking from fewer samples early.")
     reasons += _chosen_lines(chosen, FISHER)
     reasons.append(f"No effect: the interval lies within ±{margin * 100:g} points (a margin chosen before the results).")
-    return Verdict("P-S4", CLAIM_SCHEDULE, _overall(statuses), tuple(reasons), scale, part="ii",
-                   finding=_finding(FISHER, statuses, evidence, picked), evidence=tuple(evidence), seeds=tuple(seeds))
+    status = _overall(statuses)
+    return Verdict("P-S4", CLAIM_SCHEDULE, status, tuple(reasons), scale, part="ii",
+                   finding=_finding(FISHER, statuses, evidence, picked, status),
+                   evidence=_order_evidence(evidence, _deciding_first(picked, statuses, status)), seeds=tuple(seeds))
 
 
 def scale_of(p: dict) -> str:
@@ -479,3 +514,155 @@ def planned_runs(p: dict) -> list:
     chosen = {(remedy, s): {"fields": next(f for r, _, f in grid if r == remedy)}
               for remedy in (NFR, FISHER) for s in picked.values()}
     return [*chapter_one_runs(p), *selection_configs(p, picked).values(), *final_configs(p, picked, chosen).values()]
+
+
+# ------------------------------------------------------------------------- the page (presentation only)
+
+STATUS_WORDS = {"tested: helps": "tested, it helps", "tested: hurts": "tested, it hurts",
+                "tested: no effect": f"tested, no effect (within ±{REMEDY_MARGIN * 100:g} point)",
+                "inconclusive": "inconclusive (the seeds cannot decide)"}
+
+
+def points(iv: Interval, *, words: bool = True) -> str:
+    """An accuracy difference (a fraction) in signed percentage points with its 95% interval:
+    "−0.52 points [95% CI −0.90, −0.14]", or "−0.52 [−0.90, −0.14]" for a table (``words=False``, the unit and
+    level in its header); "no interval" where it is unbounded (one seed)."""
+    def f(v: float) -> str:
+        return f"{100 * v:+.2f}".replace("-", "−")
+    if not math.isfinite(iv.estimate):
+        return "–"
+    if not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
+        return f"{f(iv.estimate)}{' points' * words} (no interval: {iv.n} seed{'' if iv.n == 1 else 's'})"
+    return f"{f(iv.estimate)}{' points' * words} [{'95% CI ' * words}{f(iv.lo)}, {f(iv.hi)}]"
+
+
+def _where(e: Evidence) -> str:
+    """"optimization regime, s = 0.99, train accuracy" from an evidence line's name."""
+    return e.name.split(", ", 1)[1] if ", " in e.name else e.name
+
+
+def effect_phrase(v: Verdict, *, words: bool = True) -> str:
+    """The verdict's key effect (its first evidence line: the one that decided a helps / hurts) in words."""
+    e = v.key_effect
+    return "no run finished" if e is None else f"{points(e.effect, words=words)} ({_where(e)})"
+
+
+def over_random_phrase(v: Verdict, *, where: bool = True, words: bool = True) -> str:
+    """The Fisher schedule's gain over the random schedule, in the regime of the verdict's key effect."""
+    e = v.key_effect
+    regime = next((r for r in REGIME_METRIC if e is not None and f", {r} regime" in e.name), None)
+    over = next((x for x in v.evidence if x.name.startswith(f"{FISHER} − {RANDOM}") and regime
+                 and f", {regime} regime" in x.name), None)
+    if over is None:
+        return "not measured"
+    return points(over.effect, words=words) + (f" ({_where(over)})" if where else "")
+
+
+def gap_intervals(table: pd.DataFrame, picked: dict[str, float], level: float = 0.95) -> dict[str, Interval]:
+    """Per regime, the gap Sol-F − Sol-S on that regime's metric, paired over the comparison's seeds."""
+    out = {}
+    for regime, s in picked.items():
+        metric = REGIME_METRIC[regime]
+        w = table[table.sparsity == s].pivot_table(index="seed", columns="variant", values=metric)
+        if {"Sol-F", "Sol-S"} <= set(w.columns):
+            both = w[["Sol-F", "Sol-S"]].dropna()
+            if len(both):
+                out[regime] = stats.paired_difference(both["Sol-F"], both["Sol-S"], level)
+    return out
+
+
+def _cost_phrase(cost: pd.DataFrame, remedy: str) -> str:
+    c = cost[cost.remedy == remedy].run_cost.dropna() if len(cost) else pd.Series(dtype=float)
+    if not len(c):
+        return "–"
+    lo, hi = float(c.min()), float(c.max())
+    return f"{lo:.1f}×" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}×"
+
+
+def page_values(v_reg: Verdict, v_sched: Verdict, table: pd.DataFrame, picked: dict[str, float],
+                cost: pd.DataFrame) -> dict[str, str]:
+    """The phrases the chapter's summary and prose quote (glued by the notebook under ``12-<key>``): every number
+    is the one the verdicts use, worded by code so that it reads right whatever the sign."""
+    gaps = gap_intervals(table, picked)
+    out = {"nfr-status": STATUS_WORDS[v_reg.status], "nfr-effect": effect_phrase(v_reg),
+           "schedule-status": STATUS_WORDS[v_sched.status], "schedule-effect": effect_phrase(v_sched),
+           "schedule-over-random": over_random_phrase(v_sched, where=False),
+           "nfr-cost": _cost_phrase(cost, NFR), "schedule-cost": _cost_phrase(cost, FISHER)}
+    for regime in REGIME_METRIC:
+        s = picked.get(regime)
+        out[f"gap-{regime}"] = (f"{points(gaps[regime])} in {metric_words(REGIME_METRIC[regime])} at s = {s:g}"
+                                if regime in gaps else "not measured")
+        out[f"s-{regime}"] = f"{s:g}" if s is not None else "–"
+    return out
+
+
+def _paper_row(quantity: str, paper: str, v: Verdict | None, ours: str, note: str) -> tuple[str, str, str, str]:
+    return (quantity, paper, (f"{STATUS_WORDS[v.status]}: " if v is not None else "") + ours, note)
+
+
+def paper_vs_ours_rows(v_reg: Verdict, v_sched: Verdict, gaps: pd.DataFrame, table: pd.DataFrame,
+                       picked: dict[str, float], cost: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """Rows for :func:`sparsegap.tables.paper_vs_ours`: what Section 4 of the paper proposes and expects (it
+    tests neither remedy and gives no number) beside what this chapter measured."""
+    rows = [
+        _paper_row("(i) negative Fisher regularization, first epochs only",
+                   "proposed (Section 4.1) to encourage memorization early and so close part of the gap; "
+                   "not tested, no number", v_reg, effect_phrase(v_reg, words=False),
+                   "λ and the duration chosen on a validation split; paired over seeds"),
+        _paper_row("(ii) Fisher data schedule (memorization, then consolidating phase)",
+                   "proposed (Section 4.2), per-sample Fisher as the proxy of hardness; expected to close part "
+                   "of the gap; not tested, no number", v_sched, effect_phrase(v_sched, words=False),
+                   "over a random schedule of the same sizes: "
+                   + over_random_phrase(v_sched, where=False, words=False)),
+    ]
+    judged = gaps[gaps.metric == gaps.regime.map(REGIME_METRIC)] if len(gaps) else gaps
+    base = []
+    for regime, s in picked.items():
+        r = judged[(judged.regime == regime) & (judged.remedy == DISAGREE)] if len(judged) else judged
+        if len(r) and r.iloc[0].seeds:
+            base.append(f"{points(_paired_interval(r.iloc[0], 'gain'), words=False)} ({regime} regime, s = {s:g}, "
+                        f"{metric_words(REGIME_METRIC[regime])})")
+    rows.append(("hard samples + sparse/dense disagreement, the paper's [57]",
+                 "cited as the closest prior work; the paper warns that repeating the hardest (partly noisy) "
+                 "samples may harm; not tested, no number", "; ".join(base) or "no run finished",
+                 "baseline with the Fisher schedule's subset sizes"))
+    gi = gap_intervals(table, picked)
+    rows.append(("the gap to close, Sol-F − Sol-S",
+                 "large: a test gap at near-optimal training accuracy (generalization regime), train and test "
+                 "gaps beyond it (optimization regime); ResNet32 on CIFAR-100, read off Fig. 1, no number",
+                 "; ".join(f"{points(iv, words=False)} ({regime} regime, s = {picked[regime]:g}, "
+                           f"{metric_words(REGIME_METRIC[regime])})" for regime, iv in gi.items()) or "not measured",
+                 "the paired seeds of this comparison"))
+    rows.append(("training time of a remedy, relative to plain Sol-S", "not discussed",
+                 f"(i) {_cost_phrase(cost, NFR)}, (ii) {_cost_phrase(cost, FISHER)}",
+                 "one seed on the validation split; the penalty needs a second backward pass"))
+    return rows
+
+
+def regime_rows(regimes: pd.DataFrame, picked: dict[str, float]) -> pd.DataFrame:
+    """Chapter 1's classification with the two sparsities picked here marked (for the page's table)."""
+    mark = {s: r for r, s in picked.items()}
+    return regimes.assign(picked=regimes.sparsity.map(lambda s: f"← {mark[s]}" if s in mark else ""))
+
+
+def gains_rows(gaps: pd.DataFrame, *, judged: bool) -> pd.DataFrame:
+    """The rows of :func:`gap_closed` on each regime's own metric (``judged``) or on the other one, with the
+    intervals as text (points)."""
+    if not len(gaps):
+        return gaps.assign(gain_text=[], share_text=[], over_text=[], where=[])
+    own = gaps.metric == gaps.regime.map(REGIME_METRIC)
+    d = gaps[own if judged else ~own].copy()
+
+    def share(r) -> str:
+        if not math.isfinite(r.share):
+            return "–"
+        lo, hi = (f"{100 * v:.0f}".replace("-", "−") if math.isfinite(v) else ("−∞" if v < 0 else "∞")
+                  for v in (r.share_lo, r.share_hi))
+        return f"{100 * r.share:.0f}".replace("-", "−") + f" [{lo}, {hi}]"
+    rows = [r for _, r in d.iterrows()]
+    d["gain_text"] = [points(_paired_interval(r, "gain"), words=False) if r.seeds else "–" for r in rows]
+    d["share_text"] = [share(r) for r in rows]
+    d["over_text"] = [points(_paired_interval(r, "over_random"), words=False) if math.isfinite(r.over_random)
+                      else "–" for r in rows]
+    d["where"] = [f"{r.regime}, s = {r.sparsity:g}" for r in rows]
+    return d.reset_index(drop=True)
