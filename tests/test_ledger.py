@@ -121,7 +121,10 @@ def test_ledger_lists_every_verdict_and_every_plan_row(tmp_path):
     assert by_id["P-F2"][1] == ledger.NO_CLAIM
     assert by_id["D-F1"][1] == ledger.NOT_YET
     assert 'href="notebooks/00_chapter.html#verdict-p-f1"' in page
-    assert "28 rows:** 1 reproduced, 1 partly, 2 shown (no claim), 24 not yet in the book" in page
+    assert ledger.summary_text(ledger.book_rows(tmp_path / "book")) == (
+        "28 rows: 1 reproduced, 1 partly, 2 shown (no claim), 24 not yet in the book")
+    assert re.sub(r"<[^>]+>", "", page).count("28 rows: 1 reproduced, 1 partly, 2 shown (no claim), "
+                                                "24 not yet in the book") == 1
 
 
 def test_ledger_shows_the_new_statuses_in_colour_with_the_key_effect(tmp_path):
@@ -139,9 +142,143 @@ def test_ledger_shows_the_new_statuses_in_colour_with_the_key_effect(tmp_path):
     nbformat.write(nb, executed / "01_chapter.ipynb")
     page = ledger.write_ledger(tmp_path / "book").read_text()
     row = next(r for r in page.splitlines() if 'data-claim="P-F1"' in r)
-    assert f'color:{STATUS_COLORS["inconclusive"]}">inconclusive' in row
-    assert "Sol-F - Sol-S, test accuracy: 1.0% [" in row and "n = 3" in row
-    assert "1 inconclusive, 1 tested: no effect" in page
+    assert f'color:{STATUS_COLORS["inconclusive"]};border-color:{STATUS_COLORS["inconclusive"]}">inconclusive' in row
+    text = re.sub(r"<[^>]+>", "", row)
+    assert "Sol-F - Sol-S, test accuracy: 1.0% [" in text and "n = 3" in text
+    assert "1 inconclusive, 1 tested: no effect" in re.sub(r"<[^>]+>", "", page)
+
+
+def _page_of(tmp_path, *verdicts, name="01_two_regimes", title="# Two regimes of sparse training", toc=True):
+    book = tmp_path / "book"
+    (book / "notebooks").mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(title), nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("display_data", data=v._repr_mimebundle_()) for v in verdicts])]
+    nbformat.write(nb, book / "notebooks" / f"{name}.ipynb")
+    if toc:
+        (book / "_toc.yml").write_text(
+            "format: jb-book\nroot: intro\nparts:\n  - caption: The ledger\n    chapters:\n      - file: ledger\n"
+            "  - caption: A\n    numbered: true\n    chapters:\n      - file: notebooks/01_two_regimes\n"
+            "      - file: notebooks/07_sparse_double_descent\n")
+    return ledger.write_ledger(book).read_text()
+
+
+def _ledger_rows(page):
+    return {m.group(1): m.group(0) for m in re.finditer(
+        r'<tr class="ledger-row" data-claim="([^"]+)".*?</tr>', page, flags=re.S)}
+
+
+def test_ledger_row_has_four_columns_link_titled_by_the_chapter_and_the_papers_number(tmp_path):
+    from sparsegap import stats
+    from sparsegap.verdict import Evidence
+    effect = Evidence("Sol-F − Sol-S, test accuracy", stats.paired_difference([0.9, 0.8, 0.85], [0.8, 0.75, 0.8]),
+                      ".1%", paper="about +9 points (Fig. 1)")
+    v = Verdict("P-F1", "Sol-S falls behind", "reproduced", (), "lenet on fashion-mnist, 3 seeds, 2 epochs",
+                finding="Sol-F leads.", evidence=(effect,), seeds=(0, 1, 2))
+    page = _page_of(tmp_path, v)
+    row = _ledger_rows(page)["P-F1"]
+    assert row.count("<td") == 4
+    assert '<a href="notebooks/01_two_regimes.html#verdict-p-f1">1. Two regimes of sparse training, verdict P-F1</a>' in row
+    assert ">notebooks/" not in page  # no raw path as a link's title
+    text = re.sub(r"<[^>]+>", " ", row)
+    assert "paper: about +9 points (Fig. 1)" in text and "(95% CI, n = 3)" in text
+    assert "3 seeds · lenet on fashion-mnist, 2 epochs" in text  # the seeds once, then the scale
+    assert 'data-source="01_two_regimes"' in row
+    # the plan row shown on the introduction links there, titled by the page, not by its path
+    intro = _ledger_rows(page)["P-F2"]
+    assert '<a href="intro.html">Introduction</a>' in intro
+    # one group heading per paper, four column headers
+    assert page.count('<tr class="ledger-group">') == 4 and page.count("<th>") == 4
+
+
+def test_ledger_shows_the_finding_where_no_effect_was_measured(tmp_path):
+    from sparsegap.stats import Interval
+    from sparsegap.verdict import Evidence
+    nan = Evidence("log10 SNR, Sol-S − Sol-F", Interval(float("nan"), -float("inf"), float("inf"), 0, 0.0, "t"))
+    verdicts = [Verdict("P-F3", "Tr(F) rises then falls", "inconclusive", (), "mlp on tishby, 2 seeds",
+                        finding="The sweep finds no generalization regime."),
+                Verdict("P-F11", "SNR differs", "inconclusive", (), "s", part="a", finding="Sol-S has not trained.",
+                        evidence=(nan,))]
+    rows = _ledger_rows(_page_of(tmp_path, *verdicts))
+    assert "The sweep finds no generalization regime." in rows["P-F3"]
+    assert "2 seeds · mlp on tishby" in re.sub(r"<[^>]+>", " ", rows["P-F3"])  # seeds read off the scale
+    assert "Sol-S has not trained." in rows["P-F11"] and "nan" not in rows["P-F11"]
+    for claim_id, row in rows.items():  # every row with a status: an effect or a stated reason
+        if 'data-status="inconclusive"' in row:
+            assert "ledger-value" in row or "ledger-finding" in row, claim_id
+
+
+def test_ledger_summary_counts_per_status_and_per_paper(tmp_path):
+    verdicts = [Verdict("P-F1", "c", "reproduced", (), "s"), Verdict("P-T2", "c", "partly", (), "s"),
+                Verdict("E-F3", "c", "not reproduced", (), "s")]
+    page = _page_of(tmp_path, *verdicts)
+    summary = re.sub(r"<[^>]+>", "", page[:page.index('<table class="ledger">')])
+    assert "Price of Sparsity: 1 reproduced, 1 partly, 1 shown (no claim), 9 not yet in the book" in summary
+    assert "Evci et al. 2019: 1 not reproduced, 5 not yet in the book" in summary
+    from sparsegap.verdict import STATUS_COLORS
+    assert f'style="color:{STATUS_COLORS["partly"]};border-color:{STATUS_COLORS["partly"]}">1 partly</span>' in page
+    results = (tmp_path / "book" / ledger.GENERATED / ledger.RESULTS_PAGE).read_text()
+    assert "](ledger.md)" in results and ledger.summary_html(ledger.book_rows(tmp_path / "book")) in results
+    # the toc lists two chapters, one was executed (--only): the introduction says the results are partial
+    assert "not built in full:** this copy of the book holds 1 of its 2 chapters" in results
+    _page_of(tmp_path, *verdicts, name="07_sparse_double_descent", title="# Sparse double descent")
+    results = (tmp_path / "book" / ledger.GENERATED / ledger.RESULTS_PAGE).read_text()
+    assert "not built in full" not in results
+
+
+def test_chapter_numbers_follow_the_numbered_parts(tmp_path):
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: intro\nparts:\n  - caption: x\n    chapters:\n      - file: ledger\n"
+                   "  - caption: y\n    numbered: true\n    chapters:\n      - file: notebooks/a\n"
+                   "      - file: notebooks/b\n  - caption: z\n    numbered: true\n    chapters:\n"
+                   "      - file: notebooks/c\n")
+    assert ledger.chapter_numbers(toc) == {"notebooks/a": 1, "notebooks/b": 2, "notebooks/c": 3}
+    assert ledger.chapter_numbers(tmp_path / "missing.yml") == {}
+
+
+def _png_bytes():
+    import io
+
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [0, 1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def test_teaser_is_chapter_ones_glued_figure_with_its_verdict(tmp_path):
+    import base64
+    v = Verdict("P-F1", "two regimes", "partly", (), "s", finding="Sol-F tests 2 points above Sol-S.")
+    _page_of(tmp_path, v)
+    book = tmp_path / "book"
+    path = book / "notebooks" / "01_two_regimes.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    png = _png_bytes()
+    nb.cells.append(nbformat.v4.new_code_cell("glue", outputs=[nbformat.v4.new_output(
+        "display_data", data={"image/png": base64.b64encode(png).decode(), "text/plain": "<Figure>"},
+        metadata={"scrapbook": {"name": bookbuild.TEASER_KEY, "mime_prefix": ""},
+                  "image/png": {"width": 400, "height": 200}})]))
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"```{{glue:figure}} {bookbuild.TEASER_KEY}\n"
+                                                  f":name: {bookbuild.TEASER_KEY}\n\nA caption.\n```"))
+    nbformat.write(nb, path)
+    text = bookbuild.write_teaser(book).read_text()
+    assert (book / ledger.GENERATED / "teaser.png").read_bytes() == png
+    assert text.startswith("```{figure} _generated/teaser.png") and ":width: 400px" in text
+    assert f"{{numref}}`{bookbuild.TEASER_KEY}`" in text
+    assert "Verdict P-F1, *partly*: Sol-F tests 2 points above Sol-S." in text
+
+
+def test_without_chapter_one_the_introduction_says_the_results_are_not_built(tmp_path):
+    book = tmp_path / "book"
+    (book / ledger.GENERATED).mkdir(parents=True)
+    (book / ledger.GENERATED / "teaser.png").write_bytes(b"old")  # from an earlier full build
+    text = bookbuild.write_teaser(book).read_text()
+    assert "results are not built" in text and "teaser.png" not in text
+    assert not (book / ledger.GENERATED / "teaser.png").exists()
+    _page_of(tmp_path, Verdict("P-F1", "c", "partly", (), "s"))  # chapter 1 ran, but glued no such figure
+    assert "results are not built" in bookbuild.write_teaser(book).read_text()
 
 
 # ---------------------------------------------------------------- notebook parameters
@@ -183,7 +320,7 @@ def test_plumbing_cells_are_folded(path):
     for cell in nb["cells"]:
         src = "".join(cell["source"])
         if cell["cell_type"] == "code" and ("%matplotlib" in src or "PARAMETERS.check" in src):
-            assert {"hide-input", "remove-input"} & set(cell["metadata"].get("tags", [])), src[:60]
+            assert {"hide-input", "remove-input", "remove-cell"} & set(cell["metadata"].get("tags", [])), src[:60]
 
 
 def _namespace(path: Path, **override) -> dict:
