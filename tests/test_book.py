@@ -354,6 +354,22 @@ def test_ledger_holds_exactly_the_verdicts_of_the_notebooks(built_book) -> None:
         assert f'href="notebooks/{name}.html#{anchor_id}"' in page
 
 
+def test_every_judged_ledger_row_shows_an_effect_or_a_reason(built_book) -> None:
+    """A row with a status shows what we measured (the key effect with its 95% CI) or, where nothing could
+    be measured, the finding that says why."""
+    import re
+
+    from sparsegap.verdict import ALL_STATUSES
+
+    page = (built_book.html_dir / "ledger.html").read_text()
+    rows = re.findall(r'<tr class="ledger-row"[^>]*data-status="([^"]+)"[^>]*>(.*?)</tr>', page, flags=re.S)
+    judged = [(status, body) for status, body in rows if status in ALL_STATUSES]
+    assert judged
+    for status, body in judged:
+        ours = re.search(r'<td class="ledger-ours">(.*?)</td>', body, flags=re.S)
+        assert ours and re.sub(r"<[^>]+>", "", ours.group(1)).strip(), f"a {status} row shows no effect or reason: {body[:200]}"
+
+
 def _links(html_text: str) -> list[str]:
     import re
     return re.findall(r'(?:href|src)="([^"]*)"', html_text)

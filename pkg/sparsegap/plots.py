@@ -9,13 +9,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-# Figures are drawn at DPI pixels per inch and at most PAGE_WIDTH inches wide (FULL_WIDTH for cells
-# tagged `full-width`), so that the book shows them at (nearly) their natural size: text of FONT_PT
-# points then stays at least MIN_FONT_PT on screen (tests/test_book.py measures it in a browser).
+# Figures are drawn at DPI pixels per inch (twice that on the page's image, see use_book_style) and at
+# most PAGE_WIDTH inches wide (FULL_WIDTH for cells tagged `full-width`), so that the book shows them at
+# their natural size down to an 800 px window, whose text column is 705 px: text of FONT_PT points then
+# stays at least MIN_FONT_PT on screen (tests/test_book.py measures it in a browser at 800 and 1400 px).
 DPI = 100
 FONT_PT = 10.5
 MIN_FONT_PT = 9
-PAGE_WIDTH = 7.4
+PAGE_WIDTH = 6.9
 FULL_WIDTH = 10.5
 
 
@@ -80,6 +81,12 @@ def legend_below(fig: plt.Figure, ax=None, *, ncol: int | None = None, **kwargs)
     if fig.get_layout_engine() is None or type(fig.get_layout_engine()).__name__ != "ConstrainedLayoutEngine":
         fig.set_layout_engine("constrained")  # "outside" legends need it
     leg = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, **kwargs)
+    # A legend wider than the figure would widen the saved image past the page's column: fewer columns.
+    renderer = fig.canvas.get_renderer()
+    while ncol > 1 and leg.get_window_extent(renderer).width > 0.98 * fig.bbox.width:
+        leg.remove()
+        ncol -= 1
+        leg = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, **kwargs)
     return leg
 
 
