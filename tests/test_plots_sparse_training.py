@@ -63,7 +63,7 @@ def test_g2_is_a_dot_plot_with_one_row_per_solution(sparsities):
 
 
 def test_paired_gaps_are_per_seed_differences_to_the_reference():
-    from sparsegap.studies.difficulty import Results, paired_gaps, points
+    from sparsegap.studies.difficulty import Results, paired_gaps
 
     class Run:
         def __init__(self, acc):
@@ -73,4 +73,3 @@ def test_paired_gaps_are_per_seed_differences_to_the_reference():
             ("S-S", 0.9, 1): Run(0.74), ("dense", 0): Run(0.85), ("dense", 1): Run(0.86)}
     g = paired_gaps(Results(runs), "P-S")
     assert list(g.key) == ["S-S"] and g.gap.iloc[0] == pytest.approx(-0.09) and g.n.iloc[0] == 2
-    assert points(None) == "not measured"

@@ -636,4 +636,4 @@ def test_page_phrases_and_paper_table_quote_the_verdicts_numbers():
     judged = R.gains_rows(gaps, judged=True)
     assert set(judged.metric) == {"test_acc", "train_acc"}
     assert (judged.metric == judged.regime.map(R.REGIME_METRIC)).all()
-    assert R.points(R.Interval(0.003, -math.inf, math.inf, 1, 0.0, "paired t")) == "+0.30 points (no interval: 1 seed)"
+    assert R.Interval(0.003, -math.inf, math.inf, 1, 0.0, "paired t").points() == "+0.30 points (no interval: 1 seed)"

@@ -154,3 +154,20 @@ def test_the_detectable_line_and_all_of():
     assert "no gap can be detected" in detectable_line("gap", stats.paired_difference([0.8], [0.7]))
     assert all_of(["holds", "holds"]) == "holds" and all_of(["holds", "undecided"]) == "undecided"
     assert all_of(["holds", "fails"]) == "fails" and all_of([]) == "undecided"
+
+
+def test_interval_in_words_points_and_mapped():
+    import math
+
+    from sparsegap.stats import Interval
+
+    iv = Interval(0.003, -0.0049, 0.0108, 3, 2.0, "paired t")
+    assert iv.points() == "+0.30 points [95% CI −0.49, +1.08]"
+    assert iv.points(1, words=False) == "+0.3 [−0.5, +1.1]"
+    assert iv.words(".2f") == "0.00 [95% CI −0.00, 0.01]"
+    assert Interval(0.003, -math.inf, math.inf, 1, 0.0, "paired t").points() == "+0.30 points (no interval: 1 seed)"
+    assert Interval.exact(0.25).words(".2f", unit=" s") == "0.25 s"
+    assert Interval(math.nan, math.nan, math.nan, 0, math.nan, "t").points() == "not measured"
+    r = Interval(-0.3, -1.0, 0.5, 3, 2.0, "t").mapped(lambda v: 10 ** v)
+    assert (r.lo, r.hi, r.n, r.method) == (0.1, 10 ** 0.5, 3, "t")
+    assert r.words(".2g") == "0.5 [95% CI 0.1, 3.2]"

@@ -105,3 +105,19 @@ def test_mark_zoom_says_so_only_when_zero_is_hidden() -> None:
     assert "zoomed" in a.get_ylabel() and "0.81–0.83" in a.get_ylabel()
     assert b.get_ylabel() == "test accuracy"
     plt.close(fig)
+
+
+def test_verdict_phrases_for_a_page():
+    from sparsegap.stats import Interval
+    from sparsegap.verdict import Evidence, Verdict
+
+    acc = Evidence("Sol-F − Sol-S, test accuracy, s = 0.9", Interval(0.006, -0.002, 0.014, 3, 2.0, "paired t"), ".2%")
+    loss = Evidence("Sol-S − Sol-F test loss", Interval(0.12, 0.05, 0.19, 3, 2.0, "paired t"), ".2f")
+    v = Verdict("P-F1", "Sol-S falls behind Sol-F", "inconclusive", evidence=(acc, loss))
+    assert acc.phrase == "Sol-F − Sol-S, test accuracy, s = 0.9: +0.60 points [95% CI −0.20, +1.40]"
+    assert v.find("Sol-S − Sol-F test") is loss and v.find("nothing") is None
+    assert v.effect_words("Sol-S − Sol-F test") == "0.12 [95% CI 0.05, 0.19]"
+    assert v.effect_words("Sol-S − Sol-F test", "+.1f") == "+0.1 [95% CI +0.1, +0.2]"
+    assert v.effect_words("nothing") == "not measured"
+    assert v.evidence_phrase(1, status=True) == "Sol-S − Sol-F test loss: 0.12 [95% CI 0.05, 0.19]; verdict: inconclusive"
+    assert v.evidence_phrase(2, missing="not testable") == "not testable"

@@ -123,6 +123,34 @@ class Interval:
             return f(self.estimate)
         return f"{f(self.estimate)} [{f(self.lo)}, {f(self.hi)}]"
 
+    def words(self, fmt: str = ".3g", *, scale: float = 1.0, unit: str = "", brackets: bool = False) -> str:
+        """The interval for prose: ``−3.9 points [95% CI −10.9, +3.2]``, each end ``scale``-d and formatted
+        with ``fmt``, minus signs typeset; ``brackets`` gives the compact ``−3.9 [−10.9, +3.2]`` of a table
+        whose header says the unit and level. Without a bounded interval (one seed): ``+0.30 points (no
+        interval: 1 seed)``; an exact value is the value alone; a missing estimate is "not measured"."""
+        def f(v: float) -> str:
+            return "−∞" if v == -math.inf else "∞" if v == math.inf else format(v * scale, fmt).replace("-", "−")
+        if not math.isfinite(self.estimate):
+            return "not measured"
+        value = f(self.estimate) + ("" if brackets else unit)
+        if self.method == "exact":
+            return value
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
+            return f"{value} (no interval: {self.n} seed{'' if self.n == 1 else 's'})"
+        if brackets:
+            return f"{value} [{f(self.lo)}, {f(self.hi)}]"
+        return f"{value} [{self.level:.0%} CI {f(self.lo)}, {f(self.hi)}]"
+
+    def points(self, decimals: int = 2, *, words: bool = True) -> str:
+        """A difference of fractions (accuracies) in signed percentage points: ``+0.30 points [95% CI −0.49,
+        +1.08]``, or ``+0.30 [−0.49, +1.08]`` for a table (``words=False``); see :meth:`words`."""
+        return self.words(f"+.{int(decimals)}f", scale=100.0, unit=" points", brackets=not words)
+
+    def mapped(self, fn) -> "Interval":
+        """The interval of ``fn(effect)`` for an increasing ``fn`` (e.g. ``lambda v: 10 ** v`` turns a log10
+        ratio into a ratio): the ends map to the ends."""
+        return Interval(fn(self.estimate), fn(self.lo), fn(self.hi), self.n, self.df, self.method, self.level)
+
     def to_dict(self) -> dict:
         return {"estimate": _json_float(self.estimate), "lo": _json_float(self.lo), "hi": _json_float(self.hi),
                 "n": int(self.n), "df": _json_float(self.df), "method": self.method, "level": self.level}

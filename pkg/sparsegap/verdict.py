@@ -129,6 +129,18 @@ class Evidence:
         paper = f"; paper: {self.paper}" if self.paper else ""
         return f"{self.name}: {e.format(self.fmt)}{n}{paper}"
 
+    def value_words(self) -> str:
+        """The effect for prose, in the evidence's own format: accuracies (a ``%`` format) in signed
+        percentage points, ``+0.30 points [95% CI −0.49, +1.08]``; anything else as ``fmt`` gives it."""
+        if self.fmt.endswith("%"):
+            return self.effect.points()
+        return self.effect.words(self.fmt)
+
+    @property
+    def phrase(self) -> str:
+        """``name: value [95% CI lo, hi]``, for a page's summary or its paper-vs-ours table."""
+        return f"{self.name}: {self.value_words()}"
+
     def to_dict(self) -> dict:
         return {"name": self.name, "effect": self.effect.to_dict(), "fmt": self.fmt, "paper": self.paper,
                 "outcome": self.outcome}
@@ -201,6 +213,24 @@ class Verdict:
     def key_effect(self) -> Evidence | None:
         """The first piece of evidence: the effect the ledger shows."""
         return self.evidence[0] if self.evidence else None
+
+    def find(self, start: str) -> Evidence | None:
+        """The first piece of evidence whose name starts with ``start`` (None when there is none)."""
+        return next((e for e in self.evidence if e.name.startswith(start)), None)
+
+    def effect_words(self, start: str, fmt: str = "", missing: str = "not measured") -> str:
+        """The effect of the evidence named ``start...`` in words (``fmt``, or the evidence's own format;
+        see :meth:`Evidence.value_words`), or ``missing`` when the verdict has no such evidence."""
+        e = self.find(start)
+        if e is None:
+            return missing
+        return e.effect.words(fmt) if fmt else e.value_words()
+
+    def evidence_phrase(self, i: int = 0, missing: str = "not measured", *, status: bool = False) -> str:
+        """Evidence ``i`` as ``name: value [95% CI ...]`` (:attr:`Evidence.phrase`), or ``missing``; with
+        ``status``, followed by ``; verdict: <status>`` (a chapter summary's line)."""
+        text = self.evidence[i].phrase if len(self.evidence) > i else missing
+        return f"{text}; verdict: {self.status}" if status else text
 
     def to_dict(self) -> dict:
         return {"claim_id": self.claim_id, "claim": self.claim, "status": self.status,

@@ -296,15 +296,6 @@ def zero_verdict(res: Results, fractions: Sequence[float], tolerance: float, *, 
                    seeds=tuple(sorted(seeds)))
 
 
-def points(iv: Interval | None) -> str:
-    """For the prose and tables (presentation only): an accuracy difference in percentage points with its
-    95% interval, "+1.2 points [−0.3, +2.7]" ("not measured" without one)."""
-    if iv is None:
-        return "not measured"
-    f = lambda x: f"{100 * x:+.1f}".replace("-", "−") if math.isfinite(x) else ("∞" if x > 0 else "−∞")
-    return f"{f(iv.estimate)} points [{f(iv.lo)}, {f(iv.hi)}]"
-
-
 def paired_gaps(res: Results, reference: str = "P-S", keys: Sequence[str] | None = None) -> pd.DataFrame:
     """For the figures and tables (presentation only): each solution's last-epoch test accuracy minus
     ``reference``'s of the same seed and sparsity, with its 95% paired t-interval: one row per

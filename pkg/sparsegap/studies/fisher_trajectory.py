@@ -283,13 +283,6 @@ def _find(verdict: Verdict, *words: str):
     return next((e for e in verdict.evidence if all(w in e.name for w in words)), None)
 
 
-def _ci(e) -> str:
-    iv = e.effect
-    if iv.method == "exact" or not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
-        return f"{iv.estimate:.2f}"
-    return f"{iv.estimate:.2f} (95% CI {iv.lo:.2f} to {iv.hi:.2f})"
-
-
 def page_numbers(verdict: Verdict, trends: pd.DataFrame, unit_table: pd.DataFrame | None = None, *,
                  prefix: str = "02", chance_margin: float = CHANCE_MARGIN) -> dict:
     """The phrases the page quotes (its summary and its paper-vs-ours table), from the verdict and the trends:
@@ -303,9 +296,9 @@ def page_numbers(verdict: Verdict, trends: pd.DataFrame, unit_table: pd.DataFram
            if len(stuck) else "no sparsity"}
     final = _find(verdict, "log10 final")
     gen_drop, opt_drop = _find(verdict, "drop", "generalization"), _find(verdict, "drop", "optimization")
-    out[f"{prefix}-final"] = _ci(final) if final else "not measured (no trained Sol-S in a generalization regime)"
-    out[f"{prefix}-gen-drop"] = (_ci(gen_drop) + " above the threshold") if gen_drop else "not measured"
-    out[f"{prefix}-opt-drop"] = (_ci(opt_drop) + " above the threshold") if opt_drop else "not measured"
+    out[f"{prefix}-final"] = final.effect.words(".2f") if final else "not measured (no trained Sol-S in a generalization regime)"
+    out[f"{prefix}-gen-drop"] = (gen_drop.effect.words(".2f") + " above the threshold") if gen_drop else "not measured"
+    out[f"{prefix}-opt-drop"] = (opt_drop.effect.words(".2f") + " above the threshold") if opt_drop else "not measured"
     shapes = [r[0].lower() + r[1:].removesuffix(".") for r in verdict.reasons if "regime, the claimed shape" in r]
     out[f"{prefix}-shapes"] = "; ".join(shapes) or "the claimed shapes could not be tested"
     if unit_table is not None and len(unit_table):

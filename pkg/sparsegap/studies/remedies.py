@@ -523,19 +523,6 @@ STATUS_WORDS = {"tested: helps": "tested, it helps", "tested: hurts": "tested, i
                 "inconclusive": "inconclusive (the seeds cannot decide)"}
 
 
-def points(iv: Interval, *, words: bool = True) -> str:
-    """An accuracy difference (a fraction) in signed percentage points with its 95% interval:
-    "−0.52 points [95% CI −0.90, −0.14]", or "−0.52 [−0.90, −0.14]" for a table (``words=False``, the unit and
-    level in its header); "no interval" where it is unbounded (one seed)."""
-    def f(v: float) -> str:
-        return f"{100 * v:+.2f}".replace("-", "−")
-    if not math.isfinite(iv.estimate):
-        return "–"
-    if not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
-        return f"{f(iv.estimate)}{' points' * words} (no interval: {iv.n} seed{'' if iv.n == 1 else 's'})"
-    return f"{f(iv.estimate)}{' points' * words} [{'95% CI ' * words}{f(iv.lo)}, {f(iv.hi)}]"
-
-
 def _where(e: Evidence) -> str:
     """"optimization regime, s = 0.99, train accuracy" from an evidence line's name."""
     return e.name.split(", ", 1)[1] if ", " in e.name else e.name
@@ -544,7 +531,7 @@ def _where(e: Evidence) -> str:
 def effect_phrase(v: Verdict, *, words: bool = True) -> str:
     """The verdict's key effect (its first evidence line: the one that decided a helps / hurts) in words."""
     e = v.key_effect
-    return "no run finished" if e is None else f"{points(e.effect, words=words)} ({_where(e)})"
+    return "no run finished" if e is None else f"{e.effect.points(words=words)} ({_where(e)})"
 
 
 def over_random_phrase(v: Verdict, *, where: bool = True, words: bool = True) -> str:
@@ -555,7 +542,7 @@ def over_random_phrase(v: Verdict, *, where: bool = True, words: bool = True) ->
                  and f", {regime} regime" in x.name), None)
     if over is None:
         return "not measured"
-    return points(over.effect, words=words) + (f" ({_where(over)})" if where else "")
+    return over.effect.points(words=words) + (f" ({_where(over)})" if where else "")
 
 
 def gap_intervals(table: pd.DataFrame, picked: dict[str, float], level: float = 0.95) -> dict[str, Interval]:
@@ -590,7 +577,7 @@ def page_values(v_reg: Verdict, v_sched: Verdict, table: pd.DataFrame, picked: d
            "nfr-cost": _cost_phrase(cost, NFR), "schedule-cost": _cost_phrase(cost, FISHER)}
     for regime in REGIME_METRIC:
         s = picked.get(regime)
-        out[f"gap-{regime}"] = (f"{points(gaps[regime])} in {metric_words(REGIME_METRIC[regime])} at s = {s:g}"
+        out[f"gap-{regime}"] = (f"{gaps[regime].points()} in {metric_words(REGIME_METRIC[regime])} at s = {s:g}"
                                 if regime in gaps else "not measured")
         out[f"s-{regime}"] = f"{s:g}" if s is not None else "–"
     return out
@@ -620,7 +607,7 @@ def paper_vs_ours_rows(v_reg: Verdict, v_sched: Verdict, gaps: pd.DataFrame, tab
     for regime, s in picked.items():
         r = judged[(judged.regime == regime) & (judged.remedy == DISAGREE)] if len(judged) else judged
         if len(r) and r.iloc[0].seeds:
-            base.append(f"{points(_paired_interval(r.iloc[0], 'gain'), words=False)} ({regime} regime, s = {s:g}, "
+            base.append(f"{_paired_interval(r.iloc[0], 'gain').points(words=False)} ({regime} regime, s = {s:g}, "
                         f"{metric_words(REGIME_METRIC[regime])})")
     rows.append(("hard samples + sparse/dense disagreement, the paper's [57]",
                  "cited as the closest prior work; the paper warns that repeating the hardest (partly noisy) "
@@ -630,7 +617,7 @@ def paper_vs_ours_rows(v_reg: Verdict, v_sched: Verdict, gaps: pd.DataFrame, tab
     rows.append(("the gap to close, Sol-F − Sol-S",
                  "large: a test gap at near-optimal training accuracy (generalization regime), train and test "
                  "gaps beyond it (optimization regime); ResNet32 on CIFAR-100, read off Fig. 1, no number",
-                 "; ".join(f"{points(iv, words=False)} ({regime} regime, s = {picked[regime]:g}, "
+                 "; ".join(f"{iv.points(words=False)} ({regime} regime, s = {picked[regime]:g}, "
                            f"{metric_words(REGIME_METRIC[regime])})" for regime, iv in gi.items()) or "not measured",
                  "the paired seeds of this comparison"))
     rows.append(("training time of a remedy, relative to plain Sol-S", "not discussed",
@@ -660,9 +647,9 @@ def gains_rows(gaps: pd.DataFrame, *, judged: bool) -> pd.DataFrame:
                   for v in (r.share_lo, r.share_hi))
         return f"{100 * r.share:.0f}".replace("-", "−") + f" [{lo}, {hi}]"
     rows = [r for _, r in d.iterrows()]
-    d["gain_text"] = [points(_paired_interval(r, "gain"), words=False) if r.seeds else "–" for r in rows]
+    d["gain_text"] = [_paired_interval(r, "gain").points(words=False) if r.seeds else "–" for r in rows]
     d["share_text"] = [share(r) for r in rows]
-    d["over_text"] = [points(_paired_interval(r, "over_random"), words=False) if math.isfinite(r.over_random)
+    d["over_text"] = [_paired_interval(r, "over_random").points(words=False) if math.isfinite(r.over_random)
                       else "–" for r in rows]
     d["where"] = [f"{r.regime}, s = {r.sparsity:g}" for r in rows]
     return d.reset_index(drop=True)

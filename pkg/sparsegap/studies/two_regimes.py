@@ -247,24 +247,6 @@ def regime_table(regimes: pd.DataFrame):
         caption="Seed means at the last epoch; the regime follows the rule above.")
 
 
-def _evidence(verdict: Verdict, starts: str):
-    return next((e for e in verdict.evidence if e.name.startswith(starts)), None)
-
-
-def _points_ci(iv: stats.Interval) -> str:
-    """``+0.6 points (95% CI −0.2 to +1.4)`` or, without an interval, ``+0.6 points``."""
-    sign = lambda v: f"{100 * v:+.1f}".replace("-", "−")  # noqa: E731
-    if iv.method == "exact" or not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
-        return f"{sign(iv.estimate)} points" + (f" ({iv.n} seed, no interval)" if iv.n < 2 else "")
-    return f"{sign(iv.estimate)} points (95% CI {sign(iv.lo)} to {sign(iv.hi)})"
-
-
-def _value_ci(iv: stats.Interval, digits: str = ".3g") -> str:
-    if iv.method == "exact" or not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
-        return format(iv.estimate, digits)
-    return f"{iv.estimate:{digits}} (95% CI {iv.lo:{digits}} to {iv.hi:{digits}})"
-
-
 def page_numbers(verdict: Verdict, regimes: pd.DataFrame) -> dict:
     """The numbers and phrases the page quotes (its summary), taken from the verdict: keys are glue keys."""
     gap = verdict.evidence[0].effect if verdict.evidence else None
@@ -272,7 +254,7 @@ def page_numbers(verdict: Verdict, regimes: pd.DataFrame) -> dict:
     opt = sorted(regimes[regimes.regime == "optimization"].sparsity)
     parts = next((r for r in verdict.reasons if r.startswith("Parts:")), "")
     out = {"01-status": verdict.status,
-           "01-gap": _points_ci(gap) if gap is not None else "not measured",
+           "01-gap": gap.points(1) if gap is not None else "not measured",
            "01-gap-side": ("ahead of" if gap.estimate > 0 else "behind" if gap.estimate < 0 else "level with")
            if gap is not None else "not compared with",
            "01-n-seeds": str(len(verdict.seeds)),
@@ -280,9 +262,9 @@ def page_numbers(verdict: Verdict, regimes: pd.DataFrame) -> dict:
            "01-gen": f"s = {sparsity_list(gen)}" if gen else "no sparsity",
            "01-opt": f"s = {sparsity_list(opt)}" if opt else "no sparsity",
            "01-parts": parts.removeprefix("Parts: ").rstrip(".") or "not decided"}
-    loss, ent = _evidence(verdict, "Sol-S − Sol-F test loss"), _evidence(verdict, "Sol-S − Sol-F training-prediction")
-    out["01-loss"] = _value_ci(loss.effect) if loss else "not measured"
-    out["01-entropy"] = _value_ci(ent.effect) if ent else "not measured"
+    loss, ent = verdict.find("Sol-S − Sol-F test loss"), verdict.find("Sol-S − Sol-F training-prediction")
+    out["01-loss"] = loss.effect.words() if loss else "not measured"
+    out["01-entropy"] = ent.effect.words() if ent else "not measured"
     return out
 
 
