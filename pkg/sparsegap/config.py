@@ -13,6 +13,9 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from .checks import check_type as _check_type, canonical as _canonical, number as _number, \
+    positive_int as _positive_int, seed as _seed
+
 RUN_KINDS = ("dense", "finetune", "scratch", "imp", "redense", "gradual", "lottery", "dst", "zeroinit", "curve")
 SPARSE_KINDS = ("finetune", "scratch", "imp", "gradual", "lottery", "dst")   # the kinds that train under a mask
 HEURISTIC_KINDS = ("finetune", "scratch", "imp")   # the kinds whose mask prunes the parent's solution by a heuristic
@@ -25,50 +28,8 @@ FISHER_REG_OFF = ("step", "linear")
 DATA_SCHEDULES = ("full", "fisher", "random", "disagree")   # see sparsegap.schedule
 PRECISIONS = ("fp32", "bf16", "fp16")       # fp16 trains with a gradient scaler
 AUGMENTS = ("none", "crop-flip")             # crop-flip: the CIFAR standard (4-pixel padded random crop, flip)
-
-
-def _check_type(owner: str, name: str, value: Any, types: tuple, allowed: str) -> None:
-    if isinstance(value, bool) and bool not in types:
-        raise TypeError(f"{owner}.{name} must be {allowed}, got {value!r} (bool)")
-    if not isinstance(value, types):
-        raise TypeError(f"{owner}.{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
-
-
-def _positive_int(owner: str, name: str, value: Any) -> None:
-    _check_type(owner, name, value, (int,), "a positive int")
-    if value <= 0:
-        raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
-
-
-def _number(owner: str, name: str, value: Any, low: float, high: float = math.inf, *,
-            low_open: bool = False, high_open: bool = False) -> None:
-    """The one check of every real-valued field: a finite number (not a bool) in the interval.
-
-    NaN and ±inf are always rejected, whatever the interval: ``weight_decay=inf`` would train to
-    NaN weights and be stored as a finished run.
-    """
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
-    allowed = f"a finite number in {interval}"
-    _check_type(owner, name, value, (int, float), allowed)
-    in_range = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
-    if not (math.isfinite(value) and in_range):
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {value!r}")
-
-
-def _seed(owner: str, name: str, value: Any) -> None:
-    """Seeds feed torch, numpy and derived streams (seed * 1_000_003 + epoch): keep them in [0, 2**32)."""
-    _check_type(owner, name, value, (int,), "an int in [0, 2**32)")
-    if not 0 <= value < 2**32:
-        raise ValueError(f"{owner}.{name} must be an int in [0, 2**32), got {value!r}")
-
-
-def _canonical(what: str, name: str, allowed: tuple[str, ...]) -> str:
-    """Case-insensitive name lookup that also accepts '_' for '-'."""
-    key = name.strip().lower().replace("_", "-")
-    for a in allowed:
-        if key == a.lower().replace("_", "-"):
-            return a
-    raise ValueError(f"{what} must be one of {allowed}, got {name!r}")
+CURVE_DEGREES = (2, 3)                       # curve runs: quadratic or cubic Bezier curves
+CURVE_MODES = ("sparse", "dense")            # curve runs: control points under the endpoints' mask, or free
 
 
 def _sparse_inits() -> tuple[str, ...]:
@@ -493,12 +454,11 @@ class RunConfig(_Canonical):
             if end.data != self.data or end.model != self.model:
                 raise ValueError(f"the endpoints of a curve must have the curve's architecture and data: {name} has "
                                  f"model {end.model!r} and data {end.data!r}, the curve {self.model!r}, {self.data!r}")
-        from .curves import DEGREES, MODES
-        if self.curve_degree not in DEGREES or isinstance(self.curve_degree, bool):
-            raise ValueError(f"RunConfig.curve_degree (the curve's order) must be one of {DEGREES}, "
+        if self.curve_degree not in CURVE_DEGREES or isinstance(self.curve_degree, bool):
+            raise ValueError(f"RunConfig.curve_degree (the curve's order) must be one of {CURVE_DEGREES}, "
                              f"got {self.curve_degree!r}")
-        if self.curve_mode not in MODES:
-            raise ValueError(f"RunConfig.curve_mode must be one of {MODES}, got {self.curve_mode!r}")
+        if self.curve_mode not in CURVE_MODES:
+            raise ValueError(f"RunConfig.curve_mode must be one of {CURVE_MODES}, got {self.curve_mode!r}")
         if self.sparsity != 0.0:
             raise ValueError(f"a curve run takes sparsity 0 (its mode says whether it is sparse), got {self.sparsity!r}")
 

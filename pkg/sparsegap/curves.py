@@ -22,12 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .config import TrainConfig
+from .config import CURVE_DEGREES as DEGREES, CURVE_MODES as MODES, TrainConfig
 from .metrics.basic import evaluate
 from .train import HISTORY_KEYS, epoch_permutation, new_history, progress_enabled
-
-DEGREES = (2, 3)
-MODES = ("sparse", "dense")
 
 
 def _key(name: str) -> str:
