@@ -24,6 +24,7 @@ from torch.func import functional_call
 
 from .config import CURVE_DEGREES as DEGREES, CURVE_MODES as MODES, TrainConfig
 from .metrics.basic import evaluate
+from .seeds import seed_stream
 from .train import HISTORY_KEYS, epoch_permutation, new_history, progress_enabled
 
 
@@ -134,7 +135,7 @@ def train_curve(curve: BezierCurve, data, cfg: TrainConfig, *, seed: int = 0, ch
         lr = opt.param_groups[0]["lr"]
         for i in range(0, n, bs):
             idx = perm[i: i + bs]
-            g = torch.Generator().manual_seed(seed * 1_000_003 + int(curve.step))
+            g = torch.Generator().manual_seed(seed_stream(seed, int(curve.step)))
             t = float(torch.rand((), generator=g))
             point = curve.point(t)
             loss = F.cross_entropy(functional_call(curve.base, point, (x[idx],)), y[idx])

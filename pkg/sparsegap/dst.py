@@ -35,6 +35,7 @@ from torch import nn
 
 from .pruning import (PRUNABLE_TYPES, Masks, apply_masks, check_sparsity, global_masks_from_scores,
                       magnitude_scores, prunable_parameters)
+from .seeds import seed_stream
 
 __all__ = ["gradual_sparsity", "GradualPruning", "uniform_densities", "erk_densities", "random_masks",
            "masks_for_densities", "DISTRIBUTIONS", "cosine_drop_fraction", "DynamicSparse", "DST_METHODS"]
@@ -406,7 +407,7 @@ class DynamicSparse:
                                f"(on_after_backward stored the one of step {self._grad_step}); "
                                f"the callback must receive both hooks of the training loop")
         f = cosine_drop_fraction(step, self.drop_fraction, self.end_step)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step) if self.method == "set" else None
+        gen = torch.Generator().manual_seed(seed_stream(self.seed, step)) if self.method == "set" else None
         params = dict(state.model.named_parameters())
         changed: dict[str, int] = {}
         for name in list(state.masks):

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from .config import TrainConfig
 from .metrics.basic import predict_logits
 from .metrics.fisher import per_sample_fisher
+from .seeds import seed_stream
 
 
 def subset_size(cfg: TrainConfig, epoch: int, n: int) -> int:
@@ -59,7 +60,7 @@ def check_schedule(cfg: TrainConfig, n: int) -> None:
 
 
 def _generator(seed: int, epoch: int, salt: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 31 + salt)
+    return torch.Generator().manual_seed(seed_stream(seed, epoch) * 31 + salt)
 
 
 def difficulty(kind: str, model: nn.Module, x: Tensor, y: Tensor, *, masks=None, seed: int = 0, epoch: int = 0,

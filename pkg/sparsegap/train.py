@@ -35,6 +35,7 @@ from .metrics.basic import evaluate
 from .pruning import GradientMasker, Masks, apply_masks, check_masks, masks_to
 from .augment import augment_batch
 from .schedule import DataSchedule
+from .seeds import seed_stream
 
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "train_entropy",
                 "test_loss", "test_acc", "test_entropy", "seconds")
@@ -95,7 +96,7 @@ def seed_everything(seed: int) -> None:
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(seed_stream(seed, epoch))
     return torch.randperm(n, generator=g)
 
 
@@ -270,8 +271,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         reg_coef = cfg.fisher_reg_at(epoch)
-        reg_gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 7) if reg_coef else None
-        aug_gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 13) if cfg.augment != "none" else None
+        reg_gen = torch.Generator(device=device).manual_seed(seed_stream(seed, epoch + 7)) if reg_coef else None
+        aug_gen = torch.Generator().manual_seed(seed_stream(seed, epoch + 13)) if cfg.augment != "none" else None
         for i in range(0, len(perm), bs):
             idx = perm[i: i + bs]
             xb, yb = x_train[idx], y_train[idx]
