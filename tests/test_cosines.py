@@ -216,7 +216,7 @@ def test_top_fraction_classes_rejects_bad_inputs():
         top_fraction_classes(cos, y.double())
     with pytest.raises(ValueError, match=r"num_classes=2 is too small.*at least 3"):
         top_fraction_classes(cos, y, num_classes=2)
-    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
         top_fraction_classes(cos, y, num_classes=0)
     with pytest.raises(ValueError, match="1 NaN"):
         top_fraction_classes(torch.tensor([0.1, float("nan"), 0.2, 0.3, 0.4]), y)
@@ -257,7 +257,7 @@ def test_per_sample_cosines_rejects_bad_inputs():
         per_sample_cosines(model, x, y[:-1], good)
     with pytest.raises(ValueError, match=r"masks\['7.weight'\] must have shape"):
         per_sample_cosines(model, x, y, good, masks={"7.weight": torch.ones(6, 3, dtype=torch.bool)})
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         per_sample_cosines(model, x, y, good, chunk_size=0)
     with pytest.raises(ValueError, match="does not fit the model"):
         per_sample_cosines(model, torch.randn(3, 3, 8, 8), y[:3], good)

@@ -97,7 +97,7 @@ def test_grad_norm_errors_name_the_parameter(data):
         grad_norm(model, data.x_train, data.y_train, {"fc1.weight": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="does not fit the model"):
         grad_norm(model, torch.randn(4, 5), data.y_train[:4])
-    with pytest.raises(ValueError, match="max_samples must be a positive integer"):
+    with pytest.raises(ValueError, match="max_samples must be a positive int"):
         GradNormCallback(data.x_train, data.y_train, max_samples=0)
     with pytest.raises(ValueError, match="unit must be one of"):
         GradNormCallback(data.x_train, data.y_train, unit="epochs")
@@ -209,7 +209,7 @@ def test_gsnr_per_layer_equals_a_per_sample_autograd_loop(data):
     assert subset == pytest.approx(direct_gsnr(model, sub_x, sub_y), rel=1e-4)
     with pytest.raises(ValueError, match="at least 2 samples"):
         gsnr_per_layer(model, x[:1], y[:1])
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
         gsnr_per_layer(model, x, y, chunk_size=0)
 
 

@@ -7,20 +7,27 @@ message points at the line a reader must change.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 
-def check_type(owner: str, name: str, value: Any, types: tuple, allowed: str) -> None:
+def _where(owner: str | None, name: str) -> str:
+    return f"{owner}.{name}" if owner else name
+
+
+def check_type(owner: str | None, name: str, value: Any, types: tuple, allowed: str) -> None:
     if isinstance(value, bool) and bool not in types:
-        raise TypeError(f"{owner}.{name} must be {allowed}, got {value!r} (bool)")
+        raise TypeError(f"{_where(owner, name)} must be {allowed}, got {value!r} (bool)")
     if not isinstance(value, types):
-        raise TypeError(f"{owner}.{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
+        raise TypeError(f"{_where(owner, name)} must be {allowed}, got {value!r} of type {type(value).__name__}")
 
 
-def positive_int(owner: str, name: str, value: Any) -> None:
+def positive_int(owner: str | None, name: str, value: Any) -> int:
+    """``value``, an int >= 1. ``owner=None`` names a function's argument alone (``chunk_size``)."""
     check_type(owner, name, value, (int,), "a positive int")
     if value <= 0:
-        raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
+        raise ValueError(f"{_where(owner, name)} must be a positive int, got {value!r}")
+    return value
 
 
 def number(owner: str, name: str, value: Any, low: float, high: float = math.inf, *,
@@ -43,6 +50,20 @@ def seed(owner: str, name: str, value: Any) -> None:
     check_type(owner, name, value, (int,), "an int in [0, 2**32)")
     if not 0 <= value < 2**32:
         raise ValueError(f"{owner}.{name} must be an int in [0, 2**32), got {value!r}")
+
+
+def torch_seed(name: str, value: Any, *, optional: bool = False) -> int | None:
+    """``value`` as an int a ``torch.Generator`` takes ([-2**63, 2**64)); numpy ints are accepted.
+
+    Wider than :func:`seed`: measurements and initialisations draw from their own generator, seeded by
+    any int a caller picks, while a config's seeds also feed derived streams. ``optional`` lets None through.
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not -2**63 <= value < 2**64:
+        allowed = "an int in [-2**63, 2**64) (torch's seed range)" + (" or None" if optional else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
 
 
 def canonical(what: str, name: str, allowed: tuple[str, ...]) -> str:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from sparsegap.checks import torch_seed
 from sparsegap.data import SUBSETS, DataSplits
 from sparsegap.metrics.basic import evaluate
 from sparsegap.metrics.persample import check_xy
@@ -387,12 +388,6 @@ def _layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_seed(seed: object) -> int:
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not -2**63 <= seed < 2**64:
-        raise ValueError(f"seed must be an int in [-2**63, 2**64) (torch's seed range), got {seed!r}")
-    return int(seed)
-
-
 @torch.no_grad()
 def filter_normalized_direction(model: nn.Module, *, masks: Mapping[str, torch.Tensor] | None = None,
                                 seed: int = 0) -> dict[str, torch.Tensor]:
@@ -434,7 +429,7 @@ def filter_normalized_direction(model: nn.Module, *, masks: Mapping[str, torch.T
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    seed = _check_seed(seed)
+    seed = torch_seed("seed", seed)
     weights = _layer_weights(model)
     if not weights:
         raise ValueError(f"model of type {type(model).__name__} has no Conv or Linear weight to draw a direction for")

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .checks import positive_int, torch_seed
+
 MODELS: tuple[str, ...] = ("lenet300-100", "lenet5", "mlp", "resnet20", "resnet32", "resnet18")
 
 WIDTH_MODELS: tuple[str, ...] = ("resnet20", "resnet32", "resnet18")  # the only ones with a width factor
@@ -198,12 +200,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_positive_int(param: str, value: object) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{param}={value!r} is not allowed; {param} must be a positive int")
-    return value
-
-
 def check_width(name: str, width: object, param: str = "width") -> int | float:
     """``width`` for model ``name``, checked: 1 for a model without a width factor; for the ResNets a
     positive number that makes the first stage's channels (:data:`BASE_CHANNELS` times width) a whole
@@ -267,7 +263,7 @@ def build_model(
     if init not in INITS:
         raise ValueError(f"init={init!r} is not allowed; it must be one of {INITS}")
     name = _canonical_name(name)
-    _check_positive_int("num_classes", num_classes)
+    positive_int(None, "num_classes", num_classes)
     width = check_width(name, width)
     shape = _check_input_shape(name, input_shape)
     if name == "mlp":
@@ -278,9 +274,7 @@ def build_model(
             raise ValueError(f"hidden={hidden!r} is not allowed; it must be a tuple of positive ints")
     elif hidden is not None:
         raise ValueError(f"hidden={hidden!r} is not allowed for {name}; only mlp takes hidden widths (use hidden=None)")
-    if seed is not None and not (_is_int(seed) and -2**63 <= seed < 2**64):  # torch.manual_seed's range
-        raise ValueError(f"seed={seed!r} is not allowed; it must be an int or None "
-                         "(ints in torch's seed range [-2**63, 2**64))")
+    seed = torch_seed("seed", seed, optional=True)
 
     in_features = math.prod(shape)
     builders: dict[str, Callable[[], nn.Module]] = {

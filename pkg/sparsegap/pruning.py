@@ -212,25 +212,43 @@ def global_magnitude_masks(model: nn.Module, sparsity: float, *, exclude_output:
                                     min_density=min_density)
 
 
-def check_masks(model: nn.Module, masks: Masks) -> None:
-    """Masks must name the model's parameters, match their shapes, be boolean and keep at least one
-    weight in every layer (an empty layer cuts the network)."""
+def check_masks(model: nn.Module, masks: Masks | None, *, measurement: bool = False) -> Masks:
+    """Check a mask set against ``model`` and return it.
+
+    Masks must be a dict that names parameters of the model, each mask a tensor of its parameter's
+    shape, boolean. Training and sparse initialisation (the default) also need every masked layer to
+    keep a weight: an empty layer cuts the network. A measurement (``measurement=True``) is defined on
+    any mask set, so it also takes None (no masks; ``{}`` is returned), 0/1 masks of any dtype and a
+    layer that keeps nothing.
+    """
+    if masks is None and measurement:
+        return {}
     if not isinstance(masks, dict):
-        raise TypeError(f"masks must be a dict parameter name -> BoolTensor, got {type(masks).__name__}")
+        allowed = "a dict parameter name -> BoolTensor" + (" or None" if measurement else "")
+        raise TypeError(f"masks must be {allowed}, got {type(masks).__name__}")
     params = dict(model.named_parameters())
+    unknown = [n for n in masks if n not in params]
+    if unknown:
+        try:
+            known = f"its prunable weights are {list(prunable_parameters(model))}"
+        except ValueError:
+            known = f"its parameters are {list(params)[:10]}"
+        raise ValueError(f"masks has unknown parameter names {unknown[:5]}, which the model does not have; {known}")
+    bool_or_binary = "a bool tensor" + (" (or 0/1)" if measurement else "")
     for name, m in masks.items():
-        if name not in params:
-            raise ValueError(f"masks has parameter name {name!r} which the model does not have; "
-                             f"prunable names are {list(prunable_parameters(model))}")
         if not isinstance(m, torch.Tensor):
-            raise TypeError(f"masks[{name!r}] must be a bool tensor, got {type(m).__name__}")
+            raise TypeError(f"masks[{name!r}] must be {bool_or_binary}, got {type(m).__name__}")
         if m.shape != params[name].shape:
-            raise ValueError(f"masks[{name!r}] has shape {tuple(m.shape)}, parameter has {tuple(params[name].shape)}")
-        if m.dtype != torch.bool:
+            raise ValueError(f"masks[{name!r}] must have shape {tuple(params[name].shape)} (its parameter's), "
+                             f"got {tuple(m.shape)}")
+        if m.dtype != torch.bool and not measurement:
             raise TypeError(f"masks[{name!r}] must be a bool tensor, got {m.dtype}")
-        if not m.any():
+        if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError(f"masks[{name!r}] must be {bool_or_binary}, got other values")
+        if not measurement and not m.any():
             raise ValueError(f"masks[{name!r}] keeps no weight of its {m.numel()}: a layer with no weight "
                              f"cuts the network; every masked layer must keep at least one")
+    return masks
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ import math
 import torch
 from torch import nn
 
+from .checks import torch_seed
 from .pruning import PRUNABLE_TYPES, Masks, check_masks, prunable_parameters
 
 SPARSE_INITS: tuple[str, ...] = ("unit", "layer")
@@ -52,13 +53,6 @@ def _check_method(method: object) -> str:
         raise ValueError(f"method={method!r} is not allowed; it must be one of {SPARSE_INITS} ('unit': "
                          f"per-neuron masked fan-in, Evci et al. 2022; 'layer': dense Kaiming / sqrt(density))")
     return method
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64:
-        raise ValueError(f"seed={seed!r} is not allowed; it must be an int in torch's seed range "
-                         f"[-2**63, 2**64)")
-    return seed
 
 
 def _check_nonlinearity(nonlinearity: object) -> float:
@@ -135,7 +129,7 @@ def sparse_init_(model: nn.Module, masks: Masks, method: str, *, seed: int, nonl
     Conv/Linear weights (names, shapes, bool dtype, at least one kept weight per layer).
     """
     method = _check_method(method)
-    seed = _check_seed(seed)
+    seed = torch_seed("seed", seed)
     gain = _check_nonlinearity(nonlinearity)
     output_gain = _check_output_gain(output_gain)
     _check_sparse_masks(model, masks)

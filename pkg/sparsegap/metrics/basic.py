@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsegap.metrics.persample import check_positive_int, check_xy
+from sparsegap.checks import positive_int
+from sparsegap.metrics.persample import check_xy
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
     """Logits for every row of ``x`` in eval mode (the model's mode is restored afterwards)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    check_positive_int("batch_size", batch_size)
+    positive_int(None, "batch_size", batch_size)
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()

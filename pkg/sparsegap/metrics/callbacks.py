@@ -11,7 +11,8 @@ from torch import Tensor
 
 from sparsegap.metrics.basic import predict_logits
 from sparsegap.metrics.fisher import LABELS, fisher_trace
-from sparsegap.metrics.persample import check_positive_int, check_xy
+from sparsegap.checks import positive_int, torch_seed
+from sparsegap.metrics.persample import check_xy
 
 UNITS = ("epoch", "step")
 SUBSET_METRICS = ("accuracy", "loss", "predictions")
@@ -66,15 +67,14 @@ class FisherTraceCallback(_Schedule):
             raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
         if labels not in LABELS:
             raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
-        check_positive_int("every", every)
-        check_positive_int("chunk_size", chunk_size)  # here, not at the first measurement mid-training
-        if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64:
-            raise ValueError(f"seed must be an int in [-2**63, 2**64) (torch's seed range), got {seed!r}")
+        positive_int(None, "every", every)
+        positive_int(None, "chunk_size", chunk_size)  # here, not at the first measurement mid-training
+        seed = torch_seed("seed", seed)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty str (the key the trace is logged under), got {name!r}")
         check_xy(x, y, y_required=labels == "empirical")
         if max_samples is not None:
-            check_positive_int("max_samples", max_samples)
+            positive_int(None, "max_samples", max_samples)
             if max_samples < len(x):
                 keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_samples]
                 x, y = x[keep], (y[keep] if y is not None else None)
@@ -138,7 +138,7 @@ class SubsetMetricCallback(_Schedule):
             raise ValueError(f"metric must be one of {SUBSET_METRICS}, got {metric!r}")
         if unit not in UNITS:
             raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
-        check_positive_int("every", every)
+        positive_int(None, "every", every)
         name = metric if name is None else name
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty str (the key the trace is logged under), got {name!r}")

@@ -48,10 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import positive_int
 from .persample import (_BN_TYPES, forward_capturing, _CSR_MAX_DENSITY, _CSR_MIN_ELEMENTS, _Layer, _Plan, _all_finite,
-                        _csr_transposed, _layer_sq_norms, _plan, check_masks, check_model_input,
-                        check_positive_int, check_xy, eval_mode, iter_chunks, param_device_dtype,
-                        trainable_params)
+                        _csr_transposed, _layer_sq_norms, _plan, check_model_input, check_xy, eval_mode,
+                        iter_chunks, measured_masks, param_device_dtype, trainable_params)
 
 __all__ = ["per_sample_cosines", "top_fraction_classes"]
 
@@ -238,8 +238,8 @@ def per_sample_cosines(model: nn.Module, x: Tensor, y: Tensor, direction: dict[s
             a direction that is zero on θ, or a non-positive chunk_size.
     """
     check_xy(x, y)
-    check_positive_int("chunk_size", chunk_size)
-    masks_t = check_masks(model, masks)
+    positive_int(None, "chunk_size", chunk_size)
+    masks_t = measured_masks(model, masks)
     param_device_dtype(model)  # a model without parameters is an error
     if not trainable_params(model):
         raise ValueError("the model has no trainable parameters (all have requires_grad=False), so "

@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparsegap.metrics.callbacks import UNITS, _Schedule
-from sparsegap.metrics.persample import (check_masks, check_model_input, check_positive_int, check_xy,
-                                         eval_mode, iter_chunks, param_device_dtype, trainable_params)
+from sparsegap.checks import positive_int, torch_seed
+from sparsegap.metrics.persample import (check_model_input, check_xy, eval_mode, iter_chunks, measured_masks,
+                                         param_device_dtype, trainable_params)
 
 __all__ = ["GradNormCallback", "GradSNRCallback", "GSNRCallback", "fixed_batch", "grad_norm",
            "gsnr_per_layer", "layer_name", "layer_weights"]
@@ -56,12 +57,6 @@ DEFAULT_BATCH = 256
 def _check_model(model: object) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64:
-        raise ValueError(f"seed must be an int in [-2**63, 2**64) (torch's seed range), got {seed!r}")
-    return seed
 
 
 def _check_name(name: object) -> str:
@@ -100,8 +95,8 @@ def layer_weights(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
 def fixed_batch(x: Tensor, y: Tensor | None, max_samples: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
     """The first ``min(len(x), max_samples)`` samples of ``torch.randperm(len(x))`` drawn with a
     generator seeded with ``seed``: the fixed batch a tracker measures on at every point."""
-    check_positive_int("max_samples", max_samples)
-    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(_check_seed(seed)))[:max_samples]
+    positive_int(None, "max_samples", max_samples)
+    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(torch_seed("seed", seed)))[:max_samples]
     return x[keep], (y[keep] if y is not None else None)
 
 
@@ -143,7 +138,7 @@ def grad_norm(model: nn.Module, x: Tensor, y: Tensor, masks: dict[str, Tensor] |
     _check_model(model)
     check_xy(x, y)
     check_model_input(model, x, y)
-    float_masks = check_masks(model, masks)
+    float_masks = measured_masks(model, masks)
     params = trainable_params(model)
     device, dtype = param_device_dtype(model)
     xd = x.to(device=device, dtype=dtype if x.is_floating_point() else None)
@@ -170,7 +165,7 @@ class GradNormCallback(_Schedule):
                  max_samples: int = DEFAULT_BATCH, seed: int = 0, masks_from_state: bool = True,
                  at_start: bool = True, name: str = "grad_norm") -> None:
         _check_unit(unit)
-        check_positive_int("every", every)
+        positive_int(None, "every", every)
         check_xy(x, y)
         self.x, self.y = fixed_batch(x, y, max_samples, seed)
         self.every, self.unit, self.at_start = every, unit, at_start
@@ -207,7 +202,7 @@ class GradSNRCallback(_Schedule):
     wants_step_end = True  # it reads every step's gradient
 
     def __init__(self, *, every: int = 1, masks_from_state: bool = True, name: str = "grad_snr") -> None:
-        check_positive_int("every", every)
+        positive_int(None, "every", every)
         self.every, self.unit, self.at_start = every, "epoch", False
         self.masks_from_state, self.name = masks_from_state, _check_name(name)
         self._seen: dict[str, tuple[Tensor, int]] = {}  # the gradients read at the last step
@@ -327,13 +322,13 @@ def gsnr_per_layer(model: nn.Module, x: Tensor, y: Tensor, masks: dict[str, Tens
 
     _check_model(model)
     check_xy(x, y)
-    check_positive_int("chunk_size", chunk_size)
+    positive_int(None, "chunk_size", chunk_size)
     if max_samples is not None:
         x, y = fixed_batch(x, y, max_samples, seed)
     if len(x) < 2:
         raise ValueError(f"x must hold at least 2 samples (a variance over samples), got {len(x)}")
     check_model_input(model, x, y)
-    float_masks = check_masks(model, masks)
+    float_masks = measured_masks(model, masks)
     layers = layer_weights(model)
     device, dtype = param_device_dtype(model)
 
@@ -387,8 +382,8 @@ class GSNRCallback(_Schedule):
                  max_samples: int = DEFAULT_BATCH, seed: int = 0, chunk_size: int = 64,
                  masks_from_state: bool = True, at_start: bool = True, name: str = "gsnr") -> None:
         _check_unit(unit)
-        check_positive_int("every", every)
-        check_positive_int("chunk_size", chunk_size)
+        positive_int(None, "every", every)
+        positive_int(None, "chunk_size", chunk_size)
         check_xy(x, y)
         self.x, self.y = fixed_batch(x, y, max_samples, seed)
         if len(self.x) < 2:

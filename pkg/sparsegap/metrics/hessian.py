@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparsegap.metrics.persample import (check_masks, check_model_input, check_positive_int, check_xy,
-                                         eval_mode, iter_chunks, param_device_dtype, trainable_params)
+from sparsegap.checks import positive_int
+from sparsegap.metrics.persample import (check_model_input, check_xy, eval_mode, iter_chunks, measured_masks,
+                                         param_device_dtype, trainable_params)
 
 # Probes of one block are held in memory together: cap their total size (~256 MB in float32).
 _PROBE_ELEMENTS = 1 << 26
@@ -57,15 +58,15 @@ def hessian_trace(model: nn.Module, x: Tensor, y: Tensor, *, masks: dict[str, Te
     first probe count meeting the rule.
     """
     check_xy(x, y)
-    check_positive_int("max_probes", max_probes)
-    check_positive_int("min_probes", min_probes)
+    positive_int(None, "max_probes", max_probes)
+    positive_int(None, "min_probes", min_probes)
     if min_probes > max_probes:
         raise ValueError(f"min_probes ({min_probes}) must not exceed max_probes ({max_probes})")
     if isinstance(target_rse, bool) or not isinstance(target_rse, (int, float)) or not target_rse >= 0:
         raise ValueError(f"target_rse must be a number >= 0 (a relative standard error), got {target_rse!r}")
     if batch_size is not None:
-        check_positive_int("batch_size", batch_size)
-    mask_of = check_masks(model, masks)
+        positive_int(None, "batch_size", batch_size)
+    mask_of = measured_masks(model, masks)
     check_model_input(model, x, y)
     device, dtype = param_device_dtype(model)
     trainable = trainable_params(model)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sparsegap.metrics.persample import (check_model_input, check_positive_int, check_xy, eval_mode,
-                                         iter_chunks, param_device_dtype)
+from sparsegap.checks import positive_int
+from sparsegap.metrics.persample import check_model_input, check_xy, eval_mode, iter_chunks, param_device_dtype
 
 
 def jacobian_norm(model: nn.Module, x: Tensor, *, chunk_size: int = 256) -> float:
@@ -16,7 +16,7 @@ def jacobian_norm(model: nn.Module, x: Tensor, *, chunk_size: int = 256) -> floa
     interact, so ∂(Σ_i f_c(x_i))/∂x_i = ∂f_c(x_i)/∂x_i and a chunk costs C input-gradient passes.
     """
     check_xy(x, None, y_required=False)
-    check_positive_int("chunk_size", chunk_size)
+    positive_int(None, "chunk_size", chunk_size)
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor (the Jacobian is taken with respect to it), "
                         f"got dtype {x.dtype}")

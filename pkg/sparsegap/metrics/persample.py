@@ -45,6 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sparsegap.checks import positive_int
+from sparsegap.pruning import check_masks
+
 # Per-layer scratch tensors (unfolded inputs, per-sample gradient matrices) are processed in
 # sub-batches of samples so that none of them exceeds this many elements (~64 MB in float32).
 _SCRATCH_ELEMENTS = 1 << 24
@@ -162,40 +165,19 @@ def check_model_input(model: nn.Module, x: Tensor, y: Tensor | None = None) -> i
     return n_classes
 
 
-def check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def check_masks(model: nn.Module, masks: dict[str, Tensor] | None) -> dict[str, Tensor]:
-    """Validate ``masks`` against the model and return {name: 0/1 mask in the parameter's dtype}.
+def measured_masks(model: nn.Module, masks: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    """``masks`` checked (:func:`sparsegap.pruning.check_masks` for a measurement) and returned as
+    {name: 0/1 mask in the parameter's dtype and device}.
 
-    Masks of frozen parameters are validated but dropped, since frozen parameters never count.
+    Masks of frozen parameters are checked but dropped, since frozen parameters never count.
     """
-    if masks is None:
-        return {}
-    if not isinstance(masks, dict):
-        raise TypeError(f"masks must be a dict name -> BoolTensor or None, got {type(masks).__name__}")
     params = dict(model.named_parameters())
-    unknown = sorted(set(masks) - set(params))
-    if unknown:
-        raise ValueError(f"masks has unknown parameter names {unknown[:5]}; "
-                         f"the model's parameters are {sorted(params)[:10]}...")
-    out = {}
-    for name, m in masks.items():
-        p = params[name]
-        if not isinstance(m, Tensor) or m.shape != p.shape:
-            shape = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
-            raise ValueError(f"masks[{name!r}] must have shape {tuple(p.shape)}, got {shape}")
-        if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError(f"masks[{name!r}] must be boolean (or 0/1), got other values")
-        if p.requires_grad:
-            out[name] = m.detach().to(device=p.device, dtype=p.dtype)
-    return out
+    return {name: m.detach().to(device=params[name].device, dtype=params[name].dtype)
+            for name, m in check_masks(model, masks, measurement=True).items() if params[name].requires_grad}
 
 
 def iter_chunks(n: int, size: int) -> Iterator[slice]:
@@ -437,8 +419,8 @@ def run_chunks(model: nn.Module, x: Tensor, make_labels: Callable[[Tensor, slice
                masks: dict[str, Tensor] | None, chunk_size: int
                ) -> Iterator[tuple[slice, Tensor, Tensor]]:
     """Yield ``(slice, sq (K, n), logits)`` chunk by chunk, with validation and eval mode."""
-    check_positive_int("chunk_size", chunk_size)
-    masks_t = check_masks(model, masks)
+    positive_int(None, "chunk_size", chunk_size)
+    masks_t = measured_masks(model, masks)
     device, dtype = param_device_dtype(model)
     plan = _plan(model)
     for layer in plan.layers:
