@@ -46,6 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import torch_seed
+from .seeds import seed_stream
+
 __all__ = ["CLASS_NAMES", "DATASETS", "NUM_CLASSES", "class_names", "SUBSETS", "DataSplits", "add_label_noise", "data_root", "load_dataset",
            "make_tishby", "read_idx"]
 
@@ -220,8 +223,7 @@ def load_dataset(name: str, *, train_size: int | None = None, test_size: int | N
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise ValueError(f"unknown dataset name={name!r}; allowed: {', '.join(DATASETS)}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not -2**63 <= seed < 2**64:
-        raise ValueError(f"seed must be an int in [-2**63, 2**64) (torch's seed range), got {seed!r}")
+    seed = torch_seed("seed", seed)
     _check_noise(noise, noise_seed, NUM_CLASSES[key])
     for param, value in (("train_size", train_size), ("test_size", test_size)):
         if value is not None:  # cheap checks before a possibly slow load; the upper bound after
@@ -257,7 +259,7 @@ def hold_out(data: DataSplits, validation: int, seed: int = 0) -> DataSplits:
                          f"per class held out, one per class left to train on, of {n}), got {validation!r}")
     if bool(data.noisy.any()):
         raise ValueError("hold_out needs clean data: add label noise after carving the validation split")
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+    gen = torch.Generator().manual_seed(seed_stream(int(seed), 17))
     held = _stratified(data.y_train, int(validation), data.num_classes, gen)
     keep = torch.ones(n, dtype=torch.bool)
     keep[held] = False
