@@ -68,6 +68,7 @@ def test_paired_gaps_are_per_seed_differences_to_the_reference():
     class Run:
         def __init__(self, acc):
             self.history = {"train_acc": [acc], "test_acc": [acc]}
+            self.diverged = False
 
     runs = {("P-S", 0.9, 0): Run(0.80), ("P-S", 0.9, 1): Run(0.82), ("S-S", 0.9, 0): Run(0.70),
             ("S-S", 0.9, 1): Run(0.74), ("dense", 0): Run(0.85), ("dense", 1): Run(0.86)}
