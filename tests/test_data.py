@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sparsegap import data as D
+from sparsegap import datasets, datasplits
 from sparsegap.data import DATASETS, DataSplits, data_root, load_dataset, make_tishby, read_idx
 
 from _formats import N_TEST, N_TRAIN, write_cifar, write_idx, write_mnist_like
@@ -49,7 +50,7 @@ def test_root_wins_over_system_dir(tmp_path, monkeypatch):
     sysdir = tmp_path / "system"
     write_mnist_like(sysdir, seed=1)
     mine = write_mnist_like(tmp_path / "root" / "fashion-mnist", seed=2)
-    monkeypatch.setattr(D, "_SYSTEM_DIRS", {"fashion-mnist": (sysdir,)})
+    monkeypatch.setattr(datasets, "_SYSTEM_DIRS", {"fashion-mnist": (sysdir,)})
     d = load_dataset("Fashion_MNIST", root=tmp_path / "root")  # case and "_" are forgiven
     expected = torch.tensor(mine["train-images-idx3-ubyte"][:, None] / 255.0, dtype=torch.float32)
     torch.testing.assert_close(unnormalise(d, d.x_train), expected, atol=1e-5, rtol=0)
@@ -64,7 +65,7 @@ def test_missing_idx_files_say_where_and_how(tmp_path, monkeypatch):
     assert str(tmp_path / "mnist") in msg and str(tmp_path / "MNIST" / "raw") in msg
     assert "train-images-idx3-ubyte" in msg and "t10k-labels-idx1-ubyte" in msg and "download=True" in msg
 
-    monkeypatch.setattr(D, "_SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "nowhere",)})
+    monkeypatch.setattr(datasets, "_SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "nowhere",)})
     (tmp_path / "fashion-mnist").mkdir()
     write_idx(tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))  # 1 of 4
     with pytest.raises(FileNotFoundError) as err:
@@ -161,7 +162,7 @@ def test_train_subset_is_balanced_and_seeded(tmp_path):
 
 def test_stratified_fills_small_classes_first():
     y = torch.tensor([0] + [1] * 10 + [2] * 10)
-    idx = D._stratified(y, 9, 3, torch.Generator().manual_seed(0))
+    idx = datasplits.stratified(y, 9, 3, torch.Generator().manual_seed(0))
     assert torch.bincount(y[idx], minlength=3).tolist() == [1, 4, 4]
     assert torch.equal(idx, torch.sort(idx).values) and len(set(idx.tolist())) == 9
 
@@ -211,7 +212,7 @@ def test_mnist5k_and_digits():
     d = load_dataset("digits", train_size=100, seed=1)
     assert d.x_train.shape == (100, 1, 8, 8) and d.x_test.shape == (359, 1, 8, 8)
     assert torch.bincount(d.y_train).tolist() == [10] * 10 and d.num_classes == 10
-    tr, te = D._split(np.asarray(load_dataset("digits").y_train), 0.2, 10)
+    tr, te = datasets._split(np.asarray(load_dataset("digits").y_train), 0.2, 10)
     assert not set(tr.tolist()) & set(te.tolist())
 
 
@@ -225,7 +226,7 @@ def test_mnist1d_is_generated_deterministically_without_touching_global_rngs():
     assert (random.random(), np.random.rand()) == before
     assert d.x_train.shape == (4000, 40) and d.x_test.shape == (1000, 40) and d.input_shape == (40,)
     assert d.x_train.dtype == torch.float32 and set(d.y_train.unique().tolist()) == set(range(10))
-    fresh = D._mnist1d_arrays.__wrapped__()  # bypass the cache: a second generation must agree
+    fresh = datasets._mnist1d_arrays.__wrapped__()  # bypass the cache: a second generation must agree
     np.testing.assert_array_equal(fresh[0].astype(np.float32), d.x_train.numpy())
     assert np.array_equal(fresh[3], d.y_test.numpy())
 
@@ -251,7 +252,7 @@ def test_tishby_inputs_labels_and_symmetry():
     ones = x.sum(1)
     assert any(len(y[ones == k].unique()) == 2 for k in range(13))
     # Invariance under rotations of the sphere that permute the 12 points.
-    v = D._icosahedron_vertices()
+    v = datasets._icosahedron_vertices()
     assert np.allclose(np.linalg.norm(v, axis=1), 1) and np.allclose(v.sum(0), 0)
     codes = 2 ** torch.arange(11, -1, -1)
     for axis, angle in ((v[0], 2 * np.pi / 5), (v[1], 2 * np.pi / 5), (v[0] + v[1], np.pi)):
