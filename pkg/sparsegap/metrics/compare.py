@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from sparsegap.metrics.basic import disagreement as _disagree
 from sparsegap.metrics.basic import predict_logits
 from sparsegap.metrics.persample import check_xy
+from sparsegap.metrics.weights import check_same_architecture, distance_from_init
 
 __all__ = ["compare", "disagreement", "ensemble_accuracy", "l2_distance"]
 
@@ -30,8 +31,6 @@ def _check_models(a: object, b: object) -> None:
 
 
 def _check_same_architecture(a: nn.Module, b: nn.Module) -> None:
-    from sparsegap.landscape import check_same_architecture
-
     try:
         check_same_architecture(a, b)
     except ValueError as err:
@@ -60,10 +59,8 @@ def _check_labels(y: Tensor, n_classes: int) -> Tensor:
 def l2_distance(a: nn.Module, b: nn.Module) -> float:
     """``||θ_a - θ_b||``: the Euclidean distance over the weights and biases of every Conv and Linear
     layer (BatchNorm parameters and buffers left out), in float64; pruned weights count as the 0 they
-    are. :func:`sparsegap.landscape.distance_from_init` ``(a, b)["total"]``. Different architectures
+    are. :func:`sparsegap.metrics.weights.distance_from_init` ``(a, b)["total"]``. Different architectures
     are a ValueError naming the first differing parameter."""
-    from sparsegap.landscape import distance_from_init
-
     _check_models(a, b)
     _check_same_architecture(a, b)
     return float(distance_from_init(a, b)["total"])
