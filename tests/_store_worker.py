@@ -98,7 +98,8 @@ def _run_job(job: dict) -> None:
         return counted_train
 
     # both training loops: train() and the batched trainer (which trains the small MLPs, also alone)
-    runs.train, runs.train_batched = counted(runs.train), counted(runs.train_batched)
+    import sparsegap.runs.job as run_job
+    run_job.train, run_job.train_batched = counted(run_job.train), counted(run_job.train_batched)
     configs = [RunConfig.from_dict(c) for c in job["configs"]]
     store = runs.RunStore(job["root"])
     while job.get("go") and not Path(job["go"]).exists():

@@ -277,7 +277,7 @@ def test_a_member_is_bitwise_the_same_in_a_batch_of_any_size_and_at_any_position
     from sparsegap.config import DataConfig, ModelConfig
     from sparsegap.pruning import global_magnitude_masks
     from sparsegap.runs import build_model_for, load_data
-    from sparsegap.threads import use_threads
+    from sparsegap.runs.threads import use_threads
     if chapter.startswith("lenet"):
         dc, mc, bs = DataConfig("fashion-mnist", train_size=300, test_size=500), ModelConfig("lenet300-100"), 128
     else:

@@ -15,7 +15,7 @@ pytest.importorskip("distributed")
 import dask  # noqa: E402
 
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from sparsegap.executors import connect, executor_for, read_slurm_file, slurm_cluster  # noqa: E402
+from sparsegap.runs.executors import connect, executor_for, read_slurm_file, slurm_cluster  # noqa: E402
 from sparsegap.runs import RunStore, run_all  # noqa: E402
 
 DATA = DataConfig("digits", train_size=200, test_size=50)
@@ -39,7 +39,7 @@ def test_local_workers_do_not_trim_memory_at_every_free():
 
 
 def test_every_worker_is_warmed_up_before_its_first_task():
-    from sparsegap.executors import warm_up_seconds
+    from sparsegap.runs.executors import warm_up_seconds
     with executor_for("dask") as ex:
         warmed = ex.client.run(warm_up_seconds)
         modules = ex.client.run(lambda: sorted({"torch._dynamo", "sparsegap.train"} & set(sys.modules)))

@@ -24,7 +24,7 @@ from sparsegap.metrics.fisher import fisher_trace, per_sample_fisher
 from sparsegap.models import build_model
 from sparsegap.pruning import apply_masks, global_magnitude_masks
 from sparsegap.schedule import DataSchedule, check_schedule, difficulty, subset_size
-from sparsegap.threads import use_threads
+from sparsegap.runs.threads import use_threads
 from sparsegap.train import train
 
 N, D, C = 96, 10, 3

@@ -1,4 +1,4 @@
-"""Where the runs of a sweep train (sparsegap.executors): the executor keyword, and a process pool that
+"""Where the runs of a sweep train (sparsegap.runs.executors): the executor keyword, and a process pool that
 trains the same runs, bitwise, as this process does.
 
 The pool tests spawn two worker processes (a few seconds of start-up); the runs are tiny MLPs on digits.
@@ -11,11 +11,11 @@ import json
 import pytest
 import torch
 
-from sparsegap import executors
+from sparsegap.runs import executors, workers
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from sparsegap.executors import EXECUTORS, executor_for, parse_executor
+from sparsegap.runs.executors import EXECUTORS, executor_for, parse_executor
 from sparsegap.runs import RunStore, run_all
-from sparsegap.threads import WORKERS_ENV
+from sparsegap.runs.threads import WORKERS_ENV
 
 # ------------------------------------------------------------------------------------ parse_executor
 
@@ -109,8 +109,8 @@ def test_a_pool_trains_the_same_runs_as_this_process(tmp_path):
     local = run_all(cfgs, RunStore(tmp_path / "local"), progress=False, batch=False)
     with executor_for("processes:2") as ex:
         assert ex is not None
-        # the worker paid its one-time costs (imports, torch's lazy set-up) before any task (executors.warm_up)
-        assert ex.submit(executors.warm_up_seconds).result() > 0
+        # the worker paid its one-time costs (imports, torch's lazy set-up) before any task (workers.warm_up)
+        assert ex.submit(workers.warm_up_seconds).result() > 0
         pooled = run_all(cfgs, RunStore(tmp_path / "pool"), executor=ex, progress=False, batch=False)
     assert len(pooled) == len(local) == len(cfgs)
     for a, b, cfg in zip(local, pooled, cfgs):

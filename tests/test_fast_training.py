@@ -130,7 +130,7 @@ def test_the_options_enter_the_hash_only_when_set_and_train_alone_in_a_sweep():
     for kw in (dict(precision="bf16"), dict(channels_last=True), dict(augment="crop-flip")):
         assert TrainConfig(**kw).hash() != TrainConfig().hash()
     from sparsegap.batched import check_compatible
-    from sparsegap.runs import _groups
+    from sparsegap.runs.sweep import _groups
     with pytest.raises(ValueError, match="mixed precision, channels_last and augmentation"):
         check_compatible([TrainConfig(precision="bf16"), TrainConfig(precision="bf16", lr=0.2)])
     d, m = DataConfig("digits", train_size=100, test_size=50), ModelConfig("mlp", hidden=(4,))

@@ -82,10 +82,10 @@ def test_more_rounds_train_only_the_new_ones(store, monkeypatch):
     chain = imp_chain(dense(), 5, prune_rate=0.4)
     run_all(chain[:3], store, progress=False, batch=False)
     mtimes = {c.run_id: (store.path(c) / "DONE").stat().st_mtime_ns for c in chain[:3]}
-    import sparsegap.runs as runs_mod
+    import sparsegap.runs.sweep as runs_mod
     trained = []
-    original = runs_mod._train_locked
-    monkeypatch.setattr(runs_mod, "_train_locked", lambda cfg, *a, **k: trained.append(cfg) or original(cfg, *a, **k))
+    original = runs_mod.train_locked
+    monkeypatch.setattr(runs_mod, "train_locked", lambda cfg, *a, **k: trained.append(cfg) or original(cfg, *a, **k))
     run_all(chain, store, progress=False, batch=False)
     assert [c.imp_round for c in trained] == [4, 5]
     assert all((store.path(c) / "DONE").stat().st_mtime_ns == t for c, t in zip(chain[:3], mtimes.values()))

@@ -1,4 +1,4 @@
-"""The plan of a sweep (sparsegap.plan, bookbuild --plan): what each notebook trains, counted before it runs."""
+"""The plan of a sweep (sparsegap.runs.plan, bookbuild --plan): what each notebook trains, counted before it runs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 
 from sparsegap import bookbuild
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from sparsegap.plan import data_sizes, plan_runs, summarize
-from sparsegap.runs import RunStore, _chain, run_all
+from sparsegap.runs.plan import data_sizes, plan_runs, summarize
+from sparsegap.runs import RunStore, run_all
+from sparsegap.runs.recipes import chain as _chain
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -66,7 +67,7 @@ def test_the_plans_split_sizes_are_what_the_loaders_give(name):
     """plan.SPLITS writes the sizes down so that a plan loads nothing; for every dataset this machine has
     offline they must be what load_dataset returns (the CIFARs and MNIST are the official sizes)."""
     from sparsegap.data import load_dataset
-    from sparsegap.plan import SPLITS
+    from sparsegap.runs.plan import SPLITS
     try:
         d = load_dataset(name)
     except FileNotFoundError as e:

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from sparsegap import runs
+from sparsegap.runs import job as runs_job, sweep as runs_sweep
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore, run_all
 
@@ -78,7 +79,7 @@ def test_runs_the_batched_trainer_does_not_take_train_alone_with_train(tmp_path)
 
 
 def test_large_groups_are_trained_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "MAX_BATCH", 3)
+    monkeypatch.setattr(runs_sweep, "MAX_BATCH", 3)
     cfgs = sweep(epochs=1)
     run_all(cfgs, RunStore(tmp_path), progress=False, batch=True)
     assert sorted(meta(RunStore(tmp_path), c).get("batch", 1) for c in cfgs) == [1, 3, 3, 3]
@@ -104,7 +105,7 @@ def test_a_member_locked_by_another_process_is_left_to_it(tmp_path):
     held = store.lock(cfgs[0])
     held.acquire()      # another process (as far as the group can tell) trains cfgs[0]
     try:
-        runs._train_group(cfgs, store, torch.device("cpu"), False)
+        runs_sweep._train_group(cfgs, store, torch.device("cpu"), False)
     finally:
         held.release()
     assert not store.is_done(cfgs[0])
@@ -172,7 +173,7 @@ def test_a_member_left_over_by_a_crash_between_done_markers_trains_alone_to_the_
     cfgs = sweep(epochs=2)
     store = RunStore(tmp_path / "crashed")
     run_all([c.parent for c in cfgs], store, progress=False)
-    finish, stored = runs._finish, []
+    finish, stored = runs_job.finish, []
 
     def dies_after_two(job, *args, **kw):
         if len(stored) == 2:
@@ -180,10 +181,10 @@ def test_a_member_left_over_by_a_crash_between_done_markers_trains_alone_to_the_
         stored.append(job.cfg)
         return finish(job, *args, **kw)
 
-    monkeypatch.setattr(runs, "_finish", dies_after_two)
+    monkeypatch.setattr(runs_job, "finish", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
         run_all(cfgs, store, progress=False)
-    monkeypatch.setattr(runs, "_finish", finish)
+    monkeypatch.setattr(runs_job, "finish", finish)
     left = [c for c in cfgs if not store.is_done(c)]
     assert len(left) == 2 and all((store.path(c) / "checkpoint.pt").exists() for c in left)
     if not keep_checkpoint:
@@ -205,7 +206,7 @@ def test_training_leaves_the_callers_random_state_alone(tmp_path):
 
     import numpy as np
     cfgs = sweep(epochs=1)
-    runs._ELIGIBLE.clear()              # the probe of the rule is built (drawing weights) in this process too
+    runs_job._ELIGIBLE.clear()              # the probe of the rule is built (drawing weights) in this process too
     torch.manual_seed(123), np.random.seed(123), random.seed(123)
     run_all(cfgs + [dataclasses.replace(cfgs[0].parent, model=ModelConfig("mlp", hidden=(1000, 300)))],
             RunStore(tmp_path), progress=False)                      # batched, alone and with train()

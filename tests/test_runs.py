@@ -59,7 +59,7 @@ def test_interrupted_run_resumes_to_the_same_result(store, tmp_path, monkeypatch
     cfg = dense_cfg(epochs=4)
     reference = get_or_train(cfg, RunStore(tmp_path / "reference"), progress=False)
 
-    import sparsegap.runs as runs_mod
+    import sparsegap.runs.job as runs_mod
     real_save = runs_mod.atomic_save
 
     class Killed(Exception):

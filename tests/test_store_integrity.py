@@ -14,7 +14,8 @@ import warnings
 import pytest
 import torch
 
-import sparsegap.runs as runs_mod
+import sparsegap.runs.job as runs_mod
+from sparsegap.runs.atomic import sha256
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore, get_or_train
 from sparsegap.train import diverged_at, train
@@ -117,7 +118,7 @@ def test_done_records_the_sha256_of_every_stored_file(store):
         run = get_or_train(cfg, store, progress=False)
         done = json.loads((run.path / "DONE").read_text())
         assert done["run_hash"] == cfg.hash() and set(done["sha256"]) == files
-        assert done["sha256"]["weights.pt"] == runs_mod._sha256((run.path / "weights.pt").read_bytes())
+        assert done["sha256"]["weights.pt"] == sha256((run.path / "weights.pt").read_bytes())
 
 
 @pytest.mark.parametrize("swapped", ["weights.pt", "history.json", "init.pt", "meta.json"])

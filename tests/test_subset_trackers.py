@@ -232,3 +232,11 @@ def test_noisy_confusion_counts_the_memorized_samples_by_true_and_noisy_class(no
     assert noisy_confusion(noisy, half.numpy()).sum() == len(perm) // 2
     with pytest.raises(ValueError, match="one class per noisy sample"):
         noisy_confusion(noisy, [0, 1])
+
+
+def test_every_metric_a_spec_may_name_has_a_factory():
+    """The spec language (sparsegap.tracker_specs, which RunConfig checks) and the factories (sparsegap.trackers,
+    which training uses) live in two layers; their vocabularies must be one."""
+    from sparsegap.tracker_specs import TRACKER_METRICS
+    from sparsegap.trackers import TRACKERS
+    assert tuple(TRACKERS) == TRACKER_METRICS

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from sparsegap.models import build_model
-from sparsegap.threads import (THREADS_ENV, THREADS_MIN_MACS, check_workers, cores, thread_env, threads_for,
+from sparsegap.runs.threads import (THREADS_ENV, THREADS_MIN_MACS, check_workers, cores, thread_env, threads_for,
                                use_threads)
 
 
 @pytest.fixture
 def two_cores(monkeypatch):
     """The policy as on the 2-core machines it was measured on, whatever runs the tests."""
-    monkeypatch.setattr("sparsegap.threads.cores", lambda: 2)
+    monkeypatch.setattr("sparsegap.runs.threads.cores", lambda: 2)
     monkeypatch.delenv(THREADS_ENV, raising=False)
 
 
@@ -39,7 +39,7 @@ def test_threads_for_follows_the_rule(two_cores):
 
 
 def test_threads_for_on_a_larger_machine(monkeypatch):
-    monkeypatch.setattr("sparsegap.threads.cores", lambda: 8)
+    monkeypatch.setattr("sparsegap.runs.threads.cores", lambda: 8)
     monkeypatch.delenv(THREADS_ENV, raising=False)
     assert threads_for(2, macs=THREADS_MIN_MACS) == 4
     assert threads_for(8, macs=THREADS_MIN_MACS) == 1
@@ -84,7 +84,7 @@ def test_bad_worker_counts_are_refused(two_cores):
 
 
 def test_workers_come_from_the_book_build(monkeypatch):
-    from sparsegap.threads import WORKERS_ENV, workers
+    from sparsegap.runs.threads import WORKERS_ENV, workers
     monkeypatch.delenv(WORKERS_ENV, raising=False)
     assert workers() == 1
     monkeypatch.setenv(WORKERS_ENV, "2")
@@ -100,6 +100,7 @@ def test_a_book_build_trains_every_run_at_one_thread_whatever_its_jobs(two_cores
     with train() and would take both cores alone, and for a batched group of LeNet-300-100s (34 of them would take
     both cores at -j1 by the MAC count): one thread, so no reduction order depends on -j."""
     from sparsegap import bookbuild, runs
+    from sparsegap.runs import job
     from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     data = DataConfig("fashion-mnist", train_size=200, test_size=100)
     lenet5 = RunConfig("dense", data, ModelConfig("lenet5"), TrainConfig(epochs=1, batch_size=128))
@@ -107,11 +108,11 @@ def test_a_book_build_trains_every_run_at_one_thread_whatever_its_jobs(two_cores
              for s in range(2)]
     with bookbuild._kernel_env(tmp_path / "runs", workers=jobs):
         assert os.environ[THREADS_ENV] == "1" and os.environ["OMP_NUM_THREADS"] == "1"
-        assert runs._threads(runs.build_model_for(lenet5.model, data), lenet5, runs.load_data(data)) == 1
+        assert job._threads(runs.build_model_for(lenet5.model, data), lenet5, runs.load_data(data)) == 1
         store = runs.RunStore(tmp_path / f"j{jobs}")
         runs.run_all(group, store, progress=False)
         metas = [json.loads((store.path(c) / "meta.json").read_text()) for c in group]
     assert [(m["batch"], m["threads"]) for m in metas] == [(2, 1), (2, 1)]
     os.environ.pop(THREADS_ENV, None)
     # outside a build the policy would give a single LeNet-5 both cores, and a batch still one thread
-    assert runs._threads(runs.build_model_for(lenet5.model, data), lenet5, runs.load_data(data)) == 2
+    assert job._threads(runs.build_model_for(lenet5.model, data), lenet5, runs.load_data(data)) == 2

@@ -103,7 +103,7 @@ def _kernel_env(runs_dir: Path | None, workers: int = 1) -> Iterator[None]:
         # of a reduction, and a build's runs and verdicts must not depend on -j. With one kernel per core (the
         # default) that costs nothing; a -j1 build gives up the second thread of its largest steps (README,
         # "Threads"). The policy inside a kernel still learns how many kernels share the cores (executor "auto").
-        from .threads import THREADS_ENV, WORKERS_ENV, thread_env
+        from .runs.threads import THREADS_ENV, WORKERS_ENV, thread_env
         os.environ[WORKERS_ENV] = str(workers)
         os.environ.update(thread_env(1))
         os.environ[THREADS_ENV] = "1"
@@ -194,13 +194,13 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
 
     Notebooks that need the same runs do not wait for each other by any fixed order: the run store's
     per-run locks make one kernel train a run while the other waits for it and then loads it. With
-    any number of jobs every kernel gets one torch thread (see :mod:`sparsegap.threads`), so that the runs and
+    any number of jobs every kernel gets one torch thread (see :mod:`sparsegap.runs.threads`), so that the runs and
     verdicts do not depend on ``jobs`` or ``executor``. ``executor`` (a keyword
-    of :mod:`sparsegap.executors`) overrides every notebook's ``executor`` parameter; ``overrides`` maps a notebook's
+    of :mod:`sparsegap.runs.executors`) overrides every notebook's ``executor`` parameter; ``overrides`` maps a notebook's
     name (its stem) to parameters set over the profile's (e.g. the paper profile at 1 epoch). On a failure the
     notebooks not yet started are cancelled, the running ones finish, and the first failure is raised.
     """
-    from .threads import check_workers
+    from .runs.threads import check_workers
 
     jobs = check_workers(jobs, oversubscribe=oversubscribe)
     log = log or functools.partial(print, flush=True)  # one line per notebook as it happens, also in a log file
@@ -220,7 +220,7 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
             _check_declared(nb, extra, f"overrides[{nb.stem!r}]")
             params[nb.stem] = params[nb.stem] | dict(extra)
     if executor is not None:       # one keyword for every notebook (their `executor` parameter)
-        from .executors import parse_executor
+        from .runs.executors import parse_executor
         parse_executor(executor)
         params = {stem: p | {"executor": executor} for stem, p in params.items()}
     jobs = min(jobs, len(notebooks)) or 1
@@ -271,7 +271,7 @@ def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profi
     except (KeyboardInterrupt, SystemExit):
         # Stopped (Ctrl-C, or SIGTERM turned into SystemExit): stop the workers too, or they would go on
         # executing the queue; each one shuts down its kernel on the way out (SIGTERM, 30 s to do it).
-        from .executors import stop_workers
+        from .runs.executors import stop_workers
         stop_workers(pool, grace=30.0)
         raise
     finally:
@@ -315,11 +315,11 @@ def notebook_parameters(notebook: Path, profile: str) -> tuple[object, dict]:
 
 def plan_book(profile: str = "cpu", notebooks_dir: Path = REPO_ROOT / "notebooks", only: Sequence[str] | None = None,
               runs_dir: Path | None = None, device: str = "auto", log: Callable[[str], None] = print):
-    """Print what each notebook would train under ``profile`` and an estimate of its time (:mod:`sparsegap.plan`);
+    """Print what each notebook would train under ``profile`` and an estimate of its time (:mod:`sparsegap.runs.plan`);
     returns the table of every distinct run. Trains nothing, loads no dataset."""
     import pandas as pd
 
-    from .plan import format_hours, plan_runs, summarize
+    from .runs.plan import format_hours, plan_runs, summarize
     from .runs import RunStore
     timings: dict = {}
     tables = []

@@ -324,7 +324,7 @@ class RunConfig(_Canonical):
     exclude_output: bool = False         # spare the classifier layer from pruning
     parent: "RunConfig | None" = None    # the dense run whose Sol-D gives the mask (and Init-F)
     min_density: float = 0.0             # per-layer floor of the mask's density (narrow layers)
-    track: tuple[str, ...] = ()          # metrics recorded during training, e.g. "fisher_trace@5" (see trackers.TRACKERS)
+    track: tuple[str, ...] = ()          # metrics recorded during training, e.g. "fisher_trace@5" (see sparsegap.trackers)
     prune: str = "magnitude"             # the heuristic that scores weights for a mask: magnitude, gradient, random
     prune_seed: int = 0                  # the batch of the gradient heuristic, the scores of the random one
     prune_rate: float | None = None      # imp: the fraction of the parent's remaining weights removed
@@ -353,7 +353,7 @@ class RunConfig(_Canonical):
         _number("RunConfig", "min_density", self.min_density, 0, 1)
         track = tuple(self.track) if isinstance(self.track, list) else self.track
         _check_type("RunConfig", "track", track, (tuple,), "a tuple of tracker specs such as 'fisher_trace@5'")
-        from .trackers import check_trackers
+        from .tracker_specs import check_trackers
         check_trackers(track, self.data)  # specs parse, keys are distinct, no noisy subset of clean data
         object.__setattr__(self, "track", track)
         self._check_pruning_fields()

@@ -254,10 +254,8 @@ def render_results(table: list[dict], built: int | None = None, chapters: int | 
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from .runs.atomic import atomic_write_text   # the run store's durable write: a reader never sees half a page
+    atomic_write_text(text, path)
     return path
 
 

@@ -135,10 +135,11 @@ class ParameterSpec:
         """Validate and normalise the parameters found in ``namespace`` (a notebook's ``globals()``).
 
         Writes the normalised values back, displays them as a collapsed table when ``show``, and
-        returns them as a dict. An ``executor`` parameter becomes the executor of every ``run_all`` in
-        this process (:func:`sparsegap.executors.activate`), a ``download`` parameter whether missing datasets
+        returns them as a dict. An ``executor`` parameter's workers are started once and kept for this process
+        (:func:`sparsegap.runs.executors.activate`), for the sweeps that name it (the study passes it to
+        ``run_all``), a ``download`` parameter whether missing datasets
         may be downloaded (:func:`sparsegap.data.allow_downloads`). ``plan_only=True`` shows the runs the page
-        would train and their estimated time (:func:`sparsegap.plan.show_plan`), then has IPython skip every
+        would train and their estimated time (:func:`sparsegap.runs.plan.show_plan`), then has IPython skip every
         later cell of the notebook. ``activate=False`` only checks.
         """
         unknown = sorted(n for n, v in namespace.items()
@@ -158,15 +159,15 @@ class ParameterSpec:
         if activate and "download" in values:   # every later data load in this kernel (sparsegap.data.allow_downloads)
             from .data import allow_downloads
             allow_downloads(values["download"])
-        if activate and "executor" in values:   # run_all's default in this kernel from now on (sparsegap.executors)
-            from .executors import activate
+        if activate and "executor" in values:   # kept for the sweeps that name it (sparsegap.runs.executors.named)
+            from .runs.executors import activate
             activate(values["executor"])
         namespace.update(values)
         if show:
             from IPython.display import HTML, display
             display(HTML(self.table_html(values)))
         if activate and values.get("plan_only"):
-            from .plan import show_plan, skip_remaining_cells
+            from .runs.plan import show_plan, skip_remaining_cells
             show_plan(self.module, values)
             skip_remaining_cells(f"plan_only=True: nothing was trained, and the cells of {self.notebook} below "
                                  f"this one were skipped")
@@ -195,7 +196,7 @@ def device() -> Param:
 
 def executor() -> Param:
     return Param("str", 'where runs train: "local", "processes:N", "auto", "dask", "dask:ADDRESS" or "slurm:PATH" '
-                        '(sparsegap.executors)')
+                        '(sparsegap.runs.executors)')
 
 
 def download() -> Param:

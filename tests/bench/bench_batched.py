@@ -36,7 +36,7 @@ from sparsegap.config import DataConfig, TrainConfig
 from sparsegap.models import build_model
 from sparsegap.pruning import apply_masks, global_magnitude_masks
 from sparsegap.runs import load_data
-from sparsegap.threads import cores, threads_for, use_threads
+from sparsegap.runs.threads import cores, threads_for, use_threads
 from sparsegap.train import train
 
 HIDDEN_12BIT = (64, 32, 32, 18, 18, 6, 6)

@@ -31,7 +31,7 @@ from sparsegap.metrics.fisher import fisher_trace, per_sample_fisher
 from sparsegap.models import build_model
 from sparsegap.pruning import apply_masks
 from sparsegap.schedule import difficulty
-from sparsegap.threads import threads_for, use_threads
+from sparsegap.runs.threads import threads_for, use_threads
 from sparsegap.train import train
 
 N, SPARSITY, SHAPE = 5000, 0.9, (1, 28, 28)

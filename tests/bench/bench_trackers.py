@@ -23,7 +23,7 @@ import torch
 from sparsegap.config import DataConfig, TrainConfig
 from sparsegap.models import build_model
 from sparsegap.runs import load_data
-from sparsegap.threads import use_threads
+from sparsegap.runs.threads import use_threads
 from sparsegap.trackers import make_trackers
 from sparsegap.train import train
 

@@ -1,4 +1,4 @@
-"""The dask worker plugin of :mod:`sparsegap.executors`, in a module of its own because it subclasses a class of
+"""The dask worker plugin of :mod:`sparsegap.runs.executors`, in a module of its own because it subclasses a class of
 ``distributed`` (the extra ``pkg[dask]``), which the rest of the package does not import."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ from distributed import WorkerPlugin
 
 
 class WarmUp(WorkerPlugin):
-    """On every worker, at its start: one torch thread, and :func:`sparsegap.executors.warm_up`."""
+    """On every worker, at its start: one torch thread, and :func:`sparsegap.runs.workers.warm_up`."""
 
     name = "sparsegap-warm-up"
 
     def setup(self, worker) -> None:
         import torch
 
-        from .executors import warm_up
+        from .workers import warm_up
         torch.set_num_threads(1)
         warm_up()

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .threads import THREADS_ENV, WORKERS_ENV, cores, workers
+from .threads import cores, workers
+from .workers import init_worker, one_thread
 
 EXECUTORS = ("local", "processes:N", "auto", "dask", "dask:ADDRESS", "slurm:PATH")
 CONNECT_TIMEOUT = 5.0   # seconds to reach a dask scheduler before saying it is unreachable
@@ -105,39 +106,6 @@ def parse_executor(spec: object) -> ExecutorSpec:
 
 # ----------------------------------------------------------------------------------- process pools
 
-def warm_up() -> float:
-    """Pay a new worker process's one-time costs before its first run: import the training code and take one
-    SGD step of a tiny network, which loads what torch imports lazily on first use (its compiler front end,
-    behind every ``optimizer.step``). Measured here: the first LeNet-300-100 run in a fresh worker took
-    2.8 s against 1.5 s for the next ones, and 1.7 s after this warm-up. Returns the seconds it took."""
-    import time
-    t0 = time.perf_counter()
-    import torch
-    from . import runs, train  # noqa: F401  (the modules a run needs, and what they import)
-    with torch.random.fork_rng():          # the caller's random stream is left as it was
-        net = torch.nn.Linear(4, 2)
-        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-        torch.nn.functional.cross_entropy(net(torch.randn(8, 4)), torch.arange(8) % 2).backward()
-        opt.step()
-    _WARM["seconds"] = time.perf_counter() - t0
-    return _WARM["seconds"]
-
-
-_WARM: dict[str, float] = {}
-
-
-def warm_up_seconds() -> float | None:
-    """How long :func:`warm_up` took in this process, or None if it has not run here."""
-    return _WARM.get("seconds")
-
-
-def _init_worker(n: int) -> None:
-    import torch
-    os.environ[WORKERS_ENV] = str(n)   # the thread policy of every run in this worker (sparsegap.threads)
-    torch.set_num_threads(1)
-    warm_up()
-
-
 def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
     """Stop a process pool's workers now: SIGTERM (a worker's ``finally`` blocks run), then SIGKILL for any
     still alive after ``grace`` seconds. A run they were training resumes from its checkpoint next time.
@@ -160,17 +128,9 @@ def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
 
 # ------------------------------------------------------------------------------------------- dask
 
-def _one_thread(fn: Callable, item: Any) -> Any:
-    """A dask task: the run's thread policy pinned to one thread, whatever the worker was started with."""
-    import torch
-    os.environ[THREADS_ENV] = "1"
-    torch.set_num_threads(1)
-    return fn(item)
-
-
 def _task_key(item: Any) -> str:
     """A readable, unique dask key from the run hash (a group: its first run and how many more)."""
-    from .config import RunConfig
+    from ..config import RunConfig
     if isinstance(item, (list, tuple)) and item and isinstance(item[0], RunConfig):
         name = item[0].run_id + (f"+{len(item) - 1}" if len(item) > 1 else "")
     elif isinstance(item, RunConfig):
@@ -192,7 +152,7 @@ class DaskExecutor:
         items = list(items)
         if not items:
             return []
-        futures = self.client.map(functools.partial(_one_thread, fn), items, key=[_task_key(i) for i in items],
+        futures = self.client.map(functools.partial(one_thread, fn), items, key=[_task_key(i) for i in items],
                                   pure=False, retries=self.retries)
         return self.client.gather(futures)
 
@@ -289,7 +249,7 @@ def executor_for(spec: str = "local") -> Iterator[Any]:
         return
     if s.kind == "processes":
         pool = ProcessPoolExecutor(max_workers=s.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(s.workers,))
+                                   initializer=init_worker, initargs=(s.workers,))
         try:
             yield pool
         except BaseException:
@@ -336,15 +296,17 @@ def _warm_workers(client) -> None:
     client.register_plugin(WarmUp())
 
 
-# ------------------------------------------------------------- the default of run_all in a notebook
+# ------------------------------------------------------------------- the executor a notebook keeps
 
 _ACTIVE: dict[str, Any] = {}
 
 
 def activate(spec: str = "local") -> Any:
-    """Make ``spec`` the executor :func:`sparsegap.runs.run_all` uses when given none, in this process (a
-    notebook's kernel, from its ``executor`` parameter); what it starts is stopped at exit or on the next
-    activation. Returns the executor (None for "local")."""
+    """Keep the executor of ``spec`` running in this process (a notebook's kernel, from its ``executor``
+    parameter), so that every sweep that names ``spec`` reuses its workers instead of starting new ones
+    (:func:`named`); what it starts is stopped at exit or on the next activation. Sweeps that name no executor
+    still train in this process: nothing is used that a caller did not name. Returns the executor (None for
+    "local")."""
     parse_executor(spec)                      # a clear error before anything stops or starts
     if _ACTIVE.get("spec") == spec:
         return _ACTIVE["executor"]
@@ -362,9 +324,15 @@ def deactivate() -> None:
         stack.close()
 
 
-def active() -> Any:
-    """The executor :func:`activate` set in this process, or None (train in this process)."""
-    return _ACTIVE.get("executor")
+@contextlib.contextmanager
+def named(spec: str) -> Iterator[Any]:
+    """The executor a sweep names by its keyword: the one this process keeps for ``spec`` (:func:`activate`),
+    used and left running; else one started for the block and stopped after it (:func:`executor_for`)."""
+    if _ACTIVE and _ACTIVE.get("spec") == spec:
+        yield _ACTIVE["executor"]
+        return
+    with executor_for(spec) as executor:
+        yield executor
 
 
 atexit.register(deactivate)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .config import DataConfig, RunConfig
-from .data import NUM_CLASSES
+from ..config import DataConfig, RunConfig
+from ..data import NUM_CLASSES
 
 # Official split sizes and input shapes, known without loading (the plan never loads a dataset).
 SPLITS: dict[str, tuple[tuple[int, ...], int, int]] = {
@@ -54,7 +54,7 @@ class _Net:
 
 def _step_seconds(net: _Net, device: torch.device) -> float:
     """Seconds of one SGD step per sample, timed on ``device`` at :data:`PROBE_BATCH`."""
-    from .models import build_model
+    from ..models import build_model
     m = net.model
     model = build_model(m.name, num_classes=net.classes, input_shape=net.shape, width=m.width, hidden=m.hidden,
                         init=m.init, seed=0).to(device)
@@ -87,8 +87,9 @@ def plan_runs(configs: list[RunConfig], store=None, *, device: str | torch.devic
               timings: dict | None = None) -> pd.DataFrame:
     """One row per distinct run: kind, network, epochs, whether it is in the store, and the estimated seconds to
     train it (0 when stored). ``timings`` caches the per-network probe across calls."""
-    from .runs import _chain, _check_store
-    from .train import resolve_device
+    from .recipes import chain as _chain
+    from .store import check_store as _check_store
+    from ..train import resolve_device
     store = _check_store(store, "plan_runs")
     device = resolve_device(device)
     timings = {} if timings is None else timings
@@ -123,7 +124,7 @@ def plan_notebook(module: str, values: dict, *, device: str | torch.device | Non
     ``values`` names (its ``runs_dir``), timed on ``values``' device unless ``device`` is given."""
     import importlib
 
-    from .runs import RunStore
+    from .store import RunStore
     study = importlib.import_module(module)
     device = device if device is not None else values.get("device", "auto")
     return plan_runs(study.planned_runs(values), RunStore(values.get("runs_dir")), device=device)
@@ -149,7 +150,7 @@ def show_plan(module: str, values: dict) -> pd.DataFrame:
 
 
 def _device_name(values: dict) -> str:
-    from .train import resolve_device
+    from ..train import resolve_device
     return str(resolve_device(values.get("device", "auto")))
 
 

@@ -132,7 +132,7 @@ def _large(model, batch_size, input_shape, macs) -> bool:
     if macs is None:
         if model is None:
             return False
-        from .batched import forward_macs
+        from ..batched import forward_macs
         macs = forward_macs(model, batch_size, input_shape)
     return macs >= THREADS_MIN_MACS
 

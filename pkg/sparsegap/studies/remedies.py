@@ -92,7 +92,7 @@ def setting(p: dict) -> Setting:
 def chapter_one(p: dict, *, store: RunStore | None = None, device: str = "auto", executor=None,
                 progress: bool = True):
     """The two-regimes chapter's runs (loaded from the store when it ran first) and its regime table.
-    ``executor=None``: the one of the notebook's ``executor`` parameter (sparsegap.executors.activate)."""
+    ``executor=None``: the one of the notebook's ``executor`` parameter (sparsegap.runs.executors.activate)."""
     from .two_regimes import run_two_regimes
     st = setting(p)
     experiment = run_two_regimes(st.data, st.model, st.train, p["sparsities"], p["seeds"], store=store,

@@ -1,0 +1,269 @@
+"""One run trained into the store, under its lock: prepared (its start state written, or its checkpoint
+found), trained by :func:`sparsegap.train.train`, the batched trainer or the curve trainer, and stored
+with DONE last.
+
+A run interrupted mid-training resumes from ``checkpoint.pt``, which carries the run's hash so that a
+checkpoint of another run is never resumed. A run whose loss became NaN or infinite is stored as
+*diverged* and, training being deterministic, never trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..batched import engine_for, train_batched
+from ..config import RunConfig
+from ..pruning import Masks, prunable_parameters
+from ..trackers import make_trackers
+from ..train import HISTORY_KEYS, train
+from .atomic import atomic_save, atomic_write_text, to_cpu
+from .lock import RunLock
+from .materials import build_model_for, load_data, own_random_state
+from .recipes import RECIPES, label
+from .store import DamagedRun, Run, RunStore, saved_name, sweep_temporaries, write_result
+from .threads import threads_for, use_threads, workers
+
+
+def tidy_finished(run: Run, store: RunStore) -> None:
+    """Remove what a process killed between writing DONE and releasing the lock left behind: its
+    checkpoint (as large as the weights and their momentum) and its lock."""
+    lock = store.lock(run.config)
+    if (run.path / "checkpoint.pt").exists() or lock.path.exists():
+        with lock:
+            (run.path / "checkpoint.pt").unlink(missing_ok=True)
+            sweep_temporaries(run.path)
+
+
+@dataclass
+class Job:
+    """A run being trained under its lock: its initial state and the checkpoint to resume from."""
+
+    cfg: RunConfig
+    path: Path
+    lock: RunLock
+    model: nn.Module
+    masks: Masks | None
+    checkpoint: dict | None
+    final_masks: Masks | None = None     # the masks at the last epoch end (mask updaters change them)
+
+    def save_checkpoint(self, ckpt: dict) -> None:
+        """The checkpoint of an epoch, but the last: the run's result is written right after it, and a process
+        killed before that trains the last epoch again from the checkpoint before (the same weights)."""
+        self.final_masks = to_cpu(ckpt.get("masks"))
+        if ckpt["epoch"] < self.cfg.train.epochs:
+            atomic_save(to_cpu(ckpt) | {"run_hash": self.cfg.hash()}, self.path / "checkpoint.pt")
+        self.lock.refresh()
+
+    @property
+    def label(self) -> str:
+        return label(self.cfg)
+
+    def callbacks(self, data) -> list:
+        """The run's mask updater (gradual pruning, SET, RigL), its trackers, and the keeper of the
+        weights at ``save_weights_at``. The updater comes first, so trackers see the updated mask."""
+        cfg = self.cfg
+        updater = RECIPES[cfg.kind].updater
+        cbs = []
+        if updater is not None:
+            cbs.append(updater(cfg, cfg.train.epochs * -(-len(data.y_train) // cfg.train.batch_size)))
+        cbs += make_trackers(cfg.track, data)
+        if cfg.save_weights_at:
+            cbs.append(_KeepWeights(cfg.save_weights_at, self.path))
+        return cbs
+
+
+class _KeepWeights:
+    """Writes the weights after each training iteration in ``iterations`` (``weights-iter<k>.pt``),
+    the points imp rounds rewind to. Written before the epoch's checkpoint, so a resumed run past k has it."""
+
+    def __init__(self, iterations: tuple[int, ...], path: Path):
+        self.iterations = set(iterations)
+        self.path = path
+
+    def on_step_end(self, state) -> None:
+        if state.step in self.iterations:
+            atomic_save(to_cpu(state.model.state_dict()), self.path / saved_name(state.step))
+
+
+def prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock) -> Run | Job:
+    """Under the lock: the finished run if another process trained it meanwhile, else the job to train."""
+    path = store.path(cfg)
+    if (path / "DONE").exists():              # trained meanwhile by the process we waited for, or damaged
+        try:
+            return store.load(cfg)
+        except DamagedRun as e:
+            warnings.warn(f"run {path.name} in {store.root} is damaged ({e}); training it again")
+            shutil.rmtree(path)
+    sweep_temporaries(path)
+    model, masks = RECIPES[cfg.kind].start(cfg, parent, store)
+    checkpoint = _load_checkpoint(path, cfg, model)
+    if checkpoint is not None and cfg.save_weights_at:
+        steps = checkpoint.get("step", checkpoint["epoch"] * -(-len(load_data(cfg.data).y_train) // cfg.train.batch_size))
+        lost = [k for k in cfg.save_weights_at if k <= steps and not (path / saved_name(k)).exists()]
+        if lost:
+            warnings.warn(f"run {path.name}: the weights of iteration(s) {lost} are missing although the "
+                          f"checkpoint is past them; discarded, training from the start")
+            (path / "checkpoint.pt").unlink(missing_ok=True)
+            checkpoint = None
+    # Written before the first checkpoint; a resume writes one again only if it was lost.
+    fresh = checkpoint is None
+    if fresh or not (path / "config.json").exists():
+        atomic_write_text(json.dumps(cfg.full_dict(), indent=2), path / "config.json")
+    if fresh or not (path / "init.pt").exists():
+        atomic_save(to_cpu(model.state_dict()), path / "init.pt")
+    if masks is not None and (fresh or not (path / "masks.pt").exists()):
+        atomic_save(to_cpu(masks), path / "masks.pt")
+    return Job(cfg, path, lock, model, masks, checkpoint)
+
+
+def finish(job: Job, store: RunStore, history: dict, seconds: float, threads: int, batch: int | None = None,
+            engine: str = "") -> Run:
+    """Store a trained job's result, DONE last. ``threads``: the torch threads it trained with; ``batch``: the size
+    of the batch it was trained in by the batched trainer (None: trained by train())."""
+    if "diverged" in history:
+        d = history["diverged"]
+        warnings.warn(f"run {job.path.name} diverged: loss {d['loss']} at epoch {d['epoch']}, step {d['step']}; "
+                      f"it is stored as diverged and will not be trained again")
+    meta = {"torch": torch.__version__, "seconds": seconds, "threads": threads,
+            "resumed_at_epoch": job.checkpoint["epoch"] if job.checkpoint else 0,
+            "status": "diverged" if "diverged" in history else "done"}
+    if batch is not None:  # trained by the batched trainer as one member of this many networks (1: alone)
+        meta |= {"batch": batch, "engine": engine}
+    if RECIPES[job.cfg.kind].updater is not None:   # the mask the updater ended with (children take it)
+        final = job.final_masks or job.masks or {n: torch.ones_like(p, dtype=torch.bool) for n, p in
+                                                 prunable_parameters(job.model, exclude_output=job.cfg.exclude_output).items()}
+        atomic_save(to_cpu(final), job.path / "masks.pt")
+    write_result(job.path, job.cfg, job.model, history, meta)
+    return store.load(job.cfg)
+
+
+def train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock, device,
+                  progress: bool) -> Run:
+    job = prepare(cfg, store, parent, lock)
+    if isinstance(job, Run):
+        return job
+    if job.checkpoint is not None:
+        job.final_masks = job.checkpoint.get("masks")
+    t0 = time.time()
+    data = load_data(cfg.data)
+    if RECIPES[cfg.kind].curve:
+        from ..curves import train_curve
+        with use_threads(_threads(job.model.base, cfg, data)) as threads:
+            history = train_curve(job.model, data, cfg.train, seed=cfg.seed, checkpoint=job.checkpoint,
+                                  on_epoch_end=job.save_checkpoint, progress=progress)
+        return finish(job, store, history, time.time() - t0, threads)
+    if batch_eligible(cfg):   # alone, but by the batched trainer: the bits it has in any batch
+        return train_jobs([job], store, device, progress)[0]
+    reference = _dense_predictions(cfg, store, data) if cfg.train.data_schedule == "disagree" else None
+    with use_threads(_threads(job.model, cfg, data)) as threads:
+        history = train(job.model, data, cfg.train, masks=job.masks, seed=cfg.seed, device=device,
+                        callbacks=job.callbacks(data), checkpoint=job.checkpoint,
+                        on_epoch_end=job.save_checkpoint, progress=progress, desc=job.label, reference=reference)
+    return finish(job, store, history, time.time() - t0, threads)
+
+
+def _dense_predictions(cfg: RunConfig, store: RunStore, data) -> torch.Tensor:
+    """The predicted class of every training sample by the dense run at the root of ``cfg``'s chain (the
+    reference of the "disagree" data schedule), computed on the CPU in eval mode."""
+    from ..metrics.basic import predict_logits
+    return predict_logits(store.load(cfg.root).model(), data.x_train).argmax(1)  # RunConfig checked the root
+
+
+def _threads(model: nn.Module, cfg: RunConfig, data) -> int:
+    """Torch threads for training one run of ``model`` with train(), by the policy of sparsegap.threads.
+    (The batched trainer always uses one: :func:`train_jobs`.)"""
+    from ..batched import forward_macs
+    return threads_for(workers(), macs=forward_macs(model, cfg.train.batch_size, tuple(data.input_shape)))
+
+
+def _load_checkpoint(path: Path, cfg: RunConfig, model: nn.Module) -> dict | None:
+    """The checkpoint to resume from, or None. One that is unreadable, malformed or of another
+    run is discarded with a warning (kept, it would fail, or mislead, every retry)."""
+    ckpt_path = path / "checkpoint.pt"
+    if not ckpt_path.exists():
+        return None
+    try:
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        problem = _checkpoint_problem(ckpt, cfg, model)
+    except Exception as e:
+        problem = f"unreadable ({type(e).__name__})"
+    if problem is None:
+        return ckpt
+    warnings.warn(f"run {path.name}: checkpoint {problem}; discarded, training from the start")
+    ckpt_path.unlink(missing_ok=True)
+    return None
+
+
+def _checkpoint_problem(ckpt, cfg: RunConfig, model: nn.Module) -> str | None:
+    if not isinstance(ckpt, dict):
+        return f"unreadable (a {type(ckpt).__name__}, not a dict)"
+    missing = {"model", "optimizer", "history", "epoch", "masks"} - set(ckpt)
+    if missing:
+        return f"unreadable: malformed, without {sorted(missing)}"
+    if "run_hash" not in ckpt:
+        return "carries no run hash (written before checkpoints did), so it may belong to another run"
+    if ckpt["run_hash"] != cfg.hash():
+        return f"belongs to another run (run_hash {ckpt['run_hash']!r}, this run is {cfg.hash()!r})"
+    epoch, history, state = ckpt["epoch"], ckpt["history"], ckpt["model"]
+    if not (isinstance(epoch, int) and 1 <= epoch <= cfg.train.epochs):
+        return f"unreadable: malformed, epoch={epoch!r}"
+    if not (isinstance(history, dict) and all(len(history.get(k, ())) == epoch for k in HISTORY_KEYS)):
+        return "unreadable: malformed history"
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if not (isinstance(state, dict) and {k: getattr(v, "shape", None) for k, v in state.items()} == expected):
+        return "unreadable: its weights do not fit the model"
+    if not isinstance(ckpt["optimizer"], dict) or not {"state", "param_groups"} <= set(ckpt["optimizer"]):
+        return "unreadable: malformed optimizer state"
+    return None
+
+
+def batch_eligible(cfg: RunConfig) -> bool:
+    """Whether ``cfg`` trains through the batched trainer (:func:`sparsegap.batched.train_batched`), alone or in a
+    batch, wherever and by whomever it is trained: a model that :func:`sparsegap.batched.trains_batched` accepts
+    (a plain MLP of the measured size) at the run's batch size, and none of what needs a run of its own (a mask
+    updater touches the optimizer state, a gradient tracker reads p.grad, a data schedule picks each run's
+    samples, the Fisher regularizer needs its own double backward, the GPU options are for large networks).
+    A static rule: it depends on the config alone, never on the runs trained beside it."""
+    r = RECIPES[cfg.kind]
+    if (r.updater is not None or r.curve or cfg.train.fisher_reg or cfg.train.data_schedule != "full"
+            or cfg.train.gpu_options or any(t.startswith("grad_snr") for t in cfg.track)):
+        return False
+    key = (cfg.model, cfg.data.name, cfg.train.batch_size)
+    if key not in _ELIGIBLE:
+        from ..batched import trains_batched
+        with own_random_state():     # the probe draws its weights from the global generator
+            _ELIGIBLE[key] = trains_batched(build_model_for(cfg.model, cfg.data), cfg.train.batch_size,
+                                            input_shape=tuple(load_data(cfg.data).input_shape))
+    return _ELIGIBLE[key]
+
+
+_ELIGIBLE: dict = {}    # (model config, dataset name, batch size) -> trains_batched (the architecture needs no more)
+
+
+def train_jobs(jobs: list[Job], store: RunStore, device, progress: bool) -> list[Run]:
+    """Train batch-eligible jobs (locked, prepared) as one batched model, and store them.
+
+    Always at one torch thread: a member's arithmetic is then the same in a batch of any size (with more, the
+    product of a member alone is split over the threads, in a batch the members are; measured to differ in
+    the last bits). The members are one model's (:func:`_groups`)."""
+    t0 = time.time()
+    datas = [load_data(j.cfg.data) for j in jobs]
+    with use_threads(1):
+        histories = train_batched(
+            [j.model for j in jobs], datas, [j.cfg.train for j in jobs], masks=[j.masks for j in jobs],
+            seeds=[j.cfg.seed for j in jobs], callbacks=[j.callbacks(d) for j, d in zip(jobs, datas)],
+            device=device, checkpoints=[j.checkpoint for j in jobs],
+            on_epoch_end=[j.save_checkpoint for j in jobs], progress=progress,
+            desc=(f"batch of {len(jobs)}: {jobs[0].label.split(' seed')[0]} ..." if len(jobs) > 1 else jobs[0].label))
+    seconds = (time.time() - t0) / len(jobs)
+    engine = engine_for(jobs[0].model)
+    return [finish(job, store, history, seconds, 1, batch=len(jobs), engine=engine)
+            for job, history in zip(jobs, histories)]

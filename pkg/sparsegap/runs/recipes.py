@@ -1,0 +1,302 @@
+"""One recipe per run kind: how a run of that kind starts, what it is called, what changes its mask
+while it trains, and what must be checked against its data and model before it does.
+
+Adding a kind of run means adding its vocabulary to :mod:`sparsegap.config` (``RUN_KINDS``, and
+``SPARSE_KINDS`` if it trains under a mask, which the store then keeps as ``masks.pt``; its parents in
+``RunConfig``'s checks) and one :class:`Recipe` to :data:`RECIPES` here, in the style of open_lth's
+registries of pruning strategies and branches. The store, the sweep and the trainers read the recipe;
+none of them names a kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import DataConfig, ModelConfig, RunConfig
+from ..pruning import (Masks, apply_masks, global_masks_from_scores, gradient_scores, magnitude_scores,
+                       prunable_parameters, random_scores)
+from .materials import build_model_for, load_data
+from .store import Run, RunStore, check_store
+
+# Init-S must not be Init-D (that would be a lottery ticket), so fresh sparse inits draw their
+# initial weights from another seed stream.
+SCRATCH_INIT_OFFSET = 1_000_003
+
+Start = Callable[[RunConfig, "Run | None", RunStore], "tuple[nn.Module, Masks | None]"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one kind of run trains.
+
+    ``start(cfg, parent, store)`` gives the network it starts from (masked) and the masks it trains under
+    (None: dense training); ``parent`` is the stored parent run, if the kind has one. ``label(cfg)`` names
+    the run in progress bars. ``updater(cfg, total_steps)`` is the training callback that changes the mask
+    (gradual pruning, SET, RigL), if the kind has one. ``curve``: the run trains a curve between two
+    stored networks (:func:`sparsegap.curves.train_curve`), not one network. ``check(cfg)``: what the
+    config alone cannot know, checked against its data and model before anything trains.
+    """
+
+    start: Start
+    label: Callable[[RunConfig], str]
+    updater: Callable[[RunConfig, int], object] | None = None
+    curve: bool = False
+    check: Callable[[RunConfig], None] | None = None
+
+
+def recipe(cfg: RunConfig) -> Recipe:
+    return RECIPES[cfg.kind]
+
+
+def label(cfg: RunConfig) -> str:
+    """The run's name in progress bars and logs: its kind, what sets its sparsity, and its seed."""
+    return f"{RECIPES[cfg.kind].label(cfg)} seed={cfg.seed}"
+
+
+# ---------------------------------------------------------------------------------------------- starts
+
+def _own_init(cfg: RunConfig, parent: Run | None, store: RunStore) -> tuple[nn.Module, Masks | None]:
+    """Dense training from the run's own init (Init-D). P-S (gradual) starts so too: its pruner makes the mask."""
+    return build_model_for(cfg.model, cfg.data, seed=cfg.seed), None
+
+
+def _redense_start(cfg: RunConfig, parent: Run, store: RunStore) -> tuple[nn.Module, Masks | None]:
+    """The sparse parent's solution, its pruned weights at zero, trained without a mask."""
+    solution = parent.model()
+    apply_masks(solution, parent.masks)
+    return solution, None
+
+
+def _pruned_start(init: Callable[[RunConfig, nn.Module, Run, RunStore], nn.Module]) -> Start:
+    """A start under the mask that prunes the parent's solution by the config's heuristic (finetune, imp, and
+    scratch from a dense parent); ``init`` gives the weights the mask is put on."""
+    def start(cfg: RunConfig, parent: Run, store: RunStore) -> tuple[nn.Module, Masks | None]:
+        solution = parent.model()
+        masks = pruning_masks(cfg, solution, parent.masks)
+        model = init(cfg, solution, parent, store)
+        if cfg.sparse_init:
+            _sparse_init(cfg, model, masks)
+        apply_masks(model, masks)
+        return model, masks
+    return start
+
+
+def _init_f(cfg: RunConfig, solution: nn.Module, parent: Run, store: RunStore) -> nn.Module:
+    return solution                                              # Init-F: Sol-D under the mask
+
+
+def _init_s(cfg: RunConfig, solution: nn.Module, parent: Run, store: RunStore) -> nn.Module:
+    return build_model_for(cfg.model, cfg.data, seed=cfg.seed + SCRATCH_INIT_OFFSET)   # Init-S
+
+
+def _rewound(cfg: RunConfig, solution: nn.Module, parent: Run, store: RunStore) -> nn.Module:
+    """An imp round's survivors, rewound to the root dense run's iteration ``rewind_iter``."""
+    root = parent if parent.config.kind == "dense" else store.load(cfg.root)
+    model = build_model_for(cfg.model, cfg.data)
+    model.load_state_dict(root.weights_at(cfg.rewind_iter))
+    return model
+
+
+_prune_finetune, _prune_scratch, _prune_imp = _pruned_start(_init_f), _pruned_start(_init_s), _pruned_start(_rewound)
+
+
+def _scratch_start(cfg: RunConfig, parent: Run, store: RunStore) -> tuple[nn.Module, Masks | None]:
+    """Init-S under the mask of a dense parent's pruned solution, or under a pruned solution's final mask (S-S)."""
+    if parent.config.kind == "dense":
+        return _prune_scratch(cfg, parent, store)
+    return _parent_mask_state(cfg, parent, store)
+
+
+def _zeroinit_start(cfg: RunConfig, parent: Run | None, store: RunStore) -> tuple[nn.Module, Masks | None]:
+    """The dense init with a fraction of its weights at zero: at random, or where a pruned solution's mask is."""
+    return _random_mask_state(cfg) if parent is None else _parent_mask_state(cfg, parent, store)
+
+
+def _curve_start(cfg: RunConfig, parent: Run, store: RunStore) -> tuple[nn.Module, Masks | None]:
+    return load_curve(cfg, store, trained=False), None
+
+
+def load_curve(cfg: RunConfig, store: RunStore | None = None, *, trained: bool = True):
+    """The :class:`sparsegap.curves.BezierCurve` of a curve run between its two (stored) endpoints:
+    trained (its stored control points), or as it starts (``trained=False``, on the straight line).
+    In the sparse mode the endpoints must share one mask."""
+    from ..curves import BezierCurve
+    store = check_store(store, "load_curve")
+    a, b = store.load(cfg.parent), store.load(cfg.partner)
+    masks = None
+    if cfg.curve_mode == "sparse":
+        ma, mb = a.masks, b.masks
+        same = ma is not None and mb is not None and ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
+        if not same:
+            raise ValueError(f"a sparse curve needs endpoints with one shared mask, but {cfg.parent.run_id} and "
+                             f"{cfg.partner.run_id} have different masks (or one has none); use curve_mode='dense'")
+        masks = ma
+    # The base network only lends the curve its architecture, but its (unused) weights are part of the curve's
+    # stored state: built from the curve's seed, not from the global generator, so that they are the same
+    # whichever process and kernel builds the curve.
+    base = build_model_for(a.config.model, a.config.data, seed=cfg.seed)
+    curve = BezierCurve(base, a.weights, b.weights, cfg.curve_degree, masks=masks)
+    if trained:
+        curve.load_state_dict(store.load(cfg).weights)
+    return curve
+
+
+def _sparse_init(cfg: RunConfig, model: nn.Module, masks: Masks) -> None:
+    from ..sparse_init import sparse_init_
+    sparse_init_(model, masks, cfg.sparse_init, seed=cfg.seed + SCRATCH_INIT_OFFSET)
+
+
+def _parent_mask_state(cfg: RunConfig, parent: Run, store: RunStore) -> tuple[nn.Module, Masks | None]:
+    """Lottery (the pruned solution's root init), scratch (a fresh init) or zeroinit (the dense init,
+    trained dense) under the final mask of a pruned solution."""
+    masks = parent.masks
+    if cfg.kind == "scratch":
+        model = build_model_for(cfg.model, cfg.data, seed=cfg.seed + SCRATCH_INIT_OFFSET)
+        if cfg.sparse_init:
+            _sparse_init(cfg, model, masks)
+    else:
+        root = parent if parent.config.kind in ("dense", "gradual") else store.load(parent.config.root)
+        model = root.init_model() if cfg.kind == "lottery" else build_model_for(cfg.model, cfg.data, seed=cfg.seed)
+    apply_masks(model, masks)
+    return model, (None if cfg.kind == "zeroinit" else masks)
+
+
+def _random_mask_state(cfg: RunConfig) -> tuple[nn.Module, Masks | None]:
+    """A random mask with the config's layer densities: the start of a dst run (a fresh init under it),
+    or the zeros of a zeroinit run (the dense init, trained dense)."""
+    from ..dst import erk_densities, random_masks, uniform_densities
+    if cfg.kind == "dst":
+        model = build_model_for(cfg.model, cfg.data, seed=cfg.seed + SCRATCH_INIT_OFFSET)
+    else:
+        model = build_model_for(cfg.model, cfg.data, seed=cfg.seed)
+    dens = (erk_densities if cfg.distribution == "erk" else uniform_densities)(
+        model, 1.0 - cfg.sparsity, exclude_output=cfg.exclude_output)
+    masks = random_masks(model, dens, seed=cfg.seed * PRUNE_STREAM + 1)
+    if cfg.sparse_init:
+        _sparse_init(cfg, model, masks)
+    apply_masks(model, masks)
+    return model, (masks if cfg.kind == "dst" else None)
+
+
+# Seeds of the gradient heuristic's batch and the random heuristic's scores: (prune_seed, round)
+# mixed so that every round of a chain draws afresh.
+PRUNE_STREAM = 7_919
+
+
+def pruning_masks(cfg: RunConfig, solution: nn.Module, within: Masks | None = None) -> Masks:
+    """The mask of a sparse run: ``cfg.prune``'s scores of ``solution`` (the parent's trained
+    network), the globally best kept to ``cfg.sparsity``; nested in ``within`` (the previous imp round's masks)."""
+    stream = cfg.prune_seed * PRUNE_STREAM + cfg.imp_round
+    if cfg.prune == "magnitude":
+        scores = magnitude_scores(solution, exclude_output=cfg.exclude_output)
+    elif cfg.prune == "random":
+        scores = random_scores(solution, stream, exclude_output=cfg.exclude_output)
+    else:   # gradient: one training batch (of the run's batch size), drawn by the stream
+        data = load_data(cfg.data)
+        g = torch.Generator().manual_seed(stream)
+        idx = torch.randperm(len(data.y_train), generator=g)[: cfg.train.batch_size]
+        scores = gradient_scores(solution, data.x_train[idx], data.y_train[idx], exclude_output=cfg.exclude_output,
+                                 masks=within)
+    return global_masks_from_scores(scores, cfg.sparsity, min_density=cfg.min_density, within=within)
+
+
+# -------------------------------------------------------------------------------------------- updaters
+
+def _gradual_pruning(cfg: RunConfig, total_steps: int):
+    from ..dst import GradualPruning
+    return GradualPruning(cfg.sparsity, round(cfg.update_start * total_steps), max(1, round(cfg.update_end * total_steps)),
+                          cfg.update_every, exclude_output=cfg.exclude_output, min_density=cfg.min_density)
+
+
+def _dynamic_sparse(cfg: RunConfig, total_steps: int):
+    from ..dst import DynamicSparse
+    return DynamicSparse(cfg.dst_method, cfg.drop_fraction, cfg.update_every, max(1, round(cfg.update_end * total_steps)),
+                         seed=cfg.seed)
+
+
+# ------------------------------------------------------------------------------------ runnability
+
+
+@lru_cache(maxsize=32)
+def _prunable_counts(model_cfg: ModelConfig, data_cfg: DataConfig, exclude_output: bool) -> tuple[int, int]:
+    """(prunable weights, prunable layers) of the model."""
+    params = prunable_parameters(build_model_for(model_cfg, data_cfg), exclude_output=exclude_output)
+    return sum(p.numel() for p in params.values()), len(params)
+
+
+def check_runnable(cfg: RunConfig) -> None:
+    """What a config alone cannot know, checked against its data and model before anything trains:
+    kept iterations within the dense run's length, imp chains that leave a weight per layer, and a data
+    schedule's memorization subset of at least one batch, and what the kind's recipe checks."""
+    for c in chain(cfg):
+        if c.train.data_schedule != "full":
+            from ..schedule import check_schedule
+            check_schedule(c.train, len(load_data(c.data).y_train))
+        if c.data.validation:
+            load_data(c.data)          # a validation split too large for the training set fails here
+        if c.save_weights_at:
+            n = len(load_data(c.data).y_train)
+            steps = -(-n // c.train.batch_size)
+            total = c.train.epochs * steps
+            late = [k for k in c.save_weights_at if k > total]
+            if late:
+                raise ValueError(f"RunConfig.save_weights_at={c.save_weights_at!r} asks for iteration(s) {late}, "
+                                 f"beyond the dense run's {total} iterations ({c.train.epochs} epochs x {steps} "
+                                 f"steps of batch {c.train.batch_size} on {n} samples); an imp round can only "
+                                 f"rewind to an iteration the dense run reaches")
+        check = RECIPES[c.kind].check
+        if check is not None:
+            check(c)
+
+
+def chain(cfg: RunConfig) -> list[RunConfig]:
+    """``cfg`` and every run it needs first (parents, and a curve's partner with its own parents),
+    each after what it needs."""
+    out = []
+    for before in (cfg.parent, cfg.partner):
+        if before is not None:
+            out += [c for c in chain(before) if c not in out]
+    return out + [cfg]
+
+
+def needs(cfg: RunConfig) -> list[RunConfig]:
+    return [c for c in (cfg.parent, cfg.partner) if c is not None]
+
+
+def _check_imp(c: RunConfig) -> None:
+    """An imp chain must leave one weight per layer."""
+    n, layers = _prunable_counts(c.model, c.data, c.exclude_output)
+    kept = round((1.0 - c.sparsity) * n)
+    if kept < layers:
+        rate = c.prune_rate
+        most = 0
+        while round((1 - rate) ** (most + 1) * n) >= layers:
+            most += 1
+        raise ValueError(f"an imp chain of {c.imp_round} rounds (sparsity {c.sparsity:.6g}) keeps "
+                         f"{kept} of {n} prunable weights, fewer than its {layers} layers: no mask can "
+                         f"leave one weight per layer. At prune_rate={rate:g}, use at most {most} rounds")
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+def _sparsity(cfg: RunConfig) -> str:
+    return f"{cfg.kind} s={cfg.sparsity:g}"
+
+
+RECIPES: dict[str, Recipe] = {
+    "dense": Recipe(_own_init, lambda c: "dense"),
+    "finetune": Recipe(_prune_finetune, _sparsity),
+    "scratch": Recipe(_scratch_start, _sparsity),
+    "imp": Recipe(_prune_imp, lambda c: f"imp round {c.imp_round} s={c.sparsity:.4g}", check=_check_imp),
+    "redense": Recipe(_redense_start, lambda c: f"redense from s={c.parent.sparsity:.4g}"),
+    "gradual": Recipe(_own_init, _sparsity, updater=_gradual_pruning),
+    "lottery": Recipe(lambda c, parent, store: _parent_mask_state(c, parent, store), _sparsity),
+    "dst": Recipe(lambda c, parent, store: _random_mask_state(c), _sparsity, updater=_dynamic_sparse),
+    "zeroinit": Recipe(_zeroinit_start, _sparsity),
+    "curve": Recipe(_curve_start, _sparsity, curve=True),
+}

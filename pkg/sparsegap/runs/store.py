@@ -1,0 +1,306 @@
+"""The run store: every trained network, keyed by the hash of its config.
+
+Layout of one run (``<root>/<kind>-<hash>/``)::
+
+    config.json    the full config (written first)
+    init.pt        the initial weights (Init-D, Init-F or Init-S), masked
+    masks.pt       the masks of a sparse run (config.SPARSE_KINDS)
+    weights-iter<k>.pt  the weights after training iteration k, for each k of ``save_weights_at``
+                   (a dense run that imp rounds rewind to)
+    checkpoint.pt  the last epoch checkpoint, while training (removed when done)
+    weights.pt     the final weights (Sol-D, Sol-F or Sol-S)
+    history.json   the per-epoch history
+    meta.json      torch version, seconds, the epoch it resumed at, and its status: done or diverged
+    DONE           written last: the run is complete, with the SHA-256 of every file above
+
+A run directory that claims to be done but does not load, or whose files do not match their
+checksums, is reported as :class:`DamagedRun` (the sweep warns and trains it again, never crashes).
+Everything is read back with ``torch.load(weights_only=True)``: no arbitrary unpickling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import functools
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import SPARSE_KINDS, RunConfig
+from ..pruning import Masks
+from .atomic import atomic_save, atomic_write_text, sha256, to_cpu
+from .lock import RunLock
+from .materials import build_model_for
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("SPARSEGAP_RUNS_DIR") or REPO_ROOT / "data" / "runs")
+
+
+class DamagedRun(Exception):
+    """A finished run whose files are missing, unreadable or do not match their checksums."""
+
+
+class MissingRun(LookupError):
+    """The run is not (yet) in the store."""
+
+
+@dataclass
+class Run:
+    """A finished run: its config, history, weights and masks, loaded from the store."""
+
+    config: RunConfig
+    path: Path
+    history: dict
+    weights: dict
+    init: dict
+    masks: Masks | None
+    saved: dict[int, dict] = dataclasses.field(default_factory=dict)   # iteration -> weights (save_weights_at)
+
+    def _build(self) -> nn.Module:
+        return build_model_for(self.config.model, self.config.data)
+
+    def model(self) -> nn.Module:
+        """The trained network (Sol-D, Sol-F or Sol-S) on the CPU."""
+        if self.config.kind == "curve":
+            raise TypeError(f"run {self.config.run_id} is a curve (control points between two networks), not one "
+                            f"network: use sparsegap.runs.load_curve(config, store), and its network_at(t)")
+        m = self._build()
+        m.load_state_dict(self.weights)
+        return m
+
+    def init_model(self) -> nn.Module:
+        """The network at its initialisation (Init-D, Init-F, Init-S, an imp round's rewound weights,
+        or a re-dense run's start: its sparse parent's solution)."""
+        m = self._build()
+        m.load_state_dict(self.init)
+        return m
+
+    def weights_at(self, iteration: int) -> dict:
+        """The weights after training iteration ``iteration`` (0: the initialisation), kept because
+        the config's ``save_weights_at`` asked for them."""
+        if iteration == 0:
+            return self.init
+        if iteration not in self.saved:
+            raise KeyError(f"run {self.config.run_id} kept no weights at iteration {iteration!r}; it keeps "
+                           f"iteration 0 (init) and save_weights_at={self.config.save_weights_at!r}")
+        return self.saved[iteration]
+
+    def measure(self, name: str, params: dict, fn: Callable[[], dict]) -> dict:
+        """A measurement on this run, computed once and kept beside it.
+
+        ``fn()`` returns a JSON-serialisable dict; it is stored under
+        ``measurements/<name>-<hash of params>.json`` so that rebuilding a chapter reuses it.
+        """
+        key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        path = self.path / "measurements" / f"{name}-{key}.json"
+        if path.exists():
+            try:
+                return json.loads(path.read_text())["value"]
+            except (ValueError, KeyError):
+                warnings.warn(f"measurement {path} is unreadable; measuring again")
+        value = fn()
+        atomic_write_text(json.dumps({"name": name, "params": params, "value": value}, default=str), path)
+        return value
+
+    @property
+    def diverged(self) -> dict | None:
+        """``{"epoch", "step", "loss"}`` if the training loss became NaN or infinite, else None.
+
+        A diverged run stopped there: its history holds the epochs before ``epoch`` only, and its
+        weights are not a trained network.
+        """
+        return self.history.get("diverged")
+
+    @property
+    def final(self) -> dict:
+        """Last-epoch metrics."""
+        return {k: v[-1] for k, v in self.history.items() if isinstance(v, list) and v}
+
+
+def stored_files(cfg: RunConfig) -> tuple[str, ...]:
+    """The files a finished run keeps, each with its SHA-256 in DONE."""
+    masks = ("masks.pt",) if cfg.kind in SPARSE_KINDS else ()
+    saved = tuple(saved_name(k) for k in cfg.save_weights_at)
+    return ("config.json", "init.pt", *masks, *saved, "weights.pt", "history.json", "meta.json")
+
+
+def saved_name(iteration: int) -> str:
+    return f"weights-iter{iteration}.pt"
+
+
+def _seconds(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"RunStore({name}=...) must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_root(root) -> Path:
+    """The store's directory, or a clear error naming ``root`` and what is allowed."""
+    if root is None:
+        root = default_root()
+    elif isinstance(root, bool) or not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"RunStore(root=...) must be a directory path (str or pathlib.Path), or None for the "
+                        f"default data/runs ($SPARSEGAP_RUNS_DIR); got {root!r} of type {type(root).__name__}")
+    root = Path(root)
+    existing = root
+    while not existing.exists():   # the store creates missing directories: check where it would start
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"RunStore(root={str(root)!r}): {existing} is a file, not a directory; "
+                                 f"root must be a directory (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"RunStore(root={str(root)!r}): {existing} is not writable by this user "
+                              f"(os.access); the store writes runs and their locks there, so root must be "
+                              f"a directory you can write to")
+    return root
+
+
+class RunStore:
+    """Finished runs under ``root`` (default: ``data/runs`` or ``$SPARSEGAP_RUNS_DIR``).
+
+    ``lock_timeout``: seconds a process waits for another one training the same run before it
+    raises ``TimeoutError`` (None: as long as it takes). ``lock_max_age``: seconds after which a
+    lock that its owner stopped refreshing is stale; owners refresh it every epoch, and a lock
+    whose owner died on this host is stale at once.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, lock_timeout: float | None = None,
+                 lock_max_age: float = 86400.0):
+        self.root = _check_root(root)
+        self.lock_timeout = None if lock_timeout is None else _seconds("lock_timeout", lock_timeout)
+        self.lock_max_age = _seconds("lock_max_age", lock_max_age)
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    def path(self, cfg: RunConfig) -> Path:
+        return self.root / cfg.run_id
+
+    def lock(self, cfg: RunConfig) -> RunLock:
+        """The lock under which ``cfg`` is trained (a context manager)."""
+        return RunLock(self.root / ".locks" / f"{cfg.run_id}.lock", timeout=self.lock_timeout,
+                       max_age=self.lock_max_age)
+
+    def is_done(self, cfg: RunConfig) -> bool:
+        return (self.path(cfg) / "DONE").exists()
+
+    def load(self, cfg: RunConfig) -> Run:
+        """Load a finished run: MissingRun if it is not finished, DamagedRun if anything is
+        missing, unreadable or does not match its checksum in DONE."""
+        path = self.path(cfg)
+        try:
+            marker = (path / "DONE").read_bytes()
+        except FileNotFoundError:
+            raise MissingRun(f"run {cfg.run_id} is not in {self.root}") from None
+        except OSError as e:
+            raise DamagedRun(f"DONE unreadable: {e}") from e
+        checksums = _checksums(marker, cfg)
+        read = functools.partial(_read_checked, path, checksums)
+        try:
+            stored = json.loads(read("config.json"))
+            if RunConfig.from_dict(stored).hash() != cfg.hash():
+                raise DamagedRun("config.json does not match the directory's hash")
+            history = json.loads(read("history.json"))
+            _check_history(history, cfg)
+            weights = _load_tensors(read("weights.pt"))
+            init = _load_tensors(read("init.pt"))
+            masks = _load_tensors(read("masks.pt")) if cfg.kind in SPARSE_KINDS else None
+            saved = {k: _load_tensors(read(saved_name(k))) for k in cfg.save_weights_at}
+            if checksums is not None:          # old stores may have no meta.json
+                json.loads(read("meta.json"))
+        except DamagedRun:
+            raise
+        except Exception as e:  # unreadable json, truncated or missing tensor files, ...
+            raise DamagedRun(f"{type(e).__name__}: {e}") from e
+        return Run(cfg, path, history, weights, init, masks, saved)
+
+    def runs(self) -> list[RunConfig]:
+        """Configs of every finished run in the store."""
+        out = []
+        for d in sorted(self.root.glob("*/DONE")):
+            try:
+                out.append(RunConfig.from_dict(json.loads((d.parent / "config.json").read_text())))
+            except Exception:
+                continue
+        return out
+
+
+def _checksums(marker: bytes, cfg: RunConfig) -> dict[str, str] | None:
+    """The SHA-256 of each file recorded in DONE; None for a marker of the old format (the bare
+    config hash, written before checksums existed), whose files are trusted as they are."""
+    text = marker.decode(errors="replace").strip()
+    if text == cfg.hash():
+        return None
+    try:
+        done = json.loads(text)
+        ok = done["run_hash"] == cfg.hash() and set(done["sha256"]) == set(stored_files(cfg))
+    except (ValueError, KeyError, TypeError):
+        raise DamagedRun("DONE is not a valid marker") from None
+    if not ok:
+        raise DamagedRun("DONE belongs to another run, or does not list every file")
+    return done["sha256"]
+
+
+def _read_checked(path: Path, checksums: dict[str, str] | None, name: str) -> bytes:
+    data = (path / name).read_bytes()
+    if checksums is not None and sha256(data) != checksums[name]:
+        raise DamagedRun(f"{name} does not match its SHA-256 in DONE (swapped or corrupted)")
+    return data
+
+
+def _load_tensors(data: bytes):
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+def _check_history(history: dict, cfg: RunConfig) -> None:
+    epochs = len(history.get("epoch", []))
+    diverged = history.get("diverged")
+    if diverged is not None:   # it stopped at the epoch where the loss became NaN or infinite
+        if not isinstance(diverged, dict) or epochs != diverged.get("epoch", 0) - 1:
+            raise DamagedRun(f"history of a diverged run has {epochs} epochs but diverged={diverged!r}")
+    elif epochs != cfg.train.epochs:
+        raise DamagedRun(f"history has {epochs} epochs, config says {cfg.train.epochs}")
+
+
+def write_result(path: Path, cfg: RunConfig, model: nn.Module, history: dict, meta: dict) -> None:
+    atomic_save(to_cpu(model.state_dict()), path / "weights.pt")
+    atomic_write_text(json.dumps(history), path / "history.json")
+    atomic_write_text(json.dumps(meta), path / "meta.json")
+    sha = {name: sha256((path / name).read_bytes()) for name in stored_files(cfg)}
+    atomic_write_text(json.dumps({"run_hash": cfg.hash(), "sha256": sha}, indent=1), path / "DONE")
+    (path / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def sweep_temporaries(path: Path) -> None:
+    """Temporaries left by a process killed mid-write. Only the lock's holder writes in a run
+    directory (measurements go to measurements/), so every one found here is an orphan."""
+    for tmp in path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def check_config(cfg, where: str) -> None:
+    if not isinstance(cfg, RunConfig):
+        raise TypeError(f"{where} must be a RunConfig, got {cfg!r:.80} of type {type(cfg).__name__}")
+
+
+def check_store(store, where: str) -> RunStore:
+    if store is None:
+        return RunStore()
+    if isinstance(store, (str, os.PathLike)):
+        raise TypeError(f"{where}(store=...) must be a RunStore or None (the default store), got the "
+                        f"{type(store).__name__} {str(store)!r}; pass store=RunStore({str(store)!r})")
+    if not isinstance(store, RunStore):
+        raise TypeError(f"{where}(store=...) must be a RunStore or None (the default store), "
+                        f"got {store!r:.80} of type {type(store).__name__}")
+    return store

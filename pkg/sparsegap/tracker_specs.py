@@ -1,0 +1,67 @@
+"""The language of tracker specs, ``"<metric>[:<subset>][@<every>[step]]"``, and the checks a config can make
+on its own: what :class:`sparsegap.config.RunConfig` validates in ``track``. The callbacks that record the
+metrics are built by :mod:`sparsegap.trackers` (one factory per metric), which documents each metric.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from .data import SUBSETS
+
+# The metrics a spec may name: sparsegap.trackers.TRACKERS has one factory for each (a test checks).
+TRACKER_METRICS = ("accuracy", "loss", "fisher_trace", "predictions", "grad_norm", "grad_snr", "gsnr")
+# Metrics of the training minibatches themselves, measured over whole epochs: no subset, no "@Nstep".
+_MINIBATCH_METRICS = ("grad_snr",)
+
+_SPEC = re.compile(r"^(?P<metric>[a-z_][a-z0-9_]*)(:(?P<subset>[a-z_][a-z0-9_]*))?"
+                   r"(@(?P<every>[1-9][0-9]*)(?P<unit>step|epoch)?)?$")
+
+
+class TrackerSpec(NamedTuple):
+    metric: str    # one of TRACKERS
+    subset: str    # one of data.SUBSETS
+    every: int
+    unit: str      # "epoch" or "step"
+    key: str       # history["trace"][key]: the spec without its "@..." part
+
+
+def parse_tracker(spec: str) -> TrackerSpec:
+    """``"accuracy:permuted@2"`` -> TrackerSpec("accuracy", "permuted", 2, "epoch", "accuracy:permuted");
+    a ValueError saying what is allowed for anything else."""
+    m = _SPEC.match(spec) if isinstance(spec, str) else None
+    allowed = (f"metrics: {', '.join(TRACKER_METRICS)}; subsets: {', '.join(SUBSETS)}")
+    if m is None:
+        raise ValueError(f"tracker spec (an entry of RunConfig.track) must look like '<metric>', "
+                         f"'<metric>:<subset>', each optionally followed by '@<N>' (every N epochs) or "
+                         f"'@<N>step' (every N steps), e.g. 'accuracy:permuted@1' ({allowed}); got {spec!r}")
+    if m["metric"] not in TRACKER_METRICS:
+        raise ValueError(f"unknown metric {m['metric']!r} in tracker spec {spec!r} (an entry of RunConfig.track); "
+                         f"metrics: {', '.join(TRACKER_METRICS)}")
+    subset = m["subset"] or "train"
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r} in tracker spec {spec!r} (an entry of RunConfig.track); "
+                         f"subsets: {', '.join(SUBSETS)}")
+    if m["metric"] in _MINIBATCH_METRICS and (subset != "train" or m["unit"] == "step"):
+        raise ValueError(f"tracker spec {spec!r} (an entry of RunConfig.track): {m['metric']} is measured over "
+                         f"the training minibatches of whole epochs, so it takes no subset but 'train' and no "
+                         f"'@<N>step'; use '{m['metric']}' or '{m['metric']}@<N>' (every N epochs)")
+    return TrackerSpec(m["metric"], subset, int(m["every"] or 1), m["unit"] or "epoch", spec.split("@")[0])
+
+
+def check_trackers(specs, data_config) -> None:
+    """What can be checked against a :class:`~sparsegap.config.DataConfig` before loading anything:
+    every spec parses, two specs do not log under one key, and no spec reads the noisy samples of
+    clean data (``permuted`` or ``restored`` with ``noise=0`` would be empty)."""
+    parsed = [parse_tracker(s) for s in specs]
+    keys = [p.key for p in parsed]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise ValueError(f"two tracker specs log under one key {k!r} in track={tuple(specs)!r}; "
+                             f"keep one of them")
+    if not getattr(data_config, "noise", 0):
+        for s, p in zip(specs, parsed):
+            if p.subset in ("permuted", "restored"):
+                raise ValueError(f"tracker spec {s!r} (an entry of RunConfig.track) reads the noisy samples, "
+                                 f"but the data has none: set DataConfig(noise=...) above 0")
