@@ -30,6 +30,17 @@ PRECISIONS = ("fp32", "bf16", "fp16")       # fp16 trains with a gradient scaler
 AUGMENTS = ("none", "crop-flip")             # crop-flip: the CIFAR standard (4-pixel padded random crop, flip)
 CURVE_DEGREES = (2, 3)                       # curve runs: quadratic or cubic Bezier curves
 CURVE_MODES = ("sparse", "dense")            # curve runs: control points under the endpoints' mask, or free
+# The parent each kind trains from: the kinds allowed, and how an error describes them. Kinds absent here take no
+# parent (dense, gradual, dst) or their own (zeroinit without one, curve with its two endpoints).
+PARENTS = {
+    "finetune": (("dense",), "the dense RunConfig"),
+    "scratch": (("dense", *PRUNED_KINDS), f"the dense RunConfig, or a pruned solution ({', '.join(PRUNED_KINDS)})"),
+    "imp": (("dense", "imp"), "the previous round (an imp RunConfig) or, for round 1, the dense RunConfig"),
+    "redense": (SPARSE_KINDS, f"the sparse RunConfig ({', '.join(SPARSE_KINDS)})"),
+    "lottery": (PRUNED_KINDS, f"a pruned solution ({', '.join(PRUNED_KINDS)}) whose final mask it takes"),
+    "zeroinit": (PRUNED_KINDS, f"a pruned solution ({', '.join(PRUNED_KINDS)}) whose mask zeroes the init, "
+                               f"or None for a random fraction"),
+}
 
 
 def _sparse_inits() -> tuple[str, ...]:
@@ -376,16 +387,8 @@ class RunConfig(_Canonical):
             if self.sparsity <= 0:
                 raise ValueError(f"a {self.kind} RunConfig needs sparsity in (0, 1), got {self.sparsity!r}")
             return
-        parent_kinds = {"finetune": ("dense",), "scratch": ("dense", *PRUNED_KINDS), "imp": ("dense", "imp"),
-                        "redense": SPARSE_KINDS, "lottery": PRUNED_KINDS, "zeroinit": PRUNED_KINDS}[self.kind]
+        parent_kinds, what = PARENTS[self.kind]
         if not isinstance(self.parent, RunConfig) or self.parent.kind not in parent_kinds:
-            what = {"finetune": "the dense RunConfig",
-                    "scratch": f"the dense RunConfig, or a pruned solution ({', '.join(PRUNED_KINDS)})",
-                    "imp": "the previous round (an imp RunConfig) or, for round 1, the dense RunConfig",
-                    "redense": f"the sparse RunConfig ({', '.join(SPARSE_KINDS)})",
-                    "lottery": f"a pruned solution ({', '.join(PRUNED_KINDS)}) whose final mask it takes",
-                    "zeroinit": f"a pruned solution ({', '.join(PRUNED_KINDS)}) whose mask zeroes the init, "
-                                f"or None for a random fraction"}[self.kind]
             got = f"a {self.parent.kind} RunConfig" if isinstance(self.parent, RunConfig) else repr(self.parent)
             raise ValueError(f"a {self.kind} RunConfig needs parent=<{what}>, got {got}")
         if self.parent.data != self.data or self.parent.model != self.model:

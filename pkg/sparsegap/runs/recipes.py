@@ -2,8 +2,8 @@
 while it trains, and what must be checked against its data and model before it does.
 
 Adding a kind of run means adding its vocabulary to :mod:`sparsegap.config` (``RUN_KINDS``, and
-``SPARSE_KINDS`` if it trains under a mask, which the store then keeps as ``masks.pt``; its parents in
-``RunConfig``'s checks) and one :class:`Recipe` to :data:`RECIPES` here, in the style of open_lth's
+``SPARSE_KINDS`` if it trains under a mask, which the store then keeps as ``masks.pt``; its allowed parents
+in ``PARENTS``) and one :class:`Recipe` to :data:`RECIPES` here, in the style of open_lth's
 registries of pruning strategies and branches. The store, the sweep and the trainers read the recipe;
 none of them names a kind.
 """
