@@ -66,7 +66,7 @@ def curvature_table(experiment: Experiment, x, y, **kwargs) -> pd.DataFrame:
     """Table 2 for every run of an experiment: one row per (stage, sparsity, seed)."""
     rows = []
     for (stage, s, seed), run in experiment.runs.items():
-        if run.history.get("diverged"):  # no trained network to measure
+        if run.diverged:  # no trained network to measure
             continue
         rows.append({"stage": stage, "sparsity": s, "seed": seed, **curvature(run, x, y, **kwargs)})
     return pd.DataFrame(rows).sort_values(["stage", "sparsity", "seed"]).reset_index(drop=True)

@@ -109,7 +109,7 @@ class Results:
     def table(self) -> pd.DataFrame:
         rows = []
         for key, run in self.runs.items():
-            h, diverged = run.history, bool(run.history.get("diverged"))
+            h, diverged = run.history, bool(run.diverged)
             rows.append({"key": key[0], "sparsity": key[1] if len(key) == 3 else key[0], "seed": key[-1],
                          "diverged": diverged,
                          "train_acc": np.nan if diverged else h["train_acc"][-1],
@@ -135,8 +135,7 @@ class Results:
         return t[(t.key == key) & (t.sparsity == sparsity) & ~t.diverged][column].tolist()
 
     def diverged(self) -> list[str]:
-        return [f"{k} diverged at epoch {r.history['diverged']['epoch']}" for k, r in self.runs.items()
-                if r.history.get("diverged")]
+        return [f"{k} diverged at epoch {r.diverged['epoch']}" for k, r in self.runs.items() if r.diverged]
 
 
 def run_solutions(configs: dict, *, store: RunStore | None = None, device: str = "auto",

@@ -132,7 +132,7 @@ class Chains:
         and the last-epoch accuracy on the permuted, unpermuted and restored samples."""
         rows = []
         for (h, eps, r, seed), run in self.runs.items():
-            hist, diverged = run.history, bool(run.history.get("diverged"))
+            hist, diverged = run.history, bool(run.diverged)
             row = {"heuristic": h, "noise": eps, "round": r, "sparsity": run.config.sparsity, "seed": seed,
                    "diverged": diverged, "run_id": run.config.run_id}
             if diverged:
@@ -174,11 +174,11 @@ class Chains:
 
     def histories(self, heuristic: str, noise: float, rnd: int) -> list[dict]:
         return [run.history for (h, e, r, _), run in sorted(self.runs.items())
-                if (h, e, r) == (heuristic, noise, rnd) and not run.history.get("diverged")]
+                if (h, e, r) == (heuristic, noise, rnd) and not run.diverged]
 
     def diverged(self) -> list[str]:
-        return [f"{h} ε={eps:g} round {r} seed {seed} diverged at epoch {run.history['diverged']['epoch']}"
-                for (h, eps, r, seed), run in self.runs.items() if run.history.get("diverged")]
+        return [f"{h} ε={eps:g} round {r} seed {seed} diverged at epoch {run.diverged['epoch']}"
+                for (h, eps, r, seed), run in self.runs.items() if run.diverged]
 
     @property
     def chains(self) -> list[tuple[str, float]]:

@@ -130,7 +130,7 @@ def weight_norms(p: dict, sols: dict) -> pd.DataFrame:
     for seed in p["seeds"]:
         ps, ls, ss = (sols[(k, s, seed)] for k in ("P-S", "L-S", "S-S"))
         nets = {"P-S": ps, "L-S": ls, "S-S": ss}
-        nets = {name: run.model() for name, run in nets.items() if not run.history.get("diverged")}
+        nets = {name: run.model() for name, run in nets.items() if not run.diverged}
         nets |= {start: run.init_model() for start, run in (("dense init", ps), ("dense init on the mask", ls),
                                                             ("random sparse init", ss))}
         rows += [{"seed": seed, "network": name,

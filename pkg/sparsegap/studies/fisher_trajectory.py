@@ -76,7 +76,7 @@ def fisher_trends(experiment: Experiment) -> pd.DataFrame:
     chance = {}
     rows = []
     for (stage, s, seed), run in experiment.runs.items():
-        if run.history.get("diverged"):  # its trajectory ends at the divergence: not a trained network
+        if run.diverged:  # its trajectory ends at the divergence: not a trained network
             continue
         data = run.config.data
         if data not in chance:
@@ -222,8 +222,8 @@ def unit_init_table(experiment: Experiment, unit_runs: dict) -> pd.DataFrame:
         for init, r in (("dense (Kaiming)", plain), ("unit (sparsity-aware)", run)):
             h = r.history
             rows.append({"sparsity": s, "seed": seed, "init": init,
-                         "train_acc": float("nan") if h.get("diverged") else h["train_acc"][-1],
-                         "test_acc": float("nan") if h.get("diverged") else h["test_acc"][-1]})
+                         "train_acc": float("nan") if r.diverged else h["train_acc"][-1],
+                         "test_acc": float("nan") if r.diverged else h["test_acc"][-1]})
     return pd.DataFrame(rows).groupby(["sparsity", "init"])[["train_acc", "test_acc"]].mean().unstack("init")
 
 

@@ -67,7 +67,7 @@ def grad_norms(res: Results) -> pd.DataFrame:
     rows = []
     for (sol, s, seed), run in res.runs.items():
         tr = run.history.get("trace", {}).get("grad_norm")
-        if tr is None or run.history.get("diverged"):
+        if tr is None or run.diverged:
             continue
         rows += [{"solution": sol, "sparsity": s, "seed": seed, "epochs": e, "grad_norm": v}
                  for e, v in zip(tr["epochs"], tr["value"])]

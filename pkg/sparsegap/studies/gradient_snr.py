@@ -45,7 +45,7 @@ def snr_table(experiment: Experiment) -> pd.DataFrame:
     rows = []
     for (stage, s, seed), run in experiment.runs.items():
         trace = run.history.get("trace", {})
-        if run.history.get("diverged"):
+        if run.diverged:
             continue
         layers = sorted(k.split("/", 1)[1] for k in trace if k.startswith("grad_snr/"))
         for layer in layers:

@@ -66,8 +66,7 @@ def trained_seeds(experiment: Experiment) -> list[int]:
     """The seeds whose Sol-D, Sol-F and Sol-S all trained (none diverged): the pairs of the verdicts."""
     s = experiment.sparsities[0]
     seeds = sorted({k[2] for k in experiment.runs})
-    return [seed for seed in seeds
-            if not any(experiment.history(st, 0.0 if st == "Sol-D" else s, seed).get("diverged") for st in STAGES)]
+    return [seed for seed in seeds if not any(experiment.run(st, s, seed).diverged for st in STAGES)]
 
 
 def histories(experiment: Experiment) -> dict[str, list[dict]]:

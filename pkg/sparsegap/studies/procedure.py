@@ -81,7 +81,7 @@ class Experiment:
         and ``diverged`` set, so that means over seeds never count it as a trained network."""
         rows = []
         for (stage, s, seed), run in self.runs.items():
-            diverged = run.history.get("diverged")
+            diverged = run.diverged
             metrics = {m: float("nan") if diverged else run.final[m] for m in METRICS}
             rows.append({"stage": stage, "sparsity": s, "seed": seed, "run_id": run.config.run_id,
                          "diverged": bool(diverged), **metrics})
@@ -91,7 +91,7 @@ class Experiment:
         """Readable lines for every run whose training diverged, with the epoch it happened."""
         out = []
         for (stage, s, seed), run in self.runs.items():
-            d = run.history.get("diverged")
+            d = run.diverged
             if d:
                 where = f"s={s:g} " if stage != "Sol-D" else ""
                 out.append(f"{stage} {where}seed {seed} diverged at epoch {d['epoch']} (loss {d['loss']})")
@@ -114,11 +114,15 @@ class Experiment:
 
     def trained_histories(self, stage: str, sparsity: float) -> list[dict]:
         """The histories of one stage and sparsity over seeds, diverged runs left out (their lists are shorter)."""
-        hs = [self.history(stage, sparsity, seed) for seed in sorted({k[2] for k in self.runs})]
-        return [h for h in hs if not h.get("diverged")]
+        runs = [self.run(stage, sparsity, seed) for seed in sorted({k[2] for k in self.runs})]
+        return [r.history for r in runs if not r.diverged]
+
+    def run(self, stage: str, sparsity: float, seed: int) -> Run:
+        """The run of one stage, sparsity and seed (Sol-D's at any sparsity: there is one per seed)."""
+        return self.runs[(stage, 0.0 if stage == "Sol-D" else sparsity, seed)]
 
     def history(self, stage: str, sparsity: float, seed: int) -> dict:
-        return self.runs[(stage, 0.0 if stage == "Sol-D" else sparsity, seed)].history
+        return self.run(stage, sparsity, seed).history
 
 
 def run_two_regimes(data: DataConfig, model: ModelConfig, train: TrainConfig, sparsities: Sequence[float],

@@ -119,7 +119,7 @@ class Redense:
 
 def _final(run: Run, prefix: str) -> dict:
     h = run.history
-    if h.get("diverged"):
+    if run.diverged:
         return {f"{prefix}_{k}": np.nan for k in ("train_acc", "test_acc", "permuted")}
     return {f"{prefix}_train_acc": h["train_acc"][-1], f"{prefix}_test_acc": h["test_acc"][-1],
             f"{prefix}_permuted": h["trace"]["accuracy:permuted"]["value"][-1]}
