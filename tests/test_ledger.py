@@ -389,6 +389,19 @@ def test_run_hashes_are_pinned():
     assert c[("Sol-D", 0.0, 1)].run_id == "dense-76b2fb4ed7609c70"
     assert c[("Sol-S", 0.9, 1)].run_id == "scratch-931160f8d7cf69d8"
 
+def test_the_chapters_build_the_pinned_runs_from_their_parameters():
+    """The runs of test_run_hashes_are_pinned, built as the notebooks and the plan build them: from the cpu
+    defaults through the study modules (the Tr(F) tracker from procedure.fisher_track)."""
+    from sparsegap.studies import fisher_trajectory, two_regimes
+    _, p = bookbuild.notebook_parameters(REPO_ROOT / "notebooks" / "01_two_regimes.ipynb", "cpu")
+    c = two_regimes.configs(p)
+    assert c[("Sol-D", 0.0, 0)].run_id == "dense-ba7d73089fa86b96"
+    assert c[("Sol-S", 0.995, 1)].run_id == "scratch-a24c8428655a4551"
+    _, p = bookbuild.notebook_parameters(REPO_ROOT / "notebooks" / "02_fisher_trajectory.ipynb", "cpu")
+    c = fisher_trajectory.configs(p)
+    assert c[("Sol-D", 0.0, 1)].run_id == "dense-76b2fb4ed7609c70"
+    assert c[("Sol-S", 0.9, 1)].run_id == "scratch-931160f8d7cf69d8"
+
 
 # ---------------------------------------------------------------- figures legible at the book's width
 

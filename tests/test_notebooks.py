@@ -89,3 +89,16 @@ def test_the_paper_parameter_files_pass_each_notebooks_checks(path):
         assert values["download"] is True and D.downloads_allowed()
     finally:
         D.allow_downloads(False)
+
+def _code(path: Path) -> str:
+    return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_leave_the_run_configs_to_their_study_module(path):
+    """A notebook passes its parameters to its study module, which builds the runs (as the plan does): it
+    spells no config, tracker or sweep of its own."""
+    code = _code(path)
+    for spelled in ("RunConfig(", "TrainConfig(", "two_regime_configs(", "run_all(", "run_two_regimes(",
+                    "fisher_trace@", "track="):
+        assert spelled not in code, f"{path.stem} builds its runs by hand: {spelled!r}"

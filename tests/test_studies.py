@@ -241,3 +241,64 @@ def test_curvature_is_measured_on_a_seeded_subset_or_everything():
     for bad in (0, 51, 2.5, True):
         with pytest.raises(ValueError, match=f"measure_size={bad!r} must be None .* from 1 to 50"):
             measurement_data(x, y, bad)
+
+
+# ---------------------------------------------------------------- one place builds a chapter's runs
+
+# chapter -> (the functions its notebook calls to train, in order)
+RUN_FUNCTIONS = {"01_two_regimes": ("run",), "02_fisher_trajectory": ("run", "run_unit_init"),
+                 "03_curvature": ("run",), "04_memorization": ("run",), "05_paths_and_cosines": ("run_paths",),
+                 "06_gradient_snr": ("run_snr",), "09_difficulty_of_sparse_training": ("run",)}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("notebook", sorted(RUN_FUNCTIONS))
+def test_a_chapter_trains_exactly_the_runs_the_plan_counts(notebook, profile, monkeypatch):
+    """What the study's run functions hand to run_all (what the notebook trains) is planned_runs, in order:
+    the plan and the notebook build the run configs in one place. Nothing trains here."""
+    from pathlib import Path
+
+    from sparsegap import bookbuild
+    from sparsegap.studies import difficulty, fisher_trajectory, procedure
+    trained = []
+
+    def run_all(configs, store=None, **kwargs):
+        trained.extend(configs)
+        return [None] * len(configs)
+    for module in (procedure, fisher_trajectory, difficulty):
+        monkeypatch.setattr(module, "run_all", run_all)
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / f"{notebook}.ipynb"
+    study, p = bookbuild.notebook_parameters(nb, profile)
+    for name in RUN_FUNCTIONS[notebook]:
+        getattr(study, name)(p, store=None, device="cpu")
+    assert [c.run_id for c in trained] == [c.run_id for c in study.planned_runs(p)]
+    assert trained, "the chapter trains nothing"
+
+
+def test_fisher_track_is_the_one_spelling_of_the_tracker():
+    from sparsegap.studies.procedure import fisher_track
+    assert fisher_track(5) == ("fisher_trace@5",) and fisher_track(0) == ()
+
+
+def test_unit_init_sparsities_come_from_the_chapters_sparsities():
+    from sparsegap.studies import fisher_trajectory
+    cfgs = two_regime_configs(DataConfig("digits"), ModelConfig("mlp", hidden=(16,)), TrainConfig(epochs=2),
+                              [0.5, 0.9], [0, 1])
+    unit = fisher_trajectory.unit_init_configs(cfgs, [0.9])
+    assert sorted(unit) == [(0.9, 0), (0.9, 1)]
+    assert all(c.sparse_init == "unit" and c.kind == "scratch" and c.parent == cfgs[("Sol-S", 0.9, seed)].parent
+               for (s, seed), c in unit.items())
+    with pytest.raises(ValueError, match=r"unit_init_sparsities must be drawn from sparsities=\[0.5, 0.9\], got \[0.7\]"):
+        fisher_trajectory.unit_init_configs(cfgs, [0.7])
+
+
+def test_the_memorization_chapter_needs_noisy_labels():
+    from pathlib import Path
+
+    from sparsegap import bookbuild
+    from sparsegap.studies import memorization
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "04_memorization.ipynb"
+    _, p = bookbuild.notebook_parameters(nb, "smoke")
+    assert all(c.data.noise == p["noise"] > 0 for c in memorization.configs(p).values())
+    with pytest.raises(ValueError, match="noise must be > 0, got 0.0"):
+        memorization.configs({**p, "noise": 0.0})

@@ -11,10 +11,12 @@ import pandas as pd
 
 from .. import params as P
 from .. import stats
-from ..runs import Run
+from ..config import RunConfig
+from ..runs import Run, RunStore
 from ..verdict import Evidence, Verdict, detectable_line, status_of
+from . import two_regimes
 from .fisher_trajectory import DROP_THRESHOLD
-from .procedure import Experiment
+from .procedure import Experiment, run_experiment
 from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS, paired_by_sparsity, sparsity_list, per_sparsity_line, sweep_effect
 
 CLAIM = ("At the same sparsity Sol-S has a larger Fisher trace, Hessian trace and Jacobian norm than Sol-F "
@@ -217,10 +219,20 @@ def curvature_summary(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
+    """The networks the chapter measures: the two-regimes chapter's runs (:func:`two_regimes.configs`) at this
+    chapter's sparsities, the same configs, so that they are loaded from the store and never trained twice."""
+    return two_regimes.configs(p)
+
+
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
+    """Train (or load) the networks the chapter measures (:func:`configs`)."""
+    return run_experiment(configs(p), store, device=device, progress=progress)
+
+
 def planned_runs(p: dict) -> list:
     """The two-regimes chapter's runs at this chapter's sparsities (for ``bookbuild --plan``)."""
-    from .two_regimes import planned_runs as two_regimes_runs
-    return two_regimes_runs(p)
+    return list(configs(p).values())
 
 
 # ---------------------------------------------------------------- presentation: the page's tables and numbers

@@ -144,6 +144,24 @@ def run_solutions(configs: dict, *, store: RunStore | None = None, device: str =
     return Results(dict(zip(configs.keys(), runs)))
 
 
+def configs(p: dict) -> tuple[dict, dict]:
+    """(the solutions, the zeroed-init runs) of the chapter, from its checked parameters: the one place they are
+    built, for the notebook and the plan (:func:`solution_configs`, :func:`zeroinit_configs`)."""
+    data, model, train, gradual = settings(p)
+    sols = solution_configs(data, model, train, p["sparsities"], p["seeds"], gradual=gradual, track=p["track"])
+    zero = zeroinit_configs(data, model, train, p["zero_fractions"], p["seeds"], exclude_output=p["exclude_output"],
+                            track=p["track"])
+    return sols, zero
+
+
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True
+        ) -> tuple[Results, Results]:
+    """Train (or load) the solutions, then the zeroed-init runs (:func:`configs`)."""
+    sols, zero = configs(p)
+    return (run_solutions(sols, store=store, device=device, progress=progress),
+            run_solutions(zero, store=store, device=device, progress=progress))
+
+
 # ------------------------------------------------------------------------------------- verdicts
 # The helpers below are shared by the chapters that read these runs (gradient flow, energy landscape).
 
@@ -315,8 +333,5 @@ def paired_gaps(res: Results, reference: str = "P-S", keys: Sequence[str] | None
 
 def planned_runs(p: dict) -> list:
     """The solutions and the zeroed-init runs (for ``bookbuild --plan``)."""
-    data, model, train, gradual = settings(p)
-    sols = solution_configs(data, model, train, p["sparsities"], p["seeds"], gradual=gradual, track=p["track"])
-    zero = zeroinit_configs(data, model, train, p["zero_fractions"], p["seeds"], exclude_output=p["exclude_output"],
-                            track=p["track"])
+    sols, zero = configs(p)
     return [*sols.values(), *zero.values()]

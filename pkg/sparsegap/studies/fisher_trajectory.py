@@ -9,10 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+import dataclasses
+
 from .. import params as P
 from .. import stats
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ..runs import Run, RunStore, run_all
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import Experiment
+from .procedure import Experiment, fisher_track, run_experiment, two_regime_configs
 from .two_regimes import REGIME_PARAMETERS
 
 CLAIM = ("Tr(F) of Sol-S rises then falls but ends above Sol-D's in the generalization regime, "
@@ -201,16 +205,50 @@ def fisher_trajectory_verdict(trends: pd.DataFrame, regimes: pd.DataFrame, *, dr
                    evidence=tuple(evidence), seeds=seeds)
 
 
-def unit_init_configs(experiment: Experiment, sparsities) -> dict:
-    """Sol-S again at ``sparsities``, each from the very same mask and parent, but with the
-    sparsity-aware "unit" init (:mod:`sparsegap.sparse_init`), keyed (sparsity, seed)."""
-    import dataclasses
-    missing = sorted(set(sparsities) - set(experiment.sparsities))
+def data_config(p: dict) -> DataConfig:
+    """The chapter's task (the whole of it: the 12-bit task is small), from its checked parameters."""
+    return DataConfig(p["dataset"])
+
+
+def model_config(p: dict) -> ModelConfig:
+    """The chapter's deep, narrow ReLU MLP, from its checked parameters."""
+    return ModelConfig("mlp", hidden=tuple(p["hidden"]), init=p["init"])
+
+
+def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
+    """The Fig. 2 runs of the chapter keyed by (stage, sparsity, seed), from its checked parameters: Sol-D
+    with its own epochs and milestones, Sol-F and Sol-S with theirs, every run tracking Tr(F)."""
+    def train(epochs, milestones):
+        return TrainConfig(epochs=epochs, batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
+                           weight_decay=p["weight_decay"], milestones=tuple(milestones), gamma=p["gamma"])
+    sparse = train(p["sparse_epochs"], p["sparse_milestones"])
+    return two_regime_configs(data_config(p), model_config(p), train(p["dense_epochs"], p["dense_milestones"]),
+                              p["sparsities"], p["seeds"], finetune_train=sparse, scratch_train=sparse,
+                              min_density=p["min_density"], track=fisher_track(p["fisher_every"]), stages=p["stages"])
+
+
+def unit_init_configs(configs: dict[tuple[str, float, int], RunConfig], sparsities) -> dict:
+    """Sol-S of ``configs`` (:func:`configs`) again at ``sparsities``, each from the very same mask and parent,
+    but with the sparsity-aware "unit" init (:mod:`sparsegap.sparse_init`), keyed (sparsity, seed)."""
+    have = sorted({s for stage, s, _ in configs if stage != "Sol-D"})
+    missing = sorted(set(sparsities) - set(have))
     if missing:
-        raise ValueError(f"unit_init_sparsities must be drawn from sparsities={experiment.sparsities}, "
-                         f"got {missing} too")
-    return {(s, seed): dataclasses.replace(run.config, sparse_init="unit")
-            for (stage, s, seed), run in experiment.runs.items() if stage == "Sol-S" and s in set(sparsities)}
+        raise ValueError(f"unit_init_sparsities must be drawn from sparsities={have}, got {missing} too")
+    return {(s, seed): dataclasses.replace(cfg, sparse_init="unit")
+            for (stage, s, seed), cfg in configs.items() if stage == "Sol-S" and s in set(sparsities)}
+
+
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
+    """Train (or load) the chapter's Fig. 2 runs (:func:`configs`)."""
+    return run_experiment(configs(p), store, device=device, progress=progress)
+
+
+def run_unit_init(p: dict, *, store: RunStore | None = None, device: str = "auto",
+                  progress: bool = True) -> dict[tuple[float, int], Run]:
+    """Train (or load) the unit-init Sol-S at ``unit_init_sparsities`` (:func:`unit_init_configs`), keyed
+    (sparsity, seed); none when it is empty."""
+    unit = unit_init_configs(configs(p), p["unit_init_sparsities"])
+    return dict(zip(unit, run_all(list(unit.values()), store, device=device, progress=progress)))
 
 
 def unit_init_table(experiment: Experiment, unit_runs: dict) -> pd.DataFrame:
@@ -229,22 +267,8 @@ def unit_init_table(experiment: Experiment, unit_runs: dict) -> pd.DataFrame:
 
 def planned_runs(p: dict) -> list:
     """Every run the notebook trains, the unit-init Sol-S included (for ``bookbuild --plan``)."""
-    import dataclasses
-
-    from ..config import DataConfig, ModelConfig, TrainConfig
-    from .procedure import two_regime_configs
-
-    def train(epochs, milestones):
-        return TrainConfig(epochs=epochs, batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
-                           weight_decay=p["weight_decay"], milestones=tuple(milestones), gamma=p["gamma"])
-    sparse = train(p["sparse_epochs"], p["sparse_milestones"])
-    configs = two_regime_configs(DataConfig(p["dataset"]), ModelConfig("mlp", hidden=tuple(p["hidden"]), init=p["init"]),
-                                 train(p["dense_epochs"], p["dense_milestones"]), p["sparsities"], p["seeds"],
-                                 finetune_train=sparse, scratch_train=sparse, min_density=p["min_density"],
-                                 track=[f"fisher_trace@{p['fisher_every']}"], stages=p["stages"])
-    unit = [dataclasses.replace(cfg, sparse_init="unit") for (stage, s, _), cfg in configs.items()
-            if stage == "Sol-S" and s in set(p["unit_init_sparsities"])]
-    return [*configs.values(), *unit]
+    fig2 = configs(p)
+    return [*fig2.values(), *unit_init_configs(fig2, p["unit_init_sparsities"]).values()]
 
 
 # ---------------------------------------------------------------- presentation: the page's tables and numbers

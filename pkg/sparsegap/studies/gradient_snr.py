@@ -16,9 +16,10 @@ import pandas as pd
 
 from .. import params as P
 from .. import stats
+from ..config import RunConfig
 from ..runs import RunStore
 from ..verdict import Evidence, Verdict, detectable_line, mean_ci, status_of
-from .procedure import Experiment, data_config, model_config, run_two_regimes, train_config
+from .procedure import Experiment, data_config, model_config, run_experiment, train_config, two_regime_configs
 
 TRACK = ("grad_snr@1",)
 TERMS = {"snr": "grad_snr", "mean": "grad_snr_mean", "std": "grad_snr_std"}
@@ -34,9 +35,14 @@ PARAMETERS = P.ParameterSpec(
 )
 
 
+def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
+    """Sol-D, Sol-F and Sol-S with the SNR tracker, keyed (stage, sparsity, seed), from the checked parameters."""
+    return two_regime_configs(data_config(p), model_config(p), train_config(p), p["sparsities"], p["seeds"],
+                              track=TRACK, exclude_output=p["exclude_output"])
+
+
 def run_snr(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
-    return run_two_regimes(data_config(p), model_config(p), train_config(p), p["sparsities"], p["seeds"], store=store,
-                           device=device, progress=progress, track=TRACK, exclude_output=p["exclude_output"])
+    return run_experiment(configs(p), store, device=device, progress=progress)
 
 
 def snr_table(experiment: Experiment) -> pd.DataFrame:
@@ -163,6 +169,4 @@ def hike_verdict(table: pd.DataFrame, sparsity: float, *, hike: float = 2.0, sca
 
 def planned_runs(p: dict) -> list:
     """Sol-D, Sol-F and Sol-S with the SNR tracker (for ``bookbuild --plan``)."""
-    from .procedure import two_regime_configs
-    return list(two_regime_configs(data_config(p), model_config(p), train_config(p), p["sparsities"], p["seeds"],
-                                   track=TRACK, exclude_output=p["exclude_output"]).values())
+    return list(configs(p).values())

@@ -15,12 +15,12 @@ import numpy as np
 
 from .. import params as P
 from .. import stats
-from ..config import DataConfig, ModelConfig, TrainConfig
+from ..config import DataConfig, RunConfig
 from ..memorization import first_epoch_reaching, memorization_table, memorized_share
 from ..runs import RunStore
 from ..stats import Interval
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import Experiment, run_two_regimes
+from .procedure import Experiment, data_config, model_config, run_experiment, train_config, two_regime_configs
 from .two_regimes import RUN_PARAMETERS
 
 STAGES = ("Sol-D", "Sol-F", "Sol-S")
@@ -51,15 +51,26 @@ def trackers(fisher_every: int, predictions_every: int) -> tuple[str, ...]:
             f"predictions:permuted@{predictions_every}")
 
 
-def run_memorization(data: DataConfig, model: ModelConfig, train: TrainConfig, sparsity: float,
-                     seeds: Sequence[int], *, fisher_every: int = 4, predictions_every: int = 4,
-                     store: RunStore | None = None, **kwargs) -> Experiment:
-    """Sol-D, Sol-F and Sol-S at ``sparsity`` for every seed, on noisy data, with the chapter's trackers."""
+def noisy_data_config(p: dict) -> DataConfig:
+    """The chapter's training data, from its checked parameters: a fraction ``noise`` of the labels flipped."""
+    return data_config(p, noise=p["noise"], noise_seed=p["noise_seed"])
+
+
+def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
+    """Sol-D, Sol-F and Sol-S at ``sparsity`` for every seed, on noisy data, with the chapter's trackers, keyed
+    (stage, sparsity, seed), from the chapter's checked parameters."""
+    data = noisy_data_config(p)
     if not data.noise:
-        raise ValueError(f"run_memorization needs noisy training labels: DataConfig.noise must be > 0, "
+        raise ValueError(f"the memorization chapter needs noisy training labels: noise must be > 0, "
                          f"got {data.noise!r}")
-    return run_two_regimes(data, model, train, [sparsity], seeds, store=store,
-                           track=trackers(fisher_every, predictions_every), **kwargs)
+    return two_regime_configs(data, model_config(p), train_config(p), [p["sparsity"]], p["seeds"],
+                              exclude_output=p["exclude_output"],
+                              track=trackers(p["fisher_every"], p["predictions_every"]))
+
+
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
+    """Train (or load) the chapter's runs (:func:`configs`)."""
+    return run_experiment(configs(p), store, device=device, progress=progress)
 
 
 def trained_seeds(experiment: Experiment) -> list[int]:
@@ -222,8 +233,4 @@ def fisher_noise_verdict(hs: dict[str, list[dict]], *, memorized: float = 0.5, d
 
 def planned_runs(p: dict) -> list:
     """Sol-D, Sol-F and Sol-S at ``sparsity`` on the noisy data, with the trackers (for ``bookbuild --plan``)."""
-    from .procedure import data_config, model_config, train_config, two_regime_configs
-    data = data_config(p, noise=p["noise"], noise_seed=p["noise_seed"])
-    return list(two_regime_configs(data, model_config(p), train_config(p), [p["sparsity"]],
-                                   p["seeds"], exclude_output=p["exclude_output"],
-                                   track=trackers(p["fisher_every"], p["predictions_every"])).values())
+    return list(configs(p).values())

@@ -26,7 +26,9 @@ from ..metrics.cosines import per_sample_cosines, top_fraction_classes
 from ..runs import Run, RunStore, load_data
 from .. import stats
 from ..verdict import Evidence, Verdict, detectable_line, status_of
-from .procedure import Experiment, data_config, model_config, run_two_regimes, train_config
+from ..config import RunConfig
+from . import two_regimes
+from .procedure import Experiment, run_experiment
 from .redense import monotone
 from .two_regimes import RUN_PARAMETERS
 
@@ -42,13 +44,14 @@ PARAMETERS = P.ParameterSpec(
 )
 
 
+def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
+    """Sol-D, Sol-F and Sol-S at ``sparsity``: the two-regimes chapter's own runs (:func:`two_regimes.configs`)."""
+    return two_regimes.configs({**p, "sparsities": [p["sparsity"]]})
+
+
 def run_paths(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
-    """Sol-D, Sol-F and Sol-S at ``sparsity``: the two-regimes chapter's own runs."""
-    data, train = data_config(p), train_config(p)
-    track = [f"fisher_trace@{p['fisher_every']}"] if p["fisher_every"] else []
-    return run_two_regimes(data, model_config(p), train, [p["sparsity"]], p["seeds"],
-                           store=store, device=device, progress=progress, exclude_output=p["exclude_output"],
-                           track=track)
+    """Train (or load) the chapter's runs (:func:`configs`)."""
+    return run_experiment(configs(p), store, device=device, progress=progress)
 
 
 def _pair(exp: Experiment, seed: int) -> tuple[Run, Run]:
@@ -335,5 +338,4 @@ def check_alphas(alphas: Sequence[float]) -> None:
 
 def planned_runs(p: dict) -> list:
     """The two-regimes chapter's Sol-D, Sol-F and Sol-S at ``sparsity`` (for ``bookbuild --plan``)."""
-    from .two_regimes import planned_runs as two_regimes_runs
-    return two_regimes_runs({**p, "sparsities": [p["sparsity"]]})
+    return list(configs(p).values())

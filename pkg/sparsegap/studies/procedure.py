@@ -42,6 +42,15 @@ def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     return seeds
 
 
+def fisher_track(fisher_every: int) -> tuple[str, ...]:
+    """The tracker that records Tr(F) every ``fisher_every`` epochs while a run trains; none for 0.
+
+    A tracker is part of a run's identity (its hash), so every chapter that shares the two-regimes runs
+    must spell it the same way: here, once.
+    """
+    return (f"fisher_trace@{fisher_every}",) if fisher_every else ()
+
+
 def two_regime_configs(data: DataConfig, model: ModelConfig, train: TrainConfig, sparsities: Sequence[float],
                        seeds: Sequence[int], *, finetune_train: TrainConfig | None = None,
                        scratch_train: TrainConfig | None = None, exclude_output: bool = False,
@@ -49,7 +58,7 @@ def two_regime_configs(data: DataConfig, model: ModelConfig, train: TrainConfig,
                        stages: Sequence[str] = ("Sol-F", "Sol-S")) -> dict[tuple[str, float, int], RunConfig]:
     """Every run of the experiment, keyed by (stage, sparsity, seed). Sol-D has sparsity 0.
 
-    ``track`` names metrics recorded during every run (e.g. ``"fisher_trace@5"``, see
+    ``track`` names metrics recorded during every run (e.g. :func:`fisher_track`, see
     :mod:`sparsegap.trackers`); ``min_density`` is the per-layer floor of the masks.
     """
     unknown = set(stages) - {"Sol-F", "Sol-S"}
@@ -125,14 +134,19 @@ class Experiment:
         return self.run(stage, sparsity, seed).history
 
 
-def run_two_regimes(data: DataConfig, model: ModelConfig, train: TrainConfig, sparsities: Sequence[float],
-                    seeds: Sequence[int], *, store: RunStore | None = None, device: str = "auto",
-                    progress: bool = True, executor=None, **kwargs) -> Experiment:
-    configs = two_regime_configs(data, model, train, sparsities, seeds, **kwargs)
+def run_experiment(configs: dict[tuple[str, float, int], RunConfig], store: RunStore | None = None, *,
+                   device: str = "auto", progress: bool = True, executor=None) -> Experiment:
+    """Train (or load) the runs of :func:`two_regime_configs`-style ``configs``, in their order, as one sweep.
+    ``executor=None``: the one of the notebook's ``executor`` parameter (:func:`sparsegap.executors.activate`)."""
     runs = run_all(list(configs.values()), store, executor=executor, device=device, progress=progress)
     return Experiment(dict(zip(configs.keys(), runs)))
 
 
+def run_two_regimes(data: DataConfig, model: ModelConfig, train: TrainConfig, sparsities: Sequence[float],
+                    seeds: Sequence[int], *, store: RunStore | None = None, device: str = "auto",
+                    progress: bool = True, executor=None, **kwargs) -> Experiment:
+    configs = two_regime_configs(data, model, train, sparsities, seeds, **kwargs)
+    return run_experiment(configs, store, device=device, progress=progress, executor=executor)
 
 
 def data_config(p: dict, **fields) -> DataConfig:

@@ -30,7 +30,9 @@ from .. import stats
 from ..runs import Run, RunStore, load_data, run_all
 from ..stats import Interval
 from ..verdict import Evidence, Verdict, remedy_status
-from .procedure import describe_scale, measurement_data, two_regime_configs
+from . import two_regimes
+from .procedure import (data_config, describe_scale, fisher_track, measurement_data, model_config, train_config,
+                        two_regime_configs)
 from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS, classify_regimes
 
 CLAIM_NFR = ("Negative Fisher regularization in the early epochs only makes Sol-S close part of its gap to Sol-F "
@@ -82,9 +84,8 @@ class Setting:
 
 
 def setting(p: dict) -> Setting:
-    from .procedure import data_config, model_config, train_config
-    track = (f"fisher_trace@{p['fisher_every']}",) if p["fisher_every"] else ()
-    return Setting(data_config(p), model_config(p), train_config(p), track)
+    """Chapter 1's data, network, training and trackers (:func:`two_regimes.configs` builds its runs from the same)."""
+    return Setting(data_config(p), model_config(p), train_config(p), fisher_track(p["fisher_every"]))
 
 
 # ------------------------------------------------------------------------------------- the regimes
@@ -93,11 +94,7 @@ def chapter_one(p: dict, *, store: RunStore | None = None, device: str = "auto",
                 progress: bool = True):
     """The two-regimes chapter's runs (loaded from the store when it ran first) and its regime table.
     ``executor=None``: the one of the notebook's ``executor`` parameter (sparsegap.runs.executors.activate)."""
-    from .two_regimes import run_two_regimes
-    st = setting(p)
-    experiment = run_two_regimes(st.data, st.model, st.train, p["sparsities"], p["seeds"], store=store,
-                                 device=device, executor=executor, progress=progress,
-                                 exclude_output=p["exclude_output"], track=st.track)
+    experiment = two_regimes.run(p, store=store, device=device, progress=progress, executor=executor)
     regimes = classify_regimes(experiment.summary(), train_gap_tol=p["train_gap_tol"], near_optimal=p["near_optimal"])
     return experiment, regimes
 
@@ -508,12 +505,11 @@ def planned_runs(p: dict) -> list:
     """Chapter 1's runs, then this chapter's (for ``bookbuild --plan``). Which settings the validation split
     chooses is known only after its runs: the plan counts the comparison with the first of each grid, which
     costs the same."""
-    from .two_regimes import planned_runs as chapter_one_runs
     picked = {"generalization": p["sparsities"][len(p["sparsities"]) // 2], "optimization": max(p["sparsities"])}
     grid = candidates(p)
     chosen = {(remedy, s): {"fields": next(f for r, _, f in grid if r == remedy)}
               for remedy in (NFR, FISHER) for s in picked.values()}
-    return [*chapter_one_runs(p), *selection_configs(p, picked).values(), *final_configs(p, picked, chosen).values()]
+    return [*two_regimes.planned_runs(p), *selection_configs(p, picked).values(), *final_configs(p, picked, chosen).values()]
 
 
 # ------------------------------------------------------------------------- the page (presentation only)

@@ -13,8 +13,12 @@ import pandas as pd
 
 from .. import params as P
 from .. import stats
+from ..config import RunConfig
+from ..runs import RunStore
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import run_two_regimes, two_regime_configs  # noqa: F401  (the chapter's procedure)
+from .procedure import (Experiment, data_config, fisher_track, model_config, run_experiment, train_config,
+                        two_regime_configs)
+from .procedure import run_two_regimes  # noqa: F401  (the procedure from configs, as the README shows it)
 
 CLAIM = ("Sol-S falls behind Sol-F at every sparsity: first in generalization only, then in optimization too; "
          "losses follow, and Sol-S predicts with higher entropy.")
@@ -217,12 +221,22 @@ def two_regimes_verdict(regimes: pd.DataFrame, table: pd.DataFrame, *, train_gap
                    seeds=tuple(seeds))
 
 
+def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
+    """Every run of the chapter keyed by (stage, sparsity, seed), from its checked parameters (``RUN_PARAMETERS``):
+    the one place they are built, for the notebook, the plan and every chapter that reads these runs."""
+    return two_regime_configs(data_config(p), model_config(p), train_config(p), p["sparsities"], p["seeds"],
+                              exclude_output=p["exclude_output"], track=fisher_track(p["fisher_every"]))
+
+
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+        executor=None) -> Experiment:
+    """Train (or load) the chapter's runs (:func:`configs`)."""
+    return run_experiment(configs(p), store, device=device, progress=progress, executor=executor)
+
+
 def planned_runs(p: dict) -> list:
     """Every run the notebook trains, from its checked parameters (for ``bookbuild --plan``)."""
-    from .procedure import data_config, model_config, train_config, two_regime_configs
-    track = [f"fisher_trace@{p['fisher_every']}"] if p["fisher_every"] else []
-    return list(two_regime_configs(data_config(p), model_config(p), train_config(p),
-                                   p["sparsities"], p["seeds"], exclude_output=p["exclude_output"], track=track).values())
+    return list(configs(p).values())
 
 
 # ---------------------------------------------------------------- presentation: the page's figure, tables, numbers
