@@ -292,11 +292,8 @@ def _declared(path: Path) -> dict:
 
 
 def _spec_of(path: Path) -> params.ParameterSpec:
-    nb = json.loads(path.read_text())
-    src = next("".join(c["source"]) for c in nb["cells"] if "PARAMETERS.check" in "".join(c["source"]))
-    module = re.search(r"from sparsegap\.studies import (\w+) as study", src).group(1)
-    import importlib
-    return importlib.import_module(f"sparsegap.studies.{module}").PARAMETERS
+    from sparsegap.studies import chapter_module
+    return chapter_module(path.stem).PARAMETERS
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

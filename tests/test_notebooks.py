@@ -69,29 +69,47 @@ def test_chapters_that_read_another_chapters_runs_share_its_parameters(a_stem, b
 def test_the_paper_parameter_files_pass_each_notebooks_checks(path):
     """The paper profile parses: its file over the notebook's defaults passes the chapter's PARAMETERS (types,
     ranges, names), and asks for downloads. (Running it needs a GPU and the datasets.)"""
-    import importlib
     import json
 
     import yaml
 
     from sparsegap import data as D
+    from sparsegap.studies import chapter_module
     cell = next(c for c in json.loads(path.read_text())["cells"]
                 if "parameters" in c.get("metadata", {}).get("tags", []))
     namespace: dict = {}
     exec("".join(cell["source"]), namespace)
     namespace.pop("__builtins__")
     namespace.update(yaml.safe_load((ROOT / "notebooks" / "params" / "paper" / f"{path.stem}.yaml").read_text()))
-    check_cell = next(c for c in json.loads(path.read_text())["cells"] if "PARAMETERS.check" in "".join(c["source"]))
-    module = "".join(check_cell["source"]).split("from sparsegap.studies import ")[1].split()[0]
-    spec = importlib.import_module(f"sparsegap.studies.{module}").PARAMETERS
+    spec = chapter_module(path.stem).PARAMETERS
     try:
         values = spec.check(namespace, show=False)
         assert values["download"] is True and D.downloads_allowed()
     finally:
         D.allow_downloads(False)
 
+
 def _code(path: Path) -> str:
     return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+
+
+def test_every_notebook_has_a_study_module_with_planned_runs():
+    """The chapter -> study-module map (sparsegap.studies.CHAPTERS, which the plan and the robustness check use):
+    every notebook has an entry, every entry imports and plans its runs, and is the module the notebook checks
+    its parameters with (and whose planned_runs its plan_only shows)."""
+    import importlib
+
+    from sparsegap.studies import CHAPTERS, chapter_module
+    assert sorted(CHAPTERS) == [p.stem for p in NOTEBOOKS]
+    for stem, name in CHAPTERS.items():
+        module = importlib.import_module(name)
+        assert callable(getattr(module, "planned_runs", None)), f"{name} has no planned_runs"
+        assert module.PARAMETERS.notebook == stem and module.PARAMETERS.module == name
+        package, short = name.rsplit(".", 1)
+        assert f"from {package} import {short} as study" in _code(ROOT / "notebooks" / f"{stem}.ipynb")
+        assert chapter_module(stem + ".ipynb") is module
+    with pytest.raises(ValueError, match="notebook='99_nothing' has no study module"):
+        chapter_module("99_nothing")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

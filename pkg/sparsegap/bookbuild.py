@@ -298,18 +298,19 @@ def _stop_on_sigterm():
 
 def notebook_parameters(notebook: Path, profile: str) -> tuple[object, dict]:
     """(the chapter's study module, its checked parameters) for ``profile``: the parameters cell's defaults with
-    the profile's file over them, checked by the chapter's ``PARAMETERS`` without starting anything."""
-    import importlib
+    the profile's file over them, checked by the chapter's ``PARAMETERS`` without starting anything. The module
+    is the notebook's entry in :data:`sparsegap.studies.CHAPTERS`."""
     import json
 
+    from .studies import chapter_module
+
+    module = chapter_module(Path(notebook).stem)
     cells = json.loads(Path(notebook).read_text())["cells"]
     source = "".join(next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
     namespace: dict = {}
     exec(source, namespace)        # the notebook's own defaults: plain assignments of literals
     namespace.pop("__builtins__", None)
     namespace.update(load_parameters(Path(notebook), profile))
-    check = "".join(next(c for c in cells if "PARAMETERS.check" in "".join(c["source"]))["source"])
-    module = importlib.import_module("sparsegap.studies." + check.split("from sparsegap.studies import ")[1].split()[0])
     return module, module.PARAMETERS.check(namespace, show=False, activate=False)
 
 
