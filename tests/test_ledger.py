@@ -361,12 +361,22 @@ def test_parameters_are_normalised_in_place():
 # ---------------------------------------------------------------- the chapter modules
 
 
-def test_old_pipeline_names_stay_importable():
-    from sparsegap import pipeline
-    from sparsegap.studies import curvature, procedure, two_regimes
-    assert pipeline.run_two_regimes is procedure.run_two_regimes
-    assert pipeline.classify_regimes is two_regimes.classify_regimes
-    assert pipeline.curvature_verdict is curvature.curvature_verdict
+def test_the_chapter_procedures_live_in_their_study_modules():
+    """What the deleted sparsegap.pipeline re-exported, from the modules that define it."""
+    from sparsegap.studies.curvature import (CURVATURE_METRICS, PAPER_TABLE_2, curvature, curvature_summary,
+                                             curvature_table, curvature_verdict, mechanism_table)
+    from sparsegap.studies.fisher_trajectory import fisher_trajectory_verdict, fisher_trend, fisher_trends
+    from sparsegap.studies.procedure import (KIND_OF_STAGE, METRICS, Experiment, check_seeds, check_sparsities,
+                                             run_two_regimes, two_regime_configs)
+    from sparsegap.studies.two_regimes import classify_regimes, two_regimes_verdict
+    assert all(callable(f) for f in (curvature, curvature_summary, curvature_table, curvature_verdict,
+                                     mechanism_table, fisher_trajectory_verdict, fisher_trend, fisher_trends,
+                                     check_seeds, check_sparsities, run_two_regimes, two_regime_configs,
+                                     classify_regimes, two_regimes_verdict, Experiment))
+    assert set(KIND_OF_STAGE) == {"Sol-D", "Sol-F", "Sol-S"} and "test_acc" in METRICS
+    assert CURVATURE_METRICS == ("fisher_trace", "hessian_trace", "jacobian_norm") and len(PAPER_TABLE_2) == 7
+    import importlib.util
+    assert importlib.util.find_spec("sparsegap.pipeline") is None
 
 
 def test_run_hashes_are_pinned():
@@ -385,6 +395,7 @@ def test_run_hashes_are_pinned():
                            [0.9], [1], min_density=0.05, track=["fisher_trace@3"])
     assert c[("Sol-D", 0.0, 1)].run_id == "dense-76b2fb4ed7609c70"
     assert c[("Sol-S", 0.9, 1)].run_id == "scratch-931160f8d7cf69d8"
+
 
 def test_the_chapters_build_the_pinned_runs_from_their_parameters():
     """The runs of test_run_hashes_are_pinned, built as the notebooks and the plan build them: from the cpu
