@@ -21,6 +21,7 @@ from scipy import stats
 
 from sparsegap.stats import ratio_interval
 from sparsegap.studies import remedies as R
+from sparsegap.studies import remedies_page as page
 from sparsegap.verdict import remedy_status
 from sparsegap.studies.procedure import two_regime_configs
 from sparsegap.studies.remedies import DISAGREE, FISHER, NFR, RANDOM, REMEDIES
@@ -621,19 +622,19 @@ def test_page_phrases_and_paper_table_quote_the_verdicts_numbers():
     chosen = {(NFR, 0.5): {"label": "λ=-0.1, 5 ep", "fields": {}, "val_acc": 0.81}}
     cost = pd.DataFrame([{"remedy": NFR, "sparsity": 0.5, "setting": "λ=-0.1, 5 ep", "run_cost": 1.84}])
     v_reg, v_sched = R.verdict_regularizer(gaps, PICKED, chosen), R.verdict_schedule(gaps, PICKED, chosen)
-    values = R.page_values(v_reg, v_sched, table, PICKED, cost)
-    assert values["nfr-status"] == R.STATUS_WORDS[v_reg.status]
+    values = page.page_values(v_reg, v_sched, table, PICKED, cost)
+    assert values["nfr-status"] == page.STATUS_WORDS[v_reg.status]
     e = v_reg.key_effect.effect
     assert values["nfr-effect"].startswith(f"{100 * e.estimate:+.2f}".replace("-", "−") + " points [95% CI ")
     assert values["nfr-cost"] == "1.8×" and values["schedule-cost"] == "–"
     assert values["gap-generalization"].startswith("+5.25 points") and "test accuracy at s = 0.5" in \
         values["gap-generalization"]
     assert values["schedule-over-random"] == "not measured"      # no random schedule in the hand-made table
-    rows = R.paper_vs_ours_rows(v_reg, v_sched, gaps, table, PICKED, cost)
+    rows = page.paper_vs_ours_rows(v_reg, v_sched, gaps, table, PICKED, cost)
     t = paper_vs_ours(rows)
     assert len(t.rows) == 5 and all("not tested" in r[1] for r in t.rows[:3])
-    assert R.effect_phrase(v_reg, words=False) in t.rows[0][2]
-    judged = R.gains_rows(gaps, judged=True)
+    assert page.effect_phrase(v_reg, words=False) in t.rows[0][2]
+    judged = page.gains_rows(gaps, judged=True)
     assert set(judged.metric) == {"test_acc", "train_acc"}
     assert (judged.metric == judged.regime.map(R.REGIME_METRIC)).all()
     assert R.Interval(0.003, -math.inf, math.inf, 1, 0.0, "paired t").points() == "+0.30 points (no interval: 1 seed)"

@@ -14,6 +14,8 @@ its generalization regime and one from its optimization regime, read from its cl
 remedies' settings are chosen on a validation split held out of the training set (one seed), never
 on the test set; the chosen settings then train with every seed of the comparison, paired with plain
 Sol-S and Sol-F of the same seed (same dense run, same mask).
+
+The page's phrases and table rows, built from these verdicts and tables, are in :mod:`.remedies_page`.
 """
 
 from __future__ import annotations
@@ -350,7 +352,7 @@ def costs(selection: dict[tuple, Run], chosen: dict) -> pd.DataFrame:
 REMEDY_MARGIN = 0.01
 
 
-def _paired_interval(r, column: str) -> Interval:
+def paired_interval(r, column: str) -> Interval:
     """The paired-t interval stored in a row of :func:`gap_closed` as ``<column>``, ``_lo`` and ``_hi``."""
     return Interval(float(r[column]), float(r[f"{column}_lo"]), float(r[f"{column}_hi"]), int(r.seeds),
                     float(max(int(r.seeds) - 1, 0)), "paired t")
@@ -369,7 +371,7 @@ def _judge(gaps: pd.DataFrame, remedy: str, picked: dict[str, float], margin: fl
             statuses[regime] = "inconclusive"
             continue
         r = r.iloc[0]
-        gain = _paired_interval(r, "gain")
+        gain = paired_interval(r, "gain")
         statuses[regime] = remedy_status(gain, margin)
         where = f"{regime} regime, s = {s:g}, {metric_words(metric)}"
         evidence.append(Evidence(f"{remedy} − plain Sol-S, {where}", gain, ".2%", outcome=gain.test(+1)))
@@ -465,7 +467,7 @@ def verdict_schedule(gaps: pd.DataFrame, picked: dict[str, float], chosen: dict,
         metric = REGIME_METRIC[regime]
         sel = gaps[(gaps.regime == regime) & (gaps.metric == metric)].set_index("remedy")
         if FISHER in sel.index and RANDOM in sel.index:
-            over = _paired_interval(sel.loc[FISHER], "over_random")
+            over = paired_interval(sel.loc[FISHER], "over_random")
             evidence.append(Evidence(f"{FISHER} − {RANDOM} of the same sizes, {regime} regime, s = {s:g}, "
                                      f"{metric_words(metric)}", over, ".2%", outcome=over.test(+1)))
             reasons.append(f"{regime} regime: the random schedule changes Sol-S by {sel.gain[RANDOM] * 100:+.2f} pts, "
@@ -510,142 +512,3 @@ def planned_runs(p: dict) -> list:
     chosen = {(remedy, s): {"fields": next(f for r, _, f in grid if r == remedy)}
               for remedy in (NFR, FISHER) for s in picked.values()}
     return [*two_regimes.planned_runs(p), *selection_configs(p, picked).values(), *final_configs(p, picked, chosen).values()]
-
-
-# ------------------------------------------------------------------------- the page (presentation only)
-
-STATUS_WORDS = {"tested: helps": "tested, it helps", "tested: hurts": "tested, it hurts",
-                "tested: no effect": f"tested, no effect (within ±{REMEDY_MARGIN * 100:g} point)",
-                "inconclusive": "inconclusive (the seeds cannot decide)"}
-
-
-def _where(e: Evidence) -> str:
-    """"optimization regime, s = 0.99, train accuracy" from an evidence line's name."""
-    return e.name.split(", ", 1)[1] if ", " in e.name else e.name
-
-
-def effect_phrase(v: Verdict, *, words: bool = True) -> str:
-    """The verdict's key effect (its first evidence line: the one that decided a helps / hurts) in words."""
-    e = v.key_effect
-    return "no run finished" if e is None else f"{e.effect.points(words=words)} ({_where(e)})"
-
-
-def over_random_phrase(v: Verdict, *, where: bool = True, words: bool = True) -> str:
-    """The Fisher schedule's gain over the random schedule, in the regime of the verdict's key effect."""
-    e = v.key_effect
-    regime = next((r for r in REGIME_METRIC if e is not None and f", {r} regime" in e.name), None)
-    over = next((x for x in v.evidence if x.name.startswith(f"{FISHER} − {RANDOM}") and regime
-                 and f", {regime} regime" in x.name), None)
-    if over is None:
-        return "not measured"
-    return over.effect.points(words=words) + (f" ({_where(over)})" if where else "")
-
-
-def gap_intervals(table: pd.DataFrame, picked: dict[str, float], level: float = 0.95) -> dict[str, Interval]:
-    """Per regime, the gap Sol-F − Sol-S on that regime's metric, paired over the comparison's seeds."""
-    out = {}
-    for regime, s in picked.items():
-        metric = REGIME_METRIC[regime]
-        w = table[table.sparsity == s].pivot_table(index="seed", columns="variant", values=metric)
-        if {"Sol-F", "Sol-S"} <= set(w.columns):
-            both = w[["Sol-F", "Sol-S"]].dropna()
-            if len(both):
-                out[regime] = stats.paired_difference(both["Sol-F"], both["Sol-S"], level)
-    return out
-
-
-def _cost_phrase(cost: pd.DataFrame, remedy: str) -> str:
-    c = cost[cost.remedy == remedy].run_cost.dropna() if len(cost) else pd.Series(dtype=float)
-    if not len(c):
-        return "–"
-    lo, hi = float(c.min()), float(c.max())
-    return f"{lo:.1f}×" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}×"
-
-
-def page_values(v_reg: Verdict, v_sched: Verdict, table: pd.DataFrame, picked: dict[str, float],
-                cost: pd.DataFrame) -> dict[str, str]:
-    """The phrases the chapter's summary and prose quote (glued by the notebook under ``12-<key>``): every number
-    is the one the verdicts use, worded by code so that it reads right whatever the sign."""
-    gaps = gap_intervals(table, picked)
-    out = {"nfr-status": STATUS_WORDS[v_reg.status], "nfr-effect": effect_phrase(v_reg),
-           "schedule-status": STATUS_WORDS[v_sched.status], "schedule-effect": effect_phrase(v_sched),
-           "schedule-over-random": over_random_phrase(v_sched, where=False),
-           "nfr-cost": _cost_phrase(cost, NFR), "schedule-cost": _cost_phrase(cost, FISHER)}
-    for regime in REGIME_METRIC:
-        s = picked.get(regime)
-        out[f"gap-{regime}"] = (f"{gaps[regime].points()} in {metric_words(REGIME_METRIC[regime])} at s = {s:g}"
-                                if regime in gaps else "not measured")
-        out[f"s-{regime}"] = f"{s:g}" if s is not None else "–"
-    return out
-
-
-def _paper_row(quantity: str, paper: str, v: Verdict | None, ours: str, note: str) -> tuple[str, str, str, str]:
-    return (quantity, paper, (f"{STATUS_WORDS[v.status]}: " if v is not None else "") + ours, note)
-
-
-def paper_vs_ours_rows(v_reg: Verdict, v_sched: Verdict, gaps: pd.DataFrame, table: pd.DataFrame,
-                       picked: dict[str, float], cost: pd.DataFrame) -> list[tuple[str, str, str, str]]:
-    """Rows for :func:`sparsegap.tables.paper_vs_ours`: what Section 4 of the paper proposes and expects (it
-    tests neither remedy and gives no number) beside what this chapter measured."""
-    rows = [
-        _paper_row("(i) negative Fisher regularization, first epochs only",
-                   "proposed (Section 4.1) to encourage memorization early and so close part of the gap; "
-                   "not tested, no number", v_reg, effect_phrase(v_reg, words=False),
-                   "λ and the duration chosen on a validation split; paired over seeds"),
-        _paper_row("(ii) Fisher data schedule (memorization, then consolidating phase)",
-                   "proposed (Section 4.2), per-sample Fisher as the proxy of hardness; expected to close part "
-                   "of the gap; not tested, no number", v_sched, effect_phrase(v_sched, words=False),
-                   "over a random schedule of the same sizes: "
-                   + over_random_phrase(v_sched, where=False, words=False)),
-    ]
-    judged = gaps[gaps.metric == gaps.regime.map(REGIME_METRIC)] if len(gaps) else gaps
-    base = []
-    for regime, s in picked.items():
-        r = judged[(judged.regime == regime) & (judged.remedy == DISAGREE)] if len(judged) else judged
-        if len(r) and r.iloc[0].seeds:
-            base.append(f"{_paired_interval(r.iloc[0], 'gain').points(words=False)} ({regime} regime, s = {s:g}, "
-                        f"{metric_words(REGIME_METRIC[regime])})")
-    rows.append(("hard samples + sparse/dense disagreement, the paper's [57]",
-                 "cited as the closest prior work; the paper warns that repeating the hardest (partly noisy) "
-                 "samples may harm; not tested, no number", "; ".join(base) or "no run finished",
-                 "baseline with the Fisher schedule's subset sizes"))
-    gi = gap_intervals(table, picked)
-    rows.append(("the gap to close, Sol-F − Sol-S",
-                 "large: a test gap at near-optimal training accuracy (generalization regime), train and test "
-                 "gaps beyond it (optimization regime); ResNet32 on CIFAR-100, read off Fig. 1, no number",
-                 "; ".join(f"{iv.points(words=False)} ({regime} regime, s = {picked[regime]:g}, "
-                           f"{metric_words(REGIME_METRIC[regime])})" for regime, iv in gi.items()) or "not measured",
-                 "the paired seeds of this comparison"))
-    rows.append(("training time of a remedy, relative to plain Sol-S", "not discussed",
-                 f"(i) {_cost_phrase(cost, NFR)}, (ii) {_cost_phrase(cost, FISHER)}",
-                 "one seed on the validation split; the penalty needs a second backward pass"))
-    return rows
-
-
-def regime_rows(regimes: pd.DataFrame, picked: dict[str, float]) -> pd.DataFrame:
-    """Chapter 1's classification with the two sparsities picked here marked (for the page's table)."""
-    mark = {s: r for r, s in picked.items()}
-    return regimes.assign(picked=regimes.sparsity.map(lambda s: f"← {mark[s]}" if s in mark else ""))
-
-
-def gains_rows(gaps: pd.DataFrame, *, judged: bool) -> pd.DataFrame:
-    """The rows of :func:`gap_closed` on each regime's own metric (``judged``) or on the other one, with the
-    intervals as text (points)."""
-    if not len(gaps):
-        return gaps.assign(gain_text=[], share_text=[], over_text=[], where=[])
-    own = gaps.metric == gaps.regime.map(REGIME_METRIC)
-    d = gaps[own if judged else ~own].copy()
-
-    def share(r) -> str:
-        if not math.isfinite(r.share):
-            return "–"
-        lo, hi = (f"{100 * v:.0f}".replace("-", "−") if math.isfinite(v) else ("−∞" if v < 0 else "∞")
-                  for v in (r.share_lo, r.share_hi))
-        return f"{100 * r.share:.0f}".replace("-", "−") + f" [{lo}, {hi}]"
-    rows = [r for _, r in d.iterrows()]
-    d["gain_text"] = [_paired_interval(r, "gain").points(words=False) if r.seeds else "–" for r in rows]
-    d["share_text"] = [share(r) for r in rows]
-    d["over_text"] = [_paired_interval(r, "over_random").points(words=False) if math.isfinite(r.over_random)
-                      else "–" for r in rows]
-    d["where"] = [f"{r.regime}, s = {r.sparsity:g}" for r in rows]
-    return d.reset_index(drop=True)
