@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from sparsegap.bookkeeping import HISTORY_KEYS
 from sparsegap.config import TrainConfig
 from sparsegap.pruning import global_magnitude_masks
-from sparsegap.train import HISTORY_KEYS, resolve_device, train
+from sparsegap.train import resolve_device, train
 
 
 def toy_data(n=96, d=10, c=3, seed=0):

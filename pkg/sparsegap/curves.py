@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .bookkeeping import HISTORY_KEYS, epoch_checkpoint, new_history, record_epoch
 from .config import CURVE_DEGREES as DEGREES, CURVE_MODES as MODES, TrainConfig
 from .metrics.basic import evaluate
 from .seeds import seed_stream
-from .train import HISTORY_KEYS, epoch_permutation, new_history, progress_enabled
+from .train import epoch_permutation, progress_enabled
 
 
 def _key(name: str) -> str:
@@ -150,13 +151,10 @@ def train_curve(curve: BezierCurve, data, cfg: TrainConfig, *, seed: int = 0, ch
         sched.step()
         mid = curve.network_at(0.5)
         tr, te = evaluate(mid, data.x_train, data.y_train), evaluate(mid, data.x_test, data.y_test)
-        for k, v in (("epoch", epoch + 1), ("lr", lr), ("train_loss", tr.loss), ("train_acc", tr.accuracy),
-                     ("train_entropy", tr.entropy), ("test_loss", te.loss), ("test_acc", te.accuracy),
-                     ("test_entropy", te.entropy), ("seconds", time.perf_counter() - t0)):
-            history[k].append(v)
+        record_epoch(history, epoch + 1, lr, tr, te, time.perf_counter() - t0)
         if on_epoch_end is not None:
-            on_epoch_end({"model": curve.state_dict(), "optimizer": opt.state_dict(), "masks": curve.masks or None,
-                          "history": history, "epoch": epoch + 1})
+            on_epoch_end(epoch_checkpoint(curve.state_dict(), opt.state_dict(), curve.masks or None, history,
+                                          epoch + 1))
     assert set(HISTORY_KEYS) <= set(history)
     return history
 

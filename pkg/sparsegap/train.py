@@ -16,7 +16,6 @@ regrows (a stale momentum buffer would move them on the next step).
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
@@ -30,15 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .bookkeeping import (diverged_after_epoch, epoch_checkpoint, has_diverged, new_history, record_divergence,
+                          record_epoch)
+# Re-exported while runs.py and two tests still import them from here; their home is bookkeeping.
+from .bookkeeping import HISTORY_KEYS, diverged_at  # noqa: F401
 from .config import TrainConfig
 from .metrics.basic import evaluate
 from .pruning import GradientMasker, Masks, apply_masks, check_masks, masks_to
 from .augment import augment_batch
 from .schedule import DataSchedule
 from .seeds import seed_stream
-
-HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "train_entropy",
-                "test_loss", "test_acc", "test_entropy", "seconds")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -150,13 +150,6 @@ def _call(callbacks: Iterable, hook: str, state: TrainState) -> None:
             fn(state)
 
 
-def diverged_at(epoch: int, step: int, loss: float) -> dict:
-    """``history["diverged"]`` of a run whose training loss became NaN or infinite: the 1-based
-    epoch and global step where it was seen, and the loss as "nan" or "inf" (JSON has neither).
-    The history's per-epoch lists then hold the ``epoch - 1`` epochs completed before it."""
-    return {"epoch": epoch, "step": step, "loss": "nan" if math.isnan(loss) else "inf"}
-
-
 def fisher_penalty(model: nn.Module, logits: torch.Tensor, masks: Masks | None = None, *,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """R(θ), the "Fisher penalty" of Jastrzębski et al. (2021): the squared norm of the minibatch gradient
@@ -177,10 +170,6 @@ def fisher_penalty(model: nn.Module, logits: torch.Tensor, masks: Masks | None =
     return total
 
 
-def new_history() -> dict:
-    return {k: [] for k in HISTORY_KEYS} | {"trace": {}}
-
-
 def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = None, seed: int = 0,
           callbacks: Iterable = (), device: str | torch.device = "auto",
           checkpoint: dict | None = None, on_epoch_end: Callable[[dict], None] | None = None,
@@ -191,7 +180,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     optimizer state, the masks, the history and the next epoch (the scheduler is fast-forwarded).
     ``on_epoch_end(ckpt)`` receives such a dict after every epoch so that the caller can store it.
     A non-finite training loss stops training at once and sets ``history["diverged"]`` (see
-    :func:`diverged_at`); no checkpoint is written for the epoch it happened in.
+    :func:`sparsegap.bookkeeping.diverged_at`); no checkpoint is written for the epoch it happened in.
 
     ``cfg.data_schedule`` other than "full" trains each epoch on the subset that
     :class:`sparsegap.schedule.DataSchedule` picks (``state.indices``; its size is logged as the trace
@@ -284,9 +273,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
                 if reg_coef:
                     loss = loss + reg_coef * fisher_penalty(model, logits, state.masks, generator=reg_gen)
             if not torch.isfinite(loss):
-                # Stop at once: a NaN or infinite loss never recovers, and later epochs would be
-                # stored as if they were a trained network.
-                history["diverged"] = diverged_at(epoch + 1, state.step + 1, loss.item())
+                record_divergence(history, epoch + 1, state.step + 1, loss.item())
                 break
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
@@ -307,27 +294,22 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             if step_callbacks:
                 state.batch, state.loss = (xb, yb), loss
                 _call(step_callbacks, "on_step_end", state)
-        if "diverged" in history:
+        if has_diverged(history):
             break
         scheduler.step()
         seconds = time.perf_counter() - t0
         tr = evaluate(model, data.x_train, data.y_train, device=device)
-        if not math.isfinite(tr.loss):   # the epoch's last step left the weights non-finite
-            history["diverged"] = diverged_at(epoch + 1, state.step, tr.loss)
+        if diverged_after_epoch(history, epoch + 1, state.step, tr.loss):
             break
         te = evaluate(model, data.x_test, data.y_test, device=device)
-        for k, v in (("epoch", epoch + 1), ("lr", lr), ("train_loss", tr.loss), ("train_acc", tr.accuracy),
-                     ("train_entropy", tr.entropy), ("test_loss", te.loss), ("test_acc", te.accuracy),
-                     ("test_entropy", te.entropy), ("seconds", seconds)):
-            history[k].append(v)
+        record_epoch(history, epoch + 1, lr, tr, te, seconds)
         state.batch = state.loss = None
         _call(callbacks, "on_epoch_end", state)
         bar.set_postfix(train=f"{tr.accuracy:.3f}", test=f"{te.accuracy:.3f}")
         if on_epoch_end is not None:
-            on_epoch_end({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "masks": state.masks, "step": state.step,
-                          **({"schedule": schedule.state_dict()} if schedule is not None else {}),
-                          **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-                          "history": history, "epoch": epoch + 1})
+            on_epoch_end(epoch_checkpoint(
+                model.state_dict(), optimizer.state_dict(), state.masks, history, epoch + 1, step=state.step,
+                schedule=schedule.state_dict() if schedule is not None else None,
+                scaler=scaler.state_dict() if scaler is not None else None))
     bar.close()
     return history
