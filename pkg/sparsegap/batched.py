@@ -22,7 +22,7 @@ trained alone by :func:`sparsegap.train.train`:
 * its own divergence, as in ``train()``: a member whose training loss becomes NaN or infinite
   stops with its weights as they were before that step, and its history gets
   ``history["diverged"] = {"epoch": <1-based epoch>, "step": <1-based global step of the
-  non-finite loss>, "loss": "nan" | "inf"}`` (:func:`sparsegap.train.diverged_at`) and no row for
+  non-finite loss>, "loss": "nan" | "inf"}`` (:func:`sparsegap.bookkeeping.diverged_at`) and no row for
   that epoch; so does a member whose end-of-epoch training loss is not finite (``"step"`` is then
   the epoch's last step). The others finish normally.
 
@@ -35,13 +35,13 @@ either way and always store the same bits (:func:`trains_batched`). The same con
 tested at 1e-5), not bitwise: ``train()``'s products sum in another order. The ``vmap`` engine is
 not batch-invariant (a LeNet-5 alone and in a batch of 2 differ in the last bits).
 
-Two engines compute the stacked forward and backward passes: ``"bmm"``, hand-written batched
-matrix products for plain MLPs (``nn.Sequential`` of Flatten, Linear and ReLU: the MLPs and
-LeNet-300-100), and ``"vmap"``, ``torch.func.functional_call`` under ``torch.func.vmap`` for
-any other architecture without buffers (LeNet-5). Measured on this machine's kind (2 cores, one
-torch thread, one epoch of 18 12-bit MLPs on ``tishby``, batch 12): 12-19x faster than one after
-another with ``bmm``, 6x with ``vmap``. BatchNorm (running statistics) and dropout (random
-masks) are refused.
+The stacked model is :mod:`sparsegap.stacked`. Two engines compute its forward and backward
+passes: ``"bmm"``, hand-written batched matrix products for plain MLPs (``nn.Sequential`` of
+Flatten, Linear and ReLU: the MLPs and LeNet-300-100), and ``"vmap"``, ``torch.func.functional_call``
+under ``torch.func.vmap`` for any other architecture without buffers (LeNet-5). Measured on this
+machine's kind (2 cores, one torch thread, one epoch of 18 12-bit MLPs on ``tishby``, batch 12):
+12-19x faster than one after another with ``bmm``, 6x with ``vmap``. BatchNorm (running
+statistics) and dropout (random masks) are refused.
 
 Whether batching pays is :func:`should_batch`'s call; see :data:`BATCH_MAX_MACS` for the rule
 and the measurements behind it.
@@ -49,7 +49,6 @@ and the measurements behind it.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import random
@@ -59,20 +58,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .bookkeeping import (diverged_after_epoch, epoch_checkpoint, has_diverged, new_history, record_divergence,
+                          record_epoch)
 from .config import TrainConfig
-from .metrics.basic import Evaluation, prediction_entropy
 from .pruning import Masks, apply_masks, check_masks, masks_key, masks_to
-from .train import (TrainState, diverged_at, epoch_permutation, make_optimizer, make_scheduler, new_history,
-                    progress_enabled, resolve_device)
+# ENGINES, check_batchable and engine_for live in stacked; importable from here as before.
+from .stacked import ENGINES, BmmEngine, Stack, VmapEngine, activation_size, check_batchable, engine_for, mlp_ops
+from .train import TrainState, epoch_permutation, make_optimizer, make_scheduler, progress_enabled, resolve_device
 
 __all__ = ["ENGINES", "BATCH_MAX_MACS", "BATCH_MAX_PARAMS", "check_batchable", "check_compatible", "engine_for",
            "forward_macs", "should_batch", "train_batched", "trains_batched"]
 
-ENGINES = ("auto", "bmm", "vmap")
 
 # Batching pays while a member's training step is dominated by PyTorch's per-call overhead, and
 # while the stacked weights of all members stay small enough for the caches: the stacked update,
@@ -98,7 +97,6 @@ ENGINES = ("auto", "bmm", "vmap")
 # hand-written backward of the bmm engine and the batched evaluation are what make it pay.)
 BATCH_MAX_MACS = {"bmm": 48_000_000, "vmap": 3_500_000}
 BATCH_MAX_PARAMS = 300_000
-_EVAL_ELEMENTS = 1 << 22  # batched evaluation: at most this many activations (16 MB) per layer output
 
 
 # ----------------------------------------------------------------------------- checks
@@ -139,66 +137,7 @@ def check_compatible(cfgs: Sequence[TrainConfig]) -> None:
                                  f"cfgs[0].{f.name}={first!r}, cfgs[{i}].{f.name}={getattr(c, f.name)!r}")
 
 
-def check_batchable(models: Sequence[nn.Module]) -> None:
-    """Same architecture, no buffers (BatchNorm statistics) and no dropout, else a ValueError."""
-    if not models:
-        raise ValueError("train_batched needs at least one model, got none")
-    for i, m in enumerate(models):
-        if not isinstance(m, nn.Module):
-            raise TypeError(f"models[{i}] must be an nn.Module, got {type(m).__name__}")
-    first = models[0]
-    for name, mod in first.named_modules():
-        if isinstance(mod, nn.modules.batchnorm._NormBase) or any(True for _ in mod.buffers(recurse=False)):
-            raise ValueError(f"models with BatchNorm or other buffers cannot be trained as one batched model "
-                             f"(module {name or '<root>'} is a {type(mod).__name__}); train them one by one "
-                             "with sparsegap.train.train")
-        if isinstance(mod, nn.modules.dropout._DropoutNd):
-            raise ValueError(f"models with dropout cannot be trained as one batched model (module {name} is a "
-                             f"{type(mod).__name__}); train them one by one with sparsegap.train.train")
-    arch = repr(first)
-    shapes = [(n, tuple(p.shape), p.dtype) for n, p in first.named_parameters()]
-    for i, m in enumerate(models[1:], start=1):
-        if repr(m) != arch or [(n, tuple(p.shape), p.dtype) for n, p in m.named_parameters()] != shapes:
-            raise ValueError(f"models[{i}] has another architecture than models[0]; a batch needs one "
-                             f"architecture:\n{m}\nvs\n{first}")
-    owner: dict[int, int] = {}
-    for i, m in enumerate(models):
-        for p in m.parameters():
-            j = owner.setdefault(id(p), i)
-            if j != i:
-                raise ValueError(f"models[{i}] shares parameters with models[{j}]; pass one model object per member")
-
-
 # ----------------------------------------------------------------------------- cost and policy
-
-def _mlp_ops(model: nn.Module) -> list[tuple] | None:
-    """The layers of a plain MLP (Sequential of Flatten/Linear/ReLU) for the bmm engine, else None."""
-    if not isinstance(model, nn.Sequential):
-        return None
-    ops: list[tuple] = []
-    for name, m in model.named_children():
-        if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1 and not ops:
-            ops.append(("flatten",))
-        elif isinstance(m, nn.Linear):
-            ops.append(("linear", f"{name}.weight", f"{name}.bias" if m.bias is not None else None))
-        elif isinstance(m, nn.ReLU):
-            ops.append(("relu",))
-        else:
-            return None
-    return ops if any(op[0] == "linear" for op in ops) else None
-
-
-def engine_for(model: nn.Module, engine: str = "auto") -> str:
-    """``bmm`` for plain MLPs, ``vmap`` for everything else (or the engine asked for, if it applies)."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "auto":
-        return "bmm" if _mlp_ops(model) is not None else "vmap"
-    if engine == "bmm" and _mlp_ops(model) is None:
-        raise ValueError("engine='bmm' needs a plain MLP (nn.Sequential of Flatten, Linear and ReLU); "
-                         "use engine='vmap' or 'auto'")
-    return engine
-
 
 def _infer_input_shape(model: nn.Module) -> tuple[int, ...]:
     for m in model.modules():
@@ -279,235 +218,6 @@ def trains_batched(model: nn.Module, batch_size: int, *, input_shape: tuple[int,
     if engine_for(model) != "bmm" or sum(p.numel() for p in model.parameters()) > BATCH_MAX_PARAMS:
         return False
     return forward_macs(model, batch_size, input_shape) <= BATCH_MAX_MACS["bmm"]
-
-
-# ----------------------------------------------------------------------------- the stacked model
-
-class _Stack:
-    """The active members' parameters, momentum buffers, masks and learning rates, stacked on dim 0.
-
-    While a stack exists, each member's ``nn.Parameter`` objects point at their row of the stacked
-    tensors (``p.data = P[k][row]``), so the member modules always show the current weights;
-    :meth:`release` gives every member its own copy again.
-    """
-
-    def __init__(self, members: list[int], params_of: list[dict], bufs: list[dict | None], masks: list,
-                 names: list[str], engine):
-        self.members = members
-        self.names = names
-        self.params_of = params_of
-        self.engine = engine
-        self.P = [torch.stack([params_of[i][n].detach() for i in members]).requires_grad_(engine.autograd)
-                  for n in names]
-        has_buf = [bufs[i] is not None for i in members]
-        if any(has_buf) and not all(has_buf):  # members share an epoch, hence a step count
-            raise RuntimeError("members of one stack must all have momentum buffers or none")
-        self.B = [torch.stack([bufs[i][n] for i in members]) for n in names] if all(has_buf) else None
-        self.set_masks(masks)
-        self.neg_lr = torch.zeros(len(members), dtype=self.P[0].dtype, device=self.P[0].device)
-        self._lr_views = [self.neg_lr.view(-1, *[1] * (p.dim() - 1)) for p in self.P]
-        self.bind()
-
-    def set_masks(self, masks: list) -> None:
-        """Stacked float masks for every parameter some member masks (ones for the unmasked members)."""
-        masked = {n for i in self.members if masks[i] for n in masks[i]}
-        self.masked, self.M = [], []
-        for k, (n, p) in enumerate(zip(self.names, self.P)):
-            if n in masked:
-                rows = [masks[i][n] if masks[i] and n in masks[i] else torch.ones(p.shape[1:], dtype=torch.bool)
-                        for i in self.members]
-                self.masked.append(k)
-                self.M.append(torch.stack([r.to(p.device) for r in rows]).to(p.dtype))
-
-    def bind(self) -> None:
-        for row, i in enumerate(self.members):
-            for n, P in zip(self.names, self.P):
-                self.params_of[i][n].data = P.detach()[row]
-
-    def release(self, bufs: list) -> None:
-        """Give every member its own weights and momentum buffers back."""
-        for row, i in enumerate(self.members):
-            for n, P in zip(self.names, self.P):
-                self.params_of[i][n].data = P.detach()[row].clone()
-            bufs[i] = None if self.B is None else {n: B[row].clone() for n, B in zip(self.names, self.B)}
-
-    def row_bufs(self, row: int) -> dict | None:
-        return None if self.B is None else {n: B[row] for n, B in zip(self.names, self.B)}
-
-    def set_lrs(self, lrs: list[float]) -> None:
-        self.neg_lr.copy_(-torch.tensor(lrs, dtype=torch.float64))
-
-    def losses(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """Each member's mean cross-entropy on its own batch, shape (members,); :meth:`sgd_step` follows."""
-        return self.engine.losses(self.P, xb, yb)
-
-    @torch.no_grad()
-    def sgd_step(self, momentum: float, weight_decay: float) -> None:
-        """torch.optim.SGD's update (dampening 0, no Nesterov), one learning rate per member.
-
-        The gradient is masked first, so a pruned weight (0, gradient 0) gets no weight decay
-        and a momentum buffer that stays 0: it stays exactly 0, as in train().
-        """
-        grads = self.engine.grads(self.P)
-        if self.masked:
-            torch._foreach_mul_([grads[k] for k in self.masked], self.M)
-        if weight_decay != 0:
-            grads = torch._foreach_add(grads, self.P, alpha=weight_decay)
-        if momentum != 0:
-            if self.B is None:  # the first step: the buffer is the gradient
-                self.B = [g.clone() for g in grads]
-            else:
-                torch._foreach_mul_(self.B, momentum)
-                torch._foreach_add_(self.B, grads)
-            grads = self.B
-        torch._foreach_addcmul_(self.P, grads, self._lr_views)
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                 activation_size: int) -> list[Evaluation]:
-        """:func:`sparsegap.metrics.basic.evaluate` for every member (same numbers to float precision).
-
-        Member by member, in chunks sized by the model alone (no activation tensor exceeds
-        ``_EVAL_ELEMENTS``; ``activation_size``: the largest layer output of one sample): a member's
-        numbers are then computed by the same operations on the same shapes whatever the batch it is
-        in, so they are bitwise those it gets alone. (One product broadcast over the whole stack gave
-        the same bits here too, but as one matrix of ``members x outputs`` rows, whose kernel BLAS
-        may choose by its size.)
-        """
-        chunk = max(1, min(1024, _EVAL_ELEMENTS // activation_size))
-        y = y.cpu()
-        out = []
-        for row in range(len(self.members)):
-            lg = torch.cat([self.engine.logits_member(self.P, row, x[i: i + chunk].to(device)).float().cpu()
-                            for i in range(0, len(x), chunk)])
-            yr = y[row] if y.dim() == 2 else y      # labels per member (rows of the active members)
-            out.append(Evaluation(loss=float(F.cross_entropy(lg, yr)),
-                                  accuracy=float((lg.argmax(1) == yr).float().mean()),
-                                  entropy=float(prediction_entropy(lg).mean())))
-        return out
-
-
-@torch.no_grad()
-def _activation_size(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """The largest output (elements) of any layer for one sample, the input included."""
-    sizes = [math.prod(input_shape)]
-    handles = [m.register_forward_hook(lambda mod, inp, out: sizes.append(out.numel()))
-               for m in model.modules() if not list(m.children())]
-    try:
-        p = next(model.parameters())
-        model(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
-    finally:
-        for h in handles:
-            h.remove()
-    return max(sizes)
-
-
-def _member_losses(logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    m, b = yb.shape
-    return F.cross_entropy(logits.reshape(m * b, -1), yb.reshape(-1), reduction="none").view(m, b).mean(1)
-
-
-class _BmmEngine:
-    """Plain MLPs with stacked weights: batched matrix products forward, and a hand-written backward.
-
-    Autograd's bookkeeping costs more than the arithmetic of these tiny layers; writing the
-    backward out (dW = dZᵀA, db = Σ dZ, dA = dZ W, ReLU' from its output, softmax - onehot for the
-    cross-entropy) makes an epoch of the 12-bit sweep about 2x faster than autograd on the same
-    stacked products.
-    """
-
-    autograd = False
-
-    def __init__(self, model: nn.Module, names: list[str]):
-        index = {n: k for k, n in enumerate(names)}
-        self.ops = [(op[0], index[op[1]], None if op[2] is None else index[op[2]]) if op[0] == "linear" else op
-                    for op in _mlp_ops(model)]
-        self.first_linear = next(k for k, op in enumerate(self.ops) if op[0] == "linear")
-        self._saved: list = []
-
-    @torch.no_grad()
-    def losses(self, P, xb, yb):
-        h, saved = xb, []
-        for op in self.ops:
-            if op[0] == "flatten":
-                saved.append(h.shape)
-                h = h.flatten(2)
-            elif op[0] == "relu":
-                h = torch.relu(h)
-                saved.append(h)
-            else:
-                saved.append(h)
-                W, b = P[op[1]], (P[op[2]] if op[2] is not None else None)
-                Wt = W.transpose(1, 2)
-                h = torch.bmm(h, Wt) if b is None else torch.baddbmm(b.unsqueeze(1), h, Wt)
-        logp = torch.log_softmax(h, -1)
-        self._saved, self._logp, self._y = saved, logp, yb
-        return -logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1).mean(1)
-
-    @torch.no_grad()
-    def grads(self, P):
-        logp, yb, saved = self._logp, self._y, self._saved
-        grads: list = [None] * len(P)
-        g = logp.exp()  # d(mean nll)/d logits = (softmax - onehot) / batch
-        g.scatter_add_(-1, yb.unsqueeze(-1), torch.full(yb.shape + (1,), -1.0, dtype=g.dtype, device=g.device))
-        g.mul_(1.0 / yb.shape[1])
-        for k in range(len(self.ops) - 1, self.first_linear - 1, -1):  # nothing before needs a gradient
-            op, s = self.ops[k], saved[k]
-            if op[0] == "flatten":
-                g = g.reshape(s)
-            elif op[0] == "relu":
-                g = torch.ops.aten.threshold_backward(g, s, 0)
-            else:
-                grads[op[1]] = torch.bmm(g.transpose(1, 2), s)
-                if op[2] is not None:
-                    grads[op[2]] = g.sum(1)
-                if k > self.first_linear:
-                    g = torch.bmm(g, P[op[1]])
-        self._saved = self._logp = self._y = None
-        return grads
-
-    @torch.no_grad()
-    def logits_member(self, P, row: int, x):
-        """Logits of member ``row`` (its row of the stacked weights) for the inputs ``x``: shape (len(x), classes)."""
-        h = x
-        for op in self.ops:
-            if op[0] == "flatten":
-                h = h.flatten(1)
-            elif op[0] == "relu":
-                h = torch.relu(h)
-            else:
-                h = F.linear(h, P[op[1]][row], None if op[2] is None else P[op[2]][row])
-        return h
-
-
-class _VmapEngine:
-    """Any buffer-free model: ``torch.func.functional_call`` under ``vmap``, gradients by autograd."""
-
-    autograd = True
-
-    def __init__(self, model: nn.Module, names: list[str]):
-        from torch.func import functional_call, vmap
-        base = copy.deepcopy(model).to("meta")
-
-        def f(params, x):
-            return functional_call(base, dict(zip(names, params)), (x,))
-
-        self._f, self._per_member = f, vmap(f, in_dims=(0, 0))
-        self._loss = None
-
-    def losses(self, P, xb, yb):
-        losses = _member_losses(self._per_member(tuple(P), xb), yb)
-        self._loss = losses.sum()  # each member's gradient is that of its own loss
-        return losses.detach()
-
-    def grads(self, P):
-        grads = list(torch.autograd.grad(self._loss, P))
-        self._loss = None
-        return grads
-
-    @torch.no_grad()
-    def logits_member(self, P, row: int, x):
-        return self._f(tuple(p[row] for p in P), x)
 
 
 # ----------------------------------------------------------------------------- per-member bookkeeping
@@ -604,8 +314,8 @@ class _Member:
         self.sync_optimizer(epoch, bufs)
         opt = self.optimizer.state_dict()
         opt["state"] = {k: {name: v.detach().clone() for name, v in st.items()} for k, st in opt["state"].items()}
-        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": opt, "masks": self.state.masks, "history": self.state.history, "epoch": epoch}
+        return epoch_checkpoint({k: v.detach().clone() for k, v in self.model.state_dict().items()}, opt,
+                                self.state.masks, self.state.history, epoch)
 
 
 # ----------------------------------------------------------------------------- training
@@ -688,7 +398,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
             model.load_state_dict(ckpt["model"])
             member_masks = masks_to(ckpt.get("masks"), device)
             mem.state.history, mem.start_epoch = ckpt["history"], ckpt["epoch"]
-            if "diverged" in mem.state.history:
+            if has_diverged(mem.state.history):
                 mem.diverged = True
             names = [n for n, _ in model.named_parameters()]
             saved = ckpt["optimizer"]["state"]
@@ -703,14 +413,14 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
     names = [n for n, _ in models[0].named_parameters()]
     params_of = [dict(m.named_parameters()) for m in models]
     x_shape = tuple(data.x_train.shape[1:])
-    if engine == "bmm" and len(x_shape) > 1 and _mlp_ops(models[0])[0][0] != "flatten":
+    if engine == "bmm" and len(x_shape) > 1 and mlp_ops(models[0])[0][0] != "flatten":
         raise ValueError(f"engine='bmm' needs 1-D samples or a model that starts with nn.Flatten; samples "
                          f"have shape {x_shape}; use engine='vmap'")
-    stack_engine = (_BmmEngine if engine == "bmm" else _VmapEngine)(models[0], names)
+    stack_engine = (BmmEngine if engine == "bmm" else VmapEngine)(models[0], names)
 
     x_train = data.x_train.to(device)
     labels = torch.stack([d.y_train for d in datas]).to(device)   # members x samples
-    activation_size = _activation_size(models[0], tuple(x_train.shape[1:]))
+    largest_activation = activation_size(models[0], tuple(x_train.shape[1:]))
     n, bs = len(x_train), cfg.batch_size
     steps_per_epoch = -(-n // bs)
     for mem in members:
@@ -718,10 +428,10 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
         mem.state.steps_per_epoch = steps_per_epoch
         mem.call("on_train_begin", mem.start_epoch, bufs[mem.i])
 
-    def build(active: list[int]) -> _Stack:
-        return _Stack(active, params_of, bufs, [m.state.masks for m in members], names, stack_engine)
+    def build(active: list[int]) -> Stack:
+        return Stack(active, params_of, bufs, [m.state.masks for m in members], names, stack_engine)
 
-    stack: _Stack | None = None
+    stack: Stack | None = None
     first = min(m.start_epoch for m in members)
     bar = tqdm(range(first, cfg.epochs), desc=desc, initial=first, total=cfg.epochs,
                disable=not progress_enabled(progress), leave=False)
@@ -752,8 +462,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
                     for row in (~finite).nonzero().flatten().tolist():
                         mem = members[stack.members[row]]
                         mem.diverged = True
-                        mem.state.history["diverged"] = diverged_at(epoch + 1, mem.state.step + 1,
-                                                                    float(losses[row]))
+                        record_divergence(mem.state.history, epoch + 1, mem.state.step + 1, float(losses[row]))
                     stack.release(bufs)
                     active = [i for i in stack.members if not members[i].diverged]
                     stack = build(active) if active else None
@@ -781,19 +490,15 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
             if stack is None:
                 continue
             seconds = (time.perf_counter() - t0) / len(stack.members)
-            trs = stack.evaluate(data.x_train, labels[stack.members], device, activation_size)
-            tes = stack.evaluate(data.x_test, data.y_test, device, activation_size)
+            trs = stack.evaluate(data.x_train, labels[stack.members], device, largest_activation)
+            tes = stack.evaluate(data.x_test, data.y_test, device, largest_activation)
             for row, i in enumerate(stack.members):
                 mem, tr, te = members[i], trs[row], tes[row]
                 history = mem.state.history
-                if not math.isfinite(tr.loss):  # the epoch's last step left the weights non-finite
+                if diverged_after_epoch(history, epoch + 1, mem.state.step, tr.loss):
                     mem.diverged = True
-                    history["diverged"] = diverged_at(epoch + 1, mem.state.step, tr.loss)
                     continue
-                for k, v in (("epoch", epoch + 1), ("lr", mem.lrs[epoch]), ("train_loss", tr.loss),
-                             ("train_acc", tr.accuracy), ("train_entropy", tr.entropy), ("test_loss", te.loss),
-                             ("test_acc", te.accuracy), ("test_entropy", te.entropy), ("seconds", seconds)):
-                    history[k].append(v)
+                record_epoch(history, epoch + 1, mem.lrs[epoch], tr, te, seconds)
                 mem.call("on_epoch_end", epoch + 1, stack.row_bufs(row))  # lr after the scheduler step
                 if on_epoch_end[i] is not None:
                     on_epoch_end[i](mem.checkpoint(stack.row_bufs(row), epoch + 1))

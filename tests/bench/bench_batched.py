@@ -188,7 +188,7 @@ def _broadcast_evaluation(P, ops, x, chunk: int):
 
 
 def bench_determinism(n_members: int, reps: int = 2) -> None:
-    from sparsegap.batched import _BmmEngine, _activation_size, _Stack
+    from sparsegap.stacked import BmmEngine as _BmmEngine, Stack as _Stack, activation_size as _activation_size
     try:
         data = load_data(DataConfig("fashion-mnist", train_size=4000))
     except Exception:
