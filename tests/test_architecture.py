@@ -59,3 +59,17 @@ def test_every_run_kind_has_one_recipe():
     assert tuple(RECIPES) == RUN_KINDS
     assert {k for k, r in RECIPES.items() if r.updater is not None} == set(UPDATER_KINDS)
     assert [k for k, r in RECIPES.items() if r.curve] == ["curve"]
+
+
+def test_every_module_has_a_layer():
+    """A new module must take its place in the layers, or the contract would not see it."""
+    import pkgutil
+    import tomllib
+
+    import sparsegap
+    contracts = tomllib.loads((PKG / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in contracts if c["id"] == "layers")["layers"]
+    listed = {name.strip() for layer in layers for name in layer.replace("|", ":").split(":")}
+    modules = {m.name for m in pkgutil.iter_modules(sparsegap.__path__)}
+    assert modules - listed == set(), f"modules in no layer of pkg/pyproject.toml: {sorted(modules - listed)}"
+    assert listed - modules == set(), f"layers name modules that do not exist: {sorted(listed - modules)}"

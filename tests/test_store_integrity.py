@@ -18,7 +18,8 @@ import sparsegap.runs.job as runs_mod
 from sparsegap.runs.atomic import sha256
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore, get_or_train
-from sparsegap.train import diverged_at, train
+from sparsegap.bookkeeping import diverged_at
+from sparsegap.train import train
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from sparsegap.metrics import FisherTraceCallback, evaluate, fisher_trace, predi
 from sparsegap.models import build_model
 from sparsegap.runs import RunStore, run_all
 from sparsegap.trackers import TrackerSpec, check_trackers, make_trackers, parse_tracker
-from sparsegap.train import TrainState, new_history, train
+from sparsegap.bookkeeping import new_history
+from sparsegap.train import TrainState, train
 
 CFG = TrainConfig(epochs=2, batch_size=32, lr=0.05, momentum=0.9, weight_decay=0.0)
 

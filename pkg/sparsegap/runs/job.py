@@ -23,7 +23,8 @@ from ..batched import engine_for, train_batched
 from ..config import RunConfig
 from ..pruning import Masks, prunable_parameters
 from ..trackers import make_trackers
-from ..train import HISTORY_KEYS, train
+from ..bookkeeping import HISTORY_KEYS
+from ..train import train
 from .atomic import atomic_save, atomic_write_text, to_cpu
 from .lock import RunLock
 from .materials import build_model_for, load_data, own_random_state
