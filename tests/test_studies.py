@@ -248,24 +248,27 @@ def test_curvature_is_measured_on_a_seeded_subset_or_everything():
 # chapter -> (the functions its notebook calls to train, in order)
 RUN_FUNCTIONS = {"01_two_regimes": ("run",), "02_fisher_trajectory": ("run", "run_unit_init"),
                  "03_curvature": ("run",), "04_memorization": ("run",), "05_paths_and_cosines": ("run_paths",),
-                 "06_gradient_snr": ("run_snr",), "09_difficulty_of_sparse_training": ("run",)}
+                 "06_gradient_snr": ("run_snr",), "09_difficulty_of_sparse_training": ("run",),
+                 "10_gradient_flow": ("run_flow",), "11_energy_landscape": ("run_energy",)}
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 @pytest.mark.parametrize("notebook", sorted(RUN_FUNCTIONS))
 def test_a_chapter_trains_exactly_the_runs_the_plan_counts(notebook, profile, monkeypatch):
     """What the study's run functions hand to run_all (what the notebook trains) is planned_runs, in order:
-    the plan and the notebook build the run configs in one place. Nothing trains here."""
+    the plan and the notebook build the run configs in one place; they train on the notebook's executor
+    parameter. Nothing trains here."""
     from pathlib import Path
 
     from sparsegap import bookbuild
-    from sparsegap.studies import difficulty, fisher_trajectory, procedure
-    trained = []
+    from sparsegap.studies import difficulty, energy, fisher_trajectory, gradient_flow, procedure
+    trained, executors = [], []
 
-    def run_all(configs, store=None, **kwargs):
+    def run_all(configs, store=None, *, executor=None, **kwargs):
         trained.extend(configs)
+        executors.append(executor)
         return [None] * len(configs)
-    for module in (procedure, fisher_trajectory, difficulty):
+    for module in (procedure, fisher_trajectory, difficulty, gradient_flow, energy):
         monkeypatch.setattr(module, "run_all", run_all)
     nb = Path(__file__).resolve().parents[1] / "notebooks" / f"{notebook}.ipynb"
     study, p = bookbuild.notebook_parameters(nb, profile)
@@ -273,6 +276,7 @@ def test_a_chapter_trains_exactly_the_runs_the_plan_counts(notebook, profile, mo
         getattr(study, name)(p, store=None, device="cpu")
     assert [c.run_id for c in trained] == [c.run_id for c in study.planned_runs(p)]
     assert trained, "the chapter trains nothing"
+    assert executors and all(e == p["executor"] for e in executors)
 
 
 def test_fisher_track_is_the_one_spelling_of_the_tracker():

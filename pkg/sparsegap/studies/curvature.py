@@ -16,7 +16,7 @@ from ..runs import Run, RunStore
 from ..verdict import Evidence, Verdict, detectable_line, status_of
 from . import two_regimes
 from .fisher_trajectory import DROP_THRESHOLD
-from .procedure import Experiment, run_experiment
+from .procedure import Experiment, executor_of, run_experiment
 from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS, paired_by_sparsity, sparsity_list, per_sparsity_line, sweep_effect
 
 CLAIM = ("At the same sparsity Sol-S has a larger Fisher trace, Hessian trace and Jacobian norm than Sol-F "
@@ -225,9 +225,10 @@ def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
     return two_regimes.configs(p)
 
 
-def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+        executor=None) -> Experiment:
     """Train (or load) the networks the chapter measures (:func:`configs`)."""
-    return run_experiment(configs(p), store, device=device, progress=progress)
+    return run_experiment(configs(p), store, device=device, progress=progress, executor=executor_of(p, executor))
 
 
 def planned_runs(p: dict) -> list:

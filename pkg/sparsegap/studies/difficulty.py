@@ -27,7 +27,7 @@ from ..runs import RunStore, run_all
 from .. import stats
 from ..stats import Interval
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import check_seeds, check_sparsities, data_config, model_config, train_config
+from .procedure import check_seeds, check_sparsities, data_config, executor_of, model_config, train_config
 
 SOLUTIONS = ("P-S", "L-S", "S-S", "sparse-init dense")
 KIND = {"L-S": "lottery", "S-S": "scratch", "sparse-init dense": "zeroinit"}
@@ -139,8 +139,8 @@ class Results:
 
 
 def run_solutions(configs: dict, *, store: RunStore | None = None, device: str = "auto",
-                  progress: bool = True) -> Results:
-    runs = run_all(list(configs.values()), store, device=device, progress=progress)
+                  progress: bool = True, executor=None) -> Results:
+    runs = run_all(list(configs.values()), store, device=device, progress=progress, executor=executor)
     return Results(dict(zip(configs.keys(), runs)))
 
 
@@ -154,12 +154,13 @@ def configs(p: dict) -> tuple[dict, dict]:
     return sols, zero
 
 
-def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True
-        ) -> tuple[Results, Results]:
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+        executor=None) -> tuple[Results, Results]:
     """Train (or load) the solutions, then the zeroed-init runs (:func:`configs`)."""
     sols, zero = configs(p)
-    return (run_solutions(sols, store=store, device=device, progress=progress),
-            run_solutions(zero, store=store, device=device, progress=progress))
+    executor = executor_of(p, executor)
+    return (run_solutions(sols, store=store, device=device, progress=progress, executor=executor),
+            run_solutions(zero, store=store, device=device, progress=progress, executor=executor))
 
 
 # ------------------------------------------------------------------------------------- verdicts

@@ -23,6 +23,7 @@ from .. import stats
 from ..stats import Interval
 from ..verdict import Evidence, Verdict, detectable_line, status_of
 from .difficulty import RUN_PARAMETERS, detect_phrase, settings, solution_configs
+from .procedure import executor_of
 from .redense import monotone
 
 STARTS = {"dense init": "P-S init", "dense init on the mask": "L-S init", "random sparse init": "S-S init"}
@@ -58,9 +59,11 @@ def configs(p: dict) -> tuple[dict, dict]:
     return sols, curves
 
 
-def run_energy(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True):
+def run_energy(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+               executor=None):
     sols, curves = configs(p)
-    runs = run_all([*sols.values(), *curves.values()], store, device=device, progress=progress)
+    runs = run_all([*sols.values(), *curves.values()], store, device=device, progress=progress,
+                   executor=executor_of(p, executor))
     return dict(zip(sols, runs[:len(sols)])), dict(zip(curves, runs[len(sols):]))
 
 

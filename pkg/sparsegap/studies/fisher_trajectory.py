@@ -16,7 +16,7 @@ from .. import stats
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..runs import Run, RunStore, run_all
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import Experiment, fisher_track, run_experiment, two_regime_configs
+from .procedure import Experiment, executor_of, fisher_track, run_experiment, two_regime_configs
 from .two_regimes import REGIME_PARAMETERS
 
 CLAIM = ("Tr(F) of Sol-S rises then falls but ends above Sol-D's in the generalization regime, "
@@ -238,17 +238,19 @@ def unit_init_configs(configs: dict[tuple[str, float, int], RunConfig], sparsiti
             for (stage, s, seed), cfg in configs.items() if stage == "Sol-S" and s in set(sparsities)}
 
 
-def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+        executor=None) -> Experiment:
     """Train (or load) the chapter's Fig. 2 runs (:func:`configs`)."""
-    return run_experiment(configs(p), store, device=device, progress=progress)
+    return run_experiment(configs(p), store, device=device, progress=progress, executor=executor_of(p, executor))
 
 
-def run_unit_init(p: dict, *, store: RunStore | None = None, device: str = "auto",
-                  progress: bool = True) -> dict[tuple[float, int], Run]:
+def run_unit_init(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+                  executor=None) -> dict[tuple[float, int], Run]:
     """Train (or load) the unit-init Sol-S at ``unit_init_sparsities`` (:func:`unit_init_configs`), keyed
     (sparsity, seed); none when it is empty."""
     unit = unit_init_configs(configs(p), p["unit_init_sparsities"])
-    return dict(zip(unit, run_all(list(unit.values()), store, device=device, progress=progress)))
+    return dict(zip(unit, run_all(list(unit.values()), store, device=device, progress=progress,
+                                  executor=executor_of(p, executor))))
 
 
 def unit_init_table(experiment: Experiment, unit_runs: dict) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from ..runs import RunStore, load_data, run_all
 from .. import stats
 from ..verdict import Evidence, Verdict, detectable_line, status_of
 from .difficulty import RUN_PARAMETERS, Results, _gap, detect_phrase, settings, solution_configs
+from .procedure import executor_of
 
 PARAMETERS = P.ParameterSpec(
     "10_gradient_flow",
@@ -55,11 +56,13 @@ def flow_configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
     return out
 
 
-def run_flow(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Results:
+def run_flow(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+             executor=None) -> Results:
     if "grad_norm@1" not in p["track"] and not any(t.startswith("grad_norm") for t in p["track"]):
         raise ValueError(f"track must record the gradient norm (e.g. 'grad_norm@1') for this chapter, got {p['track']!r}")
     cfgs = flow_configs(p)
-    return Results(dict(zip(cfgs.keys(), run_all(list(cfgs.values()), store, device=device, progress=progress))))
+    runs = run_all(list(cfgs.values()), store, device=device, progress=progress, executor=executor_of(p, executor))
+    return Results(dict(zip(cfgs.keys(), runs)))
 
 
 def grad_norms(res: Results) -> pd.DataFrame:

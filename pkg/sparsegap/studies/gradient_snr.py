@@ -19,7 +19,8 @@ from .. import stats
 from ..config import RunConfig
 from ..runs import RunStore
 from ..verdict import Evidence, Verdict, detectable_line, mean_ci, status_of
-from .procedure import Experiment, data_config, model_config, run_experiment, train_config, two_regime_configs
+from .procedure import (Experiment, data_config, executor_of, model_config, run_experiment, train_config,
+                        two_regime_configs)
 
 TRACK = ("grad_snr@1",)
 TERMS = {"snr": "grad_snr", "mean": "grad_snr_mean", "std": "grad_snr_std"}
@@ -41,8 +42,9 @@ def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
                               track=TRACK, exclude_output=p["exclude_output"])
 
 
-def run_snr(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
-    return run_experiment(configs(p), store, device=device, progress=progress)
+def run_snr(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+            executor=None) -> Experiment:
+    return run_experiment(configs(p), store, device=device, progress=progress, executor=executor_of(p, executor))
 
 
 def snr_table(experiment: Experiment) -> pd.DataFrame:

@@ -20,7 +20,8 @@ from ..memorization import first_epoch_reaching, memorization_table, memorized_s
 from ..runs import RunStore
 from ..stats import Interval
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import Experiment, data_config, model_config, run_experiment, train_config, two_regime_configs
+from .procedure import (Experiment, data_config, executor_of, model_config, run_experiment, train_config,
+                        two_regime_configs)
 from .two_regimes import RUN_PARAMETERS
 
 STAGES = ("Sol-D", "Sol-F", "Sol-S")
@@ -68,9 +69,10 @@ def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
                               track=trackers(p["fisher_every"], p["predictions_every"]))
 
 
-def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
+def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+        executor=None) -> Experiment:
     """Train (or load) the chapter's runs (:func:`configs`)."""
-    return run_experiment(configs(p), store, device=device, progress=progress)
+    return run_experiment(configs(p), store, device=device, progress=progress, executor=executor_of(p, executor))
 
 
 def trained_seeds(experiment: Experiment) -> list[int]:

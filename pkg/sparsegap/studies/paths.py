@@ -28,7 +28,7 @@ from .. import stats
 from ..verdict import Evidence, Verdict, detectable_line, status_of
 from ..config import RunConfig
 from . import two_regimes
-from .procedure import Experiment, run_experiment
+from .procedure import Experiment, executor_of, run_experiment
 from .redense import monotone
 from .two_regimes import RUN_PARAMETERS
 
@@ -49,9 +49,10 @@ def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
     return two_regimes.configs({**p, "sparsities": [p["sparsity"]]})
 
 
-def run_paths(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Experiment:
+def run_paths(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+              executor=None) -> Experiment:
     """Train (or load) the chapter's runs (:func:`configs`)."""
-    return run_experiment(configs(p), store, device=device, progress=progress)
+    return run_experiment(configs(p), store, device=device, progress=progress, executor=executor_of(p, executor))
 
 
 def _pair(exp: Experiment, seed: int) -> tuple[Run, Run]:

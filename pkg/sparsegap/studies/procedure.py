@@ -136,8 +136,8 @@ class Experiment:
 
 def run_experiment(configs: dict[tuple[str, float, int], RunConfig], store: RunStore | None = None, *,
                    device: str = "auto", progress: bool = True, executor=None) -> Experiment:
-    """Train (or load) the runs of :func:`two_regime_configs`-style ``configs``, in their order, as one sweep.
-    ``executor=None``: the one of the notebook's ``executor`` parameter (:func:`sparsegap.executors.activate`)."""
+    """Train (or load) the runs of :func:`two_regime_configs`-style ``configs``, in their order, as one sweep on
+    ``executor`` (a keyword of :mod:`sparsegap.runs.executors`; None: this process)."""
     runs = run_all(list(configs.values()), store, executor=executor, device=device, progress=progress)
     return Experiment(dict(zip(configs.keys(), runs)))
 
@@ -147,6 +147,13 @@ def run_two_regimes(data: DataConfig, model: ModelConfig, train: TrainConfig, sp
                     progress: bool = True, executor=None, **kwargs) -> Experiment:
     configs = two_regime_configs(data, model, train, sparsities, seeds, **kwargs)
     return run_experiment(configs, store, device=device, progress=progress, executor=executor)
+
+
+def executor_of(p: dict, executor=None):
+    """The executor a chapter's sweeps train on: ``executor`` when one is given, else the notebook's ``executor``
+    parameter. run_all trains in this process unless a sweep names an executor, so the run functions that take a
+    chapter's parameters name it; it never changes what a run stores, only where it trains."""
+    return p.get("executor") if executor is None else executor
 
 
 def data_config(p: dict, **fields) -> DataConfig:

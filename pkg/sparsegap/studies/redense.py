@@ -27,6 +27,7 @@ from ..verdict import Evidence, Verdict, detectable_line
 from ..verdict import status_of as _status
 from .double_descent import (CHAIN_PARAMETERS, Chains, chain_configs, chain_settings, characteristic_rounds,
                              data_config, paired)
+from .procedure import executor_of
 
 PARAMETERS = P.ParameterSpec(
     "08_redense_and_landscape",
@@ -132,12 +133,15 @@ def distance(run: Run, start: Run) -> float:
                        lambda: {"total": L.distance_from_init(run.model(), start.init_model())["total"]})["total"]
 
 
-def run_redense(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True) -> Redense:
+def run_redense(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
+                executor=None) -> Redense:
     """Train (or load) the chain, then re-dense runs at its characteristic rounds (:func:`redense_rounds`)."""
+    executor = executor_of(p, executor)
     chain, _ = configs(p, rounds=())
-    chains = Chains(dict(zip(chain.keys(), run_all(list(chain.values()), store, device=device, progress=progress))))
+    chains = Chains(dict(zip(chain.keys(), run_all(list(chain.values()), store, device=device, progress=progress,
+                                                   executor=executor))))
     _, redense = configs(p, rounds=redense_rounds(chains, p["noise"]))
-    runs = run_all(list(redense.values()), store, device=device, progress=progress) if redense else []
+    runs = run_all(list(redense.values()), store, device=device, progress=progress, executor=executor) if redense else []
     return Redense(chains, dict(zip(redense.keys(), runs)), p["noise"])
 
 

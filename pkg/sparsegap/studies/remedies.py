@@ -95,7 +95,7 @@ def setting(p: dict) -> Setting:
 def chapter_one(p: dict, *, store: RunStore | None = None, device: str = "auto", executor=None,
                 progress: bool = True):
     """The two-regimes chapter's runs (loaded from the store when it ran first) and its regime table.
-    ``executor=None``: the one of the notebook's ``executor`` parameter (sparsegap.runs.executors.activate)."""
+    ``executor=None``: the notebook's ``executor`` parameter (:func:`procedure.executor_of`)."""
     experiment = two_regimes.run(p, store=store, device=device, progress=progress, executor=executor)
     regimes = classify_regimes(experiment.summary(), train_gap_tol=p["train_gap_tol"], near_optimal=p["near_optimal"])
     return experiment, regimes

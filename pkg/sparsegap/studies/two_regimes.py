@@ -16,8 +16,8 @@ from .. import stats
 from ..config import RunConfig
 from ..runs import RunStore
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import (Experiment, data_config, fisher_track, model_config, run_experiment, train_config,
-                        two_regime_configs)
+from .procedure import (Experiment, data_config, executor_of, fisher_track, model_config, run_experiment,
+                        train_config, two_regime_configs)
 from .procedure import run_two_regimes  # noqa: F401  (the procedure from configs, as the README shows it)
 
 CLAIM = ("Sol-S falls behind Sol-F at every sparsity: first in generalization only, then in optimization too; "
@@ -230,8 +230,8 @@ def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
 
 def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
         executor=None) -> Experiment:
-    """Train (or load) the chapter's runs (:func:`configs`)."""
-    return run_experiment(configs(p), store, device=device, progress=progress, executor=executor)
+    """Train (or load) the chapter's runs (:func:`configs`), on ``executor`` (None: the ``executor`` parameter)."""
+    return run_experiment(configs(p), store, device=device, progress=progress, executor=executor_of(p, executor))
 
 
 def planned_runs(p: dict) -> list:
