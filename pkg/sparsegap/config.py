@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
 
 from .checks import check_type as _check_type, canonical as _canonical, number as _number, \
     positive_int as _positive_int, seed as _seed

@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .bookkeeping import HISTORY_KEYS, epoch_checkpoint, new_history, record_epoch
-from .config import CURVE_DEGREES as DEGREES, CURVE_MODES as MODES, TrainConfig
+from .config import CURVE_DEGREES as DEGREES, TrainConfig
 from .metrics.basic import evaluate
 from .seeds import seed_stream
 from .train import epoch_permutation, progress_enabled

@@ -53,7 +53,7 @@ def noisy_confusion_explorer(experiment, data, *, key: str = "predictions:permut
     seeds = sorted({k[2] for k in experiment.runs})
     seed = seeds[0] if seed is None else seed
     runs = {st: experiment.runs[(st, 0.0 if st == "Sol-D" else s, seed)] for st in STAGES}
-    runs = {st: r for st, r in runs.items() if not r.history.get("diverged")}
+    runs = {st: r for st, r in runs.items() if not r.diverged}
     traces = {st: r.history["trace"][key] for st, r in runs.items()}
     epochs = next(iter(traces.values()))["epochs"]
     step = max(1, -(-len(epochs) // max_frames))
