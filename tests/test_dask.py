@@ -39,7 +39,7 @@ def test_local_workers_do_not_trim_memory_at_every_free():
 
 
 def test_every_worker_is_warmed_up_before_its_first_task():
-    from sparsegap.runs.executors import warm_up_seconds
+    from sparsegap.runs.workers import warm_up_seconds
     with executor_for("dask") as ex:
         warmed = ex.client.run(warm_up_seconds)
         modules = ex.client.run(lambda: sorted({"torch._dynamo", "sparsegap.train"} & set(sys.modules)))

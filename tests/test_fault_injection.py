@@ -3,7 +3,7 @@
 A sweep of 10 tiny runs (2 dense, 8 sparse) runs in a child process (tests/_store_worker.py) that
 is SIGKILLed, then started again on the same store, 20 times: the even kills land right after a
 file write (the child kills itself at its N-th write point, see ``SPARSEGAP_FAULT_AFTER_WRITE`` in
-sparsegap/runs.py), the odd ones at a random moment while it trains. A last child then completes
+sparsegap/runs/atomic.py), the odd ones at a random moment while it trains. A last child then completes
 the sweep. Every run must be complete and undamaged, no temporary, checkpoint or lock may remain,
 and the weights must equal, bit for bit, those of the same sweep run without interruption in
 another store.

@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 
 from .bookkeeping import (diverged_after_epoch, epoch_checkpoint, has_diverged, new_history, record_divergence,
                           record_epoch)
-# Re-exported while runs.py and two tests still import them from here; their home is bookkeeping.
 from .config import TrainConfig
 from .metrics.basic import evaluate
 from .pruning import GradientMasker, Masks, apply_masks, check_masks, masks_to

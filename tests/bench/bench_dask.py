@@ -6,7 +6,7 @@
 in this process one run after another (``batch=False``, as the cluster trains them: one run per task),
 in this process batched (the default for such small networks, for reference), and on
 ``executor="dask"`` (a LocalCluster of single-threaded worker processes, one per core). The cluster's
-start-up (worker processes, their imports and warm-up step, :func:`sparsegap.runs.executors.warm_up`, and their
+start-up (worker processes, their imports and warm-up step, :func:`sparsegap.runs.workers.warm_up`, and their
 copy of the data) is timed apart; this process is warmed up the same way before the baseline. Target: the cluster at least 1.7x faster than one run after another.
 """
 

@@ -179,7 +179,7 @@ def _dense_predictions(cfg: RunConfig, store: RunStore, data) -> torch.Tensor:
 
 
 def _threads(model: nn.Module, cfg: RunConfig, data) -> int:
-    """Torch threads for training one run of ``model`` with train(), by the policy of sparsegap.threads.
+    """Torch threads for training one run of ``model`` with train(), by the policy of sparsegap.runs.threads.
     (The batched trainer always uses one: :func:`train_jobs`.)"""
     from ..batched import forward_macs
     return threads_for(workers(), macs=forward_macs(model, cfg.train.batch_size, tuple(data.input_shape)))
@@ -254,7 +254,7 @@ def train_jobs(jobs: list[Job], store: RunStore, device, progress: bool) -> list
 
     Always at one torch thread: a member's arithmetic is then the same in a batch of any size (with more, the
     product of a member alone is split over the threads, in a batch the members are; measured to differ in
-    the last bits). The members are one model's (:func:`_groups`)."""
+    the last bits). The members are one model's (:func:`sparsegap.runs.sweep._groups`)."""
     t0 = time.time()
     datas = [load_data(j.cfg.data) for j in jobs]
     with use_threads(1):

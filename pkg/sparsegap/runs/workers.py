@@ -40,7 +40,7 @@ def warm_up_seconds() -> float | None:
 
 def init_worker(n: int) -> None:
     import torch
-    os.environ[WORKERS_ENV] = str(n)   # the thread policy of every run in this worker (sparsegap.threads)
+    os.environ[WORKERS_ENV] = str(n)   # the thread policy of every run in this worker (sparsegap.runs.threads)
     torch.set_num_threads(1)
     warm_up()
 
