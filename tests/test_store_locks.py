@@ -210,3 +210,68 @@ def test_a_batch_member_whose_lock_a_killed_sweep_left_still_trains_in_the_batch
     for cfg, want, have in zip(group, reference, got):
         assert json.loads((store.path(cfg) / "meta.json").read_text())["batch"] == len(group), cfg.run_id
         assert all(torch.equal(want.weights[k], have.weights[k]) for k in want.weights), cfg.run_id
+
+
+# ------------------------------------------------------------------ issue 25, item 4: lock_max_age and .locks
+
+def test_a_live_owner_on_this_host_keeps_its_lock_whatever_its_age(zygote, tmp_path):
+    # lock_max_age=1 with a 3-second epoch used to take the live owner's lock over and train the run twice
+    root = tmp_path / "runs"
+    cfg = dense_cfg(epochs=2)
+    hanging = tmp_path / "hanging"
+    owner = zygote.start(job(tmp_path, "owner", root, [cfg], hang=str(hanging)))
+    try:
+        deadline = time.monotonic() + 60
+        while not hanging.exists():   # the owner holds the lock and "trains" without refreshing it
+            assert time.monotonic() < deadline, (tmp_path / "owner.stderr").read_text()
+            time.sleep(0.01)
+        lock = root / ".locks" / f"{cfg.run_id}.lock"
+        os.utime(lock, (time.time() - 100, time.time() - 100))     # 100 times lock_max_age
+        store = RunStore(root, lock_max_age=1, lock_timeout=3)
+        with pytest.raises(TimeoutError, match=f"locked by pid {owner} "):
+            get_or_train(cfg, store, device="cpu", progress=False)
+        assert json.loads(lock.read_text())["pid"] == owner
+        assert trainings(tmp_path) == ["dense seed=0"]               # the owner's, once
+        assert not store.is_done(cfg)
+    finally:
+        os.kill(owner, signal.SIGKILL)
+        zygote.wait(owner)
+
+
+def test_a_live_owner_in_this_process_is_not_taken_over_after_max_age(tmp_path):
+    path = tmp_path / ".locks" / "r.lock"
+    with RunLock(path, max_age=1):
+        os.utime(path, (time.time() - 60, time.time() - 60))
+        assert not RunLock(path, max_age=1).try_acquire()
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
+def test_an_owner_on_another_host_is_still_judged_by_max_age(tmp_path):
+    path = tmp_path / ".locks" / "r.lock"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"host": "another-" + socket.gethostname(), "pid": os.getpid(),
+                                "start_time": time.time()}))
+    assert not RunLock(path, max_age=30).try_acquire()           # refreshed 0 s ago
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    with pytest.warns(UserWarning, match="not refreshed for 60 s"):
+        assert RunLock(path, max_age=30).try_acquire()
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_age=0), dict(max_age=-5), dict(max_age=float("nan")),
+                                    dict(max_age="60"), dict(max_age=True), dict(timeout=-1), dict(timeout="1")])
+def test_a_lock_refuses_a_max_age_or_timeout_it_cannot_use(tmp_path, kwargs):
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=rf"RunLock\({name}=\.\.\.\) must be a number of seconds .*got {value!r}"):
+        RunLock(tmp_path / "r.lock", **kwargs)
+
+
+def test_a_locks_file_in_place_of_the_lock_folder_gets_a_clear_error(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    store.root.mkdir()
+    (store.root / ".locks").write_text("not a folder")
+    cfg = dense_cfg(epochs=1)
+    with pytest.raises(NotADirectoryError, match=rf"lock folder .*\.locks cannot be made, since .*\.locks is a file, "
+                                                 rf"not a folder.* move or delete that file"):
+        get_or_train(cfg, store, device="cpu", progress=False)
+    assert not store.path(cfg).exists()                       # nothing half-written
+    assert (store.root / ".locks").read_text() == "not a folder"

@@ -2,7 +2,8 @@
 
 A run is trained under ``<root>/.locks/<run id>.lock`` so that it is trained once: the others wait,
 then load it. The lock names its owner (host, pid, start time); a lock whose owner is gone is taken
-over, with a warning.
+over, with a warning. On this host a lock is judged by its owner's pid alone (alive: it is held, whatever its
+age); ``max_age`` judges only the owners on other hosts, whose pids cannot be checked.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -28,7 +30,8 @@ class RunLock:
     owner's host, pid and start time; its mtime is refreshed after every epoch (:meth:`refresh`).
     A waiter polls until the file is gone. A lock whose owner is gone (a dead pid on this host) or
     that was not refreshed for ``max_age`` seconds (an owner on another host) is stale: it is taken
-    over, with a warning.
+    over, with a warning. A live owner on this host is never taken over, however old its lock: an
+    epoch longer than ``max_age`` must not get its run trained twice.
     """
 
     POLL = (0.02, 1.0)           # first and longest pause between two polls, in seconds
@@ -37,9 +40,9 @@ class RunLock:
     WRITE_GRACE = 5.0            # an empty lock file younger than this is still being written
 
     def __init__(self, path: Path, *, timeout: float | None = None, max_age: float = 86400.0):
-        self.path = path
-        self.timeout = timeout
-        self.max_age = max_age
+        self.path = Path(path)
+        self.timeout = None if timeout is None else _seconds("timeout", timeout, zero=True)
+        self.max_age = _seconds("max_age", max_age, zero=False)
         self._mine: bytes | None = None
 
     def __enter__(self) -> RunLock:
@@ -87,13 +90,15 @@ class RunLock:
         if self._still_mine():
             os.utime(self.path)
         else:
-            warnings.warn(f"the lock of run {self.run_id} was taken over by another process while this one "
-                          f"trained it (lock_max_age={self.max_age} s is shorter than an epoch?)")
+            warnings.warn(f"the lock of run {self.run_id} was taken over while this process trained it: deleted "
+                          f"by hand, or judged stale by a process on another host (lock_max_age={self.max_age} s "
+                          f"shorter than an epoch, or this host's clock behind?)")
 
     def release(self) -> None:
         if self._still_mine():
             self.path.unlink(missing_ok=True)
         self._mine = None
+        _HELD.discard(self)
 
     @property
     def run_id(self) -> str:
@@ -105,7 +110,7 @@ class RunLock:
         # on NFS). A lock created empty and then written could be seen empty, for WRITE_GRACE
         # seconds not judged stale, after its creator was killed in between: a batch would then
         # leave that run out and it would train alone, not bitwise like the sweep never killed.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         self._sweep_temporaries()
         token = secrets.token_hex(8)
         owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time(),
@@ -127,6 +132,7 @@ class RunLock:
         finally:
             tmp.unlink(missing_ok=True)
         self._mine = owner
+        _HELD.add(self)
         return True
 
     def _create_then_write(self, owner: bytes) -> bool:
@@ -137,7 +143,19 @@ class RunLock:
         with os.fdopen(fd, "wb") as f:
             f.write(owner)
         self._mine = owner
+        _HELD.add(self)
         return True
+
+    def _make_folder(self) -> None:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+            raise NotADirectoryError(
+                f"run {self.run_id}: the lock folder {folder} cannot be made, since {blocker} is a file, not a "
+                f"folder; it holds only the locks of runs in training, so move or delete that file (when no "
+                f"process uses the store) and the locks are made there again") from None
 
     def _sweep_temporaries(self) -> None:
         """Remove the lock temporaries whose writer is gone (killed between writing one and unlinking it), of
@@ -178,8 +196,9 @@ class RunLock:
         if owner is None:
             return (f"it is empty or unreadable and {holder.age:.0f} s old"
                     if holder.age > self.WRITE_GRACE else None)
-        if owner.get("host") == socket.gethostname() and not _process_alive(owner.get("pid"), owner.get("start_time")):
-            return "its owner process is gone"
+        if owner.get("host") == socket.gethostname():
+            # its pid tells for sure: an owner alive after max_age is still training (an epoch may be longer)
+            return None if _process_alive(owner.get("pid"), owner.get("start_time")) else "its owner process is gone"
         if holder.age > self.max_age:
             return f"it was not refreshed for {holder.age:.0f} s (lock_max_age={self.max_age} s)"
         return None
@@ -196,6 +215,25 @@ class RunLock:
             if now is not None and now.raw == holder.raw:
                 self.path.unlink(missing_ok=True)
                 warnings.warn(f"run {self.run_id}: taking over the stale lock of {_describe(holder)}: {reason}")
+
+
+# The locks this process holds now: a worker that must stop (workers.py) waits until they are released.
+_HELD: set[RunLock] = set()
+
+
+def held_locks() -> list[RunLock]:
+    """The locks this process holds now."""
+    return list(_HELD)
+
+
+def _seconds(name: str, value, *, zero: bool) -> float:
+    allowed = "a number of seconds >= 0" if zero else "a number of seconds > 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
+            or value < 0 or (value == 0 and not zero):
+        why = ("" if zero else "; max_age is how long the lock of an owner on another host may go unrefreshed "
+               "before it is taken over (owners refresh it every epoch), so 0 would take over every such lock")
+        raise ValueError(f"RunLock({name}=...) must be {allowed}, got {value!r}{why}")
+    return float(value)
 
 
 @dataclass
