@@ -1,4 +1,4 @@
-"""Bad input never passes unnoticed (issue 7, sections 3 and 4): one table across the library.
+"""Bad input never passes unnoticed (issue 7, sections 3 and 4; issue 25, item 8): one table across the library.
 
 Each row calls a public function with one bad argument and names that argument. The call must raise
 ValueError or TypeError whose message names the argument as a word ("x", "train_size", "masks[...]").
@@ -27,7 +27,8 @@ from sparsegap.memorization import first_epoch_reaching, memorized_share, noisy_
 from sparsegap.metrics import (FisherTraceCallback, disagreement, evaluate, fisher_trace, hessian_trace,
                                jacobian_norm, per_sample_grad_norms_sq, predict_logits, prediction_entropy)
 from sparsegap.models import build_model
-from sparsegap.pruning import check_masks, global_magnitude_masks, global_masks_from_scores
+from sparsegap.pruning import (apply_masks, check_masks, global_magnitude_masks, global_masks_from_scores,
+                               gradient_scores, magnitude_scores, random_scores)
 from sparsegap.trackers import make_trackers
 
 INF, NAN = math.inf, math.nan
@@ -177,6 +178,25 @@ CASES = [
     Case("check_masks: empty layer", "masks", lambda: check_masks(*_empty_layer_masks())),
     Case("check_masks: float mask", "masks", lambda: check_masks(_mlp(), {"fc1.weight": torch.ones(7, 12)})),
     Case("check_masks: a list", "masks", lambda: check_masks(_mlp(), [torch.ones(7, 12, dtype=torch.bool)])),
+    # pruning, issue 25: a float or broadcast mask scaled or zeroed weights; a truthy string spared the output layer
+    Case("apply_masks: float mask", "masks", lambda: apply_masks(_mlp(), {"fc1.weight": torch.full((7, 12), 0.5)})),
+    Case("apply_masks: broadcastable shape", "masks",
+         lambda: apply_masks(_mlp(), {"fc1.weight": torch.ones(12, dtype=torch.bool)})),
+    Case("apply_masks: unbroadcastable shape", "masks",
+         lambda: apply_masks(_mlp(), {"fc1.weight": torch.ones(5, 5, dtype=torch.bool)})),
+    Case("apply_masks: unknown name", "masks", lambda: apply_masks(_mlp(), {"fc9.weight": torch.ones(7, 12) > 0})),
+    Case("magnitude_scores: exclude_output='no'", "exclude_output",
+         lambda: magnitude_scores(_mlp(), exclude_output="no")),
+    Case("random_scores: exclude_output='no'", "exclude_output", lambda: random_scores(_mlp(), 0, exclude_output="no")),
+    Case("gradient_scores: exclude_output='no'", "exclude_output",
+         lambda: gradient_scores(_mlp(), _x(), _y(), exclude_output="no")),
+    Case("global_magnitude_masks: exclude_output=1", "exclude_output",
+         lambda: global_magnitude_masks(_mlp(), 0.5, exclude_output=1)),
+    Case("random_scores: seed=1.7", "seed", lambda: random_scores(_mlp(), 1.7)),
+    Case("random_scores: seed='a'", "seed", lambda: random_scores(_mlp(), "a")),
+    Case("gradient_scores: y shorter than x", "y", lambda: gradient_scores(_mlp(), _x(), _y(5))),
+    Case("gradient_scores: y >= classes", "y", lambda: gradient_scores(_mlp(), _x(), _y(bad=3))),
+    Case("gradient_scores: float y", "y", lambda: gradient_scores(_mlp(), _x(), _y().float())),
     # estimators
     Case("fisher: nan x", "x", lambda: fisher_trace(_mlp(), _x(bad=NAN))),
     Case("fisher: inf x", "x", lambda: fisher_trace(_mlp(), _x(bad=INF))),

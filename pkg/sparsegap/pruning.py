@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from .checks import torch_seed
+
 Masks = dict[str, torch.Tensor]
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -36,6 +38,7 @@ def _output_layer_prefix(model: nn.Module) -> str:
 
 def prunable_parameters(model: nn.Module, *, exclude_output: bool = False) -> dict[str, nn.Parameter]:
     """The weights that pruning may touch: ``weight`` of every Conv/Linear module, in model order."""
+    check_exclude_output(exclude_output)
     skip = _output_layer_prefix(model) if exclude_output else None
     params = {}
     for mod_name, module in model.named_modules():
@@ -44,6 +47,14 @@ def prunable_parameters(model: nn.Module, *, exclude_output: bool = False) -> di
     if not params:
         raise ValueError("the model has no prunable (Conv or Linear) weights")
     return params
+
+
+def check_exclude_output(exclude_output) -> bool:
+    # A truthy string ("no", "False") would spare the output layer silently: only a bool says what it means.
+    if not isinstance(exclude_output, bool):
+        raise TypeError(f"exclude_output must be True or False (spare the output layer from pruning), "
+                        f"got {exclude_output!r} of type {type(exclude_output).__name__}")
+    return exclude_output
 
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
@@ -81,6 +92,8 @@ def gradient_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, exclu
     import copy
 
     import torch.nn.functional as F
+    check_exclude_output(exclude_output)
+    _check_batch(x, y)
     net = copy.deepcopy(model)
     apply_masks(net, masks)
     net.train()
@@ -88,7 +101,11 @@ def gradient_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, exclu
     for p in net.parameters():
         p.grad = None
     device = next(net.parameters()).device
-    F.cross_entropy(net(x.to(device)), y.to(device)).backward()
+    logits = net(x.to(device))
+    if logits.ndim != 2 or int(y.max()) >= logits.shape[1]:
+        raise ValueError(f"y must hold class indices in [0, {logits.shape[-1]}) (the model's outputs), got "
+                         f"{int(y.max())}; the model returned logits of shape {tuple(logits.shape)}")
+    F.cross_entropy(logits, y.to(device)).backward()
     return {n: (p.grad.detach() * p.detach()).abs() if p.grad is not None else torch.zeros_like(p)
             for n, p in params.items()}
 
@@ -96,7 +113,8 @@ def gradient_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, exclu
 def random_scores(model: nn.Module, seed: int, *, exclude_output: bool = False) -> dict[str, torch.Tensor]:
     """Independent U(0, 1) scores for every prunable weight, from a generator seeded by ``seed``
     (random pruning: the baseline any heuristic should beat)."""
-    g = torch.Generator().manual_seed(int(seed))
+    check_exclude_output(exclude_output)
+    g = torch.Generator().manual_seed(torch_seed("seed", seed))   # not int(seed): 1.7 would pass as 1
     return {n: torch.rand(p.shape, generator=g).to(p.device)
             for n, p in prunable_parameters(model, exclude_output=exclude_output).items()}
 
@@ -223,10 +241,20 @@ def check_masks(model: nn.Module, masks: Masks | None, *, measurement: bool = Fa
     """
     if masks is None and measurement:
         return {}
+    _check_mask_set(model, dict(model.named_parameters()), masks, binary=measurement)
+    for name, m in masks.items():
+        if not measurement and not m.any():
+            raise ValueError(f"masks[{name!r}] keeps no weight of its {m.numel()}: a layer with no weight "
+                             f"cuts the network; every masked layer must keep at least one")
+    return masks
+
+
+def _check_mask_set(model: nn.Module, params: dict[str, nn.Parameter], masks, *, binary: bool) -> None:
+    """A dict naming parameters of ``model``, each mask a tensor of its parameter's exact shape, bool
+    (``binary``: or 0/1 of any dtype, for measurements)."""
     if not isinstance(masks, dict):
-        allowed = "a dict parameter name -> BoolTensor" + (" or None" if measurement else "")
+        allowed = "a dict parameter name -> BoolTensor" + (" or None" if binary else "")
         raise TypeError(f"masks must be {allowed}, got {type(masks).__name__}")
-    params = dict(model.named_parameters())
     unknown = [n for n in masks if n not in params]
     if unknown:
         try:
@@ -234,29 +262,48 @@ def check_masks(model: nn.Module, masks: Masks | None, *, measurement: bool = Fa
         except ValueError:
             known = f"its parameters are {list(params)[:10]}"
         raise ValueError(f"masks has unknown parameter names {unknown[:5]}, which the model does not have; {known}")
-    bool_or_binary = "a bool tensor" + (" (or 0/1)" if measurement else "")
+    bool_or_binary = "a bool tensor" + (" (or 0/1)" if binary else "")
     for name, m in masks.items():
         if not isinstance(m, torch.Tensor):
             raise TypeError(f"masks[{name!r}] must be {bool_or_binary}, got {type(m).__name__}")
         if m.shape != params[name].shape:
             raise ValueError(f"masks[{name!r}] must have shape {tuple(params[name].shape)} (its parameter's), "
                              f"got {tuple(m.shape)}")
-        if m.dtype != torch.bool and not measurement:
+        if m.dtype != torch.bool and not binary:
             raise TypeError(f"masks[{name!r}] must be a bool tensor, got {m.dtype}")
         if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all()):
             raise ValueError(f"masks[{name!r}] must be {bool_or_binary}, got other values")
-        if not measurement and not m.any():
-            raise ValueError(f"masks[{name!r}] keeps no weight of its {m.numel()}: a layer with no weight "
-                             f"cuts the network; every masked layer must keep at least one")
-    return masks
+
+
+def _check_batch(x, y) -> None:
+    """x a non-empty batch, y one integer class index (>= 0) per row of x."""
+    if not isinstance(x, torch.Tensor) or x.ndim == 0 or len(x) == 0:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x must be a torch.Tensor holding at least one sample (one per row), got {got}")
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"y must have shape ({len(x)},) to match x (one class index per row of x), "
+                         f"got {tuple(y.shape)}")
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+    if int(y.min()) < 0:
+        raise ValueError(f"y must hold class indices >= 0, got {int(y.min())}")
 
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks | None) -> None:
-    """Zero the pruned weights in place."""
-    if not masks:
+    """Zero the pruned weights in place.
+
+    Each mask must be a bool tensor of exactly its parameter's shape: multiplying by a float mask
+    would scale the weights (0.5 halves them), and a mask that merely broadcasts (a (64,) mask on a
+    (300, 64) weight) would prune whole rows or columns, both silently. A layer may keep nothing here
+    (this only zeroes weights); :func:`check_masks` is the check that training adds.
+    """
+    if masks is None or (isinstance(masks, dict) and not masks):
         return
     params = dict(model.named_parameters())
+    _check_mask_set(model, params, masks, binary=False)
     for name, m in masks.items():
         params[name].mul_(m.to(params[name].device))
 
