@@ -76,6 +76,11 @@ def _sparse(**kw) -> RunConfig:
     return RunConfig("scratch", d.data, d.model, d.train, parent=d, **{"sparsity": 0.5, **kw})
 
 
+def _linear_path(**kw):
+    from sparsegap.landscape import linear_path
+    return linear_path(_mlp(), _mlp(), None, subsets=[("toy", (_x(), _y()))], **kw)
+
+
 def _memorized_history() -> dict:
     return {"test_acc": [0.5], "trace": {"accuracy:permuted": {"epoch": [0, 0], "step": [0, 5], "epochs": [0.0, 1.0],
                                                               "value": [0.1, 0.2]}}}
@@ -228,6 +233,11 @@ CASES = [
     Case("persample: x too narrow", "x", lambda: per_sample_grad_norms_sq(_mlp(), _x(width=4), _y())),
     Case("persample: nan mask", "masks", lambda: per_sample_grad_norms_sq(
         _mlp(), _x(), _y(), masks={"fc1.weight": torch.full((7, 12), NAN)})),
+    Case("fisher: model=None", "model", lambda: fisher_trace(None, _x())),
+    Case("hessian: model=None", "model", lambda: hessian_trace(None, _x(), _y())),
+    Case("linear_path: device=gpu", "device", lambda: _linear_path(device="gpu")),
+    Case("linear_path: device=cuda:99", "device", lambda: _linear_path(device="cuda:99")),
+    Case("linear_path: device=0.5", "device", lambda: _linear_path(device=0.5)),
     Case("callback: nan x", "x", lambda: FisherTraceCallback(_x(bad=NAN))),
     Case("callback: chunk_size=0", "chunk_size", lambda: FisherTraceCallback(_x(), chunk_size=0)),
     Case("callback: every=0", "every", lambda: FisherTraceCallback(_x(), every=0)),

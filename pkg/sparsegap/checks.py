@@ -73,3 +73,32 @@ def canonical(what: str, name: str, allowed: tuple[str, ...]) -> str:
         if key == a.lower().replace("_", "-"):
             return a
     raise ValueError(f"{what} must be one of {allowed}, got {name!r}")
+
+
+def device(name: str, value: Any):
+    """``value`` as a ``torch.device`` this machine has: a str such as "cpu", "cuda", "cuda:1" or "mps", or a
+    ``torch.device``. torch's own parse error ("Expected one of cpu, cuda, ... at start of device string") names
+    no parameter, and a device this machine lacks only fails at the first tensor moved to it."""
+    import torch
+    allowed = "'cpu', 'cuda', 'cuda:N' or 'mps' (a str or torch.device)"
+    if isinstance(value, torch.device):
+        resolved = value
+    elif isinstance(value, str):
+        try:
+            resolved = torch.device(value)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
+    else:
+        raise TypeError(f"{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index is not None and resolved.index >= count):
+            raise ValueError(f"{name}={value!r}, but this machine has {count} CUDA GPU(s)"
+                             f"{f': cuda:0 to cuda:{count - 1}' if count else ''}; use {name}='cpu' or one it has")
+    elif resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{name}={value!r}, but MPS is not available on this machine; use {name}='cpu'")
+    elif resolved.type != "cpu":
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return resolved

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from sparsegap.checks import device as check_device
 from sparsegap.checks import torch_seed
 from sparsegap.data import SUBSETS, DataSplits
 from sparsegap.metrics.basic import evaluate
@@ -323,7 +324,7 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: DataSplits | None,
     points = _check_points("ts", ts, np.linspace(0.0, 1.0, 21))
     resolved = _resolve_subsets(subsets, data)
     reestimate = _resolve_reestimate(reestimate_bn, model_a, data, bn_batches)
-    device = torch.device(device)
+    device = check_device("device", device)
     if (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float))
             or not math.isfinite(weight_decay) or weight_decay < 0):
         raise ValueError(f"weight_decay must be a finite number >= 0 (the L2 coefficient), got {weight_decay!r}")
@@ -488,7 +489,7 @@ def loss_along_direction(model: nn.Module, direction: Mapping[str, torch.Tensor]
     points = _check_points("alphas", alphas, np.linspace(-1.0, 1.0, 41))
     resolved = _resolve_subsets(subsets, data)
     reestimate = _resolve_reestimate(reestimate_bn, model, data, bn_batches)
-    device = torch.device(device)
+    device = check_device("device", device)
 
     work = copy.deepcopy(model).to(device)
     base = {k: v.detach().clone() for k, v in work.state_dict().items()}

@@ -136,6 +136,12 @@ def _expected_input(model: nn.Module) -> str:
     return ""
 
 
+def check_model(model: object) -> None:
+    """Else ``model=None`` fails as an AttributeError deep inside an estimator."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
 def check_model_input(model: nn.Module, x: Tensor, y: Tensor | None = None) -> int:
     """Run the model on the first sample of ``x`` and return its number of classes (logit width).
 
@@ -144,6 +150,7 @@ def check_model_input(model: nn.Module, x: Tensor, y: Tensor | None = None) -> i
     its shape and what the first layer expects, instead of the RuntimeError of a matmul deep inside;
     ``y`` must hold indices below the number of classes.
     """
+    check_model(model)
     device, dtype = param_device_dtype(model)
     if not (x.is_floating_point() or any(isinstance(m, _INDEX_INPUTS) for m in model.modules())):
         raise TypeError(f"x must be a floating-point tensor (the model's inputs), got dtype {x.dtype}; "
@@ -175,6 +182,7 @@ def measured_masks(model: nn.Module, masks: dict[str, Tensor] | None) -> dict[st
 
     Masks of frozen parameters are checked but dropped, since frozen parameters never count.
     """
+    check_model(model)
     params = dict(model.named_parameters())
     return {name: m.detach().to(device=params[name].device, dtype=params[name].dtype)
             for name, m in check_masks(model, masks, measurement=True).items() if params[name].requires_grad}
