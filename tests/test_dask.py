@@ -93,6 +93,7 @@ def test_a_worker_killed_in_mid_run_is_retried_and_the_run_resumes_from_its_chec
     assert len(run.history["train_acc"]) == 20
 
 
+JOB = "cores: 2\nmemory: 1GB\nwalltime: '01:00:00'\n"
 SLURM_YAML = """\
 cores: 4
 memory: 16GB
@@ -105,7 +106,7 @@ job_extra_directives: ["--gres=gpu:1", "--partition=gpu"]
 def test_the_slurm_job_script_holds_what_the_yaml_asks_for(tmp_path):
     pytest.importorskip("dask_jobqueue")
     path = tmp_path / "cluster.yaml"
-    path.write_text(SLURM_YAML)
+    path.write_text(SLURM_YAML + f"shared_temp_directory: {str(tmp_path)!r}\n")
     cluster, jobs = slurm_cluster(path, scheduler_options={"host": "127.0.0.1", "dashboard_address": None})
     try:
         script = cluster.job_script()
@@ -120,6 +121,40 @@ def test_the_slurm_job_script_holds_what_the_yaml_asks_for(tmp_path):
     assert "--lifetime 6480s" in script            # retires 10% (12 min) before the 2 h walltime
     assert "MALLOC_TRIM_THRESHOLD_=134217728" in script   # not dask's 64 KiB, which slows torch down
     assert "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=1s" in script
+    # TLS by default (security: temporary): the workers' copy of the certificate and key, this user's only
+    assert " tls://" in script and " tcp://" not in script
+    key = next(tmp_path.glob(".dask-jobqueue.worker.key.*"), None)
+    assert key is None or key.stat().st_mode & 0o077 == 0         # gone with the cluster, or private
+
+
+def _pem_files(folder) -> dict:
+    from distributed.security import Security
+    sec = Security.temporary()
+    files = {"ca_file": sec.tls_ca_file, "cert": sec.tls_scheduler_cert, "key": sec.tls_scheduler_key}
+    for name, pem in files.items():
+        (folder / f"{name}.pem").write_text(pem)
+    return {name: str(folder / f"{name}.pem") for name in files}
+
+
+def test_the_slurm_yaml_can_name_its_certificates_or_turn_tls_off(tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    local = {"scheduler_options": {"host": "127.0.0.1", "dashboard_address": None}}
+    files = _pem_files(tmp_path)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(SLURM_YAML + "security:\n" + "".join(f"  {k}: {v!r}\n" for k, v in files.items()))
+    cluster, _ = slurm_cluster(path, **local)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert " tls://" in script and all(f in script for f in (files["ca_file"], files["cert"], files["key"]))
+    path.write_text(SLURM_YAML + "security: none\n")
+    with pytest.warns(UserWarning, match="security: none.*anyone who can reach it can run code"):
+        cluster, _ = slurm_cluster(path, **local)
+    try:
+        assert " tcp://" in cluster.job_script() and "--tls" not in cluster.job_script()
+    finally:
+        cluster.close()
 
 
 @pytest.mark.parametrize("text, match", [
@@ -131,6 +166,33 @@ def test_the_slurm_job_script_holds_what_the_yaml_asks_for(tmp_path):
     ("cores: 0\nmemory: 1GB\nwalltime: '01:00:00'\n", "cores must be a positive int"),
     ("cores: 2\nmemory: 1GB\nwalltime: 'two hours'\n", "walltime must be"),
     ("cores: 2\nmemory: 1GB\nwalltime: '01:00:00'\njobs: 0\n", "jobs must be a positive int"),
+    # issue 25: types and ranges, each error naming the key, the value and what is allowed
+    (f"{JOB}queue: [a, b]\n", r"queue must be one non-empty string \(several partitions: one string, \"a,b\"\), "
+                               r"got \['a', 'b'\] \(list\)"),
+    (f"{JOB}queue: ''\n", "queue must be one non-empty string"),
+    (f"{JOB}account: 5\n", r"account must be one non-empty string, got 5 \(int\)"),
+    (f"{JOB}local_directory: [x]\n", "local_directory must be one non-empty string"),
+    ("cores: 2\nmemory: -5\nwalltime: '01:00:00'\n", r"memory must be a size of at least 1MB with its unit, "
+                                                     r"e.g. \"16GB\".*got -5 \(int\)"),
+    ("cores: 2\nmemory: 16\nwalltime: '01:00:00'\n", r"memory must be a size .*got 16 \(int\)"),
+    ("cores: 2\nmemory: 0GB\nwalltime: '01:00:00'\n", r"memory must be a size .*got '0GB'"),
+    ("cores: 2\nmemory: 16 parsecs\nwalltime: '01:00:00'\n", r"memory must be a size .*got '16 parsecs'"),
+    ("cores: 2\nmemory: [16GB]\nwalltime: '01:00:00'\n", r"memory must be a size .*\(list\)"),
+    ("cores: true\nmemory: 1GB\nwalltime: '01:00:00'\n", "cores must be a positive int, got True"),
+    ("cores: 2\nmemory: 1GB\nwalltime: 1:00:00\n", r"walltime must be .*got 3600 \(YAML reads an unquoted 1:00:00 "
+                                                   r"as a number of seconds: quote it, \"1:00:00\"\)"),
+    (f"{JOB}lifetime_margin: 0\n", r"lifetime_margin must be a number of minutes > 0 and below the walltime "
+                                    r"\(60 minutes\), got 0"),
+    (f"{JOB}lifetime_margin: 90\n", "lifetime_margin must be a number of minutes > 0 and below"),
+    (f"{JOB}lifetime_margin: ten\n", "lifetime_margin must be a number of minutes"),
+    (f"{JOB}job_script_prologue: source x\n", "job_script_prologue must be a list of strings, got 'source x'"),
+    (f"{JOB}security: yes\n", r"security must be \"temporary\" \(the default\), \"none\" or a mapping of "
+                               r"ca_file, cert, key .*got True"),
+    (f"{JOB}security: {{cert: a.pem}}\n", r"security must be .*got \{'cert': 'a.pem'\}"),
+    (f"{JOB}security: {{ca_file: /nonexistent/ca.pem, cert: /nonexistent/c.pem, key: /nonexistent/k.pem}}\n",
+     r"security names files that are not readable files here: ca_file='/nonexistent/ca.pem', cert="),
+    (f"{JOB}shared_temp_directory: /nonexistent/shared\n",
+     r"shared_temp_directory must be a folder you can write to, which the compute nodes see .*'/nonexistent/shared'"),
 ])
 def test_an_unreadable_slurm_yaml_gets_a_clear_error(tmp_path, text, match):
     path = tmp_path / "cluster.yaml"
@@ -141,6 +203,32 @@ def test_an_unreadable_slurm_yaml_gets_a_clear_error(tmp_path, text, match):
     with pytest.raises(ValueError, match=match):          # the keyword fails the same way, before any cluster
         with executor_for(f"slurm:{path}"):
             pass
+
+
+def test_a_local_cluster_refuses_a_client_without_its_certificate(tmp_path):
+    # loopback is reachable by every local user, and a connected client runs code in the workers
+    from distributed import Client
+    from distributed.security import Security
+    ran = tmp_path / "ran"
+
+    def outsider_task():
+        ran.write_text("an unauthenticated client ran code in a worker")
+        return 1
+
+    with executor_for("dask") as ex:
+        address = ex.client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:"), address
+        # plain TCP, and TLS with a certificate of its own (not signed by the cluster's)
+        for attempt, security in ((address.replace("tls://", "tcp://"), None), (address.replace("tls://", ""), None),
+                                  (address, Security.temporary())):
+            with pytest.raises((OSError, TimeoutError)):
+                intruder = Client(attempt, timeout="3s", set_as_default=False, security=security)
+                try:
+                    intruder.submit(outsider_task, pure=False).result(timeout=10)
+                finally:
+                    intruder.close()
+        assert ex.map(abs, [-1, -2, 3]) == [1, 2, 3]                 # our own client still works
+    assert not ran.exists()
 
 
 def test_an_unreachable_scheduler_is_an_error_within_seconds():

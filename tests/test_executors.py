@@ -24,7 +24,8 @@ from sparsegap.runs.threads import WORKERS_ENV
     ("local", 0), ("LOCAL", 0), ("  Local\n", 0),
     ("processes:3", 3), ("processes:1", 1), ("Processes:2", 2), (" PROCESSES:12 ", 12),
 ])
-def test_parse_executor_local_and_processes(spec, n):
+def test_parse_executor_local_and_processes(spec, n, monkeypatch):
+    monkeypatch.setattr(executors, "cores", lambda: 4)      # 12 processes are allowed on 4 cores
     assert parse_executor(spec).workers == n
     assert parse_executor(spec).kind == ("processes" if n else "local")
 
@@ -72,6 +73,38 @@ def test_parse_executor_refuses_bad_values(spec, error):
     assert repr(spec) in message                      # the value given
     for allowed in EXECUTORS:                         # and the values allowed
         assert allowed in message
+
+
+@pytest.mark.parametrize("n_cores, allowed", [(1, 4), (2, 8), (16, 64), (512, 1024)])
+def test_processes_beyond_four_per_core_are_refused(monkeypatch, n_cores, allowed):
+    monkeypatch.setattr(executors, "cores", lambda: n_cores)
+    assert parse_executor(f"processes:{allowed}").workers == allowed
+    for n in (allowed + 1, 99999):
+        with pytest.raises(ValueError, match=rf"executor='processes:{n}': {n} processes is more than {allowed} "
+                                             rf"\(4 per core of the {n_cores} .*1 <= N <= {allowed}"):
+            parse_executor(f"processes:{n}")
+
+
+@pytest.mark.parametrize("bad", [5, 2.0, object(), ["processes:2"]])
+def test_a_non_executor_is_refused_naming_executor_the_value_and_the_forms(bad):
+    with pytest.raises(TypeError) as info:
+        executors.check_executor(bad)
+    message = str(info.value)
+    assert message.startswith("executor must be None") and repr(bad) in message and type(bad).__name__ in message
+    assert all(form in message for form in EXECUTORS) and "map method" in message
+
+
+def test_check_executor_accepts_what_run_all_takes():
+    for ok in (None, "local", "processes:2", Recorder()):
+        executors.check_executor(ok)
+
+
+@pytest.mark.xfail(reason="run_all (sweep.py, another helper's file) must call executors.check_executor first; "
+                          "today executor=5 ends in AttributeError: 'int' object has no attribute 'map'")
+def test_run_all_refuses_a_non_executor_at_once(tmp_path):
+    with pytest.raises(TypeError, match=r"executor must be None .*got 5 of type int"):
+        run_all(sweep()[:1], RunStore(tmp_path), executor=5, progress=False)
+    assert not any(tmp_path.iterdir())
 
 
 def test_executor_for_local_yields_none():

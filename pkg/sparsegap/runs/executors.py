@@ -2,16 +2,36 @@
 ``executor`` parameter) and the book build (``--executor``).
 
 * ``"local"``: in this process, one run (or one batched group of small runs) after another;
-* ``"processes:N"``: a pool of N spawned processes on this machine, one torch thread each;
+* ``"processes:N"``: a pool of N spawned processes on this machine, one torch thread each. N above
+  :data:`MAX_PROCESSES_PER_CORE` times the cores this process may use (or above :data:`MAX_PROCESSES`) is
+  refused, not clamped: so many single-threaded workers only thrash and each holds a copy of torch (about 1 GB
+  measured), so such an N is a typo, and a silently smaller pool would hide it;
 * ``"auto"``: ``processes:k`` with k = the cores this process may use divided by the training
   processes already sharing the machine (``$SPARSEGAP_WORKERS``, set by a parallel book build),
   and ``"local"`` when k < 2. Alone on two cores that is two processes; inside a two-job book
   build it is ``"local"``, so the build never oversubscribes the cores;
 * ``"dask"``: a ``dask.distributed.LocalCluster`` on this machine (one single-threaded worker process
-  per free core, on the loopback interface); ``"dask:ADDRESS"`` (e.g. ``"dask:tcp://10.0.0.5:8786"``):
+  per free core, on the loopback interface); ``"dask:ADDRESS"`` (e.g. ``"dask:tls://10.0.0.5:8786"``):
   a running scheduler;
 * ``"slurm:PATH"``: a ``dask_jobqueue.SLURMCluster`` described by the YAML file at PATH (see
-  :func:`slurm_cluster`). Dask and dask-jobqueue come with the extra ``pkg[dask]``.
+  :func:`slurm_cluster`). Dask, dask-jobqueue and cryptography come with the extra ``pkg[dask]``.
+
+What each one exposes. A dask scheduler runs whatever task a connected client sends, as the user who
+started its workers, so whoever can connect can run code as the sweep's user:
+
+* ``local``: nothing; ``processes:N``: nothing either (the pool talks to its workers through pipes, and a
+  worker ends when its parent dies: :func:`sparsegap.runs.workers.follow_parent`);
+* ``dask``: a scheduler and workers listening on 127.0.0.1, so reachable by every local user, but with TLS
+  and client certificates (``Security.temporary()``: a key and certificate made for this cluster, kept in
+  memory and handed to its workers only): a client without them cannot connect;
+* ``dask:ADDRESS``: nothing of its own; it connects to a scheduler someone else started, as secure as that
+  scheduler is. Give such a scheduler TLS (a ``tls://`` address, certificates in dask's configuration
+  ``distributed.comm.tls``, which the client here reads too);
+* ``slurm:PATH``: a scheduler on this host listening on every interface (the compute nodes must reach
+  it), by default with TLS and a temporary certificate (``security: temporary``) whose worker copy is
+  written, readable by this user only, to ``shared_temp_directory`` (a folder the compute nodes see;
+  default the home folder); or with the certificates named in the YAML; ``security: none`` turns TLS off
+  (with a warning): then anyone who can reach the scheduler can run code as this user.
 
 The run store makes every run independent, idempotent and lock-protected, so an executor is only a way
 of calling ``get_or_train`` on several configs at once. Each task is one run, or one batched group of
@@ -29,7 +49,9 @@ import functools
 import math
 import multiprocessing
 import os
+import re
 import uuid
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +61,8 @@ from .threads import cores, workers
 from .workers import init_worker, one_thread
 
 EXECUTORS = ("local", "processes:N", "auto", "dask", "dask:ADDRESS", "slurm:PATH")
+MAX_PROCESSES_PER_CORE = 4   # processes:N above this many per core is refused (see the module docstring)
+MAX_PROCESSES = 1024
 CONNECT_TIMEOUT = 5.0   # seconds to reach a dask scheduler before saying it is unreachable
 RETRIES = 2             # times a dask task lost with its worker is run again
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so that glibc hands freed memory back to
@@ -68,7 +92,13 @@ SLURM_KEYS = {
     "lifetime_margin": "minutes before the walltime at which a worker retires (default 10% of it, at least 2)",
     "job_script_prologue": 'shell lines run before the worker starts, e.g. ["source ~/venv/bin/activate"]',
     "local_directory": "scratch folder of the workers on the compute nodes",
+    "security": 'TLS between scheduler, workers and client: "temporary" (default: a certificate made for this '
+                'cluster), a mapping {ca_file, cert, key} of PEM files, or "none" (no TLS: anyone who reaches the '
+                'scheduler can run code as you)',
+    "shared_temp_directory": 'with security "temporary": a folder the compute nodes see, where the workers\' '
+                             'copy of the certificate is written (default "~")',
 }
+SLURM_TLS_FILES = ("ca_file", "cert", "key")
 
 
 @dataclass(frozen=True)
@@ -91,9 +121,15 @@ def parse_executor(spec: object) -> ExecutorSpec:
         n = cores() // workers()
         return ExecutorSpec("processes", n) if n >= 2 else ExecutorSpec("local")
     if low.startswith("processes:"):
-        count = low.split(":", 1)[1]
-        if count.isdigit() and int(count) >= 1:
-            return ExecutorSpec("processes", int(count))
+        count = low.split(":", 1)[1].strip()
+        if count.isdecimal() and int(count) >= 1:
+            n, limit = int(count), min(MAX_PROCESSES, MAX_PROCESSES_PER_CORE * cores())
+            if n > limit:
+                raise ValueError(f"executor={spec!r}: {n} processes is more than {limit} ({MAX_PROCESSES_PER_CORE} per "
+                                 f"core of the {cores()} this process may use, at most {MAX_PROCESSES}); each is a "
+                                 f"single-threaded worker holding its own torch, so more only thrash. Use "
+                                 f"processes:N with 1 <= N <= {limit}, or 'auto'")
+            return ExecutorSpec("processes", n)
     if low == "dask":
         return ExecutorSpec("dask", max(1, cores() // workers()))
     if low.startswith("dask:") and key[5:].strip():
@@ -102,6 +138,17 @@ def parse_executor(spec: object) -> ExecutorSpec:
         return ExecutorSpec("slurm", path=key[6:].strip())
     raise ValueError(f"executor must be one of {EXECUTORS} (N a positive int, ADDRESS a dask scheduler's "
                      f"address, PATH a Slurm YAML file), got {spec!r}")
+
+
+def check_executor(executor: object) -> None:
+    """A clear TypeError for what ``run_all(executor=...)`` cannot use: it takes None (this process), a keyword
+    (:func:`parse_executor` checks it) or an object with a ``map`` method (a process pool, a
+    :class:`DaskExecutor`)."""
+    if executor is None or isinstance(executor, str) or callable(getattr(executor, "map", None)):
+        return
+    raise TypeError(f"executor must be None (train in this process), one of {EXECUTORS} (N a positive int, "
+                    f"ADDRESS a dask scheduler's address, PATH a Slurm YAML file), or an executor with a map method "
+                    f"(a process pool, a DaskExecutor); got {executor!r} of type {type(executor).__name__}")
 
 
 # ----------------------------------------------------------------------------------- process pools
@@ -169,7 +216,8 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT):
 
 def read_slurm_file(path: str | os.PathLike) -> dict:
     """The Slurm YAML file's settings, checked: known keys only (:data:`SLURM_KEYS`), cores, memory and
-    walltime required."""
+    walltime required, each value of its type and range (a clear error naming the key, the value and what is
+    allowed)."""
     import yaml
     p = Path(path).expanduser()
     try:
@@ -183,28 +231,110 @@ def read_slurm_file(path: str | os.PathLike) -> dict:
     if not isinstance(conf, dict):
         raise ValueError(f"executor='slurm:{path}': the file must hold a mapping of settings "
                          f"({', '.join(SLURM_KEYS)}), got {type(conf).__name__}")
-    unknown = sorted(set(conf) - set(SLURM_KEYS))
+    unknown = sorted(set(conf) - set(SLURM_KEYS), key=str)
     if unknown:
         raise ValueError(f"executor='slurm:{path}': unknown setting(s) {unknown}; allowed: {', '.join(SLURM_KEYS)}")
     missing = [k for k in ("cores", "memory", "walltime") if k not in conf]
     if missing:
         raise ValueError(f"executor='slurm:{path}': missing {missing}; a job needs cores, memory and walltime")
-    if not isinstance(conf["cores"], int) or isinstance(conf["cores"], bool) or conf["cores"] < 1:
-        raise ValueError(f"executor='slurm:{path}': cores must be a positive int, got {conf['cores']!r}")
-    _walltime_seconds(conf["walltime"], path)
-    jobs = conf.get("jobs", 1)
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ValueError(f"executor='slurm:{path}': jobs must be a positive int, got {jobs!r}")
-    for k in ("job_extra_directives", "job_script_prologue"):
-        if k in conf and not (isinstance(conf[k], list) and all(isinstance(x, str) for x in conf[k])):
-            raise ValueError(f"executor='slurm:{path}': {k} must be a list of strings, got {conf[k]!r}")
+
+    def bad(key: str, allowed: str):
+        return ValueError(f"executor='slurm:{path}': {key} must be {allowed}, got {conf[key]!r}"
+                          f" ({type(conf[key]).__name__})")
+
+    for key in ("cores", "jobs"):
+        v = conf.get(key, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise bad(key, "a positive int")
+    if _size_bytes(conf["memory"]) is None:
+        raise bad("memory", 'a size of at least 1MB with its unit, e.g. "16GB", "512MB", "4GiB"')
+    wall = _walltime_seconds(conf["walltime"], path)
+    for key in ("queue", "account", "local_directory", "shared_temp_directory"):
+        if key in conf and not (isinstance(conf[key], str) and conf[key].strip() and "\n" not in conf[key]):
+            raise bad(key, "one non-empty string (several partitions: one string, \"a,b\")" if key == "queue"
+                      else "one non-empty string")
+    for key in ("job_extra_directives", "job_script_prologue"):
+        if key in conf and not (isinstance(conf[key], list) and all(isinstance(x, str) for x in conf[key])):
+            raise bad(key, "a list of strings")
+    if "lifetime_margin" in conf:
+        m = conf["lifetime_margin"]
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m * 60 < wall:
+            raise bad("lifetime_margin", f"a number of minutes > 0 and below the walltime ({wall / 60:g} minutes)")
+    _slurm_security(conf, path)
     return conf
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?b?|b)\s*", re.IGNORECASE)
+_UNITS = {"b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15}
+
+
+def _size_bytes(size: object) -> float | None:
+    """Bytes of a size like dask's "16GB" (the unit required: a bare 16 would be 16 bytes), None if not one
+    or below 1MB."""
+    match = _SIZE.fullmatch(size) if isinstance(size, str) else None
+    if match is None:
+        return None
+    unit = match.group(2).lower()
+    n = float(match.group(1)) * (1024 ** " kmgtp".index(unit[0]) if "i" in unit else _UNITS[unit[0]])
+    return n if n >= 1e6 else None
+
+
+def _slurm_security(conf: dict, path):
+    """The ``security`` setting, checked: "temporary", None for "none", or the mapping of its files (paths
+    expanded). The certificate itself is made (or read) only with the cluster (:func:`_security_object`)."""
+    sec = conf.get("security", "temporary")
+    if sec == "temporary":
+        folder = Path(conf.get("shared_temp_directory", "~")).expanduser()
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"executor='slurm:{path}': shared_temp_directory must be a folder you can write to, "
+                             f"which the compute nodes see (the workers' copy of the temporary certificate goes "
+                             f"there), got {conf.get('shared_temp_directory', '~')!r} ({folder})")
+        return "temporary"
+    if sec == "none":
+        return None
+    if isinstance(sec, dict) and set(sec) == set(SLURM_TLS_FILES) and all(isinstance(v, str) for v in sec.values()):
+        files = {k: Path(v).expanduser() for k, v in sec.items()}
+        unreadable = [f"{k}={str(f)!r}" for k, f in files.items() if not (f.is_file() and os.access(f, os.R_OK))]
+        if not unreadable:
+            return {k: str(f) for k, f in files.items()}
+        raise ValueError(f"executor='slurm:{path}': security names files that are not readable files here: "
+                         f"{', '.join(unreadable)}")
+    raise ValueError(f"executor='slurm:{path}': security must be \"temporary\" (the default), \"none\" or a mapping "
+                     f"of {', '.join(SLURM_TLS_FILES)} to PEM files (the CA's certificate, and the certificate and "
+                     f"key of the scheduler, workers and client), got {sec!r}")
+
+
+def _security_object(setting):
+    """The ``Security`` of a checked ``security`` setting (:func:`_slurm_security`)."""
+    if setting is None:
+        return None
+    from distributed.security import Security
+    if setting == "temporary":
+        return temporary_security("slurm")
+    cert, key = setting["cert"], setting["key"]
+    return Security(tls_ca_file=setting["ca_file"], tls_scheduler_cert=cert, tls_scheduler_key=key,
+                    tls_worker_cert=cert, tls_worker_key=key, tls_client_cert=cert, tls_client_key=key,
+                    require_encryption=True)
+
+
+def temporary_security(kind: str):
+    """A ``Security`` with a key and certificate made now, for one cluster (needs ``cryptography``)."""
+    from distributed.security import Security
+    try:
+        return Security.temporary()
+    except ImportError:
+        raise ImportError(f"executor={kind!r} secures its cluster with TLS (distributed's Security.temporary), which "
+                          f"needs the package cryptography: pip install -e 'pkg[dask]' (or pip install "
+                          f"cryptography)") from None
 
 
 def _walltime_seconds(walltime: object, path) -> int:
     parts = str(walltime).split(":")
-    if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts):
-        raise ValueError(f"executor='slurm:{path}': walltime must be \"HH:MM:SS\" (or \"MM:SS\"), got {walltime!r}")
+    if len(parts) not in (2, 3) or not all(x.isdecimal() for x in parts):
+        hint = (" (YAML reads an unquoted 1:00:00 as a number of seconds: quote it, \"1:00:00\")"
+                if isinstance(walltime, int) and not isinstance(walltime, bool) else "")
+        raise ValueError(f"executor='slurm:{path}': walltime must be \"HH:MM:SS\" (or \"MM:SS\"), got "
+                         f"{walltime!r}{hint}")
     seconds = 0
     for x in parts:
         seconds = seconds * 60 + int(x)
@@ -218,7 +348,9 @@ def slurm_cluster(path: str | os.PathLike, **overrides):
 
     One single-threaded worker process per core of a job. Workers retire ``lifetime_margin`` minutes before the
     walltime (default 10% of it, at least 2), staggered, so that Slurm never kills one in the middle of a run it
-    could have finished: its task goes to another worker and the run resumes from its checkpoint."""
+    could have finished: its task goes to another worker and the run resumes from its checkpoint. Scheduler,
+    workers and client talk TLS as the YAML's ``security`` says (default ``temporary``; see the module
+    docstring)."""
     from dask_jobqueue import SLURMCluster
     conf = read_slurm_file(path)
     wall = _walltime_seconds(conf["walltime"], path)
@@ -232,6 +364,15 @@ def slurm_cluster(path: str | os.PathLike, **overrides):
     for k in ("queue", "account", "local_directory"):
         if k in conf:
             kwargs[k] = conf[k]
+    setting = _slurm_security(conf, path)
+    if setting is None:
+        warnings.warn(f"executor='slurm:{path}': security: none, so the scheduler listens on every interface "
+                      f"without TLS: anyone who can reach it can run code as this user")
+    else:
+        kwargs["security"] = _security_object(setting)
+        if setting == "temporary":
+            # the workers' copy of the key, created readable by this user only, removed when the cluster closes
+            kwargs["shared_temp_directory"] = str(Path(conf.get("shared_temp_directory", "~")).expanduser())
     kwargs.update(overrides)
     return SLURMCluster(**kwargs), conf.get("jobs", 1)
 
@@ -279,9 +420,11 @@ def _dask_client(s: ExecutorSpec, stack: contextlib.ExitStack):
         stack.callback(cluster.close)
         cluster.scale(jobs=jobs)
     else:
+        # TLS with client certificates: loopback is reachable by every local user, and a client runs code
+        security = temporary_security("dask")
         with dask.config.set(WORKER_CONFIG):
             cluster = distributed.LocalCluster(n_workers=s.workers, threads_per_worker=1, processes=True,
-                                               host="127.0.0.1", dashboard_address=None)
+                                               host="127.0.0.1", dashboard_address=None, security=security)
         stack.callback(cluster.close)
     client = distributed.Client(cluster, set_as_default=False)
     stack.callback(client.close)
