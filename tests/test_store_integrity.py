@@ -1,8 +1,9 @@
-"""What the store keeps is what the run produced (issue 7, sections 2 and 3).
+"""What the store keeps is what the run produced (issue 7, sections 2 and 3; issue 25, items 1 and 3).
 
 Checkpoints are tied to their run, every stored file is checked against its SHA-256 in DONE,
 temporaries do not outlive a crash, writes are fsynced and readable by the group, and a run whose
-loss became NaN is stored as diverged.
+loss became NaN is stored as diverged. A resume verifies its checkpoint and the files the run started
+from; an old-format DONE is not trusted.
 """
 
 import json
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 import sparsegap.runs.job as runs_mod
+from _damage import DAMAGES, FORGED, damage
 from sparsegap.runs.atomic import sha256
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore, get_or_train
@@ -134,16 +136,21 @@ def test_a_file_swapped_from_another_seed_is_a_damaged_run(store, swapped):
     assert again.history["train_loss"] == run.history["train_loss"]
 
 
-def test_a_run_with_an_old_done_marker_still_loads(store, strict):
-    cfg = dense_cfg()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run = get_or_train(cfg, store, progress=False)
-    (run.path / "DONE").write_text(cfg.hash())   # the format before checksums: the bare config hash
-    mtime = (run.path / "weights.pt").stat().st_mtime_ns
-    again = get_or_train(cfg, store, progress=False)
-    assert same_weights(again.weights, run.weights)
-    assert (run.path / "weights.pt").stat().st_mtime_ns == mtime
+@pytest.mark.parametrize("swapped", [None, "weights.pt", "init.pt"])
+def test_a_run_with_an_old_done_marker_is_unverified_and_trained_again(store, swapped):
+    """A DONE of the format before checksums (the bare config hash) records nothing to check its files against:
+    the run is trained again (issue 25, item 3). Upgrading the marker would checksum whatever is there now,
+    swapped weights included, and load them silently ever after."""
+    mine, other = dense_cfg(seed=0), dense_cfg(seed=1)
+    run = get_or_train(mine, store, progress=False)
+    get_or_train(other, store, progress=False)
+    if swapped:
+        shutil.copy(store.path(other) / swapped, store.path(mine) / swapped)
+    (run.path / "DONE").write_text(mine.hash())
+    with pytest.warns(UserWarning, match="damaged .*DONE is of the old format.*cannot be verified.*training it again"):
+        again = get_or_train(mine, store, progress=False)
+    assert same_weights(again.weights, run.weights) and same_weights(again.init, run.init)
+    assert json.loads((run.path / "DONE").read_text())["run_hash"] == mine.hash()   # the new format, checksummed
 
 
 @pytest.mark.parametrize("marker", ["garbage", "0123456789abcdef", '{"run_hash": "x", "sha256": {}}'])
@@ -238,3 +245,122 @@ def test_a_finished_run_is_not_diverged(store):
     run = get_or_train(dense_cfg(epochs=1), store, progress=False)
     assert run.diverged is None
     assert json.loads((run.path / "meta.json").read_text())["status"] == "done"
+
+
+# --- unfinished runs: checkpoint and start files verified on resume (issue 25, item 1) --------------
+
+
+def sparse_cfg(parent, sparsity=0.5, kind="finetune"):
+    return RunConfig(kind, parent.data, parent.model, parent.train, seed=parent.seed, sparsity=sparsity,
+                     parent=parent)
+
+
+CASES = [(d, False) for d in DAMAGES] + [(d, True) for d in FORGED]
+
+
+@pytest.mark.parametrize("kind, forge", CASES, ids=[f"{d}{', checksum forged' if f else ''}" for d, f in CASES])
+def test_a_damaged_unfinished_run_warns_and_trains_from_the_start(store, tmp_path, monkeypatch, kind, forge):
+    d = dense_cfg(epochs=3)
+    mine, sibling = sparse_cfg(d, 0.5), sparse_cfg(d, 0.8)   # same shapes, other masks and init
+    reference = get_or_train(mine, RunStore(tmp_path / "reference"), progress=False)
+    get_or_train(d, store, progress=False)                    # the parent, not interrupted
+    interrupted_after_epoch(sibling, store, 1, monkeypatch)
+    interrupted_after_epoch(mine, store, 1, monkeypatch)
+    damage(kind, store.path(mine), store.path(sibling), mine.hash(), forge)
+    with pytest.warns(UserWarning, match="checkpoint .*; discarded, training from the start"):
+        run = get_or_train(mine, store, progress=False)
+    assert run.diverged is None and json.loads((run.path / "meta.json").read_text())["status"] == "done"
+    assert same_weights(run.weights, reference.weights) and same_weights(run.init, reference.init)
+    assert same_weights(run.masks, reference.masks)
+    assert run.history["train_loss"] == reference.history["train_loss"]
+    assert json.loads((run.path / "meta.json").read_text())["resumed_at_epoch"] == 0
+
+
+@pytest.mark.parametrize("kind", ["finetune", "scratch"])
+def test_an_undamaged_unfinished_run_resumes_silently_to_the_same_bits(store, tmp_path, monkeypatch, kind):
+    d = dense_cfg(epochs=3)
+    cfg = sparse_cfg(d, 0.5, kind)
+    reference = get_or_train(cfg, RunStore(tmp_path / "reference"), progress=False)
+    get_or_train(d, store, progress=False)
+    ckpt = torch.load(interrupted_after_epoch(cfg, store, 2, monkeypatch), weights_only=True)
+    assert set(ckpt["files"]) == {"config.json", "init.pt", "masks.pt"} and len(ckpt["sha256"]) == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = get_or_train(cfg, store, progress=False)
+    assert json.loads((run.path / "meta.json").read_text())["resumed_at_epoch"] == 2
+    assert same_weights(run.weights, reference.weights)
+    assert run.history["train_loss"] == reference.history["train_loss"]
+
+
+def test_a_checkpoint_without_a_checksum_is_discarded(store, tmp_path, monkeypatch):
+    cfg = dense_cfg(epochs=3)
+    reference = get_or_train(cfg, RunStore(tmp_path / "reference"), progress=False)
+    path = interrupted_after_epoch(cfg, store, 2, monkeypatch)
+    old = {k: v for k, v in torch.load(path, weights_only=True).items() if k not in ("sha256", "files", "code_epoch")}
+    torch.save(old, path)            # the format before issue 25
+    with pytest.warns(UserWarning, match="checkpoint carries no checksum.*discarded"):
+        run = get_or_train(cfg, store, progress=False)
+    assert same_weights(run.weights, reference.weights)
+
+
+def test_init_swapped_while_the_run_trains_is_not_stored(store, tmp_path, monkeypatch):
+    mine, other = dense_cfg(seed=0), dense_cfg(seed=1)
+    reference = get_or_train(mine, RunStore(tmp_path / "reference"), progress=False)
+    get_or_train(other, store, progress=False)
+    real_save, swapped = runs_mod.atomic_save, []
+
+    def swapping_save(obj, path):
+        real_save(obj, path)
+        if path.name == "checkpoint.pt" and obj["epoch"] == 2 and not swapped:
+            shutil.copy(store.path(other) / "init.pt", store.path(mine) / "init.pt")
+            swapped.append(path)
+
+    monkeypatch.setattr(runs_mod, "atomic_save", swapping_save)
+    with pytest.warns(UserWarning, match="init.pt changed while the run trained .*training it again"):
+        run = get_or_train(mine, store, progress=False)
+    assert swapped and same_weights(run.init, reference.init) and same_weights(run.weights, reference.weights)
+
+
+def kinds_that_resume():
+    d = dense_cfg(epochs=3)
+    gradual = RunConfig("gradual", d.data, d.model, d.train, sparsity=0.8, update_start=0.1, update_end=0.6,
+                        update_every=2)
+    dst = RunConfig("dst", d.data, d.model, d.train, sparsity=0.8, dst_method="set", drop_fraction=0.3,
+                    update_every=2, update_end=0.75)
+    kept = RunConfig("dense", d.data, d.model, d.train, save_weights_at=(3, 8))   # 6 steps an epoch
+    curve = RunConfig("curve", d.data, d.model, d.train, parent=RunConfig("scratch", d.data, d.model, d.train, parent=gradual), partner=gradual,
+                      curve_degree=2, curve_mode="sparse")
+    return {"gradual (an updater, no start masks)": gradual, "dst (an updater, start masks)": dst,
+            "dense with kept weights": kept, "curve": curve}
+
+
+@pytest.mark.parametrize("name", list(kinds_that_resume()))
+def test_every_kind_resumes_silently_to_the_same_bits(store, tmp_path, monkeypatch, name):
+    """The checks of a resume know what each kind writes: an updater's masks change (masks.pt is rewritten at
+    the end, not checked), kept weights are checked once written, a curve's masks are not the run's."""
+    cfg = kinds_that_resume()[name]
+    reference = get_or_train(cfg, RunStore(tmp_path / "reference"), progress=False)
+    for parent in filter(None, (cfg.parent, cfg.partner)):
+        get_or_train(parent, store, progress=False)
+    ckpt = torch.load(interrupted_after_epoch(cfg, store, 2, monkeypatch), weights_only=True)
+    if cfg.save_weights_at:
+        assert {"weights-iter3.pt", "weights-iter8.pt"} <= set(ckpt["files"])
+    with warnings.catch_warnings(record=True) as caught:   # (a curve's resume has a warning of torch's own)
+        warnings.simplefilter("always")
+        run = get_or_train(cfg, store, progress=False)
+    assert not [str(w.message) for w in caught if "lr_scheduler" not in str(w.message)]
+    assert json.loads((run.path / "meta.json").read_text())["resumed_at_epoch"] == 2
+    assert same_weights(run.weights, reference.weights)
+    assert (run.masks is None) == (reference.masks is None)
+    assert run.masks is None or same_weights(run.masks, reference.masks)
+    assert all(same_weights(run.saved[k], reference.saved[k]) for k in cfg.save_weights_at)
+
+
+def test_kept_weights_swapped_in_an_unfinished_run_are_caught(store, tmp_path, monkeypatch):
+    cfg = kinds_that_resume()["dense with kept weights"]
+    reference = get_or_train(cfg, RunStore(tmp_path / "reference"), progress=False)
+    path = interrupted_after_epoch(cfg, store, 2, monkeypatch).parent
+    shutil.copy(path / "weights-iter8.pt", path / "weights-iter3.pt")
+    with pytest.warns(UserWarning, match="checkpoint was trained from another weights-iter3.pt .*discarded"):
+        run = get_or_train(cfg, store, progress=False)
+    assert same_weights(run.saved[3], reference.saved[3]) and same_weights(run.weights, reference.weights)

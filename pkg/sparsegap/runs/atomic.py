@@ -81,6 +81,35 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def content_sha256(obj) -> str:
+    """The SHA-256 of what a checkpoint holds (nested dicts, lists and tuples of tensors and plain values),
+    as loaded, not of its file: a checkpoint carries it inside, so it must not depend on the bytes it is
+    written to, and a bit flipped in a tensor's data (which torch.load does not notice) changes it.
+    Dict keys are taken sorted: the same contents give the same digest whatever their order."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    # every item is tagged with its type and length, so that no two different structures feed the same bytes
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}:".encode())
+        for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0])):
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__}{len(obj)}:".encode())
+        for v in obj:
+            _feed(h, v)
+    else:   # str, int, float (repr round-trips exactly, nan included), bool, None
+        r = f"{type(obj).__name__}:{obj!r}".encode()
+        h.update(f"S{len(r)}:".encode() + r)
+
 
 def to_cpu(obj):
     """Tensors (in dicts, lists and tuples) on the CPU and detached: what is saved never holds a device."""

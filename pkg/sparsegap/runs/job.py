@@ -2,13 +2,18 @@
 found), trained by :func:`sparsegap.train.train`, the batched trainer or the curve trainer, and stored
 with DONE last.
 
-A run interrupted mid-training resumes from ``checkpoint.pt``, which carries the run's hash so that a
-checkpoint of another run is never resumed. A run whose loss became NaN or infinite is stored as
-*diverged* and, training being deterministic, never trained again.
+A run interrupted mid-training resumes from ``checkpoint.pt``. The checkpoint carries the run's hash (a
+checkpoint of another run is never resumed), the code epoch it was written by, the SHA-256 of the files
+written before training (config, init, masks, kept weights) as they were written, and the SHA-256 of its
+own contents. A resume checks all of them, and that the masks are the run's and the weights finite; on any
+mismatch it warns and trains from the start, so that what DONE checksums is what this run produced. A run
+whose loss became NaN or infinite is stored as *diverged* and, training being deterministic, never trained
+again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -25,22 +30,30 @@ from ..pruning import Masks, prunable_parameters
 from ..trackers import make_trackers
 from ..bookkeeping import HISTORY_KEYS
 from ..train import train
-from .atomic import atomic_save, atomic_write_text, to_cpu
+from . import provenance
+from .atomic import atomic_save, atomic_write_text, content_sha256, sha256, to_cpu
 from .lock import RunLock
 from .materials import build_model_for, load_data, own_random_state
 from .recipes import RECIPES, label
-from .store import DamagedRun, Run, RunStore, saved_name, sweep_temporaries, write_result
+from .store import (DamagedRun, FilesChanged, Run, RunStore, StaleRun, saved_name, stored_files, sweep_temporaries,
+                    write_result)
 from .threads import threads_for, use_threads, workers
 
 
 def tidy_finished(run: Run, store: RunStore) -> None:
     """Remove what a process killed between writing DONE and releasing the lock left behind: its
-    checkpoint (as large as the weights and their momentum) and its lock."""
+    checkpoint (as large as the weights and their momentum) and its lock.
+
+    Never waits: a finished run is read without its lock (DONE comes last, checksums catch the rest),
+    and a lock held by a live owner, or by one on another host that is not yet stale, may stand for
+    hours. The tidying is then left to that owner, or to a later reader."""
     lock = store.lock(run.config)
-    if (run.path / "checkpoint.pt").exists() or lock.path.exists():
-        with lock:
+    if ((run.path / "checkpoint.pt").exists() or lock.path.exists()) and lock.try_acquire():
+        try:
             (run.path / "checkpoint.pt").unlink(missing_ok=True)
             sweep_temporaries(run.path)
+        finally:
+            lock.release()
 
 
 @dataclass
@@ -53,14 +66,19 @@ class Job:
     model: nn.Module
     masks: Masks | None
     checkpoint: dict | None
+    written: dict[str, str]              # file -> SHA-256 as written, of the files written before training
     final_masks: Masks | None = None     # the masks at the last epoch end (mask updaters change them)
+    started: float = dataclasses.field(default_factory=time.time)
 
     def save_checkpoint(self, ckpt: dict) -> None:
         """The checkpoint of an epoch, but the last: the run's result is written right after it, and a process
         killed before that trains the last epoch again from the checkpoint before (the same weights)."""
         self.final_masks = to_cpu(ckpt.get("masks"))
         if ckpt["epoch"] < self.cfg.train.epochs:
-            atomic_save(to_cpu(ckpt) | {"run_hash": self.cfg.hash()}, self.path / "checkpoint.pt")
+            ckpt = to_cpu(ckpt) | {"run_hash": self.cfg.hash(), "code_epoch": provenance.current_epoch(),
+                                   "files": dict(self.written)}
+            ckpt["sha256"] = content_sha256(ckpt)
+            atomic_save(ckpt, self.path / "checkpoint.pt")
         self.lock.refresh()
 
     @property
@@ -77,7 +95,7 @@ class Job:
             cbs.append(updater(cfg, cfg.train.epochs * -(-len(data.y_train) // cfg.train.batch_size)))
         cbs += make_trackers(cfg.track, data)
         if cfg.save_weights_at:
-            cbs.append(_KeepWeights(cfg.save_weights_at, self.path))
+            cbs.append(_KeepWeights(cfg.save_weights_at, self.path, self.written))
         return cbs
 
 
@@ -85,13 +103,14 @@ class _KeepWeights:
     """Writes the weights after each training iteration in ``iterations`` (``weights-iter<k>.pt``),
     the points imp rounds rewind to. Written before the epoch's checkpoint, so a resumed run past k has it."""
 
-    def __init__(self, iterations: tuple[int, ...], path: Path):
+    def __init__(self, iterations: tuple[int, ...], path: Path, written: dict[str, str]):
         self.iterations = set(iterations)
         self.path = path
+        self.written = written
 
     def on_step_end(self, state) -> None:
         if state.step in self.iterations:
-            atomic_save(to_cpu(state.model.state_dict()), self.path / saved_name(state.step))
+            self.written[saved_name(state.step)] = _save(to_cpu(state.model.state_dict()), self.path / saved_name(state.step))
 
 
 def prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock) -> Run | Job:
@@ -101,11 +120,12 @@ def prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock) 
         try:
             return store.load(cfg)
         except DamagedRun as e:
-            warnings.warn(f"run {path.name} in {store.root} is damaged ({e}); training it again")
+            warnings.warn(f"run {path.name} in {store.root} is {'stale' if isinstance(e, StaleRun) else 'damaged'} "
+                          f"({e}); training it again")
             shutil.rmtree(path)
     sweep_temporaries(path)
     model, masks = RECIPES[cfg.kind].start(cfg, parent, store)
-    checkpoint = _load_checkpoint(path, cfg, model)
+    checkpoint = _load_checkpoint(path, cfg, model, masks)
     if checkpoint is not None and cfg.save_weights_at:
         steps = checkpoint.get("step", checkpoint["epoch"] * -(-len(load_data(cfg.data).y_train) // cfg.train.batch_size))
         lost = [k for k in cfg.save_weights_at if k <= steps and not (path / saved_name(k)).exists()]
@@ -114,35 +134,47 @@ def prepare(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunLock) 
                           f"checkpoint is past them; discarded, training from the start")
             (path / "checkpoint.pt").unlink(missing_ok=True)
             checkpoint = None
-    # Written before the first checkpoint; a resume writes one again only if it was lost.
-    fresh = checkpoint is None
-    if fresh or not (path / "config.json").exists():
-        atomic_write_text(json.dumps(cfg.full_dict(), indent=2), path / "config.json")
-    if fresh or not (path / "init.pt").exists():
-        atomic_save(to_cpu(model.state_dict()), path / "init.pt")
-    if masks is not None and (fresh or not (path / "masks.pt").exists()):
-        atomic_save(to_cpu(masks), path / "masks.pt")
-    return Job(cfg, path, lock, model, masks, checkpoint)
+    if checkpoint is not None:         # its files verified against the checksums it recorded
+        return Job(cfg, path, lock, model, masks, checkpoint, dict(checkpoint["files"]))
+    # From the start: the start state is written again (what an earlier attempt left may be stale or
+    # swapped) and its checksums recorded as written, for the checkpoints to carry and the resume to verify.
+    for k in cfg.save_weights_at:      # an earlier attempt's, rewritten as training passes them
+        (path / saved_name(k)).unlink(missing_ok=True)
+    text = json.dumps(cfg.full_dict(), indent=2)
+    atomic_write_text(text, path / "config.json")
+    written = {"config.json": sha256(text.encode()), "init.pt": _save(to_cpu(model.state_dict()), path / "init.pt")}
+    if masks is not None:
+        digest = _save(to_cpu(masks), path / "masks.pt")
+        if RECIPES[cfg.kind].updater is None:   # an updater's masks.pt is rewritten by finish(), from the checkpoint's
+            written["masks.pt"] = digest
+    return Job(cfg, path, lock, model, masks, None, written)
+
+
+def _save(obj, path: Path) -> str:
+    """Save ``obj`` (atomically) and return the SHA-256 of the file, read back as a reader will see it."""
+    atomic_save(obj, path)
+    return sha256(path.read_bytes())
 
 
 def finish(job: Job, store: RunStore, history: dict, seconds: float, threads: int, batch: int | None = None,
-            engine: str = "") -> Run:
+           engine: str = "", device="cpu") -> Run:
     """Store a trained job's result, DONE last. ``threads``: the torch threads it trained with; ``batch``: the size
-    of the batch it was trained in by the batched trainer (None: trained by train())."""
+    of the batch it was trained in by the batched trainer (None: trained by train()); ``device``: where it
+    trained. :class:`FilesChanged` if a file written before training changed meanwhile (nothing is stored)."""
     if "diverged" in history:
         d = history["diverged"]
         warnings.warn(f"run {job.path.name} diverged: loss {d['loss']} at epoch {d['epoch']}, step {d['step']}; "
                       f"it is stored as diverged and will not be trained again")
-    meta = {"torch": torch.__version__, "seconds": seconds, "threads": threads,
-            "resumed_at_epoch": job.checkpoint["epoch"] if job.checkpoint else 0,
-            "status": "diverged" if "diverged" in history else "done"}
+    meta = provenance.provenance(device, job.started) | {
+        "seconds": seconds, "threads": threads, "resumed_at_epoch": job.checkpoint["epoch"] if job.checkpoint else 0,
+        "status": "diverged" if "diverged" in history else "done"}
     if batch is not None:  # trained by the batched trainer as one member of this many networks (1: alone)
         meta |= {"batch": batch, "engine": engine}
     if RECIPES[job.cfg.kind].updater is not None:   # the mask the updater ended with (children take it)
         final = job.final_masks or job.masks or {n: torch.ones_like(p, dtype=torch.bool) for n, p in
                                                  prunable_parameters(job.model, exclude_output=job.cfg.exclude_output).items()}
         atomic_save(to_cpu(final), job.path / "masks.pt")
-    write_result(job.path, job.cfg, job.model, history, meta)
+    write_result(job.path, job.cfg, job.model, history, meta, job.written)
     return store.load(job.cfg)
 
 
@@ -160,7 +192,7 @@ def train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunL
         with use_threads(_threads(job.model.base, cfg, data)) as threads:
             history = train_curve(job.model, data, cfg.train, seed=cfg.seed, checkpoint=job.checkpoint,
                                   on_epoch_end=job.save_checkpoint, progress=progress)
-        return finish(job, store, history, time.time() - t0, threads)
+        return finish(job, store, history, time.time() - t0, threads, device=device)
     if batch_eligible(cfg):   # alone, but by the batched trainer: the bits it has in any batch
         return train_jobs([job], store, device, progress)[0]
     reference = _dense_predictions(cfg, store, data) if cfg.train.data_schedule == "disagree" else None
@@ -168,7 +200,7 @@ def train_locked(cfg: RunConfig, store: RunStore, parent: Run | None, lock: RunL
         history = train(job.model, data, cfg.train, masks=job.masks, seed=cfg.seed, device=device,
                         callbacks=job.callbacks(data), checkpoint=job.checkpoint,
                         on_epoch_end=job.save_checkpoint, progress=progress, desc=job.label, reference=reference)
-    return finish(job, store, history, time.time() - t0, threads)
+    return finish(job, store, history, time.time() - t0, threads, device=device)
 
 
 def _dense_predictions(cfg: RunConfig, store: RunStore, data) -> torch.Tensor:
@@ -185,15 +217,16 @@ def _threads(model: nn.Module, cfg: RunConfig, data) -> int:
     return threads_for(workers(), macs=forward_macs(model, cfg.train.batch_size, tuple(data.input_shape)))
 
 
-def _load_checkpoint(path: Path, cfg: RunConfig, model: nn.Module) -> dict | None:
-    """The checkpoint to resume from, or None. One that is unreadable, malformed or of another
-    run is discarded with a warning (kept, it would fail, or mislead, every retry)."""
+def _load_checkpoint(path: Path, cfg: RunConfig, model: nn.Module, masks: Masks | None) -> dict | None:
+    """The checkpoint to resume from, or None. One that is unreadable, malformed, of another run or
+    code epoch, or that does not match its checksum or those of the files it records, is discarded
+    with a warning (kept, it would fail, or mislead, every retry)."""
     ckpt_path = path / "checkpoint.pt"
     if not ckpt_path.exists():
         return None
     try:
         ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        problem = _checkpoint_problem(ckpt, cfg, model)
+        problem = _checkpoint_problem(ckpt, cfg, model) or _resume_problem(ckpt, cfg, path, masks)
     except Exception as e:
         problem = f"unreadable ({type(e).__name__})"
     if problem is None:
@@ -201,6 +234,41 @@ def _load_checkpoint(path: Path, cfg: RunConfig, model: nn.Module) -> dict | Non
     warnings.warn(f"run {path.name}: checkpoint {problem}; discarded, training from the start")
     ckpt_path.unlink(missing_ok=True)
     return None
+
+
+def _resume_problem(ckpt: dict, cfg: RunConfig, path: Path, masks: Masks | None) -> str | None:
+    """What makes a well-formed checkpoint of this run unfit to resume from: contents that are not those it was
+    written with, other code, start files (config, init, masks, kept weights) that are not those it was trained
+    from, masks that are not the run's, or weights that are not finite (they would store the run as diverged)."""
+    if "sha256" not in ckpt:
+        return "carries no checksum (written before checkpoints did), so it cannot be verified"
+    if ckpt["sha256"] != content_sha256({k: v for k, v in ckpt.items() if k != "sha256"}):
+        return "does not match its checksum (a bit flipped, or edited)"
+    stale = provenance.stale_reason(ckpt)
+    if stale:
+        return f"was {stale}"
+    files, recipe = ckpt.get("files"), RECIPES[cfg.kind]
+    needed = {"config.json", "init.pt"} | ({"masks.pt"} if masks is not None and recipe.updater is None else set())
+    if not isinstance(files, dict) or not needed <= set(files) or not set(files) <= set(stored_files(cfg)):
+        return f"records the checksums of {sorted(files) if isinstance(files, dict) else files!r}, not of {sorted(needed)}"
+    for name, digest in files.items():
+        try:
+            if sha256((path / name).read_bytes()) != digest:
+                return f"was trained from another {name} than the one there now (swapped or corrupted)"
+        except FileNotFoundError:
+            return f"was trained from a {name} that is missing now"
+    if not (recipe.curve or recipe.updater is not None or _same_masks(ckpt["masks"], masks)):
+        return "holds other masks than the run's (none, or another run's)"
+    if not all(torch.isfinite(v).all() for v in ckpt["model"].values() if torch.is_floating_point(v)):
+        return "holds weights that are not finite (NaN or inf), which training never checkpoints"
+    return None
+
+
+def _same_masks(a: Masks | None, b: Masks | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (isinstance(a, dict) and a.keys() == b.keys()
+            and all(isinstance(a[k], torch.Tensor) and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in b))
 
 
 def _checkpoint_problem(ckpt, cfg: RunConfig, model: nn.Module) -> str | None:
@@ -266,5 +334,12 @@ def train_jobs(jobs: list[Job], store: RunStore, device, progress: bool) -> list
             desc=(f"batch of {len(jobs)}: {jobs[0].label.split(' seed')[0]} ..." if len(jobs) > 1 else jobs[0].label))
     seconds = (time.time() - t0) / len(jobs)
     engine = engine_for(jobs[0].model)
-    return [finish(job, store, history, seconds, 1, batch=len(jobs), engine=engine)
-            for job, history in zip(jobs, histories)]
+    runs, changed = [], None
+    for job, history in zip(jobs, histories):   # one member whose files changed must not cost the others theirs
+        try:
+            runs.append(finish(job, store, history, seconds, 1, batch=len(jobs), engine=engine, device=device))
+        except FilesChanged as e:
+            changed = changed or e
+    if changed is not None:
+        raise changed
+    return runs

@@ -10,12 +10,15 @@ Layout of one run (``<root>/<kind>-<hash>/``)::
     checkpoint.pt  the last epoch checkpoint, while training (removed when done)
     weights.pt     the final weights (Sol-D, Sol-F or Sol-S)
     history.json   the per-epoch history
-    meta.json      torch version, seconds, the epoch it resumed at, and its status: done or diverged
+    meta.json      seconds, threads, the epoch it resumed at, its status (done or diverged), the code
+                   epoch and provenance (:mod:`.provenance`)
     DONE           written last: the run is complete, with the SHA-256 of every file above
 
 A run directory that claims to be done but does not load, or whose files do not match their
-checksums, is reported as :class:`DamagedRun` (the sweep warns and trains it again, never crashes).
-Everything is read back with ``torch.load(weights_only=True)``: no arbitrary unpickling.
+checksums, is reported as :class:`DamagedRun` (the sweep warns and trains it again, never crashes);
+one trained by another code epoch as :class:`StaleRun`. Everything is read back with
+``torch.load(weights_only=True)``: no arbitrary unpickling. The store never reads, writes or deletes
+through a symbolic link in place of a run directory or a lock (:class:`LinkedPath`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch import nn
 
 from ..config import SPARSE_KINDS, RunConfig
 from ..pruning import Masks
+from . import provenance
 from .atomic import atomic_save, atomic_write_text, sha256, to_cpu
 from .lock import RunLock
 from .materials import build_model_for
@@ -51,8 +55,29 @@ class DamagedRun(Exception):
     """A finished run whose files are missing, unreadable or do not match their checksums."""
 
 
+class StaleRun(DamagedRun):
+    """A finished run trained by another code epoch (:data:`.provenance.CODE_EPOCH`): trained again, never reused."""
+
+
+class FilesChanged(DamagedRun):
+    """A file written before training (init, masks, kept weights) changed while the run trained: not stored."""
+
+
 class MissingRun(LookupError):
     """The run is not (yet) in the store."""
+
+
+class LinkedPath(OSError):
+    """A run directory, measurements directory, ``.locks`` or lock file that is a symbolic link: the store
+    refuses it, since its writes and deletions would follow the link out of the store."""
+
+
+def refuse_link(path: Path, what: str) -> Path:
+    if path.is_symlink():
+        raise LinkedPath(f"{what} {path} is a symbolic link (to {os.readlink(path)}); the store refuses to write "
+                         f"or delete through links, which can lead out of the store: replace the link with a real "
+                         f"directory (or remove it)")
+    return path
 
 
 @dataclass
@@ -100,10 +125,18 @@ class Run:
         """A measurement on this run, computed once and kept beside it.
 
         ``fn()`` returns a JSON-serialisable dict; it is stored under
-        ``measurements/<name>-<hash of params>.json`` so that rebuilding a chapter reuses it.
+        ``measurements/<name>-<hash of params>.json`` so that rebuilding a chapter reuses it. ``name``
+        is a plain file-name stem (no path: it must not lead out of the run's directory).
         """
+        if not isinstance(name, str):
+            raise TypeError(f"Run.measure(name=...) must be a str (a plain file-name stem), got {name!r} of type "
+                            f"{type(name).__name__}")
+        if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+            raise ValueError(f"Run.measure(name=...) must be a plain file-name stem (not empty, no '/', '\\', "
+                             f"NUL or leading '.'), such as 'path_from_init_s'; got {name!r}")
         key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        path = self.path / "measurements" / f"{name}-{key}.json"
+        folder = refuse_link(refuse_link(self.path, "run directory") / "measurements", "measurements directory")
+        path = folder / f"{name}-{key}.json"
         if path.exists():
             try:
                 return json.loads(path.read_text())["value"]
@@ -139,9 +172,11 @@ def saved_name(iteration: int) -> str:
     return f"weights-iter{iteration}.pt"
 
 
-def _seconds(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ValueError(f"RunStore({name}=...) must be a finite number of seconds >= 0, got {value!r}")
+def _seconds(name: str, value, *, positive: bool = False) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf")
+            or (positive and value == 0)):
+        raise ValueError(f"RunStore({name}=...) must be a finite number of seconds {'> 0' if positive else '>= 0'}, "
+                         f"got {value!r}")
     return float(value)
 
 
@@ -152,6 +187,9 @@ def _check_root(root) -> Path:
     elif isinstance(root, bool) or not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"RunStore(root=...) must be a directory path (str or pathlib.Path), or None for the "
                         f"default data/runs ($SPARSEGAP_RUNS_DIR); got {root!r} of type {type(root).__name__}")
+    if not os.fspath(root):   # Path("") is the working directory: a store there is never what was meant
+        raise ValueError(f"RunStore(root=...) must be a directory path, got the empty path {root!r}; pass None "
+                         f"for the default data/runs ($SPARSEGAP_RUNS_DIR), or '.' for the working directory")
     root = Path(root)
     existing = root
     while not existing.exists():   # the store creates missing directories: check where it would start
@@ -170,7 +208,7 @@ class RunStore:
     """Finished runs under ``root`` (default: ``data/runs`` or ``$SPARSEGAP_RUNS_DIR``).
 
     ``lock_timeout``: seconds a process waits for another one training the same run before it
-    raises ``TimeoutError`` (None: as long as it takes). ``lock_max_age``: seconds after which a
+    raises ``TimeoutError`` (None: as long as it takes). ``lock_max_age``: seconds (> 0) after which a
     lock that its owner stopped refreshing is stale; owners refresh it every epoch, and a lock
     whose owner died on this host is stale at once.
     """
@@ -179,25 +217,30 @@ class RunStore:
                  lock_max_age: float = 86400.0):
         self.root = _check_root(root)
         self.lock_timeout = None if lock_timeout is None else _seconds("lock_timeout", lock_timeout)
-        self.lock_max_age = _seconds("lock_max_age", lock_max_age)
+        self.lock_max_age = _seconds("lock_max_age", lock_max_age, positive=True)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
 
     def path(self, cfg: RunConfig) -> Path:
-        return self.root / cfg.run_id
+        """The run's directory; :class:`LinkedPath` if it is a symbolic link (checked at every use, so
+        before anything is read, written or deleted there)."""
+        return refuse_link(self.root / cfg.run_id, f"run directory of {cfg.run_id}:")
 
     def lock(self, cfg: RunConfig) -> RunLock:
-        """The lock under which ``cfg`` is trained (a context manager)."""
-        return RunLock(self.root / ".locks" / f"{cfg.run_id}.lock", timeout=self.lock_timeout,
-                       max_age=self.lock_max_age)
+        """The lock under which ``cfg`` is trained (a context manager); :class:`LinkedPath` if ``.locks``
+        or the lock file is a symbolic link."""
+        locks = refuse_link(self.root / ".locks", "the store's lock directory")
+        return RunLock(refuse_link(locks / f"{cfg.run_id}.lock", f"lock file of {cfg.run_id}:"),
+                       timeout=self.lock_timeout, max_age=self.lock_max_age)
 
     def is_done(self, cfg: RunConfig) -> bool:
         return (self.path(cfg) / "DONE").exists()
 
     def load(self, cfg: RunConfig) -> Run:
         """Load a finished run: MissingRun if it is not finished, DamagedRun if anything is
-        missing, unreadable or does not match its checksum in DONE."""
+        missing, unreadable or does not match its checksum in DONE, StaleRun if it was trained by
+        another code epoch."""
         path = self.path(cfg)
         try:
             marker = (path / "DONE").read_bytes()
@@ -211,14 +254,15 @@ class RunStore:
             stored = json.loads(read("config.json"))
             if RunConfig.from_dict(stored).hash() != cfg.hash():
                 raise DamagedRun("config.json does not match the directory's hash")
+            stale = provenance.stale_reason(json.loads(read("meta.json")))
+            if stale:
+                raise StaleRun(f"it was {stale}")
             history = json.loads(read("history.json"))
             _check_history(history, cfg)
             weights = _load_tensors(read("weights.pt"))
             init = _load_tensors(read("init.pt"))
             masks = _load_tensors(read("masks.pt")) if cfg.kind in SPARSE_KINDS else None
             saved = {k: _load_tensors(read(saved_name(k))) for k in cfg.save_weights_at}
-            if checksums is not None:          # old stores may have no meta.json
-                json.loads(read("meta.json"))
         except DamagedRun:
             raise
         except Exception as e:  # unreadable json, truncated or missing tensor files, ...
@@ -236,12 +280,16 @@ class RunStore:
         return out
 
 
-def _checksums(marker: bytes, cfg: RunConfig) -> dict[str, str] | None:
-    """The SHA-256 of each file recorded in DONE; None for a marker of the old format (the bare
-    config hash, written before checksums existed), whose files are trusted as they are."""
+def _checksums(marker: bytes, cfg: RunConfig) -> dict[str, str]:
+    """The SHA-256 of each file recorded in DONE.
+
+    A marker of the old format (the bare config hash, written before checksums existed) is a damaged
+    run, trained again: it records nothing its files could be checked against, and upgrading it
+    (checksumming the files as they are now) would bless whatever was swapped in before the upgrade."""
     text = marker.decode(errors="replace").strip()
     if text == cfg.hash():
-        return None
+        raise DamagedRun("DONE is of the old format (the bare config hash, written before DONE held checksums): "
+                         "its files cannot be verified")
     try:
         done = json.loads(text)
         ok = done["run_hash"] == cfg.hash() and set(done["sha256"]) == set(stored_files(cfg))
@@ -252,9 +300,9 @@ def _checksums(marker: bytes, cfg: RunConfig) -> dict[str, str] | None:
     return done["sha256"]
 
 
-def _read_checked(path: Path, checksums: dict[str, str] | None, name: str) -> bytes:
+def _read_checked(path: Path, checksums: dict[str, str], name: str) -> bytes:
     data = (path / name).read_bytes()
-    if checksums is not None and sha256(data) != checksums[name]:
+    if sha256(data) != checksums[name]:
         raise DamagedRun(f"{name} does not match its SHA-256 in DONE (swapped or corrupted)")
     return data
 
@@ -273,11 +321,20 @@ def _check_history(history: dict, cfg: RunConfig) -> None:
         raise DamagedRun(f"history has {epochs} epochs, config says {cfg.train.epochs}")
 
 
-def write_result(path: Path, cfg: RunConfig, model: nn.Module, history: dict, meta: dict) -> None:
+def write_result(path: Path, cfg: RunConfig, model: nn.Module, history: dict, meta: dict,
+                 written: dict[str, str]) -> None:
+    """Store the result, DONE last. ``written``: the SHA-256 of the files written before training (config,
+    init, masks, kept weights), recorded when they were written; DONE is not written if any of them changed
+    since (its checkpoint is deleted: a retry trains from the start)."""
     atomic_save(to_cpu(model.state_dict()), path / "weights.pt")
     atomic_write_text(json.dumps(history), path / "history.json")
     atomic_write_text(json.dumps(meta), path / "meta.json")
     sha = {name: sha256((path / name).read_bytes()) for name in stored_files(cfg)}
+    changed = [name for name, digest in written.items() if sha.get(name, digest) != digest]
+    if changed:
+        (path / "checkpoint.pt").unlink(missing_ok=True)
+        raise FilesChanged(f"run {path.name}: {', '.join(changed)} changed while the run trained (swapped or "
+                           f"corrupted); it is not stored, and trains from the start when asked for again")
     atomic_write_text(json.dumps({"run_hash": cfg.hash(), "sha256": sha}, indent=1), path / "DONE")
     (path / "checkpoint.pt").unlink(missing_ok=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import warnings
 from typing import Sequence
 
 from tqdm.auto import tqdm
@@ -20,7 +21,7 @@ from ..train import progress_enabled, resolve_device
 from .job import Job, batch_eligible, prepare, tidy_finished, train_jobs, train_locked
 from .materials import own_random_state
 from .recipes import chain, check_runnable, needs
-from .store import DamagedRun, MissingRun, Run, RunStore, check_config, check_store
+from .store import DamagedRun, FilesChanged, MissingRun, Run, RunStore, check_config, check_store
 
 
 def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str = "auto",
@@ -28,7 +29,7 @@ def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str =
     """The run for ``cfg``: from the store if it is there, else trained (its parent first) and stored.
 
     Safe for many processes sharing one store: the run is trained under its lock, once; the others
-    wait for it and load it.
+    wait for it and load it. A finished run is loaded without waiting for any lock.
     """
     check_config(cfg, "cfg")
     store = check_store(store, "get_or_train")
@@ -46,8 +47,13 @@ def get_or_train(cfg: RunConfig, store: RunStore | None = None, *, device: str =
     parent = get_or_train(cfg.parent, store, device=device, progress=progress) if cfg.parent else None
     if cfg.partner is not None:
         get_or_train(cfg.partner, store, device=device, progress=progress)
-    with store.lock(cfg) as lock, own_random_state():
-        return train_locked(cfg, store, parent, lock, device, progress)
+    try:
+        with store.lock(cfg) as lock, own_random_state():
+            return train_locked(cfg, store, parent, lock, device, progress)
+    except FilesChanged as e:   # someone swapped a file while it trained: once more, from the start
+        warnings.warn(f"{e}; training it again")
+        with store.lock(cfg) as lock, own_random_state():
+            return train_locked(cfg, store, parent, lock, device, progress)
 
 
 def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, executor=None,
@@ -187,6 +193,8 @@ def _train_group(group: list[RunConfig], store: RunStore, device, progress: bool
                     jobs.append(job)
             if jobs:
                 train_jobs(jobs, store, device, progress)
+    except FilesChanged as e:   # that member is left without DONE: run_all's loading pass trains it again
+        warnings.warn(f"{e}; it trains again")
     finally:
         for job in jobs:
             job.lock.release()
