@@ -9,6 +9,9 @@ and the weights must equal, bit for bit, those of the same sweep run without int
 another store.
 
 Where the kills landed is printed: ``pytest tests/test_fault_injection.py -rP`` shows it.
+
+A second test damages, between kills, every unfinished run that has a checkpoint (issue 25): bit flips and
+swaps must be caught on resume, and the sweep still end bitwise as an uninterrupted one.
 """
 
 import json
@@ -22,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _damage import DAMAGES, damage
 from _store_worker import Zygote
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore
@@ -126,19 +130,20 @@ def test_a_sweep_killed_twenty_times_ends_as_an_uninterrupted_one(tmp_path):
         reference_seconds = time.perf_counter() - start
 
         # Spread the kills over the sweep, never letting a child finish it: a self-kill lands
-        # within the write points left, a timed kill within a third of the time left.
+        # within the write points left but the last (at the last, the DONE of the last run, the sweep
+        # would be complete and leave no run to kill), a timed kill within a third of the time left.
         root, rng, report = tmp_path / "runs", random.Random(SEED), []
         total = points_left(root)
         for i in range(KILLS):
             left = points_left(root)
             if i % 2 == 0:   # right after a write: of the temporary (before its rename), or of the file
-                n = rng.randint(1, min(30, left))
+                n = rng.randint(1, min(30, left - 1))
                 code, err, pid = run_child(zygote, root, tmp_path, f"kill{i}", fault_after=n)
                 how = f"at write point {n}"
             else:            # anywhere in a run
                 delay = rng.uniform(0, min(reference_seconds / 4, reference_seconds * left / total / 3))
                 code, err, pid = run_child(zygote, root, tmp_path, f"kill{i}", kill_after=delay,
-                                           fault_after=left)
+                                           fault_after=left - 1)
                 how = f"{1000 * delay:.0f} ms into a run"
                 if "fault injection" in err:
                     how += " (too late: the backstop killed it)"
@@ -170,3 +175,77 @@ def test_a_sweep_killed_twenty_times_ends_as_an_uninterrupted_one(tmp_path):
     assert len(all_runs()) == len(list(root.glob("*/DONE"))) == 10
     leftovers = [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name == "checkpoint.pt"]
     assert not leftovers and not list((root / ".locks").glob("*.lock"))
+
+
+def sibling_for(kind: str, cfg: RunConfig, root: Path) -> Path | None:
+    """Another run of the sweep (same shapes) that ``kind`` of damage can take a file from, whose file differs."""
+    needs_ckpt = kind in ("a sibling's masks", "a sibling's checkpoint with a forged run_hash")
+    name = {"a sibling's masks": "masks.pt", "masks.pt swapped": "masks.pt", "init.pt swapped": "init.pt"}.get(kind)
+    for other in all_runs():
+        there = root / other.run_id
+        if other == cfg or (needs_ckpt and not (there / "checkpoint.pt").exists()):
+            continue
+        if name and not ((there / name).exists() and (root / cfg.run_id / name).exists()
+                         and (there / name).read_bytes() != (root / cfg.run_id / name).read_bytes()):
+            continue
+        return there
+    return None
+
+
+@pytest.mark.timeout(300)   # a guard against a hang; it takes about 15 s
+def test_bit_flips_and_swaps_in_unfinished_runs_end_as_an_uninterrupted_sweep(tmp_path):
+    """Issue 25, item 1: the sweep is killed at write points, and after each kill every unfinished run that has a
+    checkpoint is damaged once, as the audit did (a bit flipped in the checkpoint's tensor data, its masks set to
+    None or a sibling's, another lr, a sibling's checkpoint under a forged run_hash, init.pt or masks.pt swapped,
+    a NaN planted). Each damaged run must warn and train from the start, and the sweep end bitwise as an
+    uninterrupted one, no run stored as diverged."""
+    zygote = Zygote()
+    applied: dict[str, str] = {}             # run id -> the damage done to it
+    try:
+        code, err, _ = run_child(zygote, tmp_path / "reference", tmp_path, "reference")
+        assert code == 0, err
+        root, rng = tmp_path / "runs", random.Random(SEED)
+        for i in range(KILLS):
+            left = points_left(root)
+            if left < 8 or set(applied.values()) == set(DAMAGES):
+                break
+            code, err, _ = run_child(zygote, root, tmp_path, f"damage{i}", fault_after=rng.randint(4, min(40, left - 1)))
+            assert code == -signal.SIGKILL, f"kill {i + 1} did not land: exit {code}\n{err}"
+            for cfg in all_runs():
+                path = root / cfg.run_id
+                if cfg.run_id in applied or (path / "DONE").exists() or not (path / "checkpoint.pt").exists():
+                    continue
+                order = sorted(DAMAGES, key=lambda k: list(applied.values()).count(k))   # the least done first
+                for kind in order:
+                    if kind in ("its masks set to None", "a sibling's masks", "masks.pt swapped") and cfg.kind == "dense":
+                        continue             # a dense run has no masks
+                    sibling = sibling_for(kind, cfg, root)
+                    if sibling is None and kind not in ("a flipped bit in its tensor data", "its masks set to None",
+                                                        "another lr in its optimizer state", "a NaN in its weights"):
+                        continue
+                    damage(kind, path, sibling, cfg.hash())
+                    applied[cfg.run_id] = kind
+                    break
+        code, err, _ = run_child(zygote, root, tmp_path, "final")
+        assert code == 0, err
+    finally:
+        zygote.close()
+
+    print("\n".join(f"{run_id}: {kind}" for run_id, kind in applied.items()))
+    assert set(applied.values()) == set(DAMAGES), f"not every damage was done: {sorted(set(applied.values()))}"
+    warned = [line for p in tmp_path.glob("damage*.stderr") for line in p.read_text().splitlines()]
+    warned += (tmp_path / "final.stderr").read_text().splitlines()
+    for run_id, kind in applied.items():
+        assert any(run_id in w and "discarded, training from the start" in w for w in warned), (run_id, kind)
+    store, reference = RunStore(root), RunStore(tmp_path / "reference")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for cfg in all_runs():
+            got, want = store.load(cfg), reference.load(cfg)
+            assert got.diverged is None, cfg.run_id
+            assert all(torch.equal(got.weights[k], want.weights[k]) for k in want.weights), cfg.run_id
+            assert all(torch.equal(got.init[k], want.init[k]) for k in want.init), cfg.run_id
+            assert (got.masks is None) == (want.masks is None), cfg.run_id
+            assert got.masks is None or all(torch.equal(got.masks[k], want.masks[k]) for k in want.masks), cfg.run_id
+            assert got.history["train_loss"] == want.history["train_loss"], cfg.run_id
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name == "checkpoint.pt"]
