@@ -76,6 +76,21 @@ def _sparse(**kw) -> RunConfig:
     return RunConfig("scratch", d.data, d.model, d.train, parent=d, **{"sparsity": 0.5, **kw})
 
 
+def _small(kind: str = "dense", *, data: DataConfig | None = None, train: TrainConfig | None = None,
+           **kw) -> RunConfig:
+    """A run of an 8-unit MLP (2 layers, 592 prunable weights on digits): a sparse kind gets a dense parent."""
+    data, model = data or DataConfig("digits", train_size=200), ModelConfig("mlp", hidden=(8,))
+    train = train or TrainConfig(epochs=1)
+    if kind in ("dense", "gradual"):
+        return RunConfig(kind, data, model, train, **kw)
+    return RunConfig(kind, data, model, train, parent=RunConfig("dense", data, model, train), **kw)
+
+
+def _check_runnable(cfg: RunConfig):
+    from sparsegap.runs import check_runnable
+    return check_runnable(cfg)
+
+
 def _linear_path(**kw):
     from sparsegap.landscape import linear_path
     return linear_path(_mlp(), _mlp(), None, subsets=[("toy", (_x(), _y()))], **kw)
@@ -202,6 +217,25 @@ CASES = [
     Case("gradient_scores: y shorter than x", "y", lambda: gradient_scores(_mlp(), _x(), _y(5))),
     Case("gradient_scores: y >= classes", "y", lambda: gradient_scores(_mlp(), _x(), _y(bad=3))),
     Case("gradient_scores: float y", "y", lambda: gradient_scores(_mlp(), _x(), _y().float())),
+    # runs, issue 25: what training refuses is refused before anything trains (and before a plan is shown)
+    Case("runnable: scratch at 0.9999 keeps 0 weights", "sparsity",
+         lambda: _check_runnable(_small("scratch", sparsity=0.9999))),
+    Case("runnable: finetune keeps 1 weight, 2 layers", "sparsity",
+         lambda: _check_runnable(_small("finetune", sparsity=0.999))),
+    Case("runnable: gradual at 0.9999", "sparsity",
+         lambda: _check_runnable(_small("gradual", sparsity=0.9999, update_every=1, update_end=0.5))),
+    Case("runnable: min_density floor over budget", "min_density",
+         lambda: _check_runnable(_small("scratch", sparsity=0.9, min_density=0.5))),
+    Case("runnable: crop-flip on 1-D data", "augment", lambda: _check_runnable(
+        _small(data=DataConfig("tishby", train_size=200), train=TrainConfig(epochs=1, augment="crop-flip")))),
+    Case("runnable: channels_last on 1-D data", "channels_last", lambda: _check_runnable(
+        _small(data=DataConfig("mnist1d", train_size=200), train=TrainConfig(epochs=1, channels_last=True)))),
+    Case("runnable: train_size=10**7", "train_size",
+         lambda: _check_runnable(_small(data=DataConfig("digits", train_size=10**7)))),
+    Case("runnable: test_size=10**6", "test_size",
+         lambda: _check_runnable(_small(data=DataConfig("digits", test_size=10**6)))),
+    Case("runnable: validation > training set", "validation",
+         lambda: _check_runnable(_small(data=DataConfig("digits", validation=1430)))),
     # estimators
     Case("fisher: nan x", "x", lambda: fisher_trace(_mlp(), _x(bad=NAN))),
     Case("fisher: inf x", "x", lambda: fisher_trace(_mlp(), _x(bad=INF))),

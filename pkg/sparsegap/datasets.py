@@ -27,6 +27,39 @@ DATASETS: tuple[str, ...] = (
 NUM_CLASSES: dict[str, int] = {"fashion-mnist": 10, "mnist-5k": 10, "mnist1d": 10, "tishby": 2, "digits": 10,
                                "mnist": 10, "cifar10": 10, "cifar100": 100}
 
+# One sample's shape and the official train / test sizes, known without loading (a plan and the runnability
+# check load nothing; tests/test_plan.py holds them to what the loaders give).
+SPLITS: dict[str, tuple[tuple[int, ...], int, int]] = {
+    "fashion-mnist": ((1, 28, 28), 60000, 10000), "mnist": ((1, 28, 28), 60000, 10000),
+    "mnist-5k": ((1, 28, 28), 4000, 1000), "cifar10": ((3, 32, 32), 50000, 10000),
+    "cifar100": ((3, 32, 32), 50000, 10000), "digits": ((1, 8, 8), 1438, 359),
+    "mnist1d": ((40,), 4000, 1000), "tishby": ((12,), 3482, 614),
+}
+
+
+def split_sizes(name: str, train_size: int | None = None, test_size: int | None = None, validation: int = 0, *,
+                owner: str = "DataConfig") -> tuple[tuple[int, ...], int, int]:
+    """(one sample's shape, training samples, evaluation samples) of dataset ``name`` (a canonical name) with
+    these subset sizes, from :data:`SPLITS`. Sizes beyond the dataset's are refused as loading it would refuse
+    them, and the error names ``owner``'s field."""
+    shape, n_train, n_test = SPLITS[name]
+    classes = NUM_CLASSES[name]
+    for field, split, size, available in (("train_size", "training", train_size, n_train),
+                                          ("test_size", "test", test_size, n_test)):
+        if size is not None and size > available:
+            raise ValueError(f"{owner}.{field} must be an int in [{classes}, {available}] (the {available} "
+                             f"{split} samples of {name}) or None, got {size!r}")
+    n_train = train_size or n_train
+    n_test = test_size or n_test
+    if validation:
+        if not classes <= validation <= n_train - classes:
+            raise ValueError(f"{owner}.validation must be 0 or an int in [{classes}, {n_train - classes}] (one "
+                             f"sample per class held out, one per class left to train on, of {n_train}), got "
+                             f"{validation!r}")
+        n_train, n_test = n_train - validation, validation
+    return shape, n_train, n_test
+
+
 # Names of the classes, for figures and tables (chapters show "T-shirt/top", never "0"). CIFAR-100's
 # hundred names are not listed: :func:`class_names` then falls back to "class 0" ... "class 99".
 CLASS_NAMES: dict[str, tuple[str, ...]] = {

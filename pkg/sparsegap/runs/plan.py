@@ -21,26 +21,18 @@ import torch
 
 from ..config import DataConfig, RunConfig
 from ..data import NUM_CLASSES
+# SPLITS: the datasets' known sizes, reached as plan.SPLITS too
+from ..datasets import SPLITS, split_sizes  # noqa: F401
 
-# Official split sizes and input shapes, known without loading (the plan never loads a dataset).
-SPLITS: dict[str, tuple[tuple[int, ...], int, int]] = {
-    "fashion-mnist": ((1, 28, 28), 60000, 10000), "mnist": ((1, 28, 28), 60000, 10000),
-    "mnist-5k": ((1, 28, 28), 4000, 1000), "cifar10": ((3, 32, 32), 50000, 10000),
-    "cifar100": ((3, 32, 32), 50000, 10000), "digits": ((1, 8, 8), 1438, 359),
-    "mnist1d": ((40,), 4000, 1000), "tishby": ((12,), 3482, 614),
-}
 PROBE_BATCH = 16
 PROBE_STEPS = 2
 
 
 def data_sizes(data: DataConfig) -> tuple[tuple[int, ...], int, int]:
-    """(input shape, training samples, test samples) that ``data`` trains and evaluates on."""
-    shape, n_train, n_test = SPLITS[data.name]
-    n_train = data.train_size or n_train
-    n_test = data.test_size or n_test
-    if data.validation:
-        n_train, n_test = n_train - data.validation, data.validation
-    return shape, n_train, n_test
+    """(input shape, training samples, test samples) that ``data`` trains and evaluates on, from the datasets'
+    known sizes (:data:`SPLITS`): a plan loads nothing. Subset sizes beyond the dataset's are refused, as
+    loading the data would refuse them."""
+    return split_sizes(data.name, data.train_size, data.test_size, data.validation)
 
 
 @dataclass(frozen=True)
@@ -86,12 +78,17 @@ def _step_seconds(net: _Net, device: torch.device) -> float:
 def plan_runs(configs: list[RunConfig], store=None, *, device: str | torch.device = "auto",
               timings: dict | None = None) -> pd.DataFrame:
     """One row per distinct run: kind, network, epochs, whether it is in the store, and the estimated seconds to
-    train it (0 when stored). ``timings`` caches the per-network probe across calls."""
+    train it (0 when stored). ``timings`` caches the per-network probe across calls. Every config first passes
+    the checks that training runs before anything trains (:func:`~.recipes.check_runnable`), so that a plan
+    never shows a sweep that training would refuse."""
     from .recipes import chain as _chain
+    from .recipes import check_runnable
     from .store import check_store as _check_store
     from ..train import resolve_device
     store = _check_store(store, "plan_runs")
     device = resolve_device(device)
+    for c in dict.fromkeys(configs):
+        check_runnable(c)
     timings = {} if timings is None else timings
     rows = []
     for cfg in dict.fromkeys(a for c in configs for a in _chain(c)):

@@ -10,6 +10,7 @@ none of them names a kind.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -17,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import DataConfig, ModelConfig, RunConfig
+from ..config import ModelConfig, RunConfig
 from ..pruning import (Masks, apply_masks, global_masks_from_scores, gradient_scores, magnitude_scores,
                        prunable_parameters, random_scores)
 from .materials import build_model_for, load_data
@@ -223,31 +224,44 @@ def _dynamic_sparse(cfg: RunConfig, total_steps: int):
 
 
 @lru_cache(maxsize=32)
-def _prunable_counts(model_cfg: ModelConfig, data_cfg: DataConfig, exclude_output: bool) -> tuple[int, int]:
-    """(prunable weights, prunable layers) of the model."""
-    params = prunable_parameters(build_model_for(model_cfg, data_cfg), exclude_output=exclude_output)
-    return sum(p.numel() for p in params.values()), len(params)
+def _prunable_sizes(model_cfg: ModelConfig, dataset: str, exclude_output: bool) -> tuple[int, ...]:
+    """The number of prunable weights of each prunable layer of the model. Built from the dataset's known
+    input shape and classes (no dataset is loaded, as in a plan) and from a fixed seed, which leaves the
+    global random state untouched."""
+    from ..datasets import NUM_CLASSES, SPLITS
+    from ..models import build_model
+    model = build_model(model_cfg.name, num_classes=NUM_CLASSES[dataset], input_shape=SPLITS[dataset][0],
+                        width=model_cfg.width, hidden=model_cfg.hidden, seed=0, init=model_cfg.init)
+    return tuple(p.numel() for p in prunable_parameters(model, exclude_output=exclude_output).values())
 
 
 def check_runnable(cfg: RunConfig) -> None:
-    """What a config alone cannot know, checked against its data and model before anything trains:
-    kept iterations within the dense run's length, imp chains that leave a weight per layer, and a data
-    schedule's memorization subset of at least one batch, and what the kind's recipe checks."""
+    """What a config alone cannot know, checked against its data and model before anything trains (and
+    before a plan is shown, which runs the same checks): subset sizes within the dataset's, augmentation
+    and channels_last on image data, kept iterations within the dense run's length, masks that can leave a
+    weight per layer, a data schedule's memorization subset of at least one batch, and what the kind's
+    recipe checks. Nothing is loaded: the sizes are the datasets' known ones (:data:`sparsegap.datasets.SPLITS`,
+    which a test holds to what the loaders give)."""
+    from ..datasets import split_sizes
     for c in chain(cfg):
-        if c.train.data_schedule != "full":
+        shape, n, _ = split_sizes(c.data.name, c.data.train_size, c.data.test_size, c.data.validation)
+        t = c.train
+        if (t.augment != "none" or t.channels_last) and len(shape) != 3:
+            # training refuses it too, but only once the run's folder exists
+            what = "channels_last" if t.channels_last else f"augment={t.augment!r}"
+            raise ValueError(f"TrainConfig.{what} applies to image inputs of shape (N, C, H, W); {c.data.name} has "
+                             f"inputs of shape {shape}")
+        if t.data_schedule != "full":
             from ..schedule import check_schedule
-            check_schedule(c.train, len(load_data(c.data).y_train))
-        if c.data.validation:
-            load_data(c.data)          # a validation split too large for the training set fails here
+            check_schedule(t, n)
         if c.save_weights_at:
-            n = len(load_data(c.data).y_train)
-            steps = -(-n // c.train.batch_size)
-            total = c.train.epochs * steps
+            steps = -(-n // t.batch_size)
+            total = t.epochs * steps
             late = [k for k in c.save_weights_at if k > total]
             if late:
                 raise ValueError(f"RunConfig.save_weights_at={c.save_weights_at!r} asks for iteration(s) {late}, "
-                                 f"beyond the dense run's {total} iterations ({c.train.epochs} epochs x {steps} "
-                                 f"steps of batch {c.train.batch_size} on {n} samples); an imp round can only "
+                                 f"beyond the dense run's {total} iterations ({t.epochs} epochs x {steps} "
+                                 f"steps of batch {t.batch_size} on {n} samples); an imp round can only "
                                  f"rewind to an iteration the dense run reaches")
         check = RECIPES[c.kind].check
         if check is not None:
@@ -270,7 +284,8 @@ def needs(cfg: RunConfig) -> list[RunConfig]:
 
 def _check_imp(c: RunConfig) -> None:
     """An imp chain must leave one weight per layer."""
-    n, layers = _prunable_counts(c.model, c.data, c.exclude_output)
+    sizes = _prunable_sizes(c.model, c.data.name, c.exclude_output)
+    n, layers = sum(sizes), len(sizes)
     kept = round((1.0 - c.sparsity) * n)
     if kept < layers:
         rate = c.prune_rate
@@ -280,6 +295,31 @@ def _check_imp(c: RunConfig) -> None:
         raise ValueError(f"an imp chain of {c.imp_round} rounds (sparsity {c.sparsity:.6g}) keeps "
                          f"{kept} of {n} prunable weights, fewer than its {layers} layers: no mask can "
                          f"leave one weight per layer. At prune_rate={rate:g}, use at most {most} rounds")
+    _check_global_mask(c)
+
+
+def _check_global_mask(c: RunConfig) -> None:
+    """What global pruning to ``c.sparsity`` (:func:`~sparsegap.pruning.global_masks_from_scores`) refuses
+    whatever the scores: keeping fewer weights than there are layers, or fewer than the min_density floor.
+    Without this, a sparse run's refusal comes only after its parent has trained. Which layer the globally
+    best scores empty still depends on the trained weights; the pruning names it then."""
+    if c.kind == "scratch" and c.parent.kind != "dense":
+        return                                   # S-S: the pruned parent's own mask, checked as the parent
+    sizes = _prunable_sizes(c.model, c.data.name, c.exclude_output)
+    n, layers = sum(sizes), len(sizes)
+    kept = int(round((1.0 - c.sparsity) * n))
+    if kept < layers:
+        most = math.floor((1 - layers / n) * 1e6) / 1e6
+        raise ValueError(f"RunConfig.sparsity={c.sparsity:g} keeps round((1 - sparsity) * {n}) = {kept} of the {n} "
+                         f"prunable weights of {c.model.label} on {c.data.name}, fewer than its {layers} prunable "
+                         f"layers: no mask leaves a weight in every layer (a layer with none cuts the network). "
+                         f"Use a sparsity of at most {most:g}")
+    if c.min_density > 0:
+        forced = sum(min(k, math.ceil(c.min_density * k)) for k in sizes)
+        if forced > kept:
+            raise ValueError(f"RunConfig.min_density={c.min_density} keeps {forced} weights, more than the {kept} "
+                             f"that sparsity={c.sparsity:g} allows ({c.model.label} on {c.data.name}); lower "
+                             f"min_density or the sparsity")
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -290,11 +330,11 @@ def _sparsity(cfg: RunConfig) -> str:
 
 RECIPES: dict[str, Recipe] = {
     "dense": Recipe(_own_init, lambda c: "dense"),
-    "finetune": Recipe(_prune_finetune, _sparsity),
-    "scratch": Recipe(_scratch_start, _sparsity),
+    "finetune": Recipe(_prune_finetune, _sparsity, check=_check_global_mask),
+    "scratch": Recipe(_scratch_start, _sparsity, check=_check_global_mask),
     "imp": Recipe(_prune_imp, lambda c: f"imp round {c.imp_round} s={c.sparsity:.4g}", check=_check_imp),
     "redense": Recipe(_redense_start, lambda c: f"redense from s={c.parent.sparsity:.4g}"),
-    "gradual": Recipe(_own_init, _sparsity, updater=_gradual_pruning),
+    "gradual": Recipe(_own_init, _sparsity, updater=_gradual_pruning, check=_check_global_mask),
     "lottery": Recipe(lambda c, parent, store: _parent_mask_state(c, parent, store), _sparsity),
     "dst": Recipe(lambda c, parent, store: _random_mask_state(c), _sparsity, updater=_dynamic_sparse),
     "zeroinit": Recipe(_zeroinit_start, _sparsity),
