@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch import nn
 
+from sparsegap import params
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.data import load_dataset, make_tishby
 from sparsegap.memorization import first_epoch_reaching, memorized_share, noisy_confusion
@@ -94,6 +95,10 @@ def _check_runnable(cfg: RunConfig):
 def _linear_path(**kw):
     from sparsegap.landscape import linear_path
     return linear_path(_mlp(), _mlp(), None, subsets=[("toy", (_x(), _y()))], **kw)
+
+
+def _notebook_parameter(param, name: str, value):
+    return param.normalise(name, value)
 
 
 def _memorized_history() -> dict:
@@ -314,6 +319,12 @@ CASES = [
          lambda: noisy_confusion(load_dataset("digits", train_size=100, noise=0.2), [0, 1, 2])),
     Case("noisy_confusion: class 10", "predictions",
          lambda: noisy_confusion(load_dataset("digits", train_size=100, noise=0.2), [10] * 20)),
+    # notebook parameters (papermill -p passes strings, ints and floats)
+    Case("notebook: runs_dir=''", "runs_dir", lambda: _notebook_parameter(params.runs_dir(), "runs_dir", "")),
+    Case("notebook: dataset=' '", "dataset", lambda: _notebook_parameter(params.Param("str"), "dataset", " ")),
+    Case("notebook: plan_only='yes'", "plan_only", lambda: _notebook_parameter(params.plan_only(), "plan_only", "yes")),
+    Case("notebook: plan_only=2", "plan_only", lambda: _notebook_parameter(params.plan_only(), "plan_only", 2)),
+    Case("notebook: plan_only=1.0", "plan_only", lambda: _notebook_parameter(params.plan_only(), "plan_only", 1.0)),
     # models
     Case("build: num_classes=0", "num_classes", lambda: build_model("mlp", num_classes=0, input_shape=(12,),
                                                                       hidden=(4,))),

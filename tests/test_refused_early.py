@@ -10,11 +10,12 @@ in fc3): that refusal stays there, a clear error raised before the child's folde
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from sparsegap import bookbuild
+from sparsegap import bookbuild, params
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore, get_or_train, run_all
 from sparsegap.runs.plan import plan_notebook, plan_runs
@@ -110,3 +111,30 @@ def test_a_notebooks_plan_refuses_what_its_training_would(tmp_path, notebook, ov
     with pytest.raises(ValueError, match=match):
         plan_notebook(module.__name__, values, device="cpu")
     assert nothing_written(RunStore(tmp_path / "runs"))
+
+
+@pytest.mark.parametrize("raw, expected", [("true", True), ("True", True), ("TRUE", True), ("1", True),
+                                           ("false", False), ("False", False), ("0", False), (" true ", True)])
+def test_plan_only_takes_papermills_forms_of_a_bool(raw, expected):
+    from papermill.cli import _resolve_type          # what `papermill -p plan_only RAW` puts in the notebook
+    assert params.plan_only().normalise("plan_only", _resolve_type(raw)) is expected
+
+
+def test_the_readmes_plan_only_command_is_accepted():
+    from papermill.cli import _resolve_type
+    commands = re.findall(r"-p plan_only (\S+?)`", (ROOT / "README.md").read_text())
+    assert commands, "the README shows a plan_only command"
+    for raw in commands:
+        assert params.plan_only().normalise("plan_only", _resolve_type(raw)) is True
+
+
+@pytest.mark.parametrize("value", ["", "  ", "maybe", 2, 1.0, -1, [True]])
+def test_other_bools_and_empty_strings_are_refused(value):
+    with pytest.raises(ValueError, match=rf"plan_only={re.escape(repr(value))} is not allowed.*True or False"):
+        params.plan_only().normalise("plan_only", value)
+
+
+def test_an_empty_runs_dir_is_refused_and_none_is_the_default_store():
+    with pytest.raises(ValueError, match=r"runs_dir='' is not allowed \(empty\): runs_dir must be a non-empty"):
+        params.runs_dir().normalise("runs_dir", "")
+    assert params.runs_dir().normalise("runs_dir", None) is None

@@ -27,6 +27,9 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
+# papermill's forms of a bool besides True and False: -p x true passes the str 'true' (any case), -p x 1 the int 1.
+_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+
 # Names IPython puts in every user namespace.
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
@@ -52,7 +55,8 @@ class Param:
     unique: bool = False
 
     def allowed(self) -> str:
-        what = {"int": "an int", "float": "a number", "str": "a string", "bool": "True or False",
+        what = {"int": "an int", "float": "a number", "str": "a non-empty string",
+                "bool": "True or False (or 'true', 'false', 1, 0, as papermill's -p passes them)",
                 "ints": "a list of ints", "floats": "a list of numbers", "strs": "a list of strings"}[self.kind]
         bounds = []
         if self.low is not None:
@@ -95,12 +99,20 @@ class Param:
                 raise bad(" (duplicates)")
             return items
         if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise bad()
-            return value
+            if isinstance(value, bool):
+                return value
+            # papermill's -p passes "true" as the string 'true' and "1" as the int 1 (only True/False
+            # become bools); the README's own `-p plan_only true` must work
+            if isinstance(value, str) and value.strip().lower() in _BOOLS:
+                return _BOOLS[value.strip().lower()]
+            if type(value) is int and value in (0, 1):
+                return value == 1
+            raise bad()
         if self.kind == "str":
             if not isinstance(value, str) or (self.choices and value not in self.choices):
                 raise bad()
+            if not value.strip():    # every string parameter names something: runs_dir "" is no folder
+                raise bad(" (empty)")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
