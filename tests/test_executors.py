@@ -99,8 +99,6 @@ def test_check_executor_accepts_what_run_all_takes():
         executors.check_executor(ok)
 
 
-@pytest.mark.xfail(reason="run_all (sweep.py, another helper's file) must call executors.check_executor first; "
-                          "today executor=5 ends in AttributeError: 'int' object has no attribute 'map'")
 def test_run_all_refuses_a_non_executor_at_once(tmp_path):
     with pytest.raises(TypeError, match=r"executor must be None .*got 5 of type int"):
         run_all(sweep()[:1], RunStore(tmp_path), executor=5, progress=False)

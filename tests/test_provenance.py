@@ -136,3 +136,16 @@ def test_a_checkpoint_of_another_code_epoch_is_discarded(store, tmp_path, monkey
                                          "discarded, training from the start"):
         run = get_or_train(cfg, store, progress=False)
     assert meta(run)["resumed_at_epoch"] == 0 and meta(run)["code_epoch"] == 2
+
+
+def test_a_plan_counts_a_run_of_another_code_epoch_as_to_train(tmp_path, monkeypatch):
+    """The plan must not promise a run the store will retrain: a stale run is not 'in store'."""
+    from sparsegap.runs import provenance
+    from sparsegap.runs.plan import plan_runs
+    cfg = dense_cfg()
+    store = RunStore(tmp_path)
+    get_or_train(cfg, store, progress=False)
+    assert store.is_current(cfg) and plan_runs([cfg], store, device="cpu")["in store"].all()
+    monkeypatch.setattr(provenance, "CODE_EPOCH", provenance.CODE_EPOCH + 1)
+    assert store.is_done(cfg) and not store.is_current(cfg)
+    assert not plan_runs([cfg], store, device="cpu")["in store"].any()

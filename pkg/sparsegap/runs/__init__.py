@@ -20,11 +20,11 @@ from .atomic import atomic_save, atomic_write_text
 from .lock import RunLock
 from .materials import build_model_for, load_data
 from .recipes import PRUNE_STREAM, RECIPES, SCRATCH_INIT_OFFSET, Recipe, check_runnable, load_curve, pruning_masks
-from .store import REPO_ROOT, DamagedRun, MissingRun, Run, RunStore, default_root
+from .store import REPO_ROOT, DamagedRun, FilesChanged, LinkedPath, MissingRun, Run, RunStore, StaleRun, default_root
 from .job import batch_eligible
 from .sweep import MAX_BATCH, get_or_train, run_all
 
-__all__ = ["MAX_BATCH", "PRUNE_STREAM", "RECIPES", "REPO_ROOT", "SCRATCH_INIT_OFFSET", "DamagedRun", "MissingRun",
-           "Recipe", "Run", "RunLock", "RunStore", "atomic_save", "atomic_write_text", "batch_eligible",
-           "build_model_for", "check_runnable", "default_root", "get_or_train", "load_curve", "load_data",
-           "pruning_masks", "run_all"]
+__all__ = ["MAX_BATCH", "PRUNE_STREAM", "RECIPES", "REPO_ROOT", "SCRATCH_INIT_OFFSET", "DamagedRun", "FilesChanged",
+           "LinkedPath", "MissingRun", "Recipe", "Run", "RunLock", "RunStore", "StaleRun", "atomic_save",
+           "atomic_write_text", "batch_eligible", "build_model_for", "check_runnable", "default_root", "get_or_train",
+           "load_curve", "load_data", "pruning_masks", "run_all"]

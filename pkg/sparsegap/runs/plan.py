@@ -99,7 +99,7 @@ def plan_runs(configs: list[RunConfig], store=None, *, device: str | torch.devic
             timings[net] = _step_seconds(net, device)
         per_sample = timings[net]
         epoch = per_sample * (n_train + (n_train + n_test) / 3)   # the steps, then a forward pass over both sets
-        done = store.is_done(cfg)
+        done = store.is_current(cfg)          # a run of another code epoch trains again
         rows.append({"run": cfg.run_id, "kind": cfg.kind, "model": cfg.model.label, "dataset": cfg.data.name,
                      "train samples": n_train, "epochs": t.epochs, "in store": done,
                      "seconds": 0.0 if done else t.epochs * epoch})

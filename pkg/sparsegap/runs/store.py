@@ -209,8 +209,8 @@ class RunStore:
 
     ``lock_timeout``: seconds a process waits for another one training the same run before it
     raises ``TimeoutError`` (None: as long as it takes). ``lock_max_age``: seconds (> 0) after which a
-    lock that its owner stopped refreshing is stale; owners refresh it every epoch, and a lock
-    whose owner died on this host is stale at once.
+    lock on another host that its owner stopped refreshing is stale; owners refresh it every epoch. On this
+    host a live owner keeps its lock whatever its age, and a lock whose owner died is stale at once.
     """
 
     def __init__(self, root: str | Path | None = None, *, lock_timeout: float | None = None,
@@ -236,6 +236,18 @@ class RunStore:
 
     def is_done(self, cfg: RunConfig) -> bool:
         return (self.path(cfg) / "DONE").exists()
+
+    def is_current(self, cfg: RunConfig) -> bool:
+        """Done and trained by this code epoch, by its meta.json (not checksummed: a plan's cheap look; loading
+        checks everything)."""
+        path = self.path(cfg)
+        if not (path / "DONE").exists():
+            return False
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(meta, dict) and provenance.stale_reason(meta) is None
 
     def load(self, cfg: RunConfig) -> Run:
         """Load a finished run: MissingRun if it is not finished, DamagedRun if anything is

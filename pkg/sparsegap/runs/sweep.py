@@ -83,8 +83,9 @@ def run_all(configs: Sequence[RunConfig], store: RunStore | None = None, *, exec
     """
     if isinstance(configs, RunConfig):
         raise TypeError("run_all(configs=...) takes a list of RunConfig, got a single RunConfig; pass [cfg]")
+    from .executors import check_executor, named
+    check_executor(executor)                   # a clear error before anything starts
     if isinstance(executor, str):              # the keyword: kept by this process (a notebook's), or started for this sweep
-        from .executors import named
         with named(executor) as ex:
             return run_all(configs, store, executor=ex, device=device, progress=progress, batch=batch)
     configs = list(configs)
