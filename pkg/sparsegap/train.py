@@ -16,6 +16,7 @@ regrows (a stale momentum buffer would move them on the next step).
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import time
@@ -168,6 +169,26 @@ def fisher_penalty(model: nn.Module, logits: torch.Tensor, masks: Masks | None =
     return total
 
 
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, scaler, device: torch.device) -> tuple:
+    """What an epoch's steps change, copied at its start (on the device: no host sync): the weights
+    and buffers, the optimizer's state, the fp16 scaler's and the global generators' (dropout)."""
+    rng = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+    return (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
+            scaler.state_dict() if scaler is not None else None, rng)
+
+
+def _restore(snapshot: tuple, model: nn.Module, optimizer: torch.optim.Optimizer, scaler,
+             device: torch.device) -> None:
+    weights, opt, scale, (cpu_rng, cuda_rng) = snapshot
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(opt)
+    if scaler is not None:
+        scaler.load_state_dict(scale)
+    torch.set_rng_state(cpu_rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng, device)
+
+
 def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = None, seed: int = 0,
           callbacks: Iterable = (), device: str | torch.device = "auto",
           checkpoint: dict | None = None, on_epoch_end: Callable[[dict], None] | None = None,
@@ -177,8 +198,13 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     ``checkpoint`` is a dict from a previous call's ``on_epoch_end`` to resume from: the model,
     optimizer state, the masks, the history and the next epoch (the scheduler is fast-forwarded).
     ``on_epoch_end(ckpt)`` receives such a dict after every epoch so that the caller can store it.
-    A non-finite training loss stops training at once and sets ``history["diverged"]`` (see
+    A non-finite training loss stops training and sets ``history["diverged"]`` (see
     :func:`sparsegap.bookkeeping.diverged_at`); no checkpoint is written for the epoch it happened in.
+    The steps never wait for the device to say whether the loss was finite: it is read once at the
+    epoch's end, and a diverged epoch is replayed from its start to stop at the bad step, with the
+    weights of before it. With callbacks that act during the steps (``on_after_backward``, or
+    ``on_step_end`` unless ``wants_step_end`` is false) every step is checked, so they never see a
+    diverged network.
 
     ``cfg.data_schedule`` other than "full" trains each epoch on the subset that
     :class:`sparsegap.schedule.DataSchedule` picks (``state.indices``; its size is logged as the trace
@@ -242,25 +268,17 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     # callbacks whose on_step_end does something (see batched._Member for ``wants_step_end``)
     step_callbacks = [cb for cb in callbacks if getattr(cb, "wants_step_end", True)]
     grad_callbacks = [cb for cb in callbacks if getattr(cb, "on_after_backward", None) is not None]
-    _call(callbacks, "on_train_begin", state)
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, initial=start_epoch, total=cfg.epochs,
-               disable=not progress_enabled(progress), leave=False)
-    for epoch in bar:
-        state.epoch = epoch
-        t0 = time.perf_counter()   # the epoch's time includes ranking the samples for a schedule
-        if schedule is None:
-            perm = epoch_permutation(n, seed, epoch).to(device)
-        else:
-            state.indices = schedule.indices(epoch, model, x_train, y_train, state.masks)
-            perm = (epoch_permutation(n, seed, epoch).to(device) if state.indices is None else
-                    state.indices[epoch_permutation(len(state.indices), seed, epoch).to(device)])
-            state.log("samples", len(perm))
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        reg_coef = cfg.fisher_reg_at(epoch)
+    # Callbacks must never see a diverged network (a pruner's magnitudes would be NaN, a tracker would log
+    # junk), so with any that act during the steps the loss is checked at every step, a host sync each.
+    # Without them the check waits for the epoch's end: see run_steps.
+    check_each_step = bool(step_callbacks or grad_callbacks)
+
+    def run_steps(epoch: int, perm: torch.Tensor, reg_coef: float, losses: torch.Tensor | None) -> None:
+        """One epoch's steps. ``losses`` None: stop at the first non-finite loss (a host sync per step);
+        else each step's loss is written to ``losses`` on the device and the steps never wait for it."""
         reg_gen = torch.Generator(device=device).manual_seed(seed_stream(seed, epoch + 7)) if reg_coef else None
         aug_gen = torch.Generator().manual_seed(seed_stream(seed, epoch + 13)) if cfg.augment != "none" else None
-        for i in range(0, len(perm), bs):
+        for k, i in enumerate(range(0, len(perm), bs)):
             idx = perm[i: i + bs]
             xb, yb = x_train[idx], y_train[idx]
             if aug_gen is not None:
@@ -270,9 +288,11 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
                 loss = F.cross_entropy(logits, yb)
                 if reg_coef:
                     loss = loss + reg_coef * fisher_penalty(model, logits, state.masks, generator=reg_gen)
-            if not torch.isfinite(loss):
+            if losses is not None:
+                losses[k] = loss.detach()
+            elif not torch.isfinite(loss):
                 record_divergence(history, epoch + 1, state.step + 1, loss.item())
-                break
+                return
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -292,6 +312,39 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             if step_callbacks:
                 state.batch, state.loss = (xb, yb), loss
                 _call(step_callbacks, "on_step_end", state)
+
+    _call(callbacks, "on_train_begin", state)
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, initial=start_epoch, total=cfg.epochs,
+               disable=not progress_enabled(progress), leave=False)
+    for epoch in bar:
+        state.epoch = epoch
+        t0 = time.perf_counter()   # the epoch's time includes ranking the samples for a schedule
+        if schedule is None:
+            perm = epoch_permutation(n, seed, epoch).to(device)
+        else:
+            state.indices = schedule.indices(epoch, model, x_train, y_train, state.masks)
+            perm = (epoch_permutation(n, seed, epoch).to(device) if state.indices is None else
+                    state.indices[epoch_permutation(len(state.indices), seed, epoch).to(device)])
+            state.log("samples", len(perm))
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        reg_coef = cfg.fisher_reg_at(epoch)
+        if check_each_step:
+            run_steps(epoch, perm, reg_coef, None)
+        else:
+            snapshot = _snapshot(model, optimizer, scaler, device)
+            first_step = state.step
+            # float64 holds any loss exactly (a float64 loss past float32's range is still finite); MPS has none
+            losses = torch.empty(-(-len(perm) // bs), device=device,
+                                 dtype=torch.float32 if device.type == "mps" else torch.float64)
+            run_steps(epoch, perm, reg_coef, losses)
+            if not bool(torch.isfinite(losses).all()):   # the one host sync of the epoch's steps
+                # Replayed from the epoch's start with the check at every step, the run stops where it
+                # always did: at the first non-finite loss, with the weights from before that step and the
+                # BatchNorm statistics of its forward pass. Only a diverging run pays for the replay.
+                _restore(snapshot, model, optimizer, scaler, device)
+                state.step = first_step
+                run_steps(epoch, perm, reg_coef, None)
         if has_diverged(history):
             break
         scheduler.step()

@@ -1,0 +1,123 @@
+"""train()'s steps never wait for the device (issue 26): the check for a non-finite loss is read once per
+epoch, and a run that diverges is still stopped at the first bad step, as when every step was checked."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from sparsegap.config import TrainConfig
+from sparsegap.train import epoch_permutation, train
+
+
+def toy_data(n=96, d=10, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x @ torch.randn(d, c, generator=g)).argmax(1)
+    return SimpleNamespace(name="toy", x_train=x, y_train=y, x_test=x[:32] + 0.1, y_test=y[:32])
+
+
+class Poisoned(nn.Module):
+    """An MLP with BatchNorm whose training loss is NaN on any batch holding a sample with x[:, 0] > 100:
+    a divergence at a step that the data fix (evaluation, in eval mode, stays finite)."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.armed = True
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training and self.armed:
+            out = out + torch.where(x[:, :1] > 100, float("nan"), 0.0)
+        return out
+
+
+class ArmAfterEpoch1:
+    """Poisons the model from epoch 2 on; it acts only at an epoch's end, so the steps stay unchecked."""
+
+    wants_step_end = False
+
+    def on_train_begin(self, state):
+        state.model.armed = False
+
+    def on_epoch_end(self, state):
+        state.model.armed = True
+
+
+class EveryStep:
+    """A callback that acts at every step: train() then checks the loss at every step, as it always did."""
+
+    def on_step_end(self, state):
+        pass
+
+
+def _count_syncs(monkeypatch):
+    counts = {"n": 0}
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            counts["n"] += 1
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return counts
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_steps_make_no_host_sync(monkeypatch, precision):
+    """The host reads the device as often with 2 steps an epoch as with 24: never in a step."""
+    data = toy_data()
+    counts = _count_syncs(monkeypatch)
+    per_run = {}
+    for bs in (48, 4):
+        counts["n"] = 0
+        cfg = TrainConfig(epochs=2, batch_size=bs, lr=0.05, precision=precision)
+        h = train(Poisoned(), data, cfg, progress=False, device="cpu")
+        assert len(h["epoch"]) == 2 and "diverged" not in h
+        per_run[bs] = counts["n"]
+    assert per_run[4] == per_run[48], per_run
+
+
+def _run(cfg, data, callbacks=()):
+    model = Poisoned()
+    history = train(model, data, cfg, progress=False, device="cpu", callbacks=list(callbacks))
+    return model, history
+
+
+def _same(a, b):
+    (ma, ha), (mb, hb) = a, b
+    assert ha.keys() == hb.keys()
+    for k in ha:
+        if k != "seconds":
+            assert ha[k] == hb[k], k
+    sa, sb = ma.state_dict(), mb.state_dict()
+    for k in sa:   # the weights, and BatchNorm's running statistics
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_a_mid_epoch_divergence_stops_at_its_step_with_the_weights_of_before(epoch):
+    data = toy_data()
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05)
+    # the sample at position 50 of the epoch's order poisons its 7th batch of 8 (12 batches an epoch)
+    x = data.x_train.clone()
+    x[int(epoch_permutation(96, 0, epoch - 1)[50]), 0] = 1000.0
+    data = SimpleNamespace(**{**vars(data), "x_train": x})
+    arm = [ArmAfterEpoch1()] if epoch == 2 else []
+    deferred, every_step = _run(cfg, data, arm), _run(cfg, data, arm + [EveryStep()])
+    _same(deferred, every_step)
+    d = deferred[1]["diverged"]
+    assert d == {"epoch": epoch, "step": 12 * (epoch - 1) + 7, "loss": "nan"}
+    assert len(deferred[1]["epoch"]) == epoch - 1   # no row for the epoch it died in
+    assert all(torch.isfinite(p).all() for p in deferred[0].parameters())   # the weights before that step
+    assert len(deferred[1]["epoch"]) == d["epoch"] - 1
+    assert all(torch.isfinite(p).all() for p in deferred[0].parameters())   # the weights before the bad step
+
+
+def test_runs_that_do_not_diverge_are_unchanged_by_the_deferred_check():
+    data = toy_data()
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05)
+    _same(_run(cfg, data), _run(cfg, data, [EveryStep()]))
