@@ -7,8 +7,16 @@ import pytest
 import torch
 from torch import nn
 
+import sparsegap.train as train_module
 from sparsegap.config import TrainConfig
 from sparsegap.train import epoch_permutation, train
+
+
+@pytest.fixture(autouse=True)
+def deferred_on_the_cpu(monkeypatch):
+    """The CPU checks every step (a read costs nothing there, the epoch's snapshot would): these tests give the
+    CPU an accelerator's deferred check, the path a GPU takes."""
+    monkeypatch.setattr(train_module, "_defer_check", lambda device: True)
 
 
 def toy_data(n=96, d=10, c=3, seed=0):
@@ -121,3 +129,13 @@ def test_runs_that_do_not_diverge_are_unchanged_by_the_deferred_check():
     data = toy_data()
     cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05)
     _same(_run(cfg, data), _run(cfg, data, [EveryStep()]))
+
+
+def test_the_cpu_checks_every_step_without_a_snapshot(monkeypatch):
+    """Where a read is free (the CPU), no epoch pays for a snapshot it would never use."""
+    monkeypatch.undo()
+    assert not train_module._defer_check(torch.device("cpu")) and train_module._defer_check(torch.device("cuda"))
+    taken = []
+    monkeypatch.setattr(train_module, "_snapshot", lambda *a: taken.append(1))
+    train(Poisoned(), toy_data(), TrainConfig(epochs=2, batch_size=8, lr=0.05), progress=False, device="cpu")
+    assert taken == []
