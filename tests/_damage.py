@@ -1,5 +1,5 @@
-"""Damage done to an unfinished run (one with a checkpoint), as the audit of issue 25 did it: shared by
-tests/test_store_integrity.py and tests/test_fault_injection.py.
+"""Damage done to an unfinished run (one with a checkpoint), as the audit of issue 25 did it, and the crash that
+leaves one: shared by tests/test_store_integrity.py, test_fault_injection.py, test_provenance.py and test_runs.py.
 
 Each damage leaves files that load: before checkpoints and start files were verified, each one resumed into a
 silently wrong run (or, for the NaN, a run stored as diverged).
@@ -12,8 +12,11 @@ import struct
 import zipfile
 from pathlib import Path
 
+import pytest
 import torch
 
+import sparsegap.runs.job as runs_job
+from sparsegap.runs import get_or_train
 from sparsegap.runs.atomic import content_sha256
 
 DAMAGES = (
@@ -78,3 +81,22 @@ def damage(kind: str, run_dir: Path, sibling_dir: Path, run_hash: str, forge: bo
         _resave(ckpt, plant, forge)
     else:
         raise ValueError(f"unknown damage {kind!r}")
+
+
+def interrupted_after_epoch(cfg, store, epoch, monkeypatch):
+    """Train ``cfg`` into ``store`` and stop it (as a crash would) after its checkpoint of ``epoch``."""
+    real_save = runs_job.atomic_save
+
+    class Killed(Exception):
+        pass
+
+    def dying_save(obj, path):
+        real_save(obj, path)
+        if path.name == "checkpoint.pt" and obj["epoch"] == epoch:
+            raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(runs_job, "atomic_save", dying_save)
+        with pytest.raises(Killed):
+            get_or_train(cfg, store, progress=False)
+    return store.path(cfg) / "checkpoint.pt"

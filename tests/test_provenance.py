@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import sparsegap
-import sparsegap.runs.job as runs_mod
+from _damage import interrupted_after_epoch
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore, get_or_train, run_all
 from sparsegap.runs import provenance
@@ -116,20 +116,7 @@ def test_a_run_recorded_before_code_epochs_is_epoch_1(store, monkeypatch):
 
 def test_a_checkpoint_of_another_code_epoch_is_discarded(store, tmp_path, monkeypatch):
     cfg = dense_cfg(epochs=3)
-    real_save = runs_mod.atomic_save
-
-    class Killed(Exception):
-        pass
-
-    def dying_save(obj, path):
-        real_save(obj, path)
-        if path.name == "checkpoint.pt" and obj["epoch"] == 2:
-            raise Killed
-
-    with monkeypatch.context() as m:
-        m.setattr(runs_mod, "atomic_save", dying_save)
-        with pytest.raises(Killed):
-            get_or_train(cfg, store, progress=False)
+    interrupted_after_epoch(cfg, store, 2, monkeypatch)
     assert torch.load(store.path(cfg) / "checkpoint.pt", weights_only=True)["code_epoch"] == 1
     monkeypatch.setattr(provenance, "CODE_EPOCH", 2)
     with pytest.warns(UserWarning, match="checkpoint was written by code epoch 1, this code is epoch 2.*"

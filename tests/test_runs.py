@@ -1,11 +1,11 @@
 import json
 import os
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from _damage import interrupted_after_epoch
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.pruning import sparsity_of
 from sparsegap.runs import RunStore, get_or_train, run_all
@@ -59,21 +59,7 @@ def test_interrupted_run_resumes_to_the_same_result(store, tmp_path, monkeypatch
     cfg = dense_cfg(epochs=4)
     reference = get_or_train(cfg, RunStore(tmp_path / "reference"), progress=False)
 
-    import sparsegap.runs.job as runs_mod
-    real_save = runs_mod.atomic_save
-
-    class Killed(Exception):
-        pass
-
-    def dying_save(obj, path):
-        real_save(obj, path)
-        if path.name == "checkpoint.pt" and obj["epoch"] == 2:
-            raise Killed
-
-    monkeypatch.setattr(runs_mod, "atomic_save", dying_save)
-    with pytest.raises(Killed):
-        get_or_train(cfg, store, progress=False)
-    monkeypatch.setattr(runs_mod, "atomic_save", real_save)
+    interrupted_after_epoch(cfg, store, 2, monkeypatch)
     path = store.path(cfg)
     assert not (path / "DONE").exists() and (path / "checkpoint.pt").exists()
     assert not list(path.glob("*.tmp"))  # nothing half-written left behind

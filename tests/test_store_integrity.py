@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import sparsegap.runs.job as runs_mod
-from _damage import DAMAGES, FORGED, damage
+from _damage import DAMAGES, FORGED, damage, interrupted_after_epoch
 from sparsegap.runs.atomic import sha256
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore, get_or_train
@@ -44,25 +44,6 @@ def dense_cfg(epochs=3, seed=0, **train):
 
 def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def interrupted_after_epoch(cfg, store, epoch, monkeypatch):
-    """Train ``cfg`` into ``store`` and stop it (as a crash would) after its checkpoint of ``epoch``."""
-    real_save = runs_mod.atomic_save
-
-    class Killed(Exception):
-        pass
-
-    def dying_save(obj, path):
-        real_save(obj, path)
-        if path.name == "checkpoint.pt" and obj["epoch"] == epoch:
-            raise Killed
-
-    with monkeypatch.context() as m:
-        m.setattr(runs_mod, "atomic_save", dying_save)
-        with pytest.raises(Killed):
-            get_or_train(cfg, store, progress=False)
-    return store.path(cfg) / "checkpoint.pt"
 
 
 # --- checkpoints ---------------------------------------------------------------------------------

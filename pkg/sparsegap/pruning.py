@@ -347,6 +347,15 @@ def masks_key(masks: Masks | None):
     return None if not masks else (id(masks),) + tuple((id(m), m._version) for m in masks.values())
 
 
+def same_masks(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same masks: the same names, each the same tensor values and shape (None
+    only equals None). ``a`` may be anything (what a file held): it is then not the same."""
+    if a is None or b is None:
+        return a is b
+    return (isinstance(a, dict) and a.keys() == b.keys()
+            and all(isinstance(a[k], torch.Tensor) and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in b))
+
+
 def masks_to(masks: Masks | None, device: torch.device | str) -> Masks | None:
     return None if masks is None else {n: m.to(device) for n, m in masks.items()}
 

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from ..batched import engine_for, train_batched
-from ..config import RunConfig
-from ..pruning import Masks, prunable_parameters
-from ..trackers import make_trackers
 from ..bookkeeping import HISTORY_KEYS
+from ..config import RunConfig
+from ..pruning import Masks, prunable_parameters, same_masks
+from ..trackers import make_trackers
 from ..train import train
 from . import provenance
 from .atomic import atomic_save, atomic_write_text, content_sha256, sha256, to_cpu
@@ -257,18 +257,11 @@ def _resume_problem(ckpt: dict, cfg: RunConfig, path: Path, masks: Masks | None)
                 return f"was trained from another {name} than the one there now (swapped or corrupted)"
         except FileNotFoundError:
             return f"was trained from a {name} that is missing now"
-    if not (recipe.curve or recipe.updater is not None or _same_masks(ckpt["masks"], masks)):
+    if not (recipe.curve or recipe.updater is not None or same_masks(ckpt["masks"], masks)):
         return "holds other masks than the run's (none, or another run's)"
     if not all(torch.isfinite(v).all() for v in ckpt["model"].values() if torch.is_floating_point(v)):
         return "holds weights that are not finite (NaN or inf), which training never checkpoints"
     return None
-
-
-def _same_masks(a: Masks | None, b: Masks | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return (isinstance(a, dict) and a.keys() == b.keys()
-            and all(isinstance(a[k], torch.Tensor) and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in b))
 
 
 def _checkpoint_problem(ckpt, cfg: RunConfig, model: nn.Module) -> str | None:

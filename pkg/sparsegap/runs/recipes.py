@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import ModelConfig, RunConfig
 from ..pruning import (Masks, apply_masks, global_masks_from_scores, gradient_scores, magnitude_scores,
-                       prunable_parameters, random_scores)
+                       prunable_parameters, random_scores, same_masks)
 from .materials import build_model_for, load_data
 from .store import Run, RunStore, check_store
 
@@ -132,8 +132,7 @@ def load_curve(cfg: RunConfig, store: RunStore | None = None, *, trained: bool =
     masks = None
     if cfg.curve_mode == "sparse":
         ma, mb = a.masks, b.masks
-        same = ma is not None and mb is not None and ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
-        if not same:
+        if ma is None or not same_masks(ma, mb):
             raise ValueError(f"a sparse curve needs endpoints with one shared mask, but {cfg.parent.run_id} and "
                              f"{cfg.partner.run_id} have different masks (or one has none); use curve_mode='dense'")
         masks = ma
