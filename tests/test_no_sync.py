@@ -139,3 +139,52 @@ def test_the_cpu_checks_every_step_without_a_snapshot(monkeypatch):
     monkeypatch.setattr(train_module, "_snapshot", lambda *a: taken.append(1))
     train(Poisoned(), toy_data(), TrainConfig(epochs=2, batch_size=8, lr=0.05), progress=False, device="cpu")
     assert taken == []
+
+
+# ----------------------------------------------------------------------------- the batched trainer
+
+def _batched(defer: bool, monkeypatch, lrs=(0.1, 1e12, 0.05), epochs=3, count=False):
+    import sparsegap.batched as batched_module
+    from sparsegap.batched import train_batched
+    from sparsegap.models import build_model
+    monkeypatch.setattr(batched_module, "_defer_check", lambda device: defer)
+    data = toy_data()
+    models = [build_model("mlp", num_classes=3, input_shape=(10,), hidden=(16,), seed=s) for s in range(len(lrs))]
+    cfgs = [TrainConfig(epochs=epochs, batch_size=8, lr=lr) for lr in lrs]
+    counts = _count_syncs(monkeypatch) if count else None
+    hs = train_batched(models, data, cfgs, seeds=list(range(len(lrs))), device="cpu", progress=False)
+    if count:
+        monkeypatch.undo()
+    return models, hs, counts
+
+
+def test_a_batched_member_that_diverges_stops_as_when_every_step_is_checked(monkeypatch):
+    """One member's lr of 1e12 makes its loss non-finite in the first epoch: the deferred check replays the
+    epoch and the diverged member and the others end bitwise as with a check at every step."""
+    (m_d, h_d, _), (m_e, h_e, _) = _batched(True, monkeypatch), _batched(False, monkeypatch)
+    assert "diverged" in h_d[1] and "diverged" not in h_d[0] and "diverged" not in h_d[2]
+    for a, b, ha, hb in zip(m_d, m_e, h_d, h_e):
+        assert {k: v for k, v in ha.items() if k != "seconds"} == {k: v for k, v in hb.items() if k != "seconds"}
+        for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+            assert torch.equal(p, q), n
+    assert all(torch.isfinite(p).all() for p in m_d[1].parameters())   # the weights from before the bad step
+
+
+def test_batched_steps_make_no_host_sync(monkeypatch):
+    """Deferred, the host reads as often with 12 steps an epoch as it must per epoch (evaluation, the check),
+    never per step: counted over 1 and over 3 epochs, the difference is a multiple of the epochs, and the same
+    whether an epoch has 12 steps or 3."""
+    def syncs(batch_size):
+        import sparsegap.batched as batched_module
+        from sparsegap.batched import train_batched
+        from sparsegap.models import build_model
+        monkeypatch.setattr(batched_module, "_defer_check", lambda device: True)
+        data = toy_data()
+        models = [build_model("mlp", num_classes=3, input_shape=(10,), hidden=(16,), seed=s) for s in range(2)]
+        counts = _count_syncs(monkeypatch)
+        train_batched(models, data, TrainConfig(epochs=2, batch_size=batch_size, lr=0.05), device="cpu",
+                      progress=False)
+        n = counts["n"]
+        monkeypatch.undo()
+        return n
+    assert syncs(8) == syncs(32)

@@ -67,7 +67,7 @@ from .config import TrainConfig
 from .pruning import Masks, apply_masks, check_masks, masks_key, masks_to
 # ENGINES, check_batchable and engine_for live in stacked; importable from here as before.
 from .stacked import ENGINES, BmmEngine, Stack, VmapEngine, activation_size, check_batchable, engine_for, mlp_ops
-from .train import TrainState, epoch_permutation, make_optimizer, make_scheduler, progress_enabled, resolve_device
+from .train import _defer_check, TrainState, epoch_permutation, make_optimizer, make_scheduler, progress_enabled, resolve_device
 
 __all__ = ["ENGINES", "BATCH_MAX_MACS", "BATCH_MAX_PARAMS", "check_batchable", "check_compatible", "engine_for",
            "forward_macs", "should_batch", "train_batched", "trains_batched"]
@@ -431,6 +431,51 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
     def build(active: list[int]) -> Stack:
         return Stack(active, params_of, bufs, [m.state.masks for m in members], names, stack_engine)
 
+    def run_steps(epoch: int, stack: Stack, perm: torch.Tensor, perms: dict, y_train: torch.Tensor,
+                  log: torch.Tensor | None):
+        """One epoch's steps of the stack; returns (stack, perm, y_train), rebuilt without the members that diverged.
+        ``log`` None: every step checks its losses (a host sync per step); else they are written to ``log``."""
+        for start in range(0, n, bs):
+            while True:  # once more without them if some member's loss is not finite
+                idx = perm[:, start: start + bs]
+                xb, yb = x_train[idx], y_train.gather(1, idx)
+                losses = stack.losses(xb, yb)
+                if log is not None:
+                    log[start // bs].copy_(losses.detach())
+                    break
+                finite = torch.isfinite(losses)
+                if bool(finite.all()):
+                    break
+                for row in (~finite).nonzero().flatten().tolist():
+                    mem = members[stack.members[row]]
+                    mem.diverged = True
+                    record_divergence(mem.state.history, epoch + 1, mem.state.step + 1, float(losses[row]))
+                stack.release(bufs)
+                active = [i for i in stack.members if not members[i].diverged]
+                stack = build(active) if active else None
+                if stack is None:
+                    break
+                stack.set_lrs([members[i].lrs[epoch] for i in stack.members])
+                perm = torch.stack([perms[i] for i in stack.members])
+                y_train = labels[stack.members]
+            if stack is None:
+                break
+            stack.sgd_step(momentum, weight_decay)
+            masks_changed = False
+            for row, i in enumerate(stack.members):
+                mem = members[i]
+                mem.state.step += 1
+                if mem.step_callbacks:
+                    mem.state.batch, mem.state.loss = (xb[row], yb[row]), losses[row]
+                    mem.call("on_step_end", epoch, stack.row_bufs(row))
+                    mem.state.batch = mem.state.loss = None
+                    masks_changed |= masks_key(mem.state.masks) != mem.mask_key
+            if masks_changed:  # a mask updater (pruning schedule, SET, RigL) changed some mask
+                for mem in members:
+                    mem.mask_key = masks_key(mem.state.masks)
+                stack.set_masks([m.state.masks for m in members])
+        return stack, perm, y_train
+
     stack: Stack | None = None
     first = min(m.start_epoch for m in members)
     bar = tqdm(range(first, cfg.epochs), desc=desc, initial=first, total=cfg.epochs,
@@ -451,42 +496,27 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
             stack.set_lrs([members[i].lrs[epoch] for i in stack.members])
             for mem in (members[i] for i in stack.members):
                 mem.state.epoch = epoch
-            for start in range(0, n, bs):
-                while True:  # once more without them if some member's loss is not finite
-                    idx = perm[:, start: start + bs]
-                    xb, yb = x_train[idx], y_train.gather(1, idx)
-                    losses = stack.losses(xb, yb)
-                    finite = torch.isfinite(losses)
-                    if bool(finite.all()):
-                        break
-                    for row in (~finite).nonzero().flatten().tolist():
-                        mem = members[stack.members[row]]
-                        mem.diverged = True
-                        record_divergence(mem.state.history, epoch + 1, mem.state.step + 1, float(losses[row]))
-                    stack.release(bufs)
-                    active = [i for i in stack.members if not members[i].diverged]
-                    stack = build(active) if active else None
-                    if stack is None:
-                        break
-                    stack.set_lrs([members[i].lrs[epoch] for i in stack.members])
-                    perm = torch.stack([perms[i] for i in stack.members])
-                    y_train = labels[stack.members]
-                if stack is None:
-                    break
-                stack.sgd_step(momentum, weight_decay)
-                masks_changed = False
-                for row, i in enumerate(stack.members):
-                    mem = members[i]
-                    mem.state.step += 1
-                    if mem.step_callbacks:
-                        mem.state.batch, mem.state.loss = (xb[row], yb[row]), losses[row]
-                        mem.call("on_step_end", epoch, stack.row_bufs(row))
-                        mem.state.batch = mem.state.loss = None
-                        masks_changed |= masks_key(mem.state.masks) != mem.mask_key
-                if masks_changed:  # a mask updater (pruning schedule, SET, RigL) changed some mask
-                    for mem in members:
-                        mem.mask_key = masks_key(mem.state.masks)
-                    stack.set_masks([m.state.masks for m in members])
+            # On an accelerator, with no callback acting during the steps, the steps never wait for the device to
+            # say whether a loss was finite (issue 26): each step's losses go to ``log`` on the device, read once
+            # at the epoch's end; a member that diverged sends the whole epoch back to its start (a snapshot of
+            # the stack) to be replayed with the check at every step, which stops each member where it always
+            # did, with the same bits. The CPU checks every step, as train() does.
+            log = None
+            if _defer_check(device) and not any(members[i].step_callbacks for i in stack.members):
+                log = torch.empty(steps_per_epoch, len(stack.members), device=device,
+                                  dtype=torch.float32 if device.type == "mps" else torch.float64)
+                snapshot = ([q.detach().clone() for q in stack.P],
+                            None if stack.B is None else [b.clone() for b in stack.B],
+                            {i: members[i].state.step for i in stack.members})
+            stack, perm, y_train = run_steps(epoch, stack, perm, perms, y_train, log)
+            if log is not None and not bool(torch.isfinite(log).all()):   # the one host sync of the epoch's steps
+                with torch.no_grad():
+                    for q, saved in zip(stack.P, snapshot[0]):
+                        q.copy_(saved)
+                stack.B = snapshot[1]
+                for i, step in snapshot[2].items():
+                    members[i].state.step = step
+                stack, perm, y_train = run_steps(epoch, stack, perm, perms, y_train, None)
             if stack is None:
                 continue
             seconds = (time.perf_counter() - t0) / len(stack.members)
