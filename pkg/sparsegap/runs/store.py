@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,7 +38,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import SPARSE_KINDS, RunConfig
+from ..config import RUN_KINDS, SPARSE_KINDS, RunConfig
 from ..pruning import Masks
 from . import provenance
 from .atomic import atomic_save, atomic_write_text, sha256, to_cpu
@@ -45,6 +46,9 @@ from .lock import RunLock
 from .materials import build_model_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+
+# The name of a run directory, <kind>-<16 hex digits of the config hash>: anything else in the store is not a run.
+RUN_ID = re.compile(rf"(?:{'|'.join(map(re.escape, RUN_KINDS))})-[0-9a-f]{{16}}")
 
 
 def default_root() -> Path:
@@ -222,17 +226,35 @@ class RunStore:
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
 
-    def path(self, cfg: RunConfig) -> Path:
-        """The run's directory; :class:`LinkedPath` if it is a symbolic link (checked at every use, so
-        before anything is read, written or deleted there)."""
-        return refuse_link(self.root / cfg.run_id, f"run directory of {cfg.run_id}:")
+    def path(self, cfg: RunConfig | str) -> Path:
+        """The run's directory (``cfg``: its config, or its run id); :class:`LinkedPath` if it is a symbolic
+        link (checked at every use, so before anything is read, written or deleted there)."""
+        run_id = _run_id(cfg)
+        return refuse_link(self.root / run_id, f"run directory of {run_id}:")
 
-    def lock(self, cfg: RunConfig) -> RunLock:
-        """The lock under which ``cfg`` is trained (a context manager); :class:`LinkedPath` if ``.locks``
-        or the lock file is a symbolic link."""
+    def lock(self, cfg: RunConfig | str) -> RunLock:
+        """The lock under which ``cfg`` (a config, or a run id) is trained (a context manager); :class:`LinkedPath`
+        if ``.locks`` or the lock file is a symbolic link."""
+        run_id = _run_id(cfg)
         locks = refuse_link(self.root / ".locks", "the store's lock directory")
-        return RunLock(refuse_link(locks / f"{cfg.run_id}.lock", f"lock file of {cfg.run_id}:"),
+        return RunLock(refuse_link(locks / f"{run_id}.lock", f"lock file of {run_id}:"),
                        timeout=self.lock_timeout, max_age=self.lock_max_age)
+
+    def holder(self, cfg: RunConfig | str) -> str | None:
+        """Who holds the lock of ``cfg`` (a config, or a run id) now, as "pid ... on HOST since ...": a live owner
+        on this host, or one on another host that refreshed it within ``lock_max_age``; None if it is free or its
+        owner is gone (then the next process takes it over). Only looks: creates, takes over and deletes nothing."""
+        from .lock import _describe
+        lock = self.lock(cfg)
+        found = lock._read()
+        return None if found is None or lock._stale(found) else _describe(found)
+
+    def run_dirs(self) -> list[Path]:
+        """Every run directory in the store, finished or not (named ``<kind>-<hash>``), sorted by name; symbolic
+        links are left out (the store refuses them)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if RUN_ID.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
 
     def is_done(self, cfg: RunConfig) -> bool:
         return (self.path(cfg) / "DONE").exists()
@@ -290,6 +312,15 @@ class RunStore:
             except Exception:
                 continue
         return out
+
+
+def _run_id(cfg: RunConfig | str) -> str:
+    if isinstance(cfg, RunConfig):
+        return cfg.run_id
+    if isinstance(cfg, str) and RUN_ID.fullmatch(cfg):
+        return cfg
+    raise ValueError(f"a run must be given as a RunConfig or a run id (<kind>-<16 hex digits>, kind one of "
+                     f"{', '.join(RUN_KINDS)}), got {cfg!r:.80}")
 
 
 def _checksums(marker: bytes, cfg: RunConfig) -> dict[str, str]:
