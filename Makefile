@@ -19,12 +19,16 @@ VENV ?= $(HOME)/.cache/sparsegap/venv-$(VENV_KEY)
 PY := $(VENV)/bin/python
 DEPS_KEY := $(shell cat pkg/pyproject.toml | sha1sum | cut -c1-10)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_KEY)
-APT_PACKAGES := dataset-fashion-mnist chromium chromium-driver
+# Debian packages: what building the book needs (Fashion-MNIST), and what only the tests need (Chromium and its
+# driver, for the browser tests of the built book). Ubuntu packages Chromium differently (a snap behind
+# chromium-browser, the driver as chromium-chromedriver): set TEST_APT_PACKAGES there.
+BOOK_APT_PACKAGES := dataset-fashion-mnist
+TEST_APT_PACKAGES ?= chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MPLBACKEND := Agg
 export PYTHONPATH := $(CURDIR)/pkg$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: book test bench robustness env system widgets clean-book help
+.PHONY: book test bench robustness env system system-test widgets clean-book help
 
 help:
 	@echo "make book   build the book (cpu profile) into book/_build/html"
@@ -47,22 +51,31 @@ $(DEPS_STAMP): $(VENV)/.torch-ok pkg/pyproject.toml
 
 env: $(DEPS_STAMP)
 
-# Debian packages: Fashion-MNIST, and Chromium for the browser tests. Installed only when missing.
-system:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p > /dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Debian packages, installed only when missing: `system` what the book needs, `system-test` also what the tests need.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p > /dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing > /dev/null; \
 	fi
+endef
+
+system:
+	$(call apt_install,$(BOOK_APT_PACKAGES))
+
+system-test:
+	$(call apt_install,$(BOOK_APT_PACKAGES) $(TEST_APT_PACKAGES))
 
 # ipywidgets' embed scripts, served by the book itself so that widgets render offline.
 widgets: env
 	bash book/_scripts/fetch_widget_js.sh
 
+# REPOSITORY_URL (e.g. https://github.com/OWNER/REPO) points the pages' repository buttons at a fork without
+# editing book/_config.yml; the workflow sets it from the GitHub context.
 book: env system widgets
-	$(PY) -m sparsegap.bookbuild --profile cpu
+	$(PY) -m sparsegap.bookbuild --profile cpu$(if $(REPOSITORY_URL), --repository-url "$(REPOSITORY_URL)")
 
-test: env system widgets
+test: env system-test widgets
 	$(PY) -m pytest tests -q --durations=15
 
 bench: env system
