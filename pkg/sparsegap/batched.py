@@ -67,7 +67,8 @@ from .config import TrainConfig
 from .pruning import Masks, apply_masks, check_masks, masks_key, masks_to
 # ENGINES, check_batchable and engine_for live in stacked; importable from here as before.
 from .stacked import ENGINES, BmmEngine, Stack, VmapEngine, activation_size, check_batchable, engine_for, mlp_ops
-from .train import _defer_check, TrainState, epoch_permutation, make_optimizer, make_scheduler, progress_enabled, resolve_device
+from .train import (TrainState, _defer_check, epoch_permutation, make_optimizer, make_scheduler, progress_enabled,
+                    resolve_device)
 
 __all__ = ["ENGINES", "BATCH_MAX_MACS", "BATCH_MAX_PARAMS", "check_batchable", "check_compatible", "engine_for",
            "forward_macs", "should_batch", "train_batched", "trains_batched"]

@@ -10,6 +10,9 @@
   processes already sharing the machine (``$SPARSEGAP_WORKERS``, set by a parallel book build),
   and ``"local"`` when k < 2. Alone on two cores that is two processes; inside a two-job book
   build it is ``"local"``, so the build never oversubscribes the cores;
+* ``"gpus"``: a pool of one spawned process per GPU this process sees (``CUDA_VISIBLE_DEVICES``), each pinned
+  to its own GPU (:func:`sparsegap.runs.workers.claim_gpu`: its runs see it as ``cuda:0``) with the cores shared
+  out as torch threads; ``"gpus:0,2"`` names the GPUs. Without CUDA it is an error, not a silent CPU pool;
 * ``"dask"``: a ``dask.distributed.LocalCluster`` on this machine (one single-threaded worker process
   per free core, on the loopback interface); ``"dask:ADDRESS"`` (e.g. ``"dask:tls://10.0.0.5:8786"``):
   a running scheduler;
@@ -19,7 +22,7 @@
 What each one exposes. A dask scheduler runs whatever task a connected client sends, as the user who
 started its workers, so whoever can connect can run code as the sweep's user:
 
-* ``local``: nothing; ``processes:N``: nothing either (the pool talks to its workers through pipes, and a
+* ``local``: nothing; ``processes:N`` and ``gpus``: nothing either (the pool talks to its workers through pipes, and a
   worker ends when its parent dies: :func:`sparsegap.runs.workers.follow_parent`);
 * ``dask``: a scheduler and workers listening on 127.0.0.1, so reachable by every local user, but with TLS
   and client certificates (``Security.temporary()``: a key and certificate made for this cluster, kept in
@@ -58,9 +61,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .threads import cores, workers
-from .workers import init_worker, one_thread
+from .workers import init_gpu_worker, init_worker, one_thread, visible_gpus
 
-EXECUTORS = ("local", "processes:N", "auto", "dask", "dask:ADDRESS", "slurm:PATH")
+EXECUTORS = ("local", "processes:N", "auto", "gpus", "gpus:IDS", "dask", "dask:ADDRESS", "slurm:PATH")
 MAX_PROCESSES_PER_CORE = 4   # processes:N above this many per core is refused (see the module docstring)
 MAX_PROCESSES = 1024
 CONNECT_TIMEOUT = 5.0   # seconds to reach a dask scheduler before saying it is unreachable
@@ -82,7 +85,9 @@ SLURM_PROLOGUE = ("export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRI
                   "export DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL=5s",
                   "export DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=1s")
 SLURM_KEYS = {
-    "cores": "cores per job (each core one single-threaded worker process)",
+    "cores": "cores per job (each core one single-threaded worker process, unless gpus is set)",
+    "gpus": "GPUs per job: one worker per GPU, pinned to it, with the job's cores shared out as its threads "
+            "(adds --gres=gpu:N unless job_extra_directives asks for GPUs itself)",
     "memory": 'memory per job, e.g. "16GB"',
     "walltime": 'the job\'s time limit, "HH:MM:SS"',
     "jobs": "how many jobs to keep running (default 1)",
@@ -103,8 +108,9 @@ SLURM_TLS_FILES = ("ca_file", "cert", "key")
 
 @dataclass(frozen=True)
 class ExecutorSpec:
-    kind: str            # local, processes, dask, slurm
+    kind: str            # local, processes, gpus, dask, slurm
     workers: int = 0     # processes / LocalCluster workers
+    gpus: tuple[str, ...] = ()   # the gpus pool's devices, as CUDA_VISIBLE_DEVICES names them
     address: str = ""    # dask scheduler address
     path: str = ""       # slurm YAML file
 
@@ -130,14 +136,25 @@ def parse_executor(spec: object) -> ExecutorSpec:
                                  f"single-threaded worker holding its own torch, so more only thrash. Use "
                                  f"processes:N with 1 <= N <= {limit}, or 'auto'")
             return ExecutorSpec("processes", n)
+    if low == "gpus" or low.startswith("gpus:"):
+        listed = low[5:].strip() if low.startswith("gpus:") else None
+        ids = visible_gpus() if listed is None else [x.strip() for x in listed.split(",")]
+        if listed is not None and (not all(x.isdecimal() for x in ids) or len(set(ids)) != len(ids)):
+            raise ValueError(f"executor={spec!r}: gpus:IDS takes distinct GPU numbers separated by commas, e.g. "
+                             f"'gpus:0,1'")
+        if not ids:
+            raise ValueError(f"executor={spec!r} trains one worker per GPU, but this process sees no CUDA GPU "
+                             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use 'auto' or "
+                             f"'processes:N' on the CPU")
+        return ExecutorSpec("gpus", len(ids), gpus=tuple(ids))
     if low == "dask":
         return ExecutorSpec("dask", max(1, cores() // workers()))
     if low.startswith("dask:") and key[5:].strip():
         return ExecutorSpec("dask", address=key[5:].strip())
     if low.startswith("slurm:") and key[6:].strip():
         return ExecutorSpec("slurm", path=key[6:].strip())
-    raise ValueError(f"executor must be one of {EXECUTORS} (N a positive int, ADDRESS a dask scheduler's "
-                     f"address, PATH a Slurm YAML file), got {spec!r}")
+    raise ValueError(f"executor must be one of {EXECUTORS} (N a positive int, IDS GPU numbers such as 0,1, ADDRESS a "
+                     f"dask scheduler's address, PATH a Slurm YAML file), got {spec!r}")
 
 
 def check_executor(executor: object) -> None:
@@ -242,10 +259,12 @@ def read_slurm_file(path: str | os.PathLike) -> dict:
         return ValueError(f"executor='slurm:{path}': {key} must be {allowed}, got {conf[key]!r}"
                           f" ({type(conf[key]).__name__})")
 
-    for key in ("cores", "jobs"):
+    for key in ("cores", "jobs", "gpus"):
         v = conf.get(key, 1)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise bad(key, "a positive int")
+    if conf.get("gpus", 1) > conf["cores"]:
+        raise bad("gpus", f"at most cores ({conf['cores']}): each GPU's worker needs a core of its own")
     if _size_bytes(conf["memory"]) is None:
         raise bad("memory", 'a size of at least 1MB with its unit, e.g. "16GB", "512MB", "4GiB"')
     wall = _walltime_seconds(conf["walltime"], path)
@@ -357,8 +376,12 @@ def slurm_cluster(path: str | os.PathLike, **overrides):
     margin = conf.get("lifetime_margin")
     margin_s = int(margin * 60) if margin is not None else max(120, math.ceil(0.1 * wall))
     lifetime = max(60, wall - margin_s)
-    kwargs = dict(cores=conf["cores"], processes=conf["cores"], memory=str(conf["memory"]), walltime=str(conf["walltime"]),
-                  job_extra_directives=list(conf.get("job_extra_directives", [])),
+    gpus = conf.get("gpus")
+    directives = list(conf.get("job_extra_directives", []))
+    if gpus and not any("--gres=gpu" in d or "--gpus" in d for d in directives):
+        directives.append(f"--gres=gpu:{gpus}")
+    kwargs = dict(cores=conf["cores"], processes=gpus or conf["cores"], memory=str(conf["memory"]),
+                  walltime=str(conf["walltime"]), job_extra_directives=directives,
                   worker_extra_args=["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{min(300, margin_s // 2)}s"],
                   job_script_prologue=[*SLURM_PROLOGUE, *conf.get("job_script_prologue", [])])
     for k in ("queue", "account", "local_directory"):
@@ -388,16 +411,27 @@ def executor_for(spec: str = "local") -> Iterator[Any]:
     if s.kind == "local":
         yield None
         return
-    if s.kind == "processes":
+    if s.kind in ("processes", "gpus"):
+        lock_dir = None
+        if s.kind == "gpus":   # the lock files by which each worker claims its GPU, for this pool alone
+            import tempfile
+            lock_dir = tempfile.mkdtemp(prefix="sparsegap-gpus-")
+        init, args = (init_worker, (s.workers,)) if s.kind == "processes" else (
+            init_gpu_worker, (s.workers, list(s.gpus), lock_dir))
         pool = ProcessPoolExecutor(max_workers=s.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=init_worker, initargs=(s.workers,))
+                                   initializer=init, initargs=args)
         try:
-            yield pool
-        except BaseException:
-            stop_workers(pool)
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+            try:
+                yield pool
+            except BaseException:
+                stop_workers(pool)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
+        finally:
+            if lock_dir is not None:
+                import shutil
+                shutil.rmtree(lock_dir, ignore_errors=True)
         return
     with contextlib.ExitStack() as stack:
         yield DaskExecutor(_dask_client(s, stack))
@@ -428,15 +462,16 @@ def _dask_client(s: ExecutorSpec, stack: contextlib.ExitStack):
         stack.callback(cluster.close)
     client = distributed.Client(cluster, set_as_default=False)
     stack.callback(client.close)
-    _warm_workers(client)
+    _warm_workers(client, gpus=s.kind == "slurm" and bool(read_slurm_file(s.path).get("gpus")))
     return client
 
 
-def _warm_workers(client) -> None:
+def _warm_workers(client, gpus: bool = False) -> None:
     """Every worker of ``client`` warmed up (:func:`warm_up`) now, and every worker that joins later (a Slurm
-    job that starts, a worker that replaces a lost one) when it starts."""
+    job that starts, a worker that replaces a lost one) when it starts; with ``gpus``, each pinned to a GPU of
+    its job first."""
     from ._dask_plugin import WarmUp
-    client.register_plugin(WarmUp())
+    client.register_plugin(WarmUp(gpus=gpus))
 
 
 # ------------------------------------------------------------------- the executor a notebook keeps

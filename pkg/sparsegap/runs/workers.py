@@ -7,6 +7,7 @@ parent, releasing the locks of the runs it trains (:func:`follow_parent`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 from .threads import THREADS_ENV, WORKERS_ENV
@@ -37,6 +38,54 @@ _WARM: dict[str, float] = {}
 def warm_up_seconds() -> float | None:
     """How long :func:`warm_up` took in this process, or None if it has not run here."""
     return _WARM.get("seconds")
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as the ids ``CUDA_VISIBLE_DEVICES`` names them (its list when set,
+    else 0 .. torch.cuda.device_count() - 1; none without CUDA)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [x.strip() for x in listed.split(",") if x.strip() and x.strip() != "-1"]
+    import torch
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+_GPU_LOCKS: list[int] = []
+
+
+def claim_gpu(ids: list[str], lock_dir: str | os.PathLike) -> str:
+    """Pin this process to the first GPU of ``ids`` that no other process holds, before CUDA starts in it: a lock
+    file per GPU in ``lock_dir`` (held for the process's life, released by the system when it ends, so a worker
+    that replaces a dead one takes over its GPU), then ``CUDA_VISIBLE_DEVICES`` set to that one id, which the
+    process's runs see as ``cuda:0``. The pool of :func:`~.executors.executor_for` ("gpus") and the dask workers
+    of a Slurm job with ``gpus`` pin themselves so, one worker per GPU."""
+    import fcntl
+    Path(lock_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    for gid in ids:
+        fd = os.open(Path(lock_dir) / f"gpu-{gid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _GPU_LOCKS.append(fd)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gid
+        return gid
+    raise RuntimeError(f"every GPU of {ids} is held by another worker (lock files in {lock_dir}): a pool of more "
+                       f"workers than GPUs")
+
+
+def init_gpu_worker(n: int, ids: list[str], lock_dir: str) -> None:
+    """The start of a worker of the "gpus" pool: it follows its parent, pins itself to one GPU of ``ids``
+    (:func:`claim_gpu`), takes the cores shared out among the ``n`` workers as its torch threads, and warms up."""
+    import torch
+
+    from .threads import cores
+    follow_parent()
+    claim_gpu(ids, lock_dir)
+    os.environ[WORKERS_ENV] = str(n)
+    torch.set_num_threads(max(1, cores() // n))
+    warm_up()
 
 
 def init_worker(n: int) -> None:
