@@ -212,7 +212,7 @@ def site(built_book):
 def browser(tmp_path_factory: pytest.TempPathFactory):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip(f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER} "
-                    "(`make system` installs the Debian packages chromium and chromium-driver)")
+                    "(`make system-test` installs the Debian packages chromium and chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -495,6 +495,29 @@ def test_every_figure_has_a_numbered_caption(built_book, page: str) -> None:
         assert int(number.group(1)) == chapter, f"{page}: figure numbered {number.group(0)} in chapter {chapter}"
     assert not re.search(r"<h\d[^>]*>(?:<span[^>]*>[^<]*</span>)?\s*Figure \d", article), \
         f"{page} has a heading that starts with 'Figure N' (use the numbered captions)"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_figures_link_their_data(built_book, page: str) -> None:
+    """Under its figures a chapter links the numbers they plot (sparsegap.plots.data): "Data: <key>.csv", a CSV
+    the page carries, one row per plotted point; the page links at least one."""
+    import base64
+    import io
+    import re
+
+    import pandas as pd
+
+    article = _article((built_book.html_dir / f"{page}.html").read_text())
+    linked = 0
+    for fid, body in re.findall(r'<figure[^>]*id="([^"]+)"[^>]*>(.*?)</figure>', article, flags=re.S):
+        link = re.search(r'href="data:text/csv;charset=utf-8;base64,([^"]+)" download="([^"]+)"', body)
+        if link is None:
+            continue   # a figure that says in words why there is nothing to draw at this scale
+        assert link.group(2) == f"{fid}.csv", f"{page}: figure {fid} links {link.group(2)}"
+        table = pd.read_csv(io.StringIO(base64.b64decode(link.group(1)).decode()))
+        assert {"panel", "series", "x", "y"} <= set(table.columns) and len(table), f"{page}: {fid}'s data is empty"
+        linked += 1
+    assert linked, f"{page} links the data of none of its figures"
 
 
 @pytest.mark.parametrize("page", CHAPTERS)

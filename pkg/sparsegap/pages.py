@@ -49,6 +49,8 @@ def figure(key: str, fig: plt.Figure) -> None:
                          f"digits, a lowercase name), got {key!r}")
     if not isinstance(fig, plt.Figure):
         raise TypeError(f"pages.figure: fig must be a matplotlib Figure, got {type(fig).__name__}")
+    # The key names the figure, so that its display (sparsegap.plots.data) names the numbers it links "<key>.csv".
+    fig.set_label(key)
     if not _glue(key, fig, display=True):
         from IPython.display import display
         display(fig)

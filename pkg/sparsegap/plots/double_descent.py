@@ -219,7 +219,7 @@ def figure_distance(table: pd.DataFrame) -> plt.Figure:
         sparsity_band(axes[0], d.dropna(subset=[f"{sol}_distance"]), f"{sol}_distance", "#1f77b4", style,
                        label=f"{name} solutions", marker=marker)
         sparsity_band(axes[1], d.dropna(subset=[f"{sol}_test_acc"]), f"{sol}_test_acc", "#d62728", style,
-                       marker=marker)
+                       label=f"_{name} solutions", marker=marker)   # "_": named in the data, not the legend
     axes[0].set_ylim(bottom=0)
     axes[1].set_ylim(0, 1.02)
     axes[0].set_ylabel("L2 distance from initialization")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .data import mark_sparsity_axis
+
 
 def sparsity_axis(sparsities) -> np.ndarray:
     """Positions on a log-density axis, so that 0.9, 0.99 and 0.999 are evenly spread."""
@@ -12,6 +14,7 @@ def sparsity_axis(sparsities) -> np.ndarray:
 
 
 def set_sparsity_ticks(ax, sparsities) -> None:
+    mark_sparsity_axis(ax, sparsities)
     ax.set_xticks(sparsity_axis(sparsities))
     ax.set_xticklabels([f"{s:g}" for s in sparsities], rotation=45)
     ax.set_xlabel("sparsity")
@@ -20,6 +23,7 @@ def set_sparsity_ticks(ax, sparsities) -> None:
 def density_ticks(ax, sparsities) -> None:
     """Ticks at every other round: sparsity on a log-density axis (0.9, 0.99, 0.999 evenly spaced)."""
     s = sorted(sparsities)
+    mark_sparsity_axis(ax, s)
     s = s[::2] if len(s) > 6 else s
     ax.set_xticks(sparsity_axis(s))
     ax.set_xticklabels([f"{100 * v:.4g}" for v in s], rotation=60)

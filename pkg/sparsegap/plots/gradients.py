@@ -50,7 +50,7 @@ def figure_cosines(cos_by_alpha: dict[float, np.ndarray], *, bins: int = 60) -> 
     for ax, a in zip(axes.flat, alphas):
         v = vals[a]
         if v.size:
-            ax.hist(v, bins=edges, density=True, color=color, alpha=0.75, lw=0)
+            ax.hist(v, bins=edges, density=True, color=color, alpha=0.75, lw=0, label="_density of the cosines")
             ax.axvline(float(v.mean()), color="#d62728", lw=1.2)
         ax.axvline(0, color="0.4", lw=0.8, ls=":")
         ax.set_title(f"α = {a:g}")

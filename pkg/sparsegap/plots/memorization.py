@@ -29,7 +29,8 @@ def figure_memorization(histories: dict[str, list[dict]], *, title: str = "") ->
             if not hs:
                 continue
             for key, style in series:
-                band(ax, *over_epochs(hs, key), COLORS[stage], style, label=stage if style == "-" else None)
+                band(ax, *over_epochs(hs, key), COLORS[stage], style,
+                     label=stage if style == "-" else f"_{stage}, true label")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1.02)   # shares from 0 to 1: a small difference looks small
@@ -52,9 +53,11 @@ def figure_fisher_noise(histories: dict[str, list[dict]]) -> plt.Figure:
                              layout="constrained")
     for ax, stage in zip(axes[0], stages):
         hs = histories[stage]
-        for key, style in (("fisher_trace:permuted", "-"), ("fisher_trace:unpermuted", "--")):
+        for key, style, samples in (("fisher_trace:permuted", "-", "noisy"),
+                                    ("fisher_trace:unpermuted", "--", "clean")):
             x = np.asarray(hs[0]["trace"][key]["epochs"])
-            band(ax, x, np.array([h["trace"][key]["value"] for h in hs]), COLORS[stage], style)
+            band(ax, x, np.array([h["trace"][key]["value"] for h in hs]), COLORS[stage], style,
+                 label=f"_{stage}, {samples} samples")
         ax.set_yscale("log")
         ax.set_title(stage)
         ax.set_xlabel("epoch")

@@ -116,8 +116,9 @@ def figure_training_curves(histories: dict[str, list[dict]], *, sparsity: float 
                 runs = np.array([h[f"{part}_{metric}"] for h in histories[stage]])
                 epochs = np.arange(1, runs.shape[1] + 1)
                 for r in runs:
-                    ax.plot(epochs, r, style, color=COLORS.get(stage, "k"), alpha=0.25, lw=0.8)
-                ax.plot(epochs, runs.mean(0), style, color=COLORS.get(stage, "k"))
+                    ax.plot(epochs, r, style, color=COLORS.get(stage, "k"), alpha=0.25, lw=0.8,
+                            label=f"_{stage} {part}, one seed")
+                ax.plot(epochs, runs.mean(0), style, color=COLORS.get(stage, "k"), label=f"_{stage} {part}, seed mean")
             ax.set_ylabel(label if j == 0 else "")
             ax.grid(alpha=0.3)
             if metric == "loss":
@@ -196,7 +197,8 @@ def figure_curvature(table) -> plt.Figure:
             ax.plot(np.arange(len(sparsities)) + offset, means, "o-", ms=9, color=COLORS[stage],
                     label=f"{stage} (seed mean)")
             ax.plot([x_of[s] + offset for s in d.sparsity], d[m], ".", color="k", ms=4, alpha=0.6,
-                    label="one seed" if stage == "Sol-S" else None)
+                    label=f"_{stage}, one seed")
+        ax.plot([], [], ".", color="k", ms=4, alpha=0.6, label="one seed")
         ax.set_yscale("log")
         ax.set_xticks(np.arange(len(sparsities)))
         ax.set_xticklabels([f"{s:g}" for s in sparsities])

@@ -35,7 +35,7 @@ def figure_remedy_selection(selection: pd.DataFrame) -> plt.Figure:
         for i, r in d.iterrows():   # the chosen settings solid, the others faded; each bar says its value
             if np.isfinite(values[i]):
                 ax.barh(i, values[i], color=REMEDY_COLORS.get(r.remedy, "k"), alpha=1.0 if r.chosen else 0.35,
-                        edgecolor="k" if r.chosen else "none", lw=0.8)
+                        edgecolor="k" if r.chosen else "none", lw=0.8, label=f"_{r.remedy}")
                 ax.annotate(f"{values[i]:+.1f}".replace("-", "−") if base is not None else f"{values[i]:.1f}",
                             (values[i], i), xytext=(3 if values[i] >= 0 else -3, 0), textcoords="offset points",
                             ha="left" if values[i] >= 0 else "right", va="center", fontsize=FONT_PT - 1.5)
@@ -86,11 +86,13 @@ def figure_remedies(table: pd.DataFrame, variants: Sequence[str]) -> plt.Figure:
             for i, v in enumerate(variants):
                 vals = d[d.variant == v][col].dropna().to_numpy(dtype=float) * k
                 color = REMEDY_COLORS.get(v, "k")
-                ax.plot(np.full(len(vals), x[i] + 0.22), vals, "o", color=color, ms=3, alpha=0.55, mec="none")
+                ax.plot(np.full(len(vals), x[i] + 0.22), vals, "o", color=color, ms=3, alpha=0.55, mec="none",
+                        label=f"_{v}, one seed")   # "_": named in the figure's data, no legend here
                 m, lo, hi = _mean_interval_of(vals)
                 if np.isfinite(m):
                     err = [[m - lo], [hi - m]] if np.isfinite(lo) else None
-                    ax.errorbar(x[i], m, yerr=err, fmt="o", color=color, ms=6, capsize=4, lw=1.6)
+                    ax.errorbar(x[i], m, yerr=err, fmt="o", color=color, ms=6, capsize=4, lw=1.6,
+                                label=f"_{v}, seed mean and 95% interval")
                     shown.append(m)
                 shown.extend(vals)
             ax.set_xticks(x, variants, rotation=35, ha="right")
@@ -117,7 +119,8 @@ def figure_gap_closed(gaps: pd.DataFrame, regime_metric: dict[str, str]) -> plt.
                 continue
             lo, hi = r.gain_lo, r.gain_hi
             err = [[(r.gain - lo) * 100], [(hi - r.gain) * 100]] if np.isfinite(lo) and np.isfinite(hi) else None
-            ax.errorbar(r.gain * 100, i, xerr=err, fmt="o", color=REMEDY_COLORS.get(r.remedy, "k"), capsize=4, lw=1.6)
+            ax.errorbar(r.gain * 100, i, xerr=err, fmt="o", color=REMEDY_COLORS.get(r.remedy, "k"), capsize=4, lw=1.6,
+                        label=f"_{r.remedy}")
         ax.axvline(0, color=REMEDY_COLORS["Sol-S"], lw=1.2, label="plain Sol-S (no gain)")
         if len(d) and np.isfinite(d.gap.iloc[0]):
             ax.axvline(float(d.gap.iloc[0]) * 100, color=REMEDY_COLORS["Sol-F"], ls="--", lw=1.2,

@@ -107,13 +107,13 @@ def figure_solution_dots(summary: pd.DataFrame, gaps: pd.DataFrame, *, reference
             m, s = 100 * float(d.test_acc.iloc[0]), 100 * float(d.test_acc_std.fillna(0).iloc[0])
             shown.append(m)
             ax.errorbar(m, y[k] + off(j), xerr=s, fmt=markers[j % 4], ms=5, capsize=3,
-                        color=SOLUTION_COLORS.get(k, "k"))
+                        color=SOLUTION_COLORS.get(k, "k"), label=f"_{k}, sparsity {sp:g}")
             g = gaps[(gaps.key == k) & (gaps.sparsity == sp)]
             if len(g):
                 v, lo, hi = (100 * float(g[c].iloc[0]) for c in ("gap", "lo", "hi"))
                 err = [[v - lo if np.isfinite(lo) else 0.0], [hi - v if np.isfinite(hi) else 0.0]]
                 gx.errorbar(v, y[k] + off(j), xerr=err, fmt=markers[j % 4], ms=5, capsize=3,
-                            color=SOLUTION_COLORS.get(k, "k"))
+                            color=SOLUTION_COLORS.get(k, "k"), label=f"_{k}, sparsity {sp:g}")
         if len(sparsities) > 1:
             ax.plot([], [], markers[j % 4], color="0.3", label=f"sparsity {sp:g}")
     ax.set_yticks(list(y.values()))

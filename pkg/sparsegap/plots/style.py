@@ -7,6 +7,8 @@ import io
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .data import show_data_links
+
 # Figures are drawn at DPI pixels per inch (twice that on the page's image, see use_book_style) and at
 # most PAGE_WIDTH inches wide (FULL_WIDTH for cells tagged `full-width`), so that the book shows them at
 # their natural size down to an 800 px window, whose text column is 705 px: text of FONT_PT points then
@@ -23,12 +25,14 @@ COLORS = {"Sol-D": "0.35", "Sol-F": "#1f77b4", "Sol-S": "#ff7f0e"}
 
 def use_book_style() -> None:
     """The one look of every figure in the book: sizes legible at the book's width, drawn at twice the
-    pixel density (the page shows them at their natural size, crisp on high-resolution screens)."""
+    pixel density (the page shows them at their natural size, crisp on high-resolution screens), with the
+    link to its numbers under it (:mod:`sparsegap.plots.data`)."""
     try:
         from matplotlib_inline.backend_inline import set_matplotlib_formats
         set_matplotlib_formats("retina")
     except ImportError:  # outside Jupyter there is no inline backend to configure
         pass
+    show_data_links()   # each figure shown in a notebook links the numbers it plots, as CSV
     plt.rcParams.update({
         "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": FONT_PT, "axes.titlesize": FONT_PT + 0.5,
         "axes.labelsize": FONT_PT, "xtick.labelsize": FONT_PT - 1, "ytick.labelsize": FONT_PT - 1,
