@@ -28,7 +28,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MPLBACKEND := Agg
 export PYTHONPATH := $(CURDIR)/pkg$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: book test bench robustness env system system-test widgets clean-book help
+.PHONY: book test bench robustness env venv-path system system-test widgets clean-book help
 
 help:
 	@echo "make book   build the book (cpu profile) into book/_build/html"
@@ -50,6 +50,10 @@ $(DEPS_STAMP): $(VENV)/.torch-ok pkg/pyproject.toml
 	touch $@
 
 env: $(DEPS_STAMP)
+
+# The venv's folder, for whatever keeps it between machines (the book workflow caches it).
+venv-path:
+	@echo $(VENV)
 
 # Debian packages, installed only when missing: `system` what the book needs, `system-test` also what the tests need.
 define apt_install
