@@ -27,6 +27,9 @@ FISHER_REG_OFF = ("step", "linear")
 DATA_SCHEDULES = ("full", "fisher", "random", "disagree")   # see sparsegap.schedule
 PRECISIONS = ("fp32", "bf16", "fp16")       # fp16 trains with a gradient scaler
 AUGMENTS = ("none", "crop-flip")             # crop-flip: the CIFAR standard (4-pixel padded random crop, flip)
+# TrainConfig.compile: "off" (eager), or a torch.compile mode for the forward pass and loss of every full batch;
+# "reduce-overhead" captures them in CUDA graphs on a GPU, where a step at the papers' batch sizes is launch-bound
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 CURVE_DEGREES = (2, 3)                       # curve runs: quadratic or cubic Bezier curves
 CURVE_MODES = ("sparse", "dense")            # curve runs: control points under the endpoints' mask, or free
 # The parent each kind trains from: the kinds allowed, and how an error describes them. Kinds absent here take no
@@ -194,6 +197,7 @@ class TrainConfig(_Canonical):
     precision: str = "fp32"          # "bf16" / "fp16": mixed precision (torch.autocast; fp16 with a grad scaler)
     channels_last: bool = False      # image inputs and convolutional weights in channels-last memory format
     augment: str = "none"            # "crop-flip": random 4-pixel-padded crop and horizontal flip, per batch, on the device
+    compile: str = "off"             # a torch.compile mode for the steps (COMPILE_MODES); in the run hash only when set
 
     def __post_init__(self):
         _positive_int("TrainConfig", "epochs", self.epochs)
@@ -228,12 +232,17 @@ class TrainConfig(_Canonical):
         _check_type("TrainConfig", "channels_last", self.channels_last, (bool,), "True or False")
         if not isinstance(self.augment, str) or self.augment not in AUGMENTS:
             raise ValueError(f"TrainConfig.augment must be one of {AUGMENTS}, got {self.augment!r}")
+        if not isinstance(self.compile, str) or self.compile not in COMPILE_MODES:
+            raise ValueError(f"TrainConfig.compile must be one of {COMPILE_MODES}, got {self.compile!r}")
+        if self.compile != "off" and self.fisher_reg:
+            raise ValueError(f"TrainConfig.compile={self.compile!r} with fisher_reg={self.fisher_reg!r}: the Fisher "
+                             f"regularizer's double backward is not compiled; set compile='off' for it")
 
     @property
     def gpu_options(self) -> bool:
-        """Whether any option for large networks is set (precision, channels_last, augment): batched training
+        """Whether any option for large networks is set (precision, channels_last, augment, compile): batched training
         and curve training have none of them."""
-        return (self.precision, self.channels_last, self.augment) != ("fp32", False, "none")
+        return (self.precision, self.channels_last, self.augment, self.compile) != ("fp32", False, "none", "off")
 
     def _check_data_schedule(self) -> None:
         if not isinstance(self.data_schedule, str) or self.data_schedule not in DATA_SCHEDULES:

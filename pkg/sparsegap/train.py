@@ -169,6 +169,18 @@ def fisher_penalty(model: nn.Module, logits: torch.Tensor, masks: Masks | None =
     return total
 
 
+def _compiled_loss(model: nn.Module, mode: str):
+    """``cfg.compile``'s forward pass and cross-entropy of a full batch as one ``torch.compile``d function (static
+    shapes), or None for "off". Compiled and eager steps agree to float tolerance, not bitwise, which is why the
+    setting is part of a run's hash when it is set."""
+    if mode == "off":
+        return None
+
+    def loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(xb), yb)
+    return torch.compile(loss, mode=None if mode == "default" else mode, dynamic=False)
+
+
 def _defer_check(device: torch.device) -> bool:
     """Whether the non-finite-loss check waits for the epoch's end. On an accelerator a per-step read stalls the
     launch queue (about 14 ms a step at batch 128 on an H200, issue 26); on the CPU the read costs nothing and
@@ -279,6 +291,15 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
     # junk), so with any that act during the steps the loss is checked at every step, a host sync each.
     # Without them the check waits for the epoch's end: see run_steps.
     check_each_step = bool(step_callbacks or grad_callbacks) or not _defer_check(device)
+    full_batch_loss = _compiled_loss(model, cfg.compile)
+
+    def batch_loss(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(logits or None, loss) of a batch: compiled for full batches when ``cfg.compile`` asks, eager for the last,
+        shorter one (a second graph for its shape would cost a compilation for one step an epoch)."""
+        if full_batch_loss is not None and len(xb) == bs:
+            return None, full_batch_loss(xb, yb)
+        logits = model(xb)
+        return logits, F.cross_entropy(logits, yb)
 
     def run_steps(epoch: int, perm: torch.Tensor, reg_coef: float, losses: torch.Tensor | None) -> None:
         """One epoch's steps. ``losses`` None: stop at the first non-finite loss (a host sync per step);
@@ -291,8 +312,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             if aug_gen is not None:
                 xb = augment_batch(cfg.augment, xb, aug_gen)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
+                logits, loss = batch_loss(xb, yb)
                 if reg_coef:
                     loss = loss + reg_coef * fisher_penalty(model, logits, state.masks, generator=reg_gen)
             if losses is not None:
