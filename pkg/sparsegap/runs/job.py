@@ -27,13 +27,14 @@ from torch import nn
 from ..batched import engine_for, train_batched
 from ..bookkeeping import HISTORY_KEYS
 from ..config import RunConfig
+from ..datasets import NUM_CLASSES
 from ..pruning import Masks, prunable_parameters, same_masks
 from ..trackers import make_trackers
 from ..train import train
 from . import provenance
 from .atomic import atomic_save, atomic_write_text, content_sha256, sha256, to_cpu
 from .lock import RunLock
-from .materials import build_model_for, load_data, own_random_state
+from .materials import load_data, own_random_state
 from .recipes import RECIPES, label
 from .store import (DamagedRun, FilesChanged, Run, RunStore, StaleRun, saved_name, stored_files, sweep_temporaries,
                     write_result)
@@ -301,9 +302,14 @@ def batch_eligible(cfg: RunConfig) -> bool:
     key = (cfg.model, cfg.data.name, cfg.train.batch_size)
     if key not in _ELIGIBLE:
         from ..batched import trains_batched
+        from ..datasets import SPLITS
+        from ..models import build_model
+        shape = tuple(SPLITS[cfg.data.name][0])   # known without loading the data, so that a plan loads nothing
+        m = cfg.model
         with own_random_state():     # the probe draws its weights from the global generator
-            _ELIGIBLE[key] = trains_batched(build_model_for(cfg.model, cfg.data), cfg.train.batch_size,
-                                            input_shape=tuple(load_data(cfg.data).input_shape))
+            model = build_model(m.name, num_classes=NUM_CLASSES[cfg.data.name], input_shape=shape, width=m.width,
+                                hidden=m.hidden, init=m.init)
+            _ELIGIBLE[key] = trains_batched(model, cfg.train.batch_size, input_shape=shape)
     return _ELIGIBLE[key]
 
 

@@ -1,31 +1,27 @@
 """The cost of a sweep before it starts: which runs, how many are in the store, how many epochs, how long.
 
 ``python -m sparsegap.bookbuild --profile paper --plan`` prints :func:`plan_book`. Each chapter's study module
-lists its runs (``planned_runs(params)``); nothing is trained and no dataset is loaded or downloaded. The time
-is an estimate: for every distinct network (architecture, input shape, classes, batch, precision, memory
-format) a few real SGD steps are timed on the current device, at a small probe batch scaled up linearly to the
-run's batch, and each epoch is costed as its training steps plus one forward pass over the training and test
-sets. It is rough both ways: trackers (Tr(F) during training, gradient SNR, ...) and the chapters' own
-measurements are not counted, while small networks, which the book trains in batches of up to 16, cost far
-less than their single-network probe says (the cpu profile: 1.9 h planned, about 30 min of CPU time spent).
+lists its runs (``planned_runs(params)``); nothing is trained for real and no dataset is loaded or downloaded.
+The runs to train are planned as :func:`~.sweep.run_all` would train them: in waves down their chains, with the
+batch-eligible runs of a wave that share a schedule trained as one batched model. Each network (or batched
+group) is timed by :mod:`.probe` on the current device at its real batch size after a warm-up epoch, through
+the trainers themselves: the steps, the evaluation of both sets, and each tracker at its own rate. What the plan
+does not count: a chapter's own measurements after training (Hessians, landscapes, paths), mask updaters'
+work, and the writing of checkpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from ..config import DataConfig, RunConfig
-from ..data import NUM_CLASSES
 # SPLITS: the datasets' known sizes, reached as plan.SPLITS too
 from ..datasets import SPLITS, split_sizes  # noqa: F401
-
-PROBE_BATCH = 16
-PROBE_STEPS = 2
+from .probe import Probe, epoch_seconds, probe_of, tracker_rate, with_every_epoch
 
 
 def data_sizes(data: DataConfig) -> tuple[tuple[int, ...], int, int]:
@@ -35,79 +31,85 @@ def data_sizes(data: DataConfig) -> tuple[tuple[int, ...], int, int]:
     return split_sizes(data.name, data.train_size, data.test_size, data.validation)
 
 
-@dataclass(frozen=True)
-class _Net:
-    model: object
-    shape: tuple[int, ...]
-    classes: int
-    precision: str
-    channels_last: bool
+def _waves(todo: list[RunConfig], done) -> list[list[RunConfig]]:
+    """The waves in which :func:`~.sweep.run_all` trains ``todo``: each wave is every run whose needs are done."""
+    from .recipes import needs
+    finished, waves, pending = set(), [], list(todo)
+    while pending:
+        ready = [c for c in pending if all(n in finished or done(n) for n in needs(c))] or pending
+        waves.append(ready)
+        finished |= set(ready)
+        pending = [c for c in pending if c not in finished]
+    return waves
 
 
-def _step_seconds(net: _Net, device: torch.device) -> float:
-    """Seconds of one SGD step per sample, timed on ``device`` at :data:`PROBE_BATCH`."""
-    from ..models import build_model
-    m = net.model
-    model = build_model(m.name, num_classes=net.classes, input_shape=net.shape, width=m.width, hidden=m.hidden,
-                        init=m.init, seed=0).to(device)
-    x = torch.randn(PROBE_BATCH, *net.shape, device=device)
-    y = torch.randint(0, net.classes, (PROBE_BATCH,), device=device)
-    if net.channels_last and x.dim() == 4:
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(net.precision)
+def _seconds(probe: Probe, device: torch.device, timings: dict, track: tuple[str, ...] = ()) -> float:
+    from .probe import _heavy
+    if probe.sparse and _heavy(probe, device):      # probed as its dense run (see probe.HEAVY_MACS): once for both
+        probe = dataclasses.replace(probe, sparse=False)
+    key = (probe, track)
+    if key not in timings:
+        timings[key] = epoch_seconds(probe, device, track)
+    return timings[key]
 
-    def step():
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    step()                                     # warm-up (allocations, kernel selection)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(PROBE_STEPS):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / PROBE_STEPS / PROBE_BATCH
+
+def _run_seconds(cfg: RunConfig, members: int, batched: bool, device: torch.device, timings: dict) -> float:
+    """Planned seconds of ``cfg`` in a group of ``members`` (its share of the group's time), its trackers included."""
+    sizes = data_sizes(cfg.data)
+    group = probe_of(cfg, members, batched, sizes)
+    epoch = _seconds(group, device, timings) / members
+    alone = probe_of(cfg, 1, batched, sizes)
+    steps = -(-sizes[1] // cfg.train.batch_size)
+    for spec in cfg.track:                    # each tracker: what measuring once adds to an epoch, at its rate
+        once = _seconds(alone, device, timings, (with_every_epoch(spec),)) - _seconds(alone, device, timings)
+        epoch += max(0.0, once) * tracker_rate(spec, steps)
+    return cfg.train.epochs * epoch
 
 
 def plan_runs(configs: list[RunConfig], store=None, *, device: str | torch.device = "auto",
-              timings: dict | None = None) -> pd.DataFrame:
-    """One row per distinct run: kind, network, epochs, whether it is in the store, and the estimated seconds to
-    train it (0 when stored). ``timings`` caches the per-network probe across calls. Every config first passes
-    the checks that training runs before anything trains (:func:`~.recipes.check_runnable`), so that a plan
-    never shows a sweep that training would refuse."""
+              timings: dict | None = None, done: set | None = None) -> pd.DataFrame:
+    """One row per distinct run: kind, network, epochs, whether it is in the store, and the planned seconds to
+    train it (0 when stored; a batched run's share of its group). ``timings`` caches the probes across calls;
+    ``done`` (a set, updated) holds the runs planned already, by an earlier chapter of a book, which this plan
+    counts as trained. Every config first passes the checks that training runs before anything trains
+    (:func:`~.recipes.check_runnable`), so that a plan never shows a sweep that training would refuse."""
+    from .job import batch_eligible
     from .recipes import chain as _chain
     from .recipes import check_runnable
     from .store import check_store as _check_store
+    from .sweep import _groups
     from ..train import resolve_device
     store = _check_store(store, "plan_runs")
     device = resolve_device(device)
     for c in dict.fromkeys(configs):
         check_runnable(c)
     timings = {} if timings is None else timings
+    done = set() if done is None else done
+    runs = list(dict.fromkeys(a for c in configs for a in _chain(c)))
+    stored = {c: store.is_current(c) for c in runs}       # a run of another code epoch trains again
+    todo = [c for c in runs if not stored[c] and c not in done]
+    seconds: dict[RunConfig, float] = {}
+    for wave in _waves(todo, lambda c: stored.get(c) or c in done):
+        for group in _groups(wave):
+            if len(group) > 1:
+                for c in group:
+                    seconds[c] = _run_seconds(c, len(group), True, device, timings)
+        for c in wave:
+            if c not in seconds:
+                seconds[c] = _run_seconds(c, 1, batch_eligible(c), device, timings)
+    earlier = set(done)
+    done |= set(todo)
     rows = []
-    for cfg in dict.fromkeys(a for c in configs for a in _chain(c)):
+    for cfg in runs:
         shape, n_train, n_test = data_sizes(cfg.data)
-        t = cfg.train
-        net = _Net(cfg.model, shape, NUM_CLASSES[cfg.data.name], t.precision, t.channels_last)
-        if net not in timings:
-            timings[net] = _step_seconds(net, device)
-        per_sample = timings[net]
-        epoch = per_sample * (n_train + (n_train + n_test) / 3)   # the steps, then a forward pass over both sets
-        done = store.is_current(cfg)          # a run of another code epoch trains again
         rows.append({"run": cfg.run_id, "kind": cfg.kind, "model": cfg.model.label, "dataset": cfg.data.name,
-                     "train samples": n_train, "epochs": t.epochs, "in store": done,
-                     "seconds": 0.0 if done else t.epochs * epoch})
+                     "train samples": n_train, "epochs": cfg.train.epochs, "in store": stored[cfg],
+                     "planned earlier": cfg in earlier and not stored[cfg], "seconds": seconds.get(cfg, 0.0)})
     return pd.DataFrame(rows)
 
 
 def summarize(runs: pd.DataFrame) -> dict:
-    todo = runs[~runs["in store"]]
+    todo = runs[~(runs["in store"] | runs.get("planned earlier", False))]
     return {"runs": len(runs), "in store": int(runs["in store"].sum()), "to train": len(todo),
             "epochs to train": int(todo.epochs.sum()), "hours (estimate)": round(todo.seconds.sum() / 3600, 2)}
 

@@ -1,0 +1,87 @@
+"""The plan's time (issue 26): each network timed by the trainers themselves (sparsegap.runs.probe), batched groups
+as one model, trackers at their rates, and each run counted once in a book, in the first chapter that trains it.
+The probe's timings are stand-ins here, so that the arithmetic is checked exactly; tests/bench/bench_plan.py
+checks the times against a build."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sparsegap.runs.plan as plan_module
+from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from sparsegap.runs import RunStore
+from sparsegap.runs.plan import plan_runs, summarize
+from sparsegap.runs.probe import Probe, epoch_seconds, probe_of, tracker_rate
+
+DATA = DataConfig("tishby")
+MLP = ModelConfig("mlp", hidden=(10, 7, 5, 4, 3))   # the 12-bit MLP of chapter 2: batch-eligible at batch 12
+
+
+def t(**kw):
+    return TrainConfig(**{"epochs": 10, "batch_size": 12, "lr": 0.05, "schedule": "constant"} | kw)
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    """epoch_seconds as a stand-in: 1 s for a run alone, 2 s for a batched group of any size, +0.5 s for a tracker
+    measuring once in the epoch; every probe asked for is recorded."""
+    asked = []
+
+    def fake(p: Probe, device, track=()):
+        asked.append((p, track))
+        return (2.0 if p.members > 1 else 1.0) + 0.5 * len(track)
+    monkeypatch.setattr(plan_module, "epoch_seconds", fake)
+    return asked
+
+
+def test_runs_that_train_as_one_batched_model_share_its_time(tmp_path, probes):
+    runs = [RunConfig("dense", DATA, MLP, t(), seed=s) for s in range(4)]
+    table = plan_runs(runs, RunStore(tmp_path), device="cpu")
+    assert {(p.members, p.batched) for p, _ in probes} == {(4, True)}
+    assert list(table.seconds) == [10 * 2.0 / 4] * 4          # the group's 2 s an epoch, shared
+
+
+def test_a_tracker_costs_what_it_adds_to_an_epoch_at_its_rate(tmp_path, probes):
+    run = RunConfig("dense", DATA, MLP, t(), seed=0, track=("fisher_trace@5",))
+    (seconds,) = plan_runs([run], RunStore(tmp_path), device="cpu").seconds
+    assert seconds == pytest.approx(10 * (1.0 + 0.5 / 5))
+    assert ("fisher_trace",) in [track for _, track in probes]    # timed measuring at every epoch
+
+
+def test_tracker_rates():
+    assert tracker_rate("fisher_trace@5", 290) == 1 / 5
+    assert tracker_rate("accuracy:test", 290) == 1.0
+    assert tracker_rate("grad_norm@50step", 300) == 6.0
+
+
+def test_a_run_an_earlier_chapter_trains_is_not_counted_again(tmp_path, probes):
+    dense = RunConfig("dense", DATA, MLP, t(), seed=0)
+    child = RunConfig("scratch", DATA, MLP, t(), seed=0, sparsity=0.5, parent=dense)
+    done: set = set()
+    first = plan_runs([dense], RunStore(tmp_path), device="cpu", done=done)
+    second = plan_runs([child], RunStore(tmp_path), device="cpu", done=done)
+    assert summarize(first)["to train"] == 1
+    assert list(second["planned earlier"]) == [True, False] and summarize(second)["to train"] == 1
+    assert second.seconds.iloc[0] == 0.0
+
+
+def test_the_probe_times_the_real_trainer_on_random_data_of_the_runs_shapes():
+    """Real probes, on the 12-bit MLP: a run alone and a batched group of 3, each a positive time; nothing loaded."""
+    cfg = RunConfig("dense", DATA, MLP, t(), seed=0)
+    sizes = plan_module.data_sizes(DATA)
+    alone = epoch_seconds(probe_of(cfg, 1, True, sizes), torch.device("cpu"))
+    group = epoch_seconds(probe_of(cfg, 3, True, sizes), torch.device("cpu"))
+    assert 0 < alone and 0 < group
+    single = epoch_seconds(probe_of(cfg, 1, False, sizes), torch.device("cpu"), ("fisher_trace",))
+    assert single > 0
+
+
+def test_a_probe_separates_the_fixed_part_of_an_epoch(monkeypatch):
+    """An epoch costing 0.3 s whatever the data plus 2 s for all of it: probes at shares f and 2f give back 2.3 s,
+    where scaling one probe up (the plan before) would give 0.3 / f + 2."""
+    import sparsegap.runs.probe as probe_module
+    monkeypatch.setattr(probe_module, "_probe_epoch", lambda p, device, track, f, timed=2: 0.3 + 2.0 * f)
+    cfg = RunConfig("dense", DATA, MLP, t(), seed=0)
+    p = probe_of(cfg, 1, True, plan_module.data_sizes(DATA))
+    assert epoch_seconds(p, torch.device("cpu")) == pytest.approx(2.3)
