@@ -1,8 +1,7 @@
 """Run configurations: frozen, validated dataclasses with a stable hash (open_lth style).
 
-A run's identity is the hash of its canonical config. The canonical form leaves out every
-field that still has its default value, so adding a field later (with a default that keeps
-the old behaviour) does not change the hash of any existing run.
+A run's identity is the hash of its canonical config. The canonical form leaves out every field that still has its
+default value, so adding a field later (with a default that keeps the old behaviour) changes no existing run's hash.
 """
 
 from __future__ import annotations
@@ -27,9 +26,7 @@ FISHER_REG_OFF = ("step", "linear")
 DATA_SCHEDULES = ("full", "fisher", "random", "disagree")   # see sparsegap.schedule
 PRECISIONS = ("fp32", "bf16", "fp16")       # fp16 trains with a gradient scaler
 AUGMENTS = ("none", "crop-flip")             # crop-flip: the CIFAR standard (4-pixel padded random crop, flip)
-# TrainConfig.compile: "off" (eager), or a torch.compile mode for the forward pass and loss of every full batch;
-# "reduce-overhead" captures them in CUDA graphs on a GPU, where a step at the papers' batch sizes is launch-bound
-COMPILE_MODES = ("off", "default", "reduce-overhead")
+COMPILE_MODES = ("off", "default", "reduce-overhead")   # torch.compile modes of a step ("off": eager; see train)
 CURVE_DEGREES = (2, 3)                       # curve runs: quadratic or cubic Bezier curves
 CURVE_MODES = ("sparse", "dense")            # curve runs: control points under the endpoints' mask, or free
 # The parent each kind trains from: the kinds allowed, and how an error describes them. Kinds absent here take no
@@ -234,14 +231,13 @@ class TrainConfig(_Canonical):
             raise ValueError(f"TrainConfig.augment must be one of {AUGMENTS}, got {self.augment!r}")
         if not isinstance(self.compile, str) or self.compile not in COMPILE_MODES:
             raise ValueError(f"TrainConfig.compile must be one of {COMPILE_MODES}, got {self.compile!r}")
-        if self.compile != "off" and self.fisher_reg:
-            raise ValueError(f"TrainConfig.compile={self.compile!r} with fisher_reg={self.fisher_reg!r}: the Fisher "
-                             f"regularizer's double backward is not compiled; set compile='off' for it")
+        if self.compile != "off" and self.fisher_reg:   # its double backward is not compiled
+            raise ValueError(f"TrainConfig.compile={self.compile!r} with fisher_reg={self.fisher_reg!r}: set "
+                             f"compile='off'")
 
     @property
     def gpu_options(self) -> bool:
-        """Whether any option for large networks is set (precision, channels_last, augment, compile): batched training
-        and curve training have none of them."""
+        """Whether an option for large networks is set (precision, channels_last, augment, compile): never batched, no curve."""
         return (self.precision, self.channels_last, self.augment, self.compile) != ("fp32", False, "none", "off")
 
     def _check_data_schedule(self) -> None:
@@ -482,8 +478,8 @@ class RunConfig(_Canonical):
                              f"{' (with save_weights_at)' if self.save_weights_at else ''} counts in whole-set steps; "
                              f"use data_schedule='full' there")
         if self.kind == "curve" and (t.data_schedule != "full" or t.fisher_reg or t.gpu_options):
-            raise ValueError("curve training has no data schedule, Fisher regularizer, mixed precision, channels_last "
-                             "or augmentation: use TrainConfig's defaults for those fields in a curve run")
+            raise ValueError("curve training has no data schedule, Fisher regularizer, mixed precision, channels_last, "
+                             "augmentation or compile: use TrainConfig's defaults for those fields in a curve run")
         if t.data_schedule == "disagree" and (self.parent is None or self.root.kind != "dense"):
             raise ValueError(f"TrainConfig.data_schedule='disagree' compares a sparse run with the dense run at the "
                              f"root of its parents; this {self.kind} run has "
