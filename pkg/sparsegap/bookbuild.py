@@ -28,6 +28,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import yaml
 
+from . import booktoc, paths
+
+# Kept for code that imports it; the defaults now come from sparsegap.paths (the checkout, else the user cache).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("cpu", "smoke", "paper")
 KERNEL = "python3"
@@ -46,9 +49,10 @@ class NotebookRun:
     output: Path
 
 
-def find_notebooks(notebooks_dir: Path, only: Sequence[str] | None = None) -> list[Path]:
-    """The notebooks to run, sorted by name; ``only`` selects some by name (with or without .ipynb)."""
-    notebooks_dir = Path(notebooks_dir)
+def find_notebooks(notebooks_dir: Path | None, only: Sequence[str] | None = None) -> list[Path]:
+    """The notebooks to run, sorted by name; ``only`` selects some by name (with or without .ipynb).
+    ``notebooks_dir`` None: :func:`sparsegap.paths.notebooks_dir`."""
+    notebooks_dir = Path(paths.notebooks_dir() if notebooks_dir is None else notebooks_dir)
     if not notebooks_dir.is_dir():
         raise FileNotFoundError(f"notebooks_dir={str(notebooks_dir)!r} is not a directory")
     available = {p.stem: p for p in sorted(notebooks_dir.glob("*.ipynb"))}
@@ -184,8 +188,7 @@ def _hide_injected_parameters(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
-                      notebooks_dir: Path = REPO_ROOT / "notebooks",
+def execute_notebooks(profile: str = "cpu", book_dir: Path | None = None, notebooks_dir: Path | None = None,
                       only: Sequence[str] | None = None, runs_dir: Path | None = None,
                       log: Callable[[str], None] | None = None, jobs: int | None = 1,
                       oversubscribe: bool = False, executor: str | None = None,
@@ -199,9 +202,11 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path = REPO_ROOT / "book",
     of :mod:`sparsegap.runs.executors`) overrides every notebook's ``executor`` parameter; ``overrides`` maps a notebook's
     name (its stem) to parameters set over the profile's (e.g. the paper profile at 1 epoch). On a failure the
     notebooks not yet started are cancelled, the running ones finish, and the first failure is raised.
+    ``book_dir`` and ``notebooks_dir`` default to :func:`sparsegap.paths.book_dir` and :func:`~sparsegap.paths.notebooks_dir`.
     """
     from .runs.threads import check_workers
 
+    book_dir = paths.book_dir() if book_dir is None else book_dir
     jobs = check_workers(jobs, oversubscribe=oversubscribe)
     log = log or functools.partial(print, flush=True)  # one line per notebook as it happens, also in a log file
     notebooks = find_notebooks(notebooks_dir, only)
@@ -245,8 +250,14 @@ def _execute_parallel(notebooks: list[Path], params: dict, book_dir: Path, profi
         f"{', '.join(nb.stem for nb in notebooks)}")
     start = time.perf_counter()
     # spawn, not fork: a forked child inherits torch's thread pool in whatever state it is in.
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_stop_on_sigterm)
+    context = multiprocessing.get_context("spawn")
+    gpus = visible_gpus()
+    # Several GPUs: each worker (so each notebook's kernel, and the workers it starts) gets one of its own,
+    # round robin, instead of every kernel training on cuda:0.
+    queue = context.Queue() if len(gpus) > 1 else None
+    for i in range(jobs if queue is not None else 0):
+        queue.put(gpus[i % len(gpus)])
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(queue,))
     previous = _stop_on_sigterm() if threading.current_thread() is threading.main_thread() else None
     try:
         futures = {pool.submit(_execute_in_worker, nb, book_dir, params[nb.stem], profile): nb for nb in notebooks}
@@ -290,16 +301,46 @@ def _execute_in_worker(notebook: Path, book_dir: Path, parameters: dict, profile
         os._exit(stop.code if isinstance(stop.code, int) else 1)
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process sees, as ``CUDA_VISIBLE_DEVICES`` entries; [] without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    count = torch.cuda.device_count()
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return (listed or [str(i) for i in range(count)])[:count]
+
+
+def default_jobs() -> int | None:
+    """Notebooks at once when ``-j`` is not given: one per visible GPU (at most one per core) when CUDA is
+    present, else None (one per core)."""
+    from .runs.threads import cores
+
+    gpus = visible_gpus()
+    return min(len(gpus), cores()) if gpus else None
+
+
+def _start_worker(gpus=None) -> None:
+    """A build worker: SIGTERM stops it cleanly, and with several GPUs it takes one of its own."""
+    import queue
+
+    _stop_on_sigterm()
+    with contextlib.suppress(queue.Empty):
+        if gpus is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get(timeout=5)
+
+
 def _stop_on_sigterm():
     """SIGTERM raises SystemExit, so that ``finally`` blocks run: papermill shuts down its kernel, the build
     stops its workers. Installed in the build's main process and in every worker; returns the old handler."""
     return signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def notebook_parameters(notebook: Path, profile: str) -> tuple[object, dict]:
+def notebook_parameters(notebook: Path, profile: str, extra: Mapping | None = None) -> tuple[object, dict]:
     """(the chapter's study module, its checked parameters) for ``profile``: the parameters cell's defaults with
-    the profile's file over them, checked by the chapter's ``PARAMETERS`` without starting anything. The module
-    is the notebook's entry in :data:`sparsegap.studies.CHAPTERS`."""
+    the profile's file and then ``extra`` over them, checked by the chapter's ``PARAMETERS`` without starting
+    anything. The module is the notebook's entry in :data:`sparsegap.studies.CHAPTERS`."""
     import json
 
     from .studies import chapter_module
@@ -311,10 +352,11 @@ def notebook_parameters(notebook: Path, profile: str) -> tuple[object, dict]:
     exec(source, namespace)        # the notebook's own defaults: plain assignments of literals
     namespace.pop("__builtins__", None)
     namespace.update(load_parameters(Path(notebook), profile))
+    namespace.update(extra or {})
     return module, module.PARAMETERS.check(namespace, show=False, activate=False)
 
 
-def plan_book(profile: str = "cpu", notebooks_dir: Path = REPO_ROOT / "notebooks", only: Sequence[str] | None = None,
+def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Sequence[str] | None = None,
               runs_dir: Path | None = None, device: str = "auto", log: Callable[[str], None] = print):
     """Print what each notebook would train under ``profile`` and an estimate of its time (:mod:`sparsegap.runs.plan`);
     returns the table of every distinct run. Trains nothing, loads no dataset."""
@@ -430,18 +472,19 @@ def write_generated(book_dir: Path) -> None:
     write_teaser(book_dir)
 
 
-def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True,
+def build_html(book_dir: Path | None = None, strict: bool = True,
                repository_url: str | None = None) -> Path:
     """Render the book with Jupyter Book 1.x; returns the HTML folder. Warnings fail when ``strict``.
 
     The ledger page and the introduction's results (``_generated/``) are written first, from the
-    executed notebooks in ``<book>/notebooks``.
-    ``repository_url`` replaces ``repository.url`` of ``_config.yml`` (the repository, issues and
-    source buttons point there) without editing the file.
+    executed notebooks in ``<book>/notebooks``; chapters not executed there are left out of the toc
+    (:mod:`sparsegap.booktoc`). ``repository_url`` replaces ``repository.url`` of ``_config.yml`` (the
+    repository, issues and source buttons point there) without editing the file.
     """
-    book_dir = Path(book_dir)
+    book_dir = Path(paths.book_dir() if book_dir is None else book_dir)
     if not (book_dir / "_config.yml").is_file():
-        raise FileNotFoundError(f"book_dir={str(book_dir)!r} has no _config.yml")
+        raise FileNotFoundError(f"book_dir={str(book_dir)!r} has no _config.yml: the HTML needs the book's "
+                                f"sources, which are in a checkout of the repository (its book/ folder)")
     if not (book_dir / WIDGET_SENTINEL).is_file():
         raise FileNotFoundError(f"{book_dir / WIDGET_SENTINEL} is missing; run "
                                 f"`bash {book_dir}/_scripts/fetch_widget_js.sh {book_dir}` "
@@ -450,20 +493,35 @@ def build_html(book_dir: Path = REPO_ROOT / "book", strict: bool = True,
     # Through this interpreter rather than PATH, so the venv's Jupyter Book is the one used.
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
            "build", str(book_dir)]
-    if repository_url is not None:
-        cmd += ["--config", str(_config_with_repository(book_dir, repository_url))]
+    toc, left_out = booktoc.partial_toc(book_dir)
+    if toc is not None:
+        print(f"bookbuild: {len(left_out)} chapter(s) not executed, left out of this build's toc ({toc}): "
+              f"{', '.join(p.removeprefix(booktoc.CHAPTER_PREFIX) for p in left_out)}", flush=True)
+        cmd += ["--toc", str(toc)]
+    if repository_url is not None or toc is not None:
+        cmd += ["--config", str(_config_with_repository(book_dir, repository_url,
+                                                        suppress=booktoc.PARTIAL_SUPPRESS if toc else ()))]
     if strict:
         cmd += ["-W", "--keep-going"]
     subprocess.run(cmd, check=True)
     return book_dir / "_build" / "html"
 
 
-def _config_with_repository(book_dir: Path, url: str) -> Path:
-    """A copy of ``_config.yml`` with ``repository.url`` set, next to it so relative paths still hold."""
-    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+def _config_with_repository(book_dir: Path, url: str | None, suppress: Sequence[str] = ()) -> Path:
+    """A copy of ``_config.yml`` with ``repository.url`` set (None: kept) and Sphinx's ``suppress_warnings``
+    extended by ``suppress``, under ``_build``; the book's pages and files are still found from the book folder."""
+    if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
         raise ValueError(f"repository_url must be an http(s) URL such as https://github.com/owner/repo, got {url!r}")
     config = yaml.safe_load((book_dir / "_config.yml").read_text())
-    config.setdefault("repository", {})["url"] = url.rstrip("/")
+    if url is not None:
+        config.setdefault("repository", {})["url"] = url.rstrip("/")
+    sphinx = config.setdefault("sphinx", {})
+    if sphinx.get("local_extensions"):   # resolved against the config file's folder, which for the copy is _build/
+        sphinx["local_extensions"] = {name: str((Path(book_dir) / where).resolve())
+                                      for name, where in sphinx["local_extensions"].items()}
+    if suppress:
+        sphinx_config = sphinx.setdefault("config", {})
+        sphinx_config["suppress_warnings"] = [*sphinx_config.get("suppress_warnings", []), *suppress]
     path = book_dir / "_build" / "_config.repository.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -475,12 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILES, default="cpu",
                         help="parameter profile: cpu (notebook defaults), smoke (seconds), paper (GPU)")
-    parser.add_argument("--book-dir", type=Path, default=REPO_ROOT / "book")
-    parser.add_argument("--notebooks-dir", type=Path, default=REPO_ROOT / "notebooks")
+    parser.add_argument("--book-dir", type=Path, help="the book's folder (default: the checkout's book/, else the "
+                        "user cache's; the HTML needs the book's sources)")
+    parser.add_argument("--notebooks-dir", type=Path, help="default: the checkout's notebooks/, else the packaged ones")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--no-html", action="store_true", help="execute notebooks, skip the HTML")
     parser.add_argument("--jobs", "-j", type=int, default=None,
-                        help="notebooks executed at once (default: one per core)")
+                        help="notebooks executed at once (default: one per visible GPU with CUDA, else one per core)")
     parser.add_argument("--oversubscribe", action="store_true", help="allow more jobs than cores")
     parser.add_argument("--runs-dir", type=Path, help="run store for the kernels (SPARSEGAP_RUNS_DIR)")
     parser.add_argument("--plan", action="store_true",
@@ -494,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repository-url", metavar="URL",
                         help="repository the book's buttons point to (default: repository.url of _config.yml)")
     args = parser.parse_args(argv)
+    args.jobs = default_jobs() if args.jobs is None else args.jobs
 
     start = time.perf_counter()
     if args.plan:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from . import paths
 from .checks import torch_seed
 from .datasets import _LOADERS, DATASETS, NUM_CLASSES
 # Reached as sparsegap.data.X too: the names of the datasets, the readers and the download switch.
@@ -54,9 +55,8 @@ __all__ = ["CLASS_NAMES", "DATASETS", "NUM_CLASSES", "class_names", "SUBSETS", "
 
 
 def data_root() -> Path:
-    """``$SPARSEGAP_DATA_DIR`` if set, else ``<repo>/data``."""
-    env = os.environ.get("SPARSEGAP_DATA_DIR")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "data"
+    """``$SPARSEGAP_DATA_DIR`` if set, else the checkout's ``data/``, else the user cache (:mod:`sparsegap.paths`)."""
+    return paths.data_dir()
 
 
 def load_dataset(name: str, *, train_size: int | None = None, test_size: int | None = None,

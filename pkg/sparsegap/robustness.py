@@ -34,19 +34,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from . import bookbuild
-from .bookbuild import PROFILES, REPO_ROOT
+from . import bookbuild, paths
+from .bookbuild import PROFILES
 
 # Parameters that choose the seeds runs are trained with: the seed set this check replaces.
 TRAINING_SEED_PARAMETERS = ("seeds", "remedy_seeds", "select_seed")
 # Parameters that choose data or a measurement's randomness: the same experiment keeps them.
 DATA_SEED_PARAMETERS = ("noise_seed", "prune_seed", "direction_seed")
 DEFAULT_OFFSET = 100
-DEFAULT_OUT = REPO_ROOT / "data" / "robustness"
-DEFAULT_RUNS_DIR = REPO_ROOT / "data" / "runs-robustness"
-DEFAULT_REFERENCE = REPO_ROOT / "book" / "notebooks"
-DEFAULT_REFERENCE_RUNS_DIR = REPO_ROOT / "data" / "runs-robustness-reference"
-BOOK_RUNS_DIR = REPO_ROOT / "data" / "runs"
+# Beside the book's store: <checkout>/data when run from a checkout, else the user cache (sparsegap.paths).
+DEFAULT_OUT = paths.state_dir() / "robustness"
+DEFAULT_RUNS_DIR = paths.state_dir() / "runs-robustness"
+DEFAULT_REFERENCE = paths.book_dir() / "notebooks"
+DEFAULT_REFERENCE_RUNS_DIR = paths.state_dir() / "runs-robustness-reference"
+BOOK_RUNS_DIR = paths.state_dir() / "runs"
 MISSING = "missing"
 # Parameters of an executed notebook that say where it ran, not what it computed.
 _WHERE = ("executor", "runs_dir", "device", "download")
@@ -140,7 +141,7 @@ def has_verdicts(module) -> bool:
         return False
 
 
-def verdict_notebooks(notebooks_dir: Path = REPO_ROOT / "notebooks", only: Sequence[str] | None = None,
+def verdict_notebooks(notebooks_dir: Path | None = None, only: Sequence[str] | None = None,
                       profile: str = "cpu") -> list[tuple[Path, object, dict]]:
     """(notebook, study module, its parameters under ``profile``) of every verdict-bearing notebook, or of those
     named by ``only`` (each of which must be one)."""
@@ -155,7 +156,7 @@ def verdict_notebooks(notebooks_dir: Path = REPO_ROOT / "notebooks", only: Seque
     return found
 
 
-def plan_chapters(notebooks_dir: Path = REPO_ROOT / "notebooks", only: Sequence[str] | None = None,
+def plan_chapters(notebooks_dir: Path | None = None, only: Sequence[str] | None = None,
                   profile: str = "cpu", offset: int = DEFAULT_OFFSET) -> list[Chapter]:
     """The verdict-bearing chapters with their shifted seeds; the offset must make the seeds of all of them
     (together: chapters share runs) disjoint from the shifted ones."""
@@ -323,7 +324,7 @@ def _same_path(a: Path, b: Path) -> bool:
 def run(profile: str = "cpu", offset: int = DEFAULT_OFFSET, only: Sequence[str] | None = None,
         jobs: int | None = None, executor: str | None = None, runs_dir: Path = DEFAULT_RUNS_DIR,
         out: Path = DEFAULT_OUT, reference: Path = DEFAULT_REFERENCE,
-        reference_runs_dir: Path = DEFAULT_REFERENCE_RUNS_DIR, notebooks_dir: Path = REPO_ROOT / "notebooks",
+        reference_runs_dir: Path = DEFAULT_REFERENCE_RUNS_DIR, notebooks_dir: Path | None = None,
         compare_only: bool = False, oversubscribe: bool = False,
         log: Callable[[str], None] | None = None) -> list[Row]:
     """Run the check (see the module's docstring) and return its rows; the table is written to ``out``."""
@@ -347,7 +348,7 @@ def run(profile: str = "cpu", offset: int = DEFAULT_OFFSET, only: Sequence[str] 
         meta = {"seeds A": reference, "seeds B": shifted, "mode": "compare only"}
     else:
         check_offset(offset)
-        for flag, path, book in (("--runs-dir", runs_dir, BOOK_RUNS_DIR), ("--out", out, REPO_ROOT / "book"),
+        for flag, path, book in (("--runs-dir", runs_dir, BOOK_RUNS_DIR), ("--out", out, paths.book_dir()),
                                  ("--reference-runs-dir", reference_runs_dir, BOOK_RUNS_DIR)):
             if _same_path(path, book):
                 raise ValueError(f"{flag}={str(path)!r} is the book's; the check needs a folder of its own "
@@ -428,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reference-runs-dir", type=Path, default=DEFAULT_REFERENCE_RUNS_DIR,
                         help="run store for first-seed-set chapters missing from --reference "
                              "(default data/runs-robustness-reference)")
-    parser.add_argument("--notebooks-dir", type=Path, default=REPO_ROOT / "notebooks")
+    parser.add_argument("--notebooks-dir", type=Path, help="default: the checkout's notebooks/, else the packaged ones")
     parser.add_argument("--compare-only", action="store_true",
                         help="execute nothing: compare --reference with <out>/notebooks")
     args = parser.parse_args(argv)

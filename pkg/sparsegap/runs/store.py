@@ -38,6 +38,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import paths
 from ..config import RUN_KINDS, SPARSE_KINDS, RunConfig
 from ..pruning import Masks
 from . import provenance
@@ -45,6 +46,7 @@ from .atomic import atomic_save, atomic_write_text, sha256, to_cpu
 from .lock import RunLock
 from .materials import build_model_for
 
+# Kept for code that imports it: three folders above this file (the checkout's root, when run from one).
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # The name of a run directory, <kind>-<16 hex digits of the config hash>: anything else in the store is not a run.
@@ -52,7 +54,8 @@ RUN_ID = re.compile(rf"(?:{'|'.join(map(re.escape, RUN_KINDS))})-[0-9a-f]{{16}}"
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("SPARSEGAP_RUNS_DIR") or REPO_ROOT / "data" / "runs")
+    """``$SPARSEGAP_RUNS_DIR``, else the checkout's ``data/runs``, else the user cache (:mod:`sparsegap.paths`)."""
+    return paths.runs_dir()
 
 
 class DamagedRun(Exception):
