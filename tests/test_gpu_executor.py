@@ -20,6 +20,17 @@ def test_gpus_is_one_worker_per_visible_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5,7")
     assert parse_executor("gpus") == ExecutorSpec("gpus", 3, gpus=("2", "5", "7"))
     assert parse_executor(" GPUS:1,0 ") == ExecutorSpec("gpus", 2, gpus=("1", "0"))
+    assert parse_executor("gpus*4") == ExecutorSpec("gpus", 12, gpus=("2", "5", "7"), per_gpu=4)
+    assert parse_executor("gpus:0*2") == ExecutorSpec("gpus", 2, gpus=("0",), per_gpu=2)
+
+
+@pytest.mark.parametrize("spec, match", [("gpus*0", r"gpus\*K takes K workers per GPU, an int in \[1, 16\]"),
+                                         ("gpus*17", "an int in"), ("gpus*x", "an int in"),
+                                         ("gpusy", "executor must be one of")])
+def test_bad_workers_per_gpu(spec, match, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(ValueError, match=match):
+        parse_executor(spec)
 
 
 @pytest.mark.parametrize("visible", ["", "-1"])
@@ -43,10 +54,14 @@ def test_each_process_claims_a_gpu_no_other_holds(tmp_path, monkeypatch):
     monkeypatch.setattr(workers, "_GPU_LOCKS", [])
     assert workers.claim_gpu(["0", "1"], tmp_path) == "0" and os.environ["CUDA_VISIBLE_DEVICES"] == "0"
     assert workers.claim_gpu(["0", "1"], tmp_path) == "1" and os.environ["CUDA_VISIBLE_DEVICES"] == "1"
-    with pytest.raises(RuntimeError, match=r"every GPU of \['0', '1'\] is held by another worker"):
+    with pytest.raises(RuntimeError, match=r"every GPU of \['0', '1'\] is held by other workers \(1 each"):
         workers.claim_gpu(["0", "1"], tmp_path)
     os.close(workers._GPU_LOCKS.pop(0))       # the holder of GPU 0 ends
     assert workers.claim_gpu(["0", "1"], tmp_path) == "0"
+    # two workers a GPU: the second round of slots, spread over both GPUs before either gets a third
+    assert [workers.claim_gpu(["0", "1"], tmp_path, 2) for _ in range(2)] == ["0", "1"]
+    with pytest.raises(RuntimeError, match=r"\(2 each"):
+        workers.claim_gpu(["0", "1"], tmp_path, 2)
     for fd in workers._GPU_LOCKS:
         os.close(fd)
 

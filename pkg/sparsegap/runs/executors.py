@@ -12,7 +12,9 @@
   build it is ``"local"``, so the build never oversubscribes the cores;
 * ``"gpus"``: a pool of one spawned process per GPU this process sees (``CUDA_VISIBLE_DEVICES``), each pinned
   to its own GPU (:func:`sparsegap.runs.workers.claim_gpu`: its runs see it as ``cuda:0``) with the cores shared
-  out as torch threads; ``"gpus:0,2"`` names the GPUs. Without CUDA it is an error, not a silent CPU pool;
+  out as torch threads; ``"gpus:0,2"`` names the GPUs, ``"gpus*4"`` (or ``"gpus:0,2*4"``) runs 4 workers on each:
+  at the papers' batch sizes a run's steps are launch-bound, so several runs in processes of their own keep one GPU
+  busier than one run can. Without CUDA it is an error, not a silent CPU pool;
 * ``"dask"``: a ``dask.distributed.LocalCluster`` on this machine (one single-threaded worker process
   per free core, on the loopback interface); ``"dask:ADDRESS"`` (e.g. ``"dask:tls://10.0.0.5:8786"``):
   a running scheduler;
@@ -63,7 +65,8 @@ from typing import Any, Callable, Iterable, Iterator
 from .threads import cores, workers
 from .workers import init_gpu_worker, init_worker, one_thread, visible_gpus
 
-EXECUTORS = ("local", "processes:N", "auto", "gpus", "gpus:IDS", "dask", "dask:ADDRESS", "slurm:PATH")
+EXECUTORS = ("local", "processes:N", "auto", "gpus", "gpus:IDS", "gpus*K", "dask", "dask:ADDRESS", "slurm:PATH")
+MAX_PER_GPU = 16     # gpus*K: more workers than this on one GPU is refused (each holds a CUDA context, ~0.5 GB)
 MAX_PROCESSES_PER_CORE = 4   # processes:N above this many per core is refused (see the module docstring)
 MAX_PROCESSES = 1024
 CONNECT_TIMEOUT = 5.0   # seconds to reach a dask scheduler before saying it is unreachable
@@ -111,6 +114,7 @@ class ExecutorSpec:
     kind: str            # local, processes, gpus, dask, slurm
     workers: int = 0     # processes / LocalCluster workers
     gpus: tuple[str, ...] = ()   # the gpus pool's devices, as CUDA_VISIBLE_DEVICES names them
+    per_gpu: int = 1             # the gpus pool's workers on each device
     address: str = ""    # dask scheduler address
     path: str = ""       # slurm YAML file
 
@@ -136,8 +140,13 @@ def parse_executor(spec: object) -> ExecutorSpec:
                                  f"single-threaded worker holding its own torch, so more only thrash. Use "
                                  f"processes:N with 1 <= N <= {limit}, or 'auto'")
             return ExecutorSpec("processes", n)
-    if low == "gpus" or low.startswith("gpus:"):
-        listed = low[5:].strip() if low.startswith("gpus:") else None
+    if low == "gpus" or low.startswith(("gpus:", "gpus*")):
+        body, _, per = low[4:].partition("*")
+        if per and not (per.strip().isdecimal() and 1 <= int(per) <= MAX_PER_GPU):
+            raise ValueError(f"executor={spec!r}: gpus*K takes K workers per GPU, an int in [1, {MAX_PER_GPU}]")
+        listed = body[1:].strip() if body.startswith(":") else None
+        if body and listed is None:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {spec!r}")
         ids = visible_gpus() if listed is None else [x.strip() for x in listed.split(",")]
         if listed is not None and (not all(x.isdecimal() for x in ids) or len(set(ids)) != len(ids)):
             raise ValueError(f"executor={spec!r}: gpus:IDS takes distinct GPU numbers separated by commas, e.g. "
@@ -146,7 +155,8 @@ def parse_executor(spec: object) -> ExecutorSpec:
             raise ValueError(f"executor={spec!r} trains one worker per GPU, but this process sees no CUDA GPU "
                              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use 'auto' or "
                              f"'processes:N' on the CPU")
-        return ExecutorSpec("gpus", len(ids), gpus=tuple(ids))
+        k = int(per) if per else 1
+        return ExecutorSpec("gpus", len(ids) * k, gpus=tuple(ids), per_gpu=k)
     if low == "dask":
         return ExecutorSpec("dask", max(1, cores() // workers()))
     if low.startswith("dask:") and key[5:].strip():
@@ -417,7 +427,7 @@ def executor_for(spec: str = "local") -> Iterator[Any]:
             import tempfile
             lock_dir = tempfile.mkdtemp(prefix="sparsegap-gpus-")
         init, args = (init_worker, (s.workers,)) if s.kind == "processes" else (
-            init_gpu_worker, (s.workers, list(s.gpus), lock_dir))
+            init_gpu_worker, (s.workers, list(s.gpus), lock_dir, s.per_gpu))
         pool = ProcessPoolExecutor(max_workers=s.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=init, initargs=args)
         try:

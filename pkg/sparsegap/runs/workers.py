@@ -53,16 +53,17 @@ def visible_gpus() -> list[str]:
 _GPU_LOCKS: list[int] = []
 
 
-def claim_gpu(ids: list[str], lock_dir: str | os.PathLike) -> str:
+def claim_gpu(ids: list[str], lock_dir: str | os.PathLike, per_gpu: int = 1) -> str:
     """Pin this process to the first GPU of ``ids`` that no other process holds, before CUDA starts in it: a lock
     file per GPU in ``lock_dir`` (held for the process's life, released by the system when it ends, so a worker
     that replaces a dead one takes over its GPU), then ``CUDA_VISIBLE_DEVICES`` set to that one id, which the
     process's runs see as ``cuda:0``. The pool of :func:`~.executors.executor_for` ("gpus") and the dask workers
-    of a Slurm job with ``gpus`` pin themselves so, one worker per GPU."""
+    of a Slurm job with ``gpus`` pin themselves so, one worker per GPU (``per_gpu`` workers each: a lock per slot,
+    the GPUs filled one slot at a time, so that the workers spread over all of them)."""
     import fcntl
     Path(lock_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    for gid in ids:
-        fd = os.open(Path(lock_dir) / f"gpu-{gid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    for slot, gid in ((slot, gid) for slot in range(per_gpu) for gid in ids):
+        fd = os.open(Path(lock_dir) / f"gpu-{gid}-{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -71,18 +72,18 @@ def claim_gpu(ids: list[str], lock_dir: str | os.PathLike) -> str:
         _GPU_LOCKS.append(fd)
         os.environ["CUDA_VISIBLE_DEVICES"] = gid
         return gid
-    raise RuntimeError(f"every GPU of {ids} is held by another worker (lock files in {lock_dir}): a pool of more "
-                       f"workers than GPUs")
+    raise RuntimeError(f"every GPU of {ids} is held by other workers ({per_gpu} each; lock files in {lock_dir}): "
+                       f"a pool of more workers than that")
 
 
-def init_gpu_worker(n: int, ids: list[str], lock_dir: str) -> None:
+def init_gpu_worker(n: int, ids: list[str], lock_dir: str, per_gpu: int = 1) -> None:
     """The start of a worker of the "gpus" pool: it follows its parent, pins itself to one GPU of ``ids``
     (:func:`claim_gpu`), takes the cores shared out among the ``n`` workers as its torch threads, and warms up."""
     import torch
 
     from .threads import cores
     follow_parent()
-    claim_gpu(ids, lock_dir)
+    claim_gpu(ids, lock_dir, per_gpu)
     os.environ[WORKERS_ENV] = str(n)
     torch.set_num_threads(max(1, cores() // n))
     warm_up()
