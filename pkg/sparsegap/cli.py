@@ -214,6 +214,7 @@ def render_page(executed: Path, out: Path, log=print) -> Path:
     kept = {k: v for k, v in ((book.get("sphinx") or {}).get("config") or {}).items()
             if k in ("nb_merge_streams", "bibtex_reference_style")}
     config = {"title": _title(nb) or stem, "author": book.get("author", "the sparsegap authors"),
+              "copyright": str(book.get("copyright", "")),
               "only_build_toc_files": False, "execute": {"execute_notebooks": "off"},
               "parse": book.get("parse", {}),
               # links to other chapters have no target in a page alone: rendered as text
