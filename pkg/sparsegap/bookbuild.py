@@ -365,15 +365,17 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
     from .runs.plan import format_hours, plan_runs, summarize
     from .runs import RunStore
     timings: dict = {}
+    done: set = set()        # runs an earlier notebook trains: a cold build trains each once, in notebook order
     tables = []
     from .train import resolve_device
-    log(f"plan for the {profile} profile (time estimated from SGD steps timed on {resolve_device(device)}; "
-        f"trackers and measurements not counted)")
+    log(f"plan for the {profile} profile (epochs of each network timed on {resolve_device(device)}, "
+        f"with evaluation, trackers and batching; the chapters' own measurements not counted)")
     log(f"{'notebook':<36}{'runs':>6}{'stored':>8}{'to train':>10}{'epochs':>9}{'time':>12}")
     for nb in find_notebooks(notebooks_dir, only):
         module, values = notebook_parameters(nb, profile)
         store = RunStore(runs_dir or values.get("runs_dir"))
-        table = plan_runs(module.planned_runs(values), store, device=device, timings=timings).assign(notebook=nb.stem)
+        table = plan_runs(module.planned_runs(values), store, device=device, timings=timings,
+                          done=done).assign(notebook=nb.stem)
         tables.append(table)
         s = summarize(table)
         log(f"{nb.stem:<36}{s['runs']:>6}{s['in store']:>8}{s['to train']:>10}{s['epochs to train']:>9}"
