@@ -161,7 +161,7 @@ def test_the_slurm_yaml_can_name_its_certificates_or_turn_tls_off(tmp_path):
     (None, "cannot read the Slurm YAML file"),
     ("cores: [4\n", "not valid YAML"),
     ("- 1\n", "must hold a mapping"),
-    ("cores: 4\nmemory: 1GB\nwalltime: '01:00:00'\ngpus: 2\n", r"unknown setting\(s\) \['gpus'\]"),
+    ("cores: 4\nmemory: 1GB\nwalltime: '01:00:00'\ngpu: 2\n", r"unknown setting\(s\) \['gpu'\]"),
     ("cores: 4\nmemory: 1GB\n", r"missing \['walltime'\]"),
     ("cores: 0\nmemory: 1GB\nwalltime: '01:00:00'\n", "cores must be a positive int"),
     ("cores: 2\nmemory: 1GB\nwalltime: 'two hours'\n", "walltime must be"),

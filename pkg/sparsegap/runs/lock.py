@@ -95,10 +95,14 @@ class RunLock:
                           f"shorter than an epoch, or this host's clock behind?)")
 
     def release(self) -> None:
-        if self._still_mine():
-            self.path.unlink(missing_ok=True)
-        self._mine = None
-        _HELD.discard(self)
+        _RELEASING.append(self)     # a worker told to stop now lets this finish first (runs.workers._stop)
+        try:
+            if self._still_mine():
+                self.path.unlink(missing_ok=True)
+            self._mine = None
+            _HELD.discard(self)
+        finally:
+            _RELEASING.remove(self)
 
     @property
     def run_id(self) -> str:
@@ -219,11 +223,17 @@ class RunLock:
 
 # The locks this process holds now: a worker that must stop (workers.py) waits until they are released.
 _HELD: set[RunLock] = set()
+_RELEASING: list[RunLock] = []
 
 
 def held_locks() -> list[RunLock]:
     """The locks this process holds now."""
     return list(_HELD)
+
+
+def releasing() -> bool:
+    """Whether this process is in the middle of releasing a lock (a stop signal landed there)."""
+    return bool(_RELEASING)
 
 
 def _seconds(name: str, value, *, zero: bool) -> float:

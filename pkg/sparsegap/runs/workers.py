@@ -111,7 +111,9 @@ def init_worker(n: int) -> None:
 # PARENT_POLL seconds elsewhere (a watchdog thread comparing os.getppid() with the parent it started with).
 
 PARENT_POLL = 0.5     # seconds between two looks of the watchdog at the parent
-STOP_GRACE = 10.0     # seconds a stopping worker waits for its locks to be released before it ends anyway
+# Seconds a stopping worker waits for its locks to be released before it releases them itself and ends: below
+# the pool's own grace (executors.stop_workers, 10 s) before its SIGKILL, which would leave the locks behind.
+STOP_GRACE = 5.0
 _FOLLOW: dict[str, Any] = {}
 
 
@@ -178,13 +180,17 @@ def _watch_parent(parent: int) -> None:
 def _stop(reason: str) -> None:
     """In the main thread: end the process, after unwinding the run it trains (if it holds a run's lock)."""
     import threading
-    from .lock import held_locks
+    from .lock import held_locks, releasing
     if not held_locks():
         os._exit(1)
     if not _FOLLOW.get("stopping"):
         _FOLLOW["stopping"] = True
         threading.Thread(target=_end_when_unlocked, name="sparsegap-worker-reaper", daemon=True).start()
-        raise SystemExit(f"sparsegap worker {os.getpid()} stops: {reason}")
+        # A stop that lands inside a lock's release (a Ctrl-C's KeyboardInterrupt unwinding the run, then the
+        # pool's SIGTERM) lets the release finish: raised there, it would leave the lock file behind. The reaper
+        # ends the process once the lock is gone.
+        if not releasing():
+            raise SystemExit(f"sparsegap worker {os.getpid()} stops: {reason}")
 
 
 def _end_when_unlocked() -> None:
