@@ -79,7 +79,7 @@ def test_the_paper_plan_parses_every_notebook_and_trains_nothing(tmp_path, capsy
     """What the paper profile plans, not how long it takes: a ResNet-32 x4 probed on the CPU takes minutes, so the
     probe is a stand-in here (tests/bench/bench_plan.py checks the times against a build)."""
     import sparsegap.runs.plan as plan_module
-    monkeypatch.setattr(plan_module, "epoch_seconds", lambda probe, device, track=(): 60.0)
+    monkeypatch.setattr(plan_module, "epoch_costs", lambda probe, device, track=(): (60.0, {k: 1.0 for k in track}))
     runs = bookbuild.plan_book("paper", ROOT / "notebooks", ["01_two_regimes", "06_gradient_snr"],
                                runs_dir=tmp_path, device="cpu")
     out = capsys.readouterr().out

@@ -12,7 +12,7 @@ import sparsegap.runs.plan as plan_module
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore
 from sparsegap.runs.plan import plan_runs, summarize
-from sparsegap.runs.probe import Probe, epoch_seconds, probe_of, tracker_rate
+from sparsegap.runs.probe import Probe, epoch_costs, epoch_seconds, probe_of, tracker_rate
 
 DATA = DataConfig("tishby")
 MLP = ModelConfig("mlp", hidden=(10, 7, 5, 4, 3))   # the 12-bit MLP of chapter 2: batch-eligible at batch 12
@@ -24,21 +24,21 @@ def t(**kw):
 
 @pytest.fixture
 def probes(monkeypatch):
-    """epoch_seconds as a stand-in: 1 s for a run alone, 2 s for a batched group of any size, +0.5 s for a tracker
-    measuring once in the epoch; every probe asked for is recorded."""
+    """epoch_costs as a stand-in: 1 s for a run alone, 2 s for a batched group of any size, and 0.5 s for each
+    measurement of a tracker; every probe asked for is recorded."""
     asked = []
 
     def fake(p: Probe, device, track=()):
         asked.append((p, track))
-        return (2.0 if p.members > 1 else 1.0) + 0.5 * len(track)
-    monkeypatch.setattr(plan_module, "epoch_seconds", fake)
+        return (2.0 if p.members > 1 else 1.0), {spec: 0.5 for spec in track}
+    monkeypatch.setattr(plan_module, "epoch_costs", fake)
     return asked
 
 
 def test_runs_that_train_as_one_batched_model_share_its_time(tmp_path, probes):
     runs = [RunConfig("dense", DATA, MLP, t(), seed=s) for s in range(4)]
     table = plan_runs(runs, RunStore(tmp_path), device="cpu")
-    assert {(p.members, p.batched) for p, _ in probes} == {(4, True)}
+    assert (4, True) in {(p.members, p.batched) for p, _ in probes}
     assert list(table.seconds) == [10 * 2.0 / 4] * 4          # the group's 2 s an epoch, shared
 
 
@@ -78,10 +78,23 @@ def test_the_probe_times_the_real_trainer_on_random_data_of_the_runs_shapes():
 
 
 def test_a_probe_separates_the_fixed_part_of_an_epoch(monkeypatch):
-    """An epoch costing 0.3 s whatever the data plus 2 s for all of it: probes at shares f and 2f give back 2.3 s,
-    where scaling one probe up (the plan before) would give 0.3 / f + 2."""
+    """An epoch costing 0.3 s whatever the data plus 2 s for all of it, and a tracker 0.1 s plus 1 s: probes at
+    shares f and 2f give back 2.3 s and 1.1 s, where scaling one probe up (the plan before) would give
+    0.3 / f + 2 and 0.1 / f + 1."""
     import sparsegap.runs.probe as probe_module
-    monkeypatch.setattr(probe_module, "_probe_epoch", lambda p, device, track, f, timed=2: 0.3 + 2.0 * f)
+    monkeypatch.setattr(probe_module, "_probe_epoch", lambda p, device, track, f, timed=2: (
+        0.3 + 2.0 * f, {spec: 0.1 + 1.0 * f for spec in track}))
     cfg = RunConfig("dense", DATA, MLP, t(), seed=0)
     p = probe_of(cfg, 1, True, plan_module.data_sizes(DATA))
-    assert epoch_seconds(p, torch.device("cpu")) == pytest.approx(2.3)
+    base, per = epoch_costs(p, torch.device("cpu"), ("fisher_trace",))
+    assert base == pytest.approx(2.3) and per == {"fisher_trace": pytest.approx(1.1)}
+
+
+def test_each_tracker_is_timed_inside_one_probe():
+    """The real probe of a run with two trackers: one probe, each tracker's measurement timed apart (Tr(F) over the
+    training set costs more than the accuracy on the test set), the epoch without them."""
+    cfg = RunConfig("dense", DATA, MLP, t(), seed=0)
+    p = probe_of(cfg, 1, False, plan_module.data_sizes(DATA))
+    base, per = epoch_costs(p, torch.device("cpu"), ("fisher_trace", "accuracy:test"))
+    assert base > 0 and set(per) == {"fisher_trace", "accuracy:test"}
+    assert per["fisher_trace"] > per["accuracy:test"] >= 0

@@ -55,14 +55,14 @@ def main(argv=None) -> int:
     whole = json.loads(args.chapter_seconds.read_text()) if args.chapter_seconds else {}
     table = runs.groupby("notebook", sort=False).agg(runs=("run", "size"), planned=("seconds", "sum"),
                                                      measured=("measured", "sum")).reset_index()
-    table["ratio"] = (table.planned / table.measured).round(2)
+    table["ratio"] = table.planned / table.measured
     if whole:
         table["chapter wall"] = table.notebook.map(whole)
         table["not planned"] = table["chapter wall"] - table.measured
     pd.set_option("display.width", 200)
     print(f"plan of the {args.profile} profile made in {planning:.1f} s; measured: {args.store} "
           f"({missing} planned runs missing from it)")
-    print(table.round(1).to_string(index=False))
+    print(table.round({"planned": 1, "measured": 1, "ratio": 2, "chapter wall": 1, "not planned": 1}).to_string(index=False))
     tot_p, tot_m = table.planned.sum(), table.measured.sum()
     print(f"all chapters: planned {tot_p:.0f} s, measured {tot_m:.0f} s, ratio {tot_p / max(tot_m, 1e-9):.2f}")
     within = table[(table.measured > 0)].ratio.between(0.7, 1.3)

@@ -21,7 +21,7 @@ import torch
 from ..config import DataConfig, RunConfig
 # SPLITS: the datasets' known sizes, reached as plan.SPLITS too
 from ..datasets import SPLITS, split_sizes  # noqa: F401
-from .probe import Probe, epoch_seconds, probe_of, tracker_rate, with_every_epoch
+from .probe import Probe, epoch_costs, probe_of, tracker_rate, with_every_epoch
 
 
 def data_sizes(data: DataConfig) -> tuple[tuple[int, ...], int, int]:
@@ -43,26 +43,28 @@ def _waves(todo: list[RunConfig], done) -> list[list[RunConfig]]:
     return waves
 
 
-def _seconds(probe: Probe, device: torch.device, timings: dict, track: tuple[str, ...] = ()) -> float:
+def _costs(probe: Probe, device: torch.device, timings: dict, track: tuple[str, ...] = ()) -> tuple[float, dict]:
     from .probe import _heavy
     if probe.sparse and _heavy(probe, device):      # probed as its dense run (see probe.HEAVY_MACS): once for both
         probe = dataclasses.replace(probe, sparse=False)
     key = (probe, track)
     if key not in timings:
-        timings[key] = epoch_seconds(probe, device, track)
+        timings[key] = epoch_costs(probe, device, track)
     return timings[key]
 
 
 def _run_seconds(cfg: RunConfig, members: int, batched: bool, device: torch.device, timings: dict) -> float:
-    """Planned seconds of ``cfg`` in a group of ``members`` (its share of the group's time), its trackers included."""
+    """Planned seconds of ``cfg`` in a group of ``members`` (its share of the group's time), its trackers included:
+    each tracker what one measurement costs, at its rate. A run alone is probed once with all its trackers; a
+    batched group without them, its trackers then timed on one member."""
     sizes = data_sizes(cfg.data)
-    group = probe_of(cfg, members, batched, sizes)
-    epoch = _seconds(group, device, timings) / members
+    track = tuple(with_every_epoch(spec) for spec in cfg.track)     # a probe measures at every epoch
     alone = probe_of(cfg, 1, batched, sizes)
+    base, per = _costs(alone, device, timings, track)
+    if members > 1:
+        base = _costs(probe_of(cfg, members, batched, sizes), device, timings)[0] / members
     steps = -(-sizes[1] // cfg.train.batch_size)
-    for spec in cfg.track:                    # each tracker: what measuring once adds to an epoch, at its rate
-        once = _seconds(alone, device, timings, (with_every_epoch(spec),)) - _seconds(alone, device, timings)
-        epoch += max(0.0, once) * tracker_rate(spec, steps)
+    epoch = base + sum(per[with_every_epoch(spec)] * tracker_rate(spec, steps) for spec in cfg.track)
     return cfg.train.epochs * epoch
 
 

@@ -30,7 +30,11 @@ import torch
 from ..config import RunConfig
 from ..data import NUM_CLASSES
 
-PROBE_STEPS = 6          # minibatches of a probed epoch: enough to average a step, few enough for a quick plan
+PROBE_STEPS = 6          # minibatches of a probed epoch at least: enough to average a step, few enough for a quick plan
+# ... and samples at least: the two probes' difference is scaled up to the whole set, so it must stand well above
+# the noise. At batch 12 six steps (72 of the tishby set's 3,482 samples) put chapter 2's plan at 0.58 and, run
+# again, at 1.71 of what the build measured; 2,048 samples scale the difference by 3.4, not by 48.
+PROBE_SAMPLES = 2048
 WARMUP_EPOCHS = 1
 TIMED_EPOCHS = 2       # the fastest of these counts: a probe this short is easily slowed by anything beside it
 # A network whose forward pass of one batch takes more multiply-accumulates than this is heavy for a CPU (ResNet-32
@@ -72,9 +76,11 @@ def probe_of(cfg: RunConfig, members: int, batched: bool, sizes: tuple) -> Probe
                  cfg.curve_degree if curve else 0)
 
 
-def fraction(p: Probe, scale: int = 1, steps: int = PROBE_STEPS) -> float:
+def fraction(p: Probe, scale: int = 1, steps: int | None = None) -> float:
     """The share of the run's training (and test) set that a probe epoch sees: ``scale`` times ``steps``
-    minibatches, at most the whole set."""
+    minibatches (default: :data:`PROBE_STEPS`, or more to reach :data:`PROBE_SAMPLES`), at most the whole set."""
+    if steps is None:
+        steps = max(PROBE_STEPS, -(-PROBE_SAMPLES // p.train.batch_size))
     return min(1.0, scale * steps * p.train.batch_size / p.n_train)
 
 
@@ -121,9 +127,10 @@ def _network(p: Probe, seed: int):
     return model, masks
 
 
-def epoch_seconds(p: Probe, device: torch.device, track: tuple[str, ...] = ()) -> float:
-    """Seconds of one full-size epoch of the probe's run (of its whole group when batched), with the trackers
-    ``track`` measuring at every epoch.
+def epoch_costs(p: Probe, device: torch.device, track: tuple[str, ...] = ()) -> tuple[float, dict[str, float]]:
+    """(seconds of one full-size epoch of the probe's run, of its whole group when batched, without its trackers;
+    {spec: seconds of one measurement of that tracker}), the trackers ``track`` measuring at every epoch of the
+    probe, each timed on its own inside it (one probe for a run and all its trackers).
 
     An epoch's time is a part that grows with the data (steps, evaluation, trackers over a subset) and a part
     that does not (setting up the evaluation and the trackers, the checkpoint). Two probes, on a share ``f`` of
@@ -132,42 +139,90 @@ def epoch_seconds(p: Probe, device: torch.device, track: tuple[str, ...] = ()) -
     rest, would overstate its epoch 2- to 3-fold."""
     if _heavy(p, device):
         f = fraction(p, steps=HEAVY_STEPS)
-        return _probe_epoch(dataclasses.replace(p, sparse=False), device, track, f, timed=1) / f
+        base, per = _probe_epoch(dataclasses.replace(p, sparse=False), device, track, f, timed=1)
+        return base / f, {k: v / f for k, v in per.items()}
     f1, f2 = fraction(p), fraction(p, 2)
-    t1 = _probe_epoch(p, device, track, f1)
+    b1, t1 = _probe_epoch(p, device, track, f1)
     if f1 >= 1.0:
-        return t1
-    t2 = _probe_epoch(p, device, track, f2)
+        return b1, t1
+    b2, t2 = _probe_epoch(p, device, track, f2)
+    return _whole(b1, b2, f1, f2), {k: _whole(t1[k], t2[k], f1, f2) for k in t1}
+
+
+def epoch_seconds(p: Probe, device: torch.device, track: tuple[str, ...] = ()) -> float:
+    """Seconds of one full-size epoch with the trackers ``track`` measuring in it (:func:`epoch_costs`, summed)."""
+    base, per = epoch_costs(p, device, track)
+    return base + sum(per.values())
+
+
+def _whole(t1: float, t2: float, f1: float, f2: float) -> float:
+    """The time at the whole data of something timed ``t1`` at share ``f1`` and ``t2`` at ``f2``: its fixed part
+    and its part per share, fitted on the two."""
     per_share = max(0.0, (t2 - t1) / (f2 - f1))
     fixed = max(0.0, t1 - per_share * f1)
     return fixed + per_share if per_share > 0 else t1 / f1
 
 
-def _probe_epoch(p: Probe, device: torch.device, track: tuple[str, ...], f: float, timed: int = TIMED_EPOCHS) -> float:
-    """Wall seconds of one warmed-up epoch on a share ``f`` of the run's data (the fastest of ``timed``)."""
+class _Timed:
+    """A tracker whose hooks are timed (the device synchronized around them): what it adds to an epoch."""
+
+    HOOKS = ("on_epoch_end", "on_step_end", "on_after_backward")
+
+    def __init__(self, callback, device: torch.device):
+        self._callback, self._device, self.seconds = callback, device, 0.0
+
+    def __getattr__(self, name):
+        attr = getattr(self._callback, name)
+        if name not in _Timed.HOOKS or not callable(attr):
+            return attr
+
+        def timed(*args, **kwargs):
+            if self._device.type == "cuda":
+                torch.cuda.synchronize(self._device)
+            t0 = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                if self._device.type == "cuda":
+                    torch.cuda.synchronize(self._device)
+                self.seconds += time.perf_counter() - t0
+        return timed
+
+
+def _probe_epoch(p: Probe, device: torch.device, track: tuple[str, ...], f: float,
+                 timed: int = TIMED_EPOCHS) -> tuple[float, dict[str, float]]:
+    """(wall seconds of one warmed-up epoch on a share ``f`` of the run's data without its trackers, {spec: the
+    trackers' seconds in it}): of the fastest of ``timed`` epochs."""
+    from ..trackers import make_trackers
     from .threads import use_threads
     data = _synthetic(p, f)
     nets = [_network(p, seed) for seed in range(p.members)]
-    epoch_times: list[float] = []
+    # one member's trackers are timed (a batched group's members measure alike); the others run untimed
+    trackers = [[_Timed(cb, device) for cb in make_trackers(track, data)]] + [
+        make_trackers(track, data) for _ in nets[1:]]
+    epochs: list[tuple[float, dict[str, float]]] = []
     last = [time.perf_counter()]
 
     def mark(_ckpt) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         now = time.perf_counter()
-        epoch_times.append(now - last[0])
+        spent = {spec: cb.seconds for spec, cb in zip(track, trackers[0])}
+        epochs.append((now - last[0] - sum(spent.values()), spent))
+        for cb in trackers[0]:
+            cb.seconds = 0.0
         last[0] = now
-        if len(epoch_times) >= WARMUP_EPOCHS + timed:
+        if len(epochs) >= WARMUP_EPOCHS + timed:
             raise _Enough
 
     with use_threads(_threads(p, nets[0][0])):
         try:
-            _train(p, nets, data, track, device, mark)
+            _train(p, nets, data, trackers, device, mark)
         except _Enough:
             pass
-    if len(epoch_times) <= WARMUP_EPOCHS:
+    if len(epochs) <= WARMUP_EPOCHS:
         raise RuntimeError(f"the probe of {p.model} on random data diverged before its timed epochs")
-    return min(epoch_times[WARMUP_EPOCHS:])
+    return min(epochs[WARMUP_EPOCHS:], key=lambda e: e[0] + sum(e[1].values()))
 
 
 def _threads(p: Probe, model) -> int:
@@ -179,8 +234,8 @@ def _threads(p: Probe, model) -> int:
     return threads_for(workers(), macs=forward_macs(model, p.train.batch_size, p.shape))
 
 
-def _train(p: Probe, nets, data, track, device, mark) -> None:
-    from ..trackers import make_trackers
+def _train(p: Probe, nets, data, trackers, device, mark) -> None:
+    """Train the probe's network(s) with ``trackers`` (one list per member) as the run store would."""
     if p.curve_degree:
         from ..curves import BezierCurve, train_curve
         (a, masks), (b, _) = nets[0], _network(p, 1)
@@ -189,12 +244,12 @@ def _train(p: Probe, nets, data, track, device, mark) -> None:
     elif p.batched:
         from ..batched import train_batched
         train_batched([m for m, _ in nets], data, p.train, masks=[k for _, k in nets],
-                      callbacks=[make_trackers(track, data) for _ in nets], device=device,
+                      callbacks=trackers, device=device,
                       on_epoch_end=[mark] + [None] * (p.members - 1), progress=False)
     else:
         from ..train import train
         model, masks = nets[0]
-        train(model, data, p.train, masks=masks, callbacks=make_trackers(track, data), device=device,
+        train(model, data, p.train, masks=masks, callbacks=trackers[0], device=device,
               on_epoch_end=mark, progress=False)
 
 
