@@ -103,15 +103,20 @@ job_extra_directives: ["--gres=gpu:1", "--partition=gpu"]
 """
 
 
-def test_the_slurm_job_script_holds_what_the_yaml_asks_for(tmp_path):
+def job_script(tmp_path, text: str) -> tuple[str, int]:
+    """The Slurm job script (and the jobs) that the YAML ``text`` makes; nothing is submitted."""
     pytest.importorskip("dask_jobqueue")
     path = tmp_path / "cluster.yaml"
-    path.write_text(SLURM_YAML + f"shared_temp_directory: {str(tmp_path)!r}\n")
+    path.write_text(text + f"shared_temp_directory: {str(tmp_path)!r}\n")
     cluster, jobs = slurm_cluster(path, scheduler_options={"host": "127.0.0.1", "dashboard_address": None})
     try:
-        script = cluster.job_script()
+        return cluster.job_script(), jobs
     finally:
         cluster.close()
+
+
+def test_the_slurm_job_script_holds_what_the_yaml_asks_for(tmp_path):
+    script, jobs = job_script(tmp_path, SLURM_YAML)
     assert jobs == 3
     assert "#SBATCH --cpus-per-task=4" in script
     assert "#SBATCH --mem=15G" in script           # dask-jobqueue writes 16GB as 15G (GiB)
@@ -125,6 +130,12 @@ def test_the_slurm_job_script_holds_what_the_yaml_asks_for(tmp_path):
     assert " tls://" in script and " tcp://" not in script
     key = next(tmp_path.glob(".dask-jobqueue.worker.key.*"), None)
     assert key is None or key.stat().st_mode & 0o077 == 0         # gone with the cluster, or private
+
+
+def test_a_slurm_job_with_gpus_runs_one_worker_per_gpu(tmp_path):
+    script, _ = job_script(tmp_path, "cores: 8\nmemory: 64GB\nwalltime: '04:00:00'\ngpus: 4\n")
+    assert "#SBATCH --gres=gpu:4" in script and "#SBATCH --cpus-per-task=8" in script
+    assert "--nworkers 4" in script and "--nthreads 2" in script
 
 
 def _pem_files(folder) -> dict:

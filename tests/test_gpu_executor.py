@@ -1,4 +1,5 @@
-"""One worker per GPU (issue 26): the "gpus" executor, the Slurm file's ``gpus``, and how a worker claims its GPU.
+"""One worker per GPU (issue 26): the "gpus" executor, the Slurm file's ``gpus`` (its job script: tests/test_dask.py),
+and how a worker claims its GPU.
 
 No GPU is needed: the devices are named through ``CUDA_VISIBLE_DEVICES``, and what is checked is that each worker
 of the pool is pinned to a GPU of its own before CUDA starts in it.
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sparsegap.runs import workers
-from sparsegap.runs.executors import ExecutorSpec, executor_for, parse_executor, read_slurm_file, slurm_cluster
+from sparsegap.runs.executors import ExecutorSpec, executor_for, parse_executor, read_slurm_file
 
 
 def test_gpus_is_one_worker_per_visible_gpu(monkeypatch):
@@ -83,22 +84,6 @@ def test_the_pool_pins_each_worker_to_its_own_gpu(monkeypatch, tmp_path):
     by_pid = {pid: gpu for gpu, pid, _ in seen}
     assert sorted(by_pid.values()) == ["3", "5"]            # two workers, one GPU each, never the same
     assert all(by_pid[pid] == gpu for gpu, pid, _ in seen)  # a worker keeps its GPU
-
-
-SLURM = "cores: 8\nmemory: 64GB\nwalltime: '04:00:00'\ngpus: 4\n"
-
-
-def test_a_slurm_job_with_gpus_runs_one_worker_per_gpu(tmp_path):
-    pytest.importorskip("dask_jobqueue")
-    path = tmp_path / "gpu.yaml"
-    path.write_text(SLURM + f"shared_temp_directory: {str(tmp_path)!r}\n")
-    cluster, _ = slurm_cluster(path, scheduler_options={"host": "127.0.0.1", "dashboard_address": None})
-    try:
-        script = cluster.job_script()
-    finally:
-        cluster.close()
-    assert "#SBATCH --gres=gpu:4" in script and "#SBATCH --cpus-per-task=8" in script
-    assert "--nworkers 4" in script and "--nthreads 2" in script
 
 
 def test_the_shipped_gpu_template_is_a_valid_slurm_file(tmp_path):

@@ -12,7 +12,7 @@ import sparsegap.runs.plan as plan_module
 from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sparsegap.runs import RunStore
 from sparsegap.runs.plan import plan_runs, summarize
-from sparsegap.runs.probe import Probe, epoch_costs, epoch_seconds, probe_of, tracker_rate
+from sparsegap.runs.probe import Probe, epoch_costs, probe_of, tracker_rate
 
 DATA = DataConfig("tishby")
 MLP = ModelConfig("mlp", hidden=(10, 7, 5, 4, 3))   # the 12-bit MLP of chapter 2: batch-eligible at batch 12
@@ -70,11 +70,11 @@ def test_the_probe_times_the_real_trainer_on_random_data_of_the_runs_shapes():
     """Real probes, on the 12-bit MLP: a run alone and a batched group of 3, each a positive time; nothing loaded."""
     cfg = RunConfig("dense", DATA, MLP, t(), seed=0)
     sizes = plan_module.data_sizes(DATA)
-    alone = epoch_seconds(probe_of(cfg, 1, True, sizes), torch.device("cpu"))
-    group = epoch_seconds(probe_of(cfg, 3, True, sizes), torch.device("cpu"))
+    alone, _ = epoch_costs(probe_of(cfg, 1, True, sizes), torch.device("cpu"))
+    group, _ = epoch_costs(probe_of(cfg, 3, True, sizes), torch.device("cpu"))
     assert 0 < alone and 0 < group
-    single = epoch_seconds(probe_of(cfg, 1, False, sizes), torch.device("cpu"), ("fisher_trace",))
-    assert single > 0
+    single, per = epoch_costs(probe_of(cfg, 1, False, sizes), torch.device("cpu"), ("fisher_trace",))
+    assert single > 0 and per["fisher_trace"] > 0
 
 
 def test_a_probe_separates_the_fixed_part_of_an_epoch(monkeypatch):

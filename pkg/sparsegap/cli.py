@@ -31,6 +31,7 @@ from typing import Mapping, Sequence
 import yaml
 
 from . import bookbuild, booktoc, paths
+from .ledger import notebook_title
 
 PROG = "sparsegap"
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -213,7 +214,7 @@ def render_page(executed: Path, out: Path, log=print) -> Path:
     book = yaml.safe_load((sources / "_config.yml").read_text()) if (sources / "_config.yml").is_file() else {}
     kept = {k: v for k, v in ((book.get("sphinx") or {}).get("config") or {}).items()
             if k in ("nb_merge_streams", "bibtex_reference_style")}
-    config = {"title": _title(nb) or stem, "author": book.get("author", "the sparsegap authors"),
+    config = {"title": notebook_title(nb) or stem, "author": book.get("author", "the sparsegap authors"),
               "copyright": str(book.get("copyright", "")),
               "only_build_toc_files": False, "execute": {"execute_notebooks": "off"},
               "parse": book.get("parse", {}),
@@ -235,15 +236,6 @@ def render_page(executed: Path, out: Path, log=print) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     log(f"  page: {target / (stem + '.html')}")
     return target / f"{stem}.html"
-
-
-def _title(nb) -> str:
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-    return ""
 
 
 # ----------------------------------------------------------------------------------------------- book

@@ -52,11 +52,12 @@ def collect(executed_dir: Path) -> list[Entry]:
     entries = []
     for path in sorted(Path(executed_dir).glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        entries += [Entry(v, path.stem, _title(nb) or path.stem) for v in verdicts_in_notebook(nb)]
+        entries += [Entry(v, path.stem, notebook_title(nb) or path.stem) for v in verdicts_in_notebook(nb)]
     return entries
 
 
-def _title(nb) -> str:
+def notebook_title(nb) -> str:
+    """A notebook's title: its first Markdown heading of level 1, or "" if it has none."""
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
@@ -264,7 +265,7 @@ def book_rows(book_dir: Path) -> list[dict]:
     book_dir = Path(book_dir)
     titles = {}
     for path in sorted((book_dir / "notebooks").glob("*.ipynb")):
-        titles[f"notebooks/{path.stem}"] = _title(nbformat.read(path, as_version=4))
+        titles[f"notebooks/{path.stem}"] = notebook_title(nbformat.read(path, as_version=4))
     return rows(collect(book_dir / "notebooks"), chapter_numbers(book_dir / "_toc.yml"), titles)
 
 

@@ -149,12 +149,6 @@ def epoch_costs(p: Probe, device: torch.device, track: tuple[str, ...] = ()) -> 
     return _whole(b1, b2, f1, f2), {k: _whole(t1[k], t2[k], f1, f2) for k in t1}
 
 
-def epoch_seconds(p: Probe, device: torch.device, track: tuple[str, ...] = ()) -> float:
-    """Seconds of one full-size epoch with the trackers ``track`` measuring in it (:func:`epoch_costs`, summed)."""
-    base, per = epoch_costs(p, device, track)
-    return base + sum(per.values())
-
-
 def _whole(t1: float, t2: float, f1: float, f2: float) -> float:
     """The time at the whole data of something timed ``t1`` at share ``f1`` and ``t2`` at ``f2``: its fixed part
     and its part per share, fitted on the two."""
