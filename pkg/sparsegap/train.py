@@ -130,16 +130,19 @@ class TrainState:
     steps_per_epoch: int = 1
     indices: torch.Tensor | None = None   # the training samples of this epoch under a data schedule (None: all)
 
-    def log(self, name: str, value: float | list[int]) -> None:
+    def log(self, name: str, value: float | list[int], se: float | None = None) -> None:
         """Record ``value`` with the current epoch index, global step, and epochs completed
         (``step / steps_per_epoch``: 0 at the initialisation, 1.0 after the first epoch).
-        A number is stored as a float; a list or tuple (e.g. predicted classes) as a list of ints."""
+        A number is stored as a float; a list or tuple (e.g. predicted classes) as a list of ints.
+        ``se``, the standard error of an estimate, goes to the trace's ``"se"`` list, beside its value."""
         trace = self.history.setdefault("trace", {}).setdefault(
             name, {"epoch": [], "step": [], "epochs": [], "value": []})
         trace["epoch"].append(self.epoch)
         trace["step"].append(self.step)
         trace["epochs"].append(self.step / self.steps_per_epoch)
         trace["value"].append([int(v) for v in value] if isinstance(value, (list, tuple)) else float(value))
+        if se is not None:
+            trace.setdefault("se", []).append(float(se))
 
 
 def _call(callbacks: Iterable, hook: str, state: TrainState) -> None:
