@@ -67,7 +67,7 @@ from .config import TrainConfig
 from .pruning import Masks, apply_masks, check_masks, masks_key, masks_to
 # ENGINES, check_batchable and engine_for live in stacked; importable from here as before.
 from .stacked import ENGINES, BmmEngine, Stack, VmapEngine, activation_size, check_batchable, engine_for, mlp_ops
-from .train import (TrainState, _defer_check, epoch_permutation, make_optimizer, make_scheduler, progress_enabled,
+from .train import (EpochLogits, TrainState, _defer_check, epoch_permutation, make_optimizer, make_scheduler, progress_enabled,
                     resolve_device)
 
 __all__ = ["ENGINES", "BATCH_MAX_MACS", "BATCH_MAX_PARAMS", "check_batchable", "check_compatible", "engine_for",
@@ -524,12 +524,13 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
             trs = stack.evaluate(data.x_train, labels[stack.members], device, largest_activation)
             tes = stack.evaluate(data.x_test, data.y_test, device, largest_activation)
             for row, i in enumerate(stack.members):
-                mem, tr, te = members[i], trs[row], tes[row]
+                mem, (tr, tr_logits), (te, te_logits) = members[i], trs[row], tes[row]
                 history = mem.state.history
                 if diverged_after_epoch(history, epoch + 1, mem.state.step, tr.loss):
                     mem.diverged = True
                     continue
                 record_epoch(history, epoch + 1, mem.lrs[epoch], tr, te, seconds)
+                mem.state.logits = EpochLogits(mem.state.step, len(history["epoch"]), tr_logits, te_logits)
                 mem.call("on_epoch_end", epoch + 1, stack.row_bufs(row))  # lr after the scheduler step
                 if on_epoch_end[i] is not None:
                     on_epoch_end[i](mem.checkpoint(stack.row_bufs(row), epoch + 1))

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics.basic import Evaluation, prediction_entropy
+from .metrics.basic import Evaluation, evaluate_logits
 
 __all__ = ["ENGINES", "BmmEngine", "Stack", "VmapEngine", "activation_size", "check_batchable", "engine_for",
            "mlp_ops"]
@@ -177,8 +177,9 @@ class Stack:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                 activation_size: int) -> list[Evaluation]:
-        """:func:`sparsegap.metrics.basic.evaluate` for every member (same numbers to float precision).
+                 activation_size: int) -> list[tuple[Evaluation, torch.Tensor]]:
+        """:func:`sparsegap.metrics.basic.evaluate` for every member (same numbers to float precision), each with
+        the member's logits (a CPU tensor, for the trackers that read the same samples).
 
         Member by member, in chunks sized by the model alone (no activation tensor exceeds
         ``_EVAL_ELEMENTS``; ``activation_size``: the largest layer output of one sample): a member's
@@ -194,9 +195,7 @@ class Stack:
             lg = torch.cat([self.engine.logits_member(self.P, row, x[i: i + chunk].to(device)).float().cpu()
                             for i in range(0, len(x), chunk)])
             yr = y[row] if y.dim() == 2 else y      # labels per member (rows of the active members)
-            out.append(Evaluation(loss=float(F.cross_entropy(lg, yr)),
-                                  accuracy=float((lg.argmax(1) == yr).float().mean()),
-                                  entropy=float(prediction_entropy(lg).mean())))
+            out.append((evaluate_logits(lg, yr), lg))
         return out
 
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .bookkeeping import (diverged_after_epoch, epoch_checkpoint, has_diverged, new_history, record_divergence,
                           record_epoch)
 from .config import TrainConfig
-from .metrics.basic import evaluate
+from .metrics.basic import evaluate_logits, evaluated_logits
 from .pruning import GradientMasker, Masks, apply_masks, check_masks, masks_to
 from .augment import augment_batch
 from .schedule import DataSchedule
@@ -112,6 +112,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
+@dataclass(frozen=True)
+class EpochLogits:
+    """The logits of an epoch's evaluation of the training and test sets (CPU tensors), after ``step`` optimizer
+    steps and ``epochs`` recorded epochs: the trackers that read the same weights on these samples or some of
+    their rows (:class:`sparsegap.metrics.callbacks.SharedLogits`) take them instead of a forward pass of their own."""
+
+    step: int
+    epochs: int
+    train: torch.Tensor
+    test: torch.Tensor
+
+
 @dataclass
 class TrainState:
     """What callbacks see. ``log`` records a value at the current epoch and step."""
@@ -129,6 +141,7 @@ class TrainState:
     loss: torch.Tensor | None = None
     steps_per_epoch: int = 1
     indices: torch.Tensor | None = None   # the training samples of this epoch under a data schedule (None: all)
+    logits: EpochLogits | None = None     # the last end-of-epoch evaluation's logits
 
     def log(self, name: str, value: float | list[int], se: float | None = None) -> None:
         """Record ``value`` with the current epoch index, global step, and epochs completed
@@ -379,11 +392,14 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             break
         scheduler.step()
         seconds = time.perf_counter() - t0
-        tr = evaluate(model, data.x_train, data.y_train, device=device)
+        tr_logits, y = evaluated_logits(model, data.x_train, data.y_train, device=device)
+        tr = evaluate_logits(tr_logits, y)
         if diverged_after_epoch(history, epoch + 1, state.step, tr.loss):
             break
-        te = evaluate(model, data.x_test, data.y_test, device=device)
+        te_logits, y = evaluated_logits(model, data.x_test, data.y_test, device=device)
+        te = evaluate_logits(te_logits, y)
         record_epoch(history, epoch + 1, lr, tr, te, seconds)
+        state.logits = EpochLogits(state.step, len(history["epoch"]), tr_logits, te_logits)
         state.batch = state.loss = None
         _call(callbacks, "on_epoch_end", state)
         bar.set_postfix(train=f"{tr.accuracy:.3f}", test=f"{te.accuracy:.3f}")

@@ -51,6 +51,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     would give a NaN loss that looks like a diverged network. The model itself may give NaN logits
     (that *is* a diverged network, and the loss says so).
     """
+    return evaluate_logits(*evaluated_logits(model, x, y, batch_size=batch_size, indices=indices, device=device))
+
+
+def evaluated_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024,
+                     indices: torch.Tensor | None = None,
+                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checked ``(logits, y)`` (both on the CPU) that :func:`evaluate` scores: for a caller that also keeps the
+    logits (the trainers share the training set's with the trackers that read its rows: one forward pass)."""
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     if indices is not None:
@@ -64,6 +72,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     if int(y.max()) >= logits.shape[1]:
         raise ValueError(f"y must hold class indices in [0, {logits.shape[1]}) (the model has {logits.shape[1]} "
                          f"outputs), got a maximum of {int(y.max())}")
+    return logits, y
+
+
+def evaluate_logits(logits: torch.Tensor, y: torch.Tensor) -> Evaluation:
+    """:func:`evaluate`'s numbers from the logits of the samples and their labels (CPU tensors)."""
     return Evaluation(
         loss=float(F.cross_entropy(logits, y)),
         accuracy=float((logits.argmax(1) == y).float().mean()),
