@@ -375,11 +375,13 @@ class FakeState:
         self.model, self.masks, self.epoch, self.step = model, masks, 0, 0
         self.history = {"trace": {}}
 
-    def log(self, name, value):
+    def log(self, name, value, se=None):       # as TrainState.log
         t = self.history["trace"].setdefault(name, {"epoch": [], "step": [], "value": []})
         t["epoch"].append(self.epoch)
         t["step"].append(self.step)
         t["value"].append(value)
+        if se is not None:
+            t.setdefault("se", []).append(se)
 
 
 def run_fake_training(cb, state, epochs=4, steps_per_epoch=3):
@@ -403,6 +405,7 @@ def test_callback_logs_at_the_requested_interval():
     keep = torch.randperm(30, generator=torch.Generator().manual_seed(4))[:10]
     expected = fisher_trace(model, x[keep], masks=masks, generator=torch.Generator().manual_seed(4))
     assert trace["value"] == pytest.approx([expected] * 3, rel=1e-12)
+    assert len(trace["se"]) == 3 and trace["se"][0] > 0       # tests/test_fisher_subset.py checks its value
 
     trace = run_fake_training(FisherTraceCallback(x, y, every=5, unit="step", labels="empirical",
                                                   at_start=False, masks_from_state=False),

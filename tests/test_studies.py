@@ -281,7 +281,8 @@ def test_a_chapter_trains_exactly_the_runs_the_plan_counts(notebook, profile, mo
 
 def test_fisher_track_is_the_one_spelling_of_the_tracker():
     from sparsegap.studies.procedure import fisher_track
-    assert fisher_track(5) == ("fisher_trace@5",) and fisher_track(0) == ()
+    assert fisher_track(5, 4000) == ("fisher_trace@5",) and fisher_track(0, 4000) == ()
+    assert fisher_track(5, 50_000) == ("fisher_trace~10000@5",)     # tests/test_fisher_subset.py: the cap
 
 
 def test_unit_init_sparsities_come_from_the_chapters_sparsities():

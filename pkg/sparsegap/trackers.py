@@ -1,10 +1,11 @@
 """Trackers: metrics recorded during training, named in ``RunConfig.track`` so that they are part of
 a run's identity.
 
-A tracker spec is ``"<metric>[:<subset>][@<every>[step]]"``:
+A tracker spec is ``"<metric>[:<subset>][~<samples>][@<every>[step]]"``:
 
 * ``metric``: ``accuracy``, ``loss`` (mean cross-entropy), ``fisher_trace`` (Tr(F) with labels
-  sampled from the model), ``predictions`` (the predicted class of every sample, a list of ints),
+  sampled from the model, logged with its standard error in the trace's ``"se"`` list),
+  ``predictions`` (the predicted class of every sample, a list of ints),
   ``grad_norm`` (norm of the loss gradient over the active weights, on a fixed batch of at most 256
   samples), ``gsnr`` (Liu et al.'s per-sample gradient signal-to-noise ratio, averaged per layer,
   on a fixed set of at most 256 samples) or ``grad_snr`` (the authors' layer-wise SNR of one epoch's
@@ -13,14 +14,17 @@ A tracker spec is ``"<metric>[:<subset>][@<every>[step]]"``:
   ``p.grad``); see :mod:`sparsegap.metrics.gradflow`;
 * ``subset``: one of :data:`sparsegap.data.SUBSETS` (``train``, ``test``, ``permuted``,
   ``unpermuted``, ``restored``; see :meth:`sparsegap.data.DataSplits.split`), ``train`` if left out;
+* ``~<samples>`` (``fisher_trace`` only): measure on a fixed random subset of at most N of the subset's
+  samples, drawn once with seed 0, so that every run measures the very same samples (comparisons between
+  runs stay paired); all of them if left out (``"fisher_trace:permuted~10000@5"``);
 * ``@<every>``: every N epochs, ``@<every>step``: every N optimizer steps; every epoch if left out.
 
 Each tracker also measures once at the start (0 epochs), then every N epochs (or steps). The values
 land in ``history["trace"][key]`` (lists ``epoch``, ``step``, ``epochs``, ``value``) under the spec
-without its ``@`` part: ``"accuracy:permuted@1"`` logs under ``"accuracy:permuted"``,
-``"fisher_trace@5"`` under ``"fisher_trace"`` as it always has. The per-layer metrics (``grad_snr``,
-``gsnr``) log one trace per Conv/Linear layer, under ``"<key>/<layer>"``: ``"grad_snr/fc1"``,
-``"gsnr:test/fc1"``.
+without its ``~`` and ``@`` parts: ``"accuracy:permuted@1"`` logs under ``"accuracy:permuted"``,
+``"fisher_trace@5"`` and ``"fisher_trace~10000@5"`` under ``"fisher_trace"`` as it always has. The
+per-layer metrics (``grad_snr``, ``gsnr``) log one trace per Conv/Linear layer, under
+``"<key>/<layer>"``: ``"grad_snr/fc1"``, ``"gsnr:test/fc1"``.
 
 The spec language and its checks are in :mod:`sparsegap.tracker_specs`. A new metric is a name in
 :data:`~sparsegap.tracker_specs.TRACKER_METRICS` and a factory ``(x, y, spec, shared) -> callback``
@@ -44,7 +48,8 @@ _LOGGED = {("accuracy", "train"): "train_acc", ("loss", "train"): "train_loss",
 
 def _fisher(x, y, spec: TrackerSpec, shared):
     from .metrics.callbacks import FisherTraceCallback
-    return FisherTraceCallback(x, y, every=spec.every, unit=spec.unit, labels="sampled", name=spec.key)
+    return FisherTraceCallback(x, y, every=spec.every, unit=spec.unit, labels="sampled", name=spec.key,
+                               max_samples=spec.samples)
 
 
 def _subset_metric(x, y, spec: TrackerSpec, shared):

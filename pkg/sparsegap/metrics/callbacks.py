@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sparsegap.metrics.basic import predict_logits
-from sparsegap.metrics.fisher import LABELS, fisher_trace
+from sparsegap.metrics.fisher import LABELS, fisher_trace_se
 from sparsegap.checks import positive_int, torch_seed
 from sparsegap.metrics.persample import check_xy
 
@@ -48,15 +48,18 @@ class _Schedule:
 
 
 class FisherTraceCallback(_Schedule):
-    """Log ``fisher_trace`` on a fixed sample set every ``every`` epochs or optimizer steps.
+    """Log ``fisher_trace`` on a fixed sample set every ``every`` epochs or optimizer steps, with its standard
+    error (the trace's ``"se"`` list, see :class:`~sparsegap.metrics.fisher.FisherEstimate`).
 
     With ``unit="epoch"`` it logs at the end of epochs 0-based ``every-1, 2*every-1, ...``; with
     ``unit="step"`` after global steps ``every, 2*every, ...``. With ``at_start`` it also logs
     once before training (step 0), so trajectories start at the initialisation.
-    ``max_samples`` keeps a random subset of ``x`` (drawn once, with ``seed``). Monte-Carlo labels
-    use a generator re-seeded with ``seed`` at every measurement: common random numbers make the
-    trajectory smoother than fresh noise at each point. Masks come from ``state.masks`` when
-    ``masks_from_state`` is true, so only unpruned weights count.
+    ``max_samples`` keeps a random subset of ``x`` when ``x`` has more rows (drawn once, with ``seed``: with
+    the default seed every run measures the same samples, so that comparisons between runs are paired). The
+    standard error then covers the draw of the samples and of the Monte-Carlo labels; on the whole of ``x``
+    it overstates the label noise alone. Monte-Carlo labels use a generator re-seeded with ``seed`` at every
+    measurement: common random numbers make the trajectory smoother than fresh noise at each point. Masks
+    come from ``state.masks`` when ``masks_from_state`` is true, so only unpruned weights count.
     """
 
     def __init__(self, x: Tensor, y: Tensor | None = None, *, every: int = 1, unit: str = "epoch",
@@ -85,12 +88,10 @@ class FisherTraceCallback(_Schedule):
 
     def measure(self, state: Any, at_epoch_end: bool = False) -> float:
         masks = getattr(state, "masks", None) if self.masks_from_state else None
-        value = fisher_trace(state.model, self.x, self.y, masks=masks, labels=self.labels,
-                             chunk_size=self.chunk_size,
-                             generator=torch.Generator().manual_seed(self.seed))
-        state.log(self.name, value)
-        return value
-
+        est = fisher_trace_se(state.model, self.x, self.y, masks=masks, labels=self.labels,
+                              chunk_size=self.chunk_size, generator=torch.Generator().manual_seed(self.seed))
+        state.log(self.name, est.value, se=est.se)
+        return est.value
 
 
 class SharedLogits:

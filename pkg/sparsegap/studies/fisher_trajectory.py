@@ -16,7 +16,7 @@ from .. import stats
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..runs import Run, RunStore, run_all
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import Experiment, executor_of, fisher_track, run_experiment, two_regime_configs
+from .procedure import Experiment, executor_of, fisher_track, run_experiment, train_samples, two_regime_configs
 from .two_regimes import REGIME_PARAMETERS
 
 CLAIM = ("Tr(F) of Sol-S rises then falls but ends above Sol-D's in the generalization regime, "
@@ -222,9 +222,11 @@ def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
         return TrainConfig(epochs=epochs, batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
                            weight_decay=p["weight_decay"], milestones=tuple(milestones), gamma=p["gamma"])
     sparse = train(p["sparse_epochs"], p["sparse_milestones"])
-    return two_regime_configs(data_config(p), model_config(p), train(p["dense_epochs"], p["dense_milestones"]),
+    data = data_config(p)
+    return two_regime_configs(data, model_config(p), train(p["dense_epochs"], p["dense_milestones"]),
                               p["sparsities"], p["seeds"], finetune_train=sparse, scratch_train=sparse,
-                              min_density=p["min_density"], track=fisher_track(p["fisher_every"]), stages=p["stages"])
+                              min_density=p["min_density"], track=fisher_track(p["fisher_every"], train_samples(data)),
+                              stages=p["stages"])
 
 
 def unit_init_configs(configs: dict[tuple[str, float, int], RunConfig], sparsities) -> dict:

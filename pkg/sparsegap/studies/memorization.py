@@ -20,8 +20,8 @@ from ..memorization import first_epoch_reaching, memorization_table, memorized_s
 from ..runs import RunStore
 from ..stats import Interval
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
-from .procedure import (Experiment, data_config, executor_of, model_config, run_experiment, train_config,
-                        two_regime_configs)
+from .procedure import (Experiment, data_config, executor_of, fisher_spec, model_config, run_experiment,
+                        train_config, train_samples, two_regime_configs)
 from .two_regimes import RUN_PARAMETERS
 
 STAGES = ("Sol-D", "Sol-F", "Sol-S")
@@ -45,11 +45,21 @@ PARAMETERS = P.ParameterSpec(
 )
 
 
-def trackers(fisher_every: int, predictions_every: int) -> tuple[str, ...]:
-    """What every run of the chapter records (part of the runs' identity)."""
+def trackers(fisher_every: int, predictions_every: int, data: DataConfig) -> tuple[str, ...]:
+    """What every run of the chapter on ``data`` records (part of the runs' identity). Tr(F) on the noisy and
+    on the clean samples is measured on at most :data:`~sparsegap.studies.procedure.FISHER_SAMPLES` of each
+    (:func:`~sparsegap.studies.procedure.fisher_spec`: the spelling of a set no larger is what it always was)."""
+    n_noisy = noisy_samples(data)
     return ("accuracy:permuted@1", "accuracy:unpermuted@1", "accuracy:restored@1",
-            f"fisher_trace:permuted@{fisher_every}", f"fisher_trace:unpermuted@{fisher_every}",
+            fisher_spec(fisher_every, n_noisy, "permuted"),
+            fisher_spec(fisher_every, train_samples(data) - n_noisy, "unpermuted"),
             f"predictions:permuted@{predictions_every}")
+
+
+def noisy_samples(data: DataConfig) -> int:
+    """How many training labels ``data`` flips, known without loading it: ``round(noise * n_train)``, as
+    :func:`sparsegap.data.add_label_noise` flips them."""
+    return round(data.noise * train_samples(data))
 
 
 def noisy_data_config(p: dict) -> DataConfig:
@@ -66,7 +76,7 @@ def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
                          f"got {data.noise!r}")
     return two_regime_configs(data, model_config(p), train_config(p), [p["sparsity"]], p["seeds"],
                               exclude_output=p["exclude_output"],
-                              track=trackers(p["fisher_every"], p["predictions_every"]))
+                              track=trackers(p["fisher_every"], p["predictions_every"], data))
 
 
 def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,

@@ -34,7 +34,7 @@ from ..stats import Interval
 from ..verdict import Evidence, Verdict, remedy_status
 from . import two_regimes
 from .procedure import (data_config, describe_scale, fisher_track, measurement_data, model_config, train_config,
-                        two_regime_configs)
+                        train_samples, two_regime_configs)
 from .two_regimes import REGIME_PARAMETERS, RUN_PARAMETERS, classify_regimes
 
 CLAIM_NFR = ("Negative Fisher regularization in the early epochs only makes Sol-S close part of its gap to Sol-F "
@@ -87,7 +87,8 @@ class Setting:
 
 def setting(p: dict) -> Setting:
     """Chapter 1's data, network, training and trackers (:func:`two_regimes.configs` builds its runs from the same)."""
-    return Setting(data_config(p), model_config(p), train_config(p), fisher_track(p["fisher_every"]))
+    data = data_config(p)
+    return Setting(data, model_config(p), train_config(p), fisher_track(p["fisher_every"], train_samples(data)))
 
 
 # ------------------------------------------------------------------------------------- the regimes

@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..runs import RunStore
 from ..verdict import Evidence, Verdict, all_of, detectable_line, status_of
 from .procedure import (Experiment, data_config, executor_of, fisher_track, model_config, run_experiment,
-                        train_config, two_regime_configs)
+                        train_config, train_samples, two_regime_configs)
 from .procedure import run_two_regimes  # noqa: F401  (the procedure from configs, as the README shows it)
 
 CLAIM = ("Sol-S falls behind Sol-F at every sparsity: first in generalization only, then in optimization too; "
@@ -224,8 +224,10 @@ def two_regimes_verdict(regimes: pd.DataFrame, table: pd.DataFrame, *, train_gap
 def configs(p: dict) -> dict[tuple[str, float, int], RunConfig]:
     """Every run of the chapter keyed by (stage, sparsity, seed), from its checked parameters (``RUN_PARAMETERS``):
     the one place they are built, for the notebook, the plan and every chapter that reads these runs."""
-    return two_regime_configs(data_config(p), model_config(p), train_config(p), p["sparsities"], p["seeds"],
-                              exclude_output=p["exclude_output"], track=fisher_track(p["fisher_every"]))
+    data = data_config(p)
+    return two_regime_configs(data, model_config(p), train_config(p), p["sparsities"], p["seeds"],
+                              exclude_output=p["exclude_output"],
+                              track=fisher_track(p["fisher_every"], train_samples(data)))
 
 
 def run(p: dict, *, store: RunStore | None = None, device: str = "auto", progress: bool = True,
