@@ -40,8 +40,11 @@ passes: ``"bmm"``, hand-written batched matrix products for plain MLPs (``nn.Seq
 Flatten, Linear and ReLU: the MLPs and LeNet-300-100), and ``"vmap"``, ``torch.func.functional_call``
 under ``torch.func.vmap`` for any other architecture without buffers (LeNet-5). Measured on this
 machine's kind (2 cores, one torch thread, one epoch of 18 12-bit MLPs on ``tishby``, batch 12):
-12-19x faster than one after another with ``bmm``, 6x with ``vmap``. BatchNorm (running
-statistics) and dropout (random masks) are refused.
+12-19x faster than one after another with ``bmm``, 6x with ``vmap``. Networks with BatchNorm (the
+ResNets, issue 26) train on a third engine, ``"grouped"`` (:mod:`sparsegap.grouped`): the members as one
+network of grouped convolutions, each member with its own BatchNorm statistics, with crop-flip (each member's
+own draws, as train()'s), channels_last and bf16; it agrees with train() to float tolerance, not bitwise, so
+the run store does not pick it (:func:`trains_batched`). Dropout (random masks) is refused.
 
 Whether batching pays is :func:`should_batch`'s call; see :data:`BATCH_MAX_MACS` for the rule
 and the measurements behind it.
@@ -66,6 +69,9 @@ from .bookkeeping import (diverged_after_epoch, epoch_checkpoint, has_diverged, 
 from .config import TrainConfig
 from .pruning import Masks, apply_masks, check_masks, masks_key, masks_to
 # ENGINES, check_batchable and engine_for live in stacked; importable from here as before.
+from .augment import augment_batch
+from .grouped import GroupedEngine
+from .seeds import seed_stream
 from .stacked import ENGINES, BmmEngine, Stack, VmapEngine, activation_size, check_batchable, engine_for, mlp_ops
 from .train import (EpochLogits, TrainState, _defer_check, epoch_permutation, make_optimizer, make_scheduler, progress_enabled,
                     resolve_device)
@@ -111,8 +117,9 @@ def _check_list(name: str, value, n: int, default):
     return value
 
 
-def check_compatible(cfgs: Sequence[TrainConfig]) -> None:
-    """Members of a batch may differ only in ``lr``: a ValueError names the first other difference."""
+def check_compatible(cfgs: Sequence[TrainConfig], engine: str = "bmm") -> None:
+    """Members of a batch may differ only in ``lr``: a ValueError names the first other difference. The GPU
+    options (augmentation, channels_last, bf16) are for the ``grouped`` engine alone."""
     cfgs = list(cfgs)
     if not cfgs:
         raise ValueError("cfgs is empty: a batch needs at least one TrainConfig")
@@ -122,9 +129,15 @@ def check_compatible(cfgs: Sequence[TrainConfig]) -> None:
     if any(c.fisher_reg for c in cfgs):
         raise ValueError("the Fisher regularizer (TrainConfig.fisher_reg) needs each member's own double backward "
                          "pass, which batched training does not do; train those runs with sparsegap.train.train")
-    if any(c.gpu_options for c in cfgs):
+    if engine == "grouped":
+        if any(c.precision == "fp16" or c.compile != "off" for c in cfgs):
+            raise ValueError("the grouped engine trains in fp32 or bf16 without torch.compile (fp16 needs a loss "
+                             "scaler per member); set TrainConfig.precision='bf16' or 'fp32' and compile='off', "
+                             "or train those runs with sparsegap.train.train")
+    elif any(c.gpu_options for c in cfgs):
         raise ValueError("mixed precision, channels_last and augmentation (TrainConfig.precision, channels_last, augment) "
-                         "are for large networks trained one at a time; train those runs with sparsegap.train.train")
+                         "are for large networks, batched by engine='grouped' or trained one at a time with "
+                         "sparsegap.train.train")
     if any(c.data_schedule != "full" for c in cfgs):
         raise ValueError("a data schedule (TrainConfig.data_schedule) gives each member its own samples per epoch, "
                          "which batched training does not do; train those runs with sparsegap.train.train")
@@ -361,10 +374,11 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
     A member's ``history["seconds"]`` is its share of the batched epoch's wall time.
     """
     models = list(models)
-    check_batchable(models)
+    check_batchable(models, buffers=True)
+    engine = engine_for(models[0], engine)
     n_models = len(models)
     cfgs = [cfgs] * n_models if isinstance(cfgs, TrainConfig) else _check_list("cfgs", cfgs, n_models, None)
-    check_compatible(cfgs)
+    check_compatible(cfgs, engine)
     masks = _check_list("masks", masks, n_models, None)
     seeds = _check_list("seeds", seeds, n_models, 0)
     for i, s in enumerate(seeds):
@@ -381,7 +395,6 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
     on_epoch_end = _check_list("on_epoch_end", on_epoch_end, n_models, None)
     datas = _check_data(data, n_models)
     data = datas[0]
-    engine = engine_for(models[0], engine)
     device = resolve_device(device)
     cfg = cfgs[0]
     momentum, weight_decay = cfg.momentum, cfg.weight_decay
@@ -417,7 +430,17 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
     if engine == "bmm" and len(x_shape) > 1 and mlp_ops(models[0])[0][0] != "flatten":
         raise ValueError(f"engine='bmm' needs 1-D samples or a model that starts with nn.Flatten; samples "
                          f"have shape {x_shape}; use engine='vmap'")
-    stack_engine = (BmmEngine if engine == "bmm" else VmapEngine)(models[0], names)
+    buffer_names = [n for n, _ in models[0].named_buffers()]
+    buffers_of = [dict(m.named_buffers()) for m in models]
+    if engine == "grouped":
+        if cfg.augment != "none" or cfg.channels_last:
+            if len(x_shape) != 3:
+                raise ValueError(f"TrainConfig.augment and channels_last apply to image inputs of shape (N, C, H, W); "
+                                 f"{data.name} has inputs of shape {x_shape}")
+        stack_engine = GroupedEngine(models[0], names, buffer_names, channels_last=cfg.channels_last,
+                                     amp_dtype=torch.bfloat16 if cfg.precision == "bf16" else None)
+    else:
+        stack_engine = (BmmEngine if engine == "bmm" else VmapEngine)(models[0], names)
 
     x_train = data.x_train.to(device)
     labels = torch.stack([d.y_train for d in datas]).to(device)   # members x samples
@@ -430,16 +453,23 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
         mem.call("on_train_begin", mem.start_epoch, bufs[mem.i])
 
     def build(active: list[int]) -> Stack:
-        return Stack(active, params_of, bufs, [m.state.masks for m in members], names, stack_engine)
+        return Stack(active, params_of, bufs, [m.state.masks for m in members], names, stack_engine,
+                     buffers_of, buffer_names)
 
     def run_steps(epoch: int, stack: Stack, perm: torch.Tensor, perms: dict, y_train: torch.Tensor,
                   log: torch.Tensor | None):
         """One epoch's steps of the stack; returns (stack, perm, y_train), rebuilt without the members that diverged.
         ``log`` None: every step checks its losses (a host sync per step); else they are written to ``log``."""
+        # each member's own crops and flips, drawn as train() draws them
+        aug = ({i: torch.Generator().manual_seed(seed_stream(seeds[i], epoch + 13)) for i in stack.members}
+               if cfg.augment != "none" else None)
         for start in range(0, n, bs):
             while True:  # once more without them if some member's loss is not finite
                 idx = perm[:, start: start + bs]
                 xb, yb = x_train[idx], y_train.gather(1, idx)
+                if aug is not None:
+                    xb = torch.stack([augment_batch(cfg.augment, xb[row], aug[i]) for row, i in enumerate(stack.members)])
+                saved = stack.save_buffers() if stack.R and log is None else None
                 losses = stack.losses(xb, yb)
                 if log is not None:
                     log[start // bs].copy_(losses.detach())
@@ -447,10 +477,13 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
                 finite = torch.isfinite(losses)
                 if bool(finite.all()):
                     break
-                for row in (~finite).nonzero().flatten().tolist():
+                bad = (~finite).nonzero().flatten().tolist()
+                for row in bad:
                     mem = members[stack.members[row]]
                     mem.diverged = True
                     record_divergence(mem.state.history, epoch + 1, mem.state.step + 1, float(losses[row]))
+                if saved is not None:   # the others' statistics as before this forward pass, which runs again
+                    stack.restore_buffers(saved, keep_rows=bad)
                 stack.release(bufs)
                 active = [i for i in stack.members if not members[i].diverged]
                 stack = build(active) if active else None
@@ -508,12 +541,13 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
                                   dtype=torch.float32 if device.type == "mps" else torch.float64)
                 snapshot = ([q.detach().clone() for q in stack.P],
                             None if stack.B is None else [b.clone() for b in stack.B],
-                            {i: members[i].state.step for i in stack.members})
+                            {i: members[i].state.step for i in stack.members}, stack.save_buffers())
             stack, perm, y_train = run_steps(epoch, stack, perm, perms, y_train, log)
             if log is not None and not bool(torch.isfinite(log).all()):   # the one host sync of the epoch's steps
                 with torch.no_grad():
                     for q, saved in zip(stack.P, snapshot[0]):
                         q.copy_(saved)
+                stack.restore_buffers(snapshot[3])
                 stack.B = snapshot[1]
                 for i, step in snapshot[2].items():
                     members[i].state.step = step

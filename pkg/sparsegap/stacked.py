@@ -9,8 +9,10 @@ and each member's evaluation.
 Two engines compute the stacked forward and backward passes: :class:`BmmEngine`, hand-written
 batched matrix products for plain MLPs (``nn.Sequential`` of Flatten, Linear and ReLU: the MLPs and
 LeNet-300-100), and :class:`VmapEngine`, ``torch.func.functional_call`` under ``torch.func.vmap``
-for any other architecture without buffers (LeNet-5). :func:`check_batchable` says which models can
-be stacked at all: BatchNorm (running statistics) and dropout (random masks) cannot.
+for any other architecture without buffers (LeNet-5); a third, :class:`sparsegap.grouped.GroupedEngine`,
+runs networks with BatchNorm as one grouped network, the stack holding their running statistics too.
+:func:`check_batchable` says which models can be stacked at all: dropout (random masks) cannot, and BatchNorm
+only on the grouped engine.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ from .metrics.basic import Evaluation, evaluate_logits
 __all__ = ["ENGINES", "BmmEngine", "Stack", "VmapEngine", "activation_size", "check_batchable", "engine_for",
            "mlp_ops"]
 
-ENGINES = ("auto", "bmm", "vmap")
+ENGINES = ("auto", "bmm", "vmap", "grouped")
 _EVAL_ELEMENTS = 1 << 22  # batched evaluation: at most this many activations (16 MB) per layer output
 
 
 # ----------------------------------------------------------------------------- what can be stacked
 
-def check_batchable(models: Sequence[nn.Module]) -> None:
-    """Same architecture, no buffers (BatchNorm statistics) and no dropout, else a ValueError."""
+def check_batchable(models: Sequence[nn.Module], buffers: bool = False) -> None:
+    """Same architecture, no dropout, and no buffers (BatchNorm statistics) unless ``buffers`` (the grouped
+    engine, :mod:`sparsegap.grouped`), else a ValueError."""
     if not models:
         raise ValueError("train_batched needs at least one model, got none")
     for i, m in enumerate(models):
@@ -43,10 +46,11 @@ def check_batchable(models: Sequence[nn.Module]) -> None:
             raise TypeError(f"models[{i}] must be an nn.Module, got {type(m).__name__}")
     first = models[0]
     for name, mod in first.named_modules():
-        if isinstance(mod, nn.modules.batchnorm._NormBase) or any(True for _ in mod.buffers(recurse=False)):
-            raise ValueError(f"models with BatchNorm or other buffers cannot be trained as one batched model "
-                             f"(module {name or '<root>'} is a {type(mod).__name__}); train them one by one "
-                             "with sparsegap.train.train")
+        if not buffers and (isinstance(mod, nn.modules.batchnorm._NormBase)
+                            or any(True for _ in mod.buffers(recurse=False))):
+            raise ValueError(f"models with BatchNorm or other buffers are trained as one batched model by the grouped "
+                             f"engine only (module {name or '<root>'} is a {type(mod).__name__}); pass "
+                             "engine='grouped' (or 'auto'), or train them one by one with sparsegap.train.train")
         if isinstance(mod, nn.modules.dropout._DropoutNd):
             raise ValueError(f"models with dropout cannot be trained as one batched model (module {name} is a "
                              f"{type(mod).__name__}); train them one by one with sparsegap.train.train")
@@ -81,12 +85,23 @@ def mlp_ops(model: nn.Module) -> list[tuple] | None:
     return ops if any(op[0] == "linear" for op in ops) else None
 
 
+def has_buffers(model: nn.Module) -> bool:
+    return any(True for _ in model.buffers())
+
+
 def engine_for(model: nn.Module, engine: str = "auto") -> str:
-    """``bmm`` for plain MLPs, ``vmap`` for everything else (or the engine asked for, if it applies)."""
+    """``bmm`` for plain MLPs, ``grouped`` for models with buffers (BatchNorm), ``vmap`` for everything else (or
+    the engine asked for, if it applies)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
-        return "bmm" if mlp_ops(model) is not None else "vmap"
+        return "bmm" if mlp_ops(model) is not None else "grouped" if has_buffers(model) else "vmap"
+    if engine == "grouped":
+        from .grouped import check_groupable
+        check_groupable(model)
+    elif has_buffers(model):
+        raise ValueError(f"engine={engine!r} cannot train models with buffers (BatchNorm statistics); use "
+                         "engine='grouped' or 'auto'")
     if engine == "bmm" and mlp_ops(model) is None:
         raise ValueError("engine='bmm' needs a plain MLP (nn.Sequential of Flatten, Linear and ReLU); "
                          "use engine='vmap' or 'auto'")
@@ -105,13 +120,16 @@ class Stack:
     """
 
     def __init__(self, members: list[int], params_of: list[dict], bufs: list[dict | None], masks: list,
-                 names: list[str], engine):
+                 names: list[str], engine, buffers_of: list[dict] | None = None, buffer_names: Sequence[str] = ()):
         self.members = members
         self.names = names
         self.params_of = params_of
         self.engine = engine
         self.P = [torch.stack([params_of[i][n].detach() for i in members]).requires_grad_(engine.autograd)
                   for n in names]
+        # the modules' own buffers (BatchNorm's running statistics: the grouped engine), stacked like the weights
+        self.buffers_of, self.buffer_names = buffers_of, list(buffer_names)
+        self.R = [torch.stack([buffers_of[i][n] for i in members]) for n in self.buffer_names]
         has_buf = [bufs[i] is not None for i in members]
         if any(has_buf) and not all(has_buf):  # members share an epoch, hence a step count
             raise RuntimeError("members of one stack must all have momentum buffers or none")
@@ -136,13 +154,30 @@ class Stack:
         for row, i in enumerate(self.members):
             for n, P in zip(self.names, self.P):
                 self.params_of[i][n].data = P.detach()[row]
+            for n, R in zip(self.buffer_names, self.R):
+                self.buffers_of[i][n].data = R[row]
 
     def release(self, bufs: list) -> None:
-        """Give every member its own weights and momentum buffers back."""
+        """Give every member its own weights, momentum buffers and module buffers back."""
         for row, i in enumerate(self.members):
             for n, P in zip(self.names, self.P):
                 self.params_of[i][n].data = P.detach()[row].clone()
+            for n, R in zip(self.buffer_names, self.R):
+                self.buffers_of[i][n].data = R[row].clone()
             bufs[i] = None if self.B is None else {n: B[row].clone() for n, B in zip(self.names, self.B)}
+
+    def save_buffers(self) -> list[torch.Tensor]:
+        """A copy of the module buffers, taken before a forward pass that may have to be run again."""
+        return [r.clone() for r in self.R]
+
+    def restore_buffers(self, saved: list[torch.Tensor], keep_rows: Sequence[int] = ()) -> None:
+        """The module buffers as :meth:`save_buffers` copied them, but for the rows ``keep_rows``: members that
+        stop at this forward pass keep the statistics it gave them, as a run of train() that diverges does."""
+        keep = set(keep_rows)
+        rows = [r for r in range(len(self.members)) if r not in keep]
+        with torch.no_grad():
+            for r, old in zip(self.R, saved):
+                r[rows] = old[rows]
 
     def row_bufs(self, row: int) -> dict | None:
         return None if self.B is None else {n: B[row] for n, B in zip(self.names, self.B)}
@@ -152,7 +187,7 @@ class Stack:
 
     def losses(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         """Each member's mean cross-entropy on its own batch, shape (members,); :meth:`sgd_step` follows."""
-        return self.engine.losses(self.P, xb, yb)
+        return self.engine.losses(self.P, xb, yb, self.R)
 
     @torch.no_grad()
     def sgd_step(self, momentum: float, weight_decay: float) -> None:
@@ -192,7 +227,7 @@ class Stack:
         y = y.cpu()
         out = []
         for row in range(len(self.members)):
-            lg = torch.cat([self.engine.logits_member(self.P, row, x[i: i + chunk].to(device)).float().cpu()
+            lg = torch.cat([self.engine.logits_member(self.P, row, x[i: i + chunk].to(device), self.R).float().cpu()
                             for i in range(0, len(x), chunk)])
             yr = y[row] if y.dim() == 2 else y      # labels per member (rows of the active members)
             out.append((evaluate_logits(lg, yr), lg))
@@ -205,10 +240,13 @@ def activation_size(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     sizes = [math.prod(input_shape)]
     handles = [m.register_forward_hook(lambda mod, inp, out: sizes.append(out.numel()))
                for m in model.modules() if not list(m.children())]
+    was_training = model.training
     try:
+        model.eval()   # BatchNorm's running statistics stay as they are
         p = next(model.parameters())
         model(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return max(sizes)
@@ -238,7 +276,7 @@ class BmmEngine:
         self._saved: list = []
 
     @torch.no_grad()
-    def losses(self, P, xb, yb):
+    def losses(self, P, xb, yb, R=()):
         h, saved = xb, []
         for op in self.ops:
             if op[0] == "flatten":
@@ -279,7 +317,7 @@ class BmmEngine:
         return grads
 
     @torch.no_grad()
-    def logits_member(self, P, row: int, x):
+    def logits_member(self, P, row: int, x, R=()):
         """Logits of member ``row`` (its row of the stacked weights) for the inputs ``x``: shape (len(x), classes)."""
         h = x
         for op in self.ops:
@@ -307,7 +345,7 @@ class VmapEngine:
         self._f, self._per_member = f, vmap(f, in_dims=(0, 0))
         self._loss = None
 
-    def losses(self, P, xb, yb):
+    def losses(self, P, xb, yb, R=()):
         losses = _member_losses(self._per_member(tuple(P), xb), yb)
         self._loss = losses.sum()  # each member's gradient is that of its own loss
         return losses.detach()
@@ -318,5 +356,5 @@ class VmapEngine:
         return grads
 
     @torch.no_grad()
-    def logits_member(self, P, row: int, x):
+    def logits_member(self, P, row: int, x, R=()):
         return self._f(tuple(p[row] for p in P), x)

@@ -8,6 +8,8 @@ last, crop-flip):
 - sparsegap's ``train()`` one run: eager, and with ``TrainConfig.compile="reduce-overhead"`` (CUDA graphs);
 - a sweep of 4 and of 8 such runs on the one GPU, each in a worker process of the ``gpus*K`` executor: the
   aggregate images/s;
+- the same sweeps as one grouped network (``train_batched(engine="grouped")``, :mod:`sparsegap.grouped`): the
+  aggregate images/s of one process;
 and LeNet-300-100 on MNIST-shaped random data: 16 runs batched (``train_batched``) against one alone.
 Each timing is the second of two epochs (the first pays cuDNN's autotuning, compilation and CUDA-graph capture).
 Without CUDA it prints why and stops; ``--allow-cpu`` runs the same code on the CPU at a toy size, to check it.
@@ -98,6 +100,18 @@ def sweep(spec: dict, n: int, k: int, precision: str, compile_mode: str, cpu: bo
     return sum(rate for _, _, rate in results)
 
 
+def grouped_sweep(spec: dict, n: int, k: int, device: str, precision: str) -> float:
+    """Aggregate images/s of ``k`` runs trained as one grouped network (each its own batch, masks none, crop-flip,
+    channels last): the images of the ``k`` runs' second epochs over its seconds."""
+    from sparsegap.batched import train_batched
+    from sparsegap.config import TrainConfig
+    cfg = TrainConfig(epochs=2, batch_size=spec["batch"], lr=0.05, schedule="constant", precision=precision,
+                      channels_last=True, augment="crop-flip")
+    hs = train_batched([model_of(spec, s) for s in range(k)], random_data(spec, n, device), cfg, device=device,
+                       seeds=list(range(k)), progress=False, engine="grouped")
+    return n / hs[0]["seconds"][-1]          # a member's share of the epoch: k runs' images in k shares
+
+
 def lenet_batched(n: int, device: str, members: int = 16) -> tuple[float, float]:
     """Seconds per member-epoch of LeNet-300-100: alone (train) and ``members`` batched (train_batched)."""
     from sparsegap.batched import train_batched
@@ -140,6 +154,8 @@ def main(argv=None) -> int:
             mode = "off" if cpu else "reduce-overhead"
             rate = sweep(spec, n, k, precision, mode, cpu)
             rows.append((f"sweep of {k} on one GPU, {precision}, compile={mode} (aggregate)", rate, rate / base))
+            rate = grouped_sweep(spec, n, k, device, precision)
+            rows.append((f"sweep of {k} as one grouped network, {precision} (aggregate)", rate, rate / base))
     print(f"{'what':<64}{'images/s':>12}{'vs plain':>10}")
     for what, rate, ratio in rows:
         print(f"{what:<64}{rate:>12,.0f}{ratio:>10.2f}")
