@@ -241,3 +241,34 @@ def test_the_paper_profile_caps_the_cifar_sets():
         else:                                        # CIFAR: 50,000 images (15,000 noisy, 35,000 clean)
             assert p["dataset"].startswith("cifar") and all(re.fullmatch(r"fisher_trace(:\w+)?~10000@\d+", s)
                                                             for s in specs), (chapter, specs)
+
+
+# ------------------------------------------------------------------------------- the figure's band
+
+@pytest.mark.parametrize("with_se", [True, False])
+def test_the_trajectory_figure_draws_the_se_band_when_the_runs_logged_one(with_se):
+    """Runs stored before the SE existed have no "se": their figure is drawn as before, without a band."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from sparsegap.plots import figure_fisher_trajectories
+
+    def history(scale):
+        t = {"epoch": [0, 1, 2], "step": [0, 5, 10], "epochs": [0.0, 1.0, 2.0], "value": [scale, 2 * scale, scale]}
+        if with_se:
+            t["se"] = [0.1 * scale] * 3
+        return {"epoch": [1, 2], "train_acc": [0.5, 0.9], "trace": {"fisher_trace": t}}
+
+    keys = [("Sol-D", 0.0, 0), ("Sol-F", 0.9, 0), ("Sol-S", 0.9, 0)]
+    exp = SimpleNamespace(runs=dict.fromkeys(keys), sparsities=[0.9],
+                          trained_histories=lambda stage, s: [history(1.0 + s), history(2.0 + s)])
+    fig = figure_fisher_trajectories(exp)
+    bands = [c for ax in fig.axes for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == (4 if with_se else 0)        # Sol-D and s=0.9 in the panels of Sol-S and Sol-F
+    if with_se:     # ± the SE of the mean of two seeds: sqrt(0.1² (1.9² + 2.9²)) / 2 around 2.4 at epoch 0
+        y = bands[-1].get_paths()[0].vertices[:, 1]
+        se = math.sqrt(0.01 * (1.9 ** 2 + 2.9 ** 2)) / 2
+        assert y.max() == pytest.approx(2 * 2.4 + se) and y.min() == pytest.approx(2.4 - se)
+    plt.close(fig)

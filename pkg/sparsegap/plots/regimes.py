@@ -138,7 +138,9 @@ def figure_training_curves(histories: dict[str, list[dict]], *, sparsity: float 
 def figure_fisher_trajectories(experiment, *, name: str = "fisher_trace", title: str = "") -> plt.Figure:
     """P-F3: Tr(F) over training, one line per sparsity (mean over seeds), a panel per stage,
     with the training accuracy underneath so that each curve can be read against its regime.
-    One legend under the panels (a sparsity has the same colour in every panel), never over a curve."""
+    One legend under the panels (a sparsity has the same colour in every panel), never over a curve.
+    Where the runs logged the standard error of each measurement (the trace's ``"se"``), a band of ± one
+    standard error of the seed mean shows the measurement's own noise (not the spread between seeds)."""
     stages = [s for s in ("Sol-S", "Sol-F") if any(k[0] == s for k in experiment.runs)]
     seeds = sorted({k[2] for k in experiment.runs})
     sparsities = experiment.sparsities
@@ -148,22 +150,31 @@ def figure_fisher_trajectories(experiment, *, name: str = "fisher_trace", title:
                              gridspec_kw={"height_ratios": [2, 1]}, layout="constrained")
 
     def mean_curve(stage, s, key):
+        """(x, the seed mean, its standard error from the logged ones, or None where a run logged none)"""
         hs = experiment.trained_histories(stage, 0.0 if stage == "Sol-D" else s)
         if not hs:  # every seed diverged: nothing to draw
-            return np.array([]), np.array([])
+            return np.array([]), np.array([]), None
         if key == name:
-            t = hs[0]["trace"][name]
-            return np.asarray(t["epochs"]), np.mean([h["trace"][name]["value"] for h in hs], axis=0)
-        return np.asarray(hs[0]["epoch"]), np.mean([h[key] for h in hs], axis=0)
+            traces = [h["trace"][name] for h in hs]
+            se = None
+            if all(len(t.get("se", ())) == len(t["value"]) for t in traces):   # runs stored before issue 26: none
+                se = np.sqrt(np.sum(np.square([t["se"] for t in traces]), axis=0)) / len(traces)
+            return np.asarray(traces[0]["epochs"]), np.mean([t["value"] for t in traces], axis=0), se
+        return np.asarray(hs[0]["epoch"]), np.mean([h[key] for h in hs], axis=0), None
+
+    def draw(ax, x, y, se, scale, **style):
+        line, = ax.plot(x, scale * y, **style)
+        if se is not None and len(x):
+            # a log axis: the band's lower edge stays above 0 (a tenth of the curve at most)
+            ax.fill_between(x, scale * np.maximum(y - se, y / 10), scale * (y + se), color=line.get_color(),
+                            alpha=0.2, lw=0)
 
     for j, stage in enumerate(stages):
         top, bottom = axes[0, j], axes[1, j]
         for key, ax, scale in ((name, top, 1.0), ("train_acc", bottom, 100.0)):
-            x, y = mean_curve("Sol-D", 0.0, key)
-            ax.plot(x, scale * y, color="k", lw=1.6, label="dense (Sol-D)")
+            draw(ax, *mean_curve("Sol-D", 0.0, key), scale, color="k", lw=1.6, label="dense (Sol-D)")
             for i, s in enumerate(sparsities):
-                x, y = mean_curve(stage, s, key)
-                ax.plot(x, scale * y, color=colors[i], lw=1.2, label=f"sparsity {s:g}")
+                draw(ax, *mean_curve(stage, s, key), scale, color=colors[i], lw=1.2, label=f"sparsity {s:g}")
         top.set_yscale("log")
         top.set_ylabel("Tr(F), sampled labels\n(log scale)" if j == 0 else "")
         top.set_title(stage)
