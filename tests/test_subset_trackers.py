@@ -40,7 +40,8 @@ def test_specs_parse_into_metric_subset_every_unit_and_key():
     assert parse_tracker("fisher_trace@5") == TrackerSpec("fisher_trace", "train", 5, "epoch", "fisher_trace")
     assert parse_tracker("accuracy:permuted@1") == TrackerSpec("accuracy", "permuted", 1, "epoch", "accuracy:permuted")
     assert parse_tracker("loss:test@3step") == TrackerSpec("loss", "test", 3, "step", "loss:test")
-    assert parse_tracker("predictions:restored") == TrackerSpec("predictions", "restored", 1, "epoch", "predictions:restored")
+    assert parse_tracker("predictions:restored") == TrackerSpec("predictions", "restored", 1, "epoch",
+                                                                "predictions:restored")
     assert parse_tracker("fisher_trace:unpermuted@2epoch").key == "fisher_trace:unpermuted"
 
 
