@@ -96,10 +96,7 @@ def engine_for(model: nn.Module, engine: str = "auto") -> str:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
         return "bmm" if mlp_ops(model) is not None else "grouped" if has_buffers(model) else "vmap"
-    if engine == "grouped":
-        from .grouped import check_groupable
-        check_groupable(model)
-    elif has_buffers(model):
+    if engine != "grouped" and has_buffers(model):   # the grouped engine checks what it can group itself
         raise ValueError(f"engine={engine!r} cannot train models with buffers (BatchNorm statistics); use "
                          "engine='grouped' or 'auto'")
     if engine == "bmm" and mlp_ops(model) is None:
