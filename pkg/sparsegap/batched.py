@@ -70,7 +70,7 @@ from .config import TrainConfig
 from .pruning import Masks, apply_masks, check_masks, masks_key, masks_to
 # ENGINES, check_batchable and engine_for live in stacked; importable from here as before.
 from .augment import augment_batch
-from .grouped import GroupedEngine
+from .grouped import GroupedEngine, check_groupable
 from .seeds import seed_stream
 from .stacked import ENGINES, BmmEngine, Stack, VmapEngine, activation_size, check_batchable, engine_for, mlp_ops
 from .train import (EpochLogits, TrainState, _defer_check, epoch_permutation, make_optimizer, make_scheduler, progress_enabled,
@@ -376,6 +376,8 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
     models = list(models)
     check_batchable(models, buffers=True)
     engine = engine_for(models[0], engine)
+    if engine == "grouped":
+        check_groupable(models[0])
     n_models = len(models)
     cfgs = [cfgs] * n_models if isinstance(cfgs, TrainConfig) else _check_list("cfgs", cfgs, n_models, None)
     check_compatible(cfgs, engine)
@@ -442,7 +444,7 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
     else:
         stack_engine = (BmmEngine if engine == "bmm" else VmapEngine)(models[0], names)
 
-    x_train = data.x_train.to(device)
+    x_train, x_test = data.x_train.to(device), data.x_test.to(device)   # evaluated from the device, no copy an epoch
     labels = torch.stack([d.y_train for d in datas]).to(device)   # members x samples
     largest_activation = activation_size(models[0], tuple(x_train.shape[1:]))
     n, bs = len(x_train), cfg.batch_size
@@ -555,8 +557,8 @@ def train_batched(models: Sequence[nn.Module], data, cfgs: Sequence[TrainConfig]
             if stack is None:
                 continue
             seconds = (time.perf_counter() - t0) / len(stack.members)
-            trs = stack.evaluate(data.x_train, labels[stack.members], device, largest_activation)
-            tes = stack.evaluate(data.x_test, data.y_test, device, largest_activation)
+            trs = stack.evaluate(x_train, labels[stack.members], device, largest_activation)
+            tes = stack.evaluate(x_test, data.y_test, device, largest_activation)
             for row, i in enumerate(stack.members):
                 mem, (tr, tr_logits), (te, te_logits) = members[i], trs[row], tes[row]
                 history = mem.state.history

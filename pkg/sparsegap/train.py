@@ -279,9 +279,12 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             what = "channels_last" if cfg.channels_last else f"augment={cfg.augment!r}"
             raise ValueError(f"TrainConfig.{what} applies to image inputs of shape (N, C, H, W); {data.name} has "
                              f"inputs of shape {tuple(x_train.shape[1:])}")
+    # the evaluation reads the copies on the device too: no copy of either set from the host at every epoch
+    x_test = data.x_test.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
         x_train = x_train.contiguous(memory_format=torch.channels_last)
+        x_test = x_test.contiguous(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed input shapes: let cuDNN pick its fastest kernels
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
@@ -392,11 +395,11 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, masks: Masks | None = Non
             break
         scheduler.step()
         seconds = time.perf_counter() - t0
-        tr_logits, y = evaluated_logits(model, data.x_train, data.y_train, device=device)
+        tr_logits, y = evaluated_logits(model, x_train, data.y_train, device=device)
         tr = evaluate_logits(tr_logits, y)
         if diverged_after_epoch(history, epoch + 1, state.step, tr.loss):
             break
-        te_logits, y = evaluated_logits(model, data.x_test, data.y_test, device=device)
+        te_logits, y = evaluated_logits(model, x_test, data.y_test, device=device)
         te = evaluate_logits(te_logits, y)
         record_epoch(history, epoch + 1, lr, tr, te, seconds)
         state.logits = EpochLogits(state.step, len(history["epoch"]), tr_logits, te_logits)

@@ -22,7 +22,8 @@ class Evaluation:
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
                    device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits for every row of ``x`` in eval mode (the model's mode is restored afterwards)."""
+    """Logits for every row of ``x`` in eval mode (the model's mode is restored afterwards), a float CPU tensor.
+    They are gathered on the model's device and copied to the host once: one wait for the device, not one a chunk."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     positive_int(None, "batch_size", batch_size)
@@ -30,10 +31,10 @@ def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
     was_training = model.training
     model.eval()
     try:
-        out = [model(x[i: i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+        out = [model(x[i: i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out).cpu() if out else torch.empty(0)
 
 
 def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
