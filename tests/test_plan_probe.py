@@ -98,3 +98,20 @@ def test_each_tracker_is_timed_inside_one_probe():
     base, per = epoch_costs(p, torch.device("cpu"), ("fisher_trace", "accuracy:test"))
     assert base > 0 and set(per) == {"fisher_trace", "accuracy:test"}
     assert per["fisher_trace"] > per["accuracy:test"] >= 0
+
+
+def test_a_tracker_capped_at_n_samples_is_planned_at_n_of_them(tmp_path, probes):
+    """The probe times a capped tracker on fewer rows than its cap, all of them: scaled to the whole set that is
+    the uncapped cost, which the plan cuts to the cap's share (CIFAR's 50,000 samples, Tr(F) on 10,000: a fifth)."""
+    data, model = DataConfig("cifar100"), ModelConfig("resnet20")
+    plain = RunConfig("dense", data, model, t(epochs=10, batch_size=128), seed=0, track=("fisher_trace@5",))
+    capped = RunConfig("dense", data, model, t(epochs=10, batch_size=128), seed=0, track=("fisher_trace~10000@5",))
+    table = plan_runs([plain, capped], RunStore(tmp_path), device="cpu").set_index("run")
+    # 10 epochs of 1 s, and 2 measurements of 0.5 s over the whole set, or of a fifth of it
+    assert table.loc[plain.run_id, "seconds"] == pytest.approx(10 * (1.0 + 0.5 / 5))
+    assert table.loc[capped.run_id, "seconds"] == pytest.approx(10 * (1.0 + 0.5 / 5 * 10_000 / 50_000))
+    noisy = DataConfig("cifar10", noise=0.3)    # the noisy subset: 15,000 samples, capped at 10,000
+    run = RunConfig("dense", noisy, model, t(epochs=10, batch_size=128), seed=0,
+                    track=("fisher_trace:permuted~10000@5", "fisher_trace:unpermuted~40000@5"))
+    seconds = plan_runs([run], RunStore(tmp_path), device="cpu")["seconds"].iloc[0]
+    assert seconds == pytest.approx(10 * (1.0 + 0.5 / 5 * 10_000 / 15_000 + 0.5 / 5))

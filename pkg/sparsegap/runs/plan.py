@@ -64,8 +64,24 @@ def _run_seconds(cfg: RunConfig, members: int, batched: bool, device: torch.devi
     if members > 1:
         base = _costs(probe_of(cfg, members, batched, sizes), device, timings)[0] / members
     steps = -(-sizes[1] // cfg.train.batch_size)
-    epoch = base + sum(per[with_every_epoch(spec)] * tracker_rate(spec, steps) for spec in cfg.track)
+    epoch = base + sum(per[with_every_epoch(spec)] * tracker_rate(spec, steps) * _capped_share(spec, cfg, sizes)
+                       for spec in cfg.track)
     return cfg.train.epochs * epoch
+
+
+def _capped_share(spec: str, cfg: RunConfig, sizes: tuple) -> float:
+    """The share of its samples that a tracker capped at N samples (``"fisher_trace~10000@5"``) measures at the run's
+    full size: the probe sees fewer than N rows and times them all, which scaled to the whole set is the uncapped
+    cost. 1 for a tracker without a cap."""
+    from ..tracker_specs import parse_tracker
+    t = parse_tracker(spec)
+    if t.samples is None:
+        return 1.0
+    _, n_train, n_test = sizes
+    noisy = round((cfg.data.noise or 0.0) * n_train)
+    rows = {"train": n_train, "test": n_test, "permuted": noisy, "restored": noisy,
+            "unpermuted": n_train - noisy}[t.subset]
+    return min(1.0, t.samples / rows) if rows else 1.0
 
 
 def plan_runs(configs: list[RunConfig], store=None, *, device: str | torch.device = "auto",
