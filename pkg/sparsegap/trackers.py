@@ -80,8 +80,10 @@ TRACKERS: dict[str, Callable] = {"accuracy": _subset_metric, "loss": _subset_met
 
 def make_trackers(specs, data) -> list:
     """The callbacks of ``specs`` on ``data`` (a :class:`~sparsegap.data.DataSplits`). Subsets are
-    resolved here, once; trackers reading the same samples share one forward pass per measurement.
-    An empty subset (``permuted`` without noise) is a ValueError."""
+    resolved here, once; trackers reading the same samples share one forward pass per measurement, and at the
+    end of an epoch none at all: they read their rows of the logits the trainer evaluated the training and test
+    sets with (:class:`~sparsegap.metrics.callbacks.SharedLogits`). An empty subset (``permuted`` without noise)
+    is a ValueError."""
     from .metrics.callbacks import SharedLogits
 
     xs: dict[str, object] = {}
@@ -101,5 +103,9 @@ def make_trackers(specs, data) -> list:
             x, y = data.split(p.subset)
             x = xs.setdefault(rows, x)   # permuted and restored: one tensor of the noisy samples
         xs.setdefault(rows, x)
-        out.append(TRACKERS[p.metric](x, y, p, shared.setdefault(rows, SharedLogits(x))))
+        if rows not in shared:           # where the trainer's own evaluation has these samples' logits
+            source = ("test", None) if rows == "test" else ("train", None) if rows == "train" else (
+                "train", data.subset_indices("unpermuted" if rows == "clean" else "permuted"))
+            shared[rows] = SharedLogits(x, source=source)
+        out.append(TRACKERS[p.metric](x, y, p, shared[rows]))
     return out

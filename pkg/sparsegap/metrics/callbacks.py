@@ -103,10 +103,18 @@ class SharedLogits:
     history, so trackers called in one hook see the same logits. (A callback that changes the
     weights between two trackers of one hook, a mask updater placed between them, would not be
     seen: put such callbacks before the trackers.)
+
+    ``source`` says where ``x`` sits in the trainer's end-of-epoch evaluation: ``("train", rows)``
+    (rows of the training set, ``None`` for all of it) or ``("test", None)``. At the end of an epoch
+    the trainer has just evaluated those very weights on those samples
+    (:class:`sparsegap.train.EpochLogits`, ``state.logits``): their logits are taken from there, and
+    the trackers cost no forward pass at all (a second pass over the training set at every epoch, in
+    chapter 7's sweeps, was a fifth of a member's epoch). Elsewhere (the start, every N steps) they
+    are computed here.
     """
 
-    def __init__(self, x: Tensor) -> None:
-        self.x = x
+    def __init__(self, x: Tensor, source: tuple[str, Tensor | None] | None = None) -> None:
+        self.x, self.source = x, source
         self._key: tuple | None = None
         self._logits: Tensor | None = None
 
@@ -114,9 +122,21 @@ class SharedLogits:
         history = getattr(state, "history", None) or {}
         key = (id(state.model), state.step, len(history.get("epoch", ())))
         if key != self._key:
-            self._logits = predict_logits(state.model, self.x)
+            self._logits = self._evaluated(state, key)
+            if self._logits is None:
+                self._logits = predict_logits(state.model, self.x)
             self._key = key
         return self._logits
+
+    def _evaluated(self, state: Any, key: tuple) -> Tensor | None:
+        """These samples' rows of the trainer's evaluation of the same weights, or None."""
+        evaluated = getattr(state, "logits", None)
+        if self.source is None or evaluated is None or (evaluated.step, evaluated.epochs) != key[1:]:
+            return None
+        split, rows = self.source
+        logits = evaluated.train if split == "train" else evaluated.test
+        logits = logits if rows is None else logits[rows]
+        return logits if len(logits) == len(self.x) else None
 
 
 class SubsetMetricCallback(_Schedule):
