@@ -93,3 +93,18 @@ def test_logits_of_other_weights_are_not_taken(noisy):
     assert shared()(state(7, 6)).equal(predict_logits(model, x))      # evaluated a step earlier: a pass of its own
     assert shared()(state(7, 7)).equal(wrong[rows])                   # the same step and epochs: its rows
     assert callbacks_module.SharedLogits(x)(state(7, 7)).equal(predict_logits(model, x))   # no source: its own
+
+
+def test_a_trace_keeps_one_standard_error_per_value():
+    """A run resumed from a checkpoint written before its tracker logged standard errors: NaN for the old values,
+    so that trace["se"][i] is always the error of trace["value"][i]."""
+    import math
+    from sparsegap.train import TrainState
+    state = TrainState(mlp(), None, None, None, torch.device("cpu"), CFG, {"trace": {"f": {
+        "epoch": [0], "step": [0], "epochs": [0.0], "value": [1.0]}}})
+    state.log("f", 2.0, se=0.5)
+    state.log("f", 3.0)
+    se = state.history["trace"]["f"]["se"]
+    assert len(se) == 3 and math.isnan(se[0]) and se[1] == 0.5 and math.isnan(se[2])
+    state.log("g", 1.0)
+    assert "se" not in state.history["trace"]["g"]

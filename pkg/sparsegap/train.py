@@ -17,6 +17,7 @@ regrows (a stale momentum buffer would move them on the next step).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
 import time
@@ -154,8 +155,10 @@ class TrainState:
         trace["step"].append(self.step)
         trace["epochs"].append(self.step / self.steps_per_epoch)
         trace["value"].append([int(v) for v in value] if isinstance(value, (list, tuple)) else float(value))
-        if se is not None:
-            trace.setdefault("se", []).append(float(se))
+        if se is not None or "se" in trace:   # one entry per value: NaN where none was given (a run resumed from
+            # a checkpoint written before its tracker gave standard errors, say)
+            trace.setdefault("se", [math.nan] * (len(trace["value"]) - 1)).append(
+                math.nan if se is None else float(se))
 
 
 def _call(callbacks: Iterable, hook: str, state: TrainState) -> None:

@@ -8,11 +8,11 @@ trace and the input-output Jacobian norm, plus a training callback that records 
 
 from .basic import Evaluation, disagreement, evaluate, predict_logits, prediction_entropy
 from .callbacks import FisherTraceCallback
-from .fisher import fisher_trace
+from .fisher import FisherEstimate, fisher_trace, fisher_trace_se
 from .hessian import HutchinsonResult, hessian_trace
 from .jacobian import jacobian_norm
 from .persample import per_sample_grad_norms_sq
 
 __all__ = ["Evaluation", "disagreement", "evaluate", "predict_logits", "prediction_entropy",
-           "FisherTraceCallback", "fisher_trace", "HutchinsonResult", "hessian_trace", "jacobian_norm",
+           "FisherTraceCallback", "FisherEstimate", "fisher_trace", "fisher_trace_se", "HutchinsonResult", "hessian_trace", "jacobian_norm",
            "per_sample_grad_norms_sq"]
