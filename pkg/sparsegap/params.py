@@ -27,6 +27,8 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
+from .config import COMPILE_MODES
+
 # papermill's forms of a bool besides True and False: -p x true passes the str 'true' (any case), -p x 1 the int 1.
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
@@ -246,12 +248,15 @@ def data_parameters() -> dict[str, Param]:
 
 
 def fast_training_parameters() -> dict[str, Param]:
-    """augment, precision and channels_last: TrainConfig's options for large networks (a GPU)."""
+    """augment, precision, channels_last and compile_mode (TrainConfig.compile; a notebook's ``compile`` would hide
+    Python's builtin): TrainConfig's options for large networks (a GPU)."""
     return dict(
         augment=Param("str", '"crop-flip": a random 4-pixel shift and horizontal flip of every training batch',
                       choices=("none", "crop-flip")),
         precision=Param("str", '"bf16" or "fp16": mixed precision (meant for a GPU)', choices=("fp32", "bf16", "fp16")),
         channels_last=Param("bool", "True: channels-last memory format for convolutional models (meant for a GPU)"),
+        compile_mode=Param("str", '"reduce-overhead": the steps as one torch.compile\'d function, CUDA graphs on a GPU '
+                             '(meant for a GPU; "default" compiles without graphs)', choices=COMPILE_MODES),
     )
 
 

@@ -202,8 +202,10 @@ def model_config(p: dict) -> ModelConfig:
 
 def train_config(p: dict) -> TrainConfig:
     """The TrainConfig of a chapter from its checked parameters (``params.training_parameters``, and
-    ``schedule``, ``augment``, ``precision``, ``channels_last`` where the chapter has them)."""
+    ``schedule``, ``augment``, ``precision``, ``channels_last``, ``compile_mode`` where the chapter has them)."""
     extra = {k: p[k] for k in ("schedule", "augment", "precision", "channels_last") if k in p}
+    if "compile_mode" in p:
+        extra["compile"] = p["compile_mode"]
     return TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], momentum=p["momentum"],
                        weight_decay=p["weight_decay"], milestones=tuple(p["milestones"]), gamma=p["gamma"], **extra)
 
