@@ -638,3 +638,12 @@ def test_page_phrases_and_paper_table_quote_the_verdicts_numbers():
     assert set(judged.metric) == {"test_acc", "train_acc"}
     assert (judged.metric == judged.regime.map(R.REGIME_METRIC)).all()
     assert R.Interval(0.003, -math.inf, math.inf, 1, 0.0, "paired t").points() == "+0.30 points (no interval: 1 seed)"
+
+
+def test_a_fisher_regularizer_trains_eagerly_whatever_compile_mode_is():
+    from sparsegap.config import TrainConfig
+    compiled = TrainConfig(compile="reduce-overhead")
+    assert R.remedy_train(compiled, fisher_reg=-0.1, fisher_reg_epochs=5).compile == "off"
+    assert R.remedy_train(compiled, data_schedule="fisher", subset=0.3, memorize_epochs=5).compile == "reduce-overhead"
+    assert R.remedy_train(TrainConfig(), fisher_reg=-0.1, fisher_reg_epochs=5).hash() == TrainConfig(
+        fisher_reg=-0.1, fisher_reg_epochs=5).hash()

@@ -138,6 +138,10 @@ def pick_sparsities(regimes: pd.DataFrame) -> tuple[dict[str, float], list[str]]
 # -------------------------------------------------------------------------------------- the configs
 
 def remedy_train(train: TrainConfig, **fields) -> TrainConfig:
+    """``train`` with a remedy's fields; a Fisher regularizer trains eagerly whatever ``compile_mode`` is (its double
+    backward is not compiled; "off" is the default, so these runs' hashes are those of before)."""
+    if fields.get("fisher_reg"):
+        fields = {**fields, "compile": "off"}
     return dataclasses.replace(train, **fields)
 
 
@@ -150,10 +154,8 @@ def candidates(p: dict) -> list[tuple[str, str, dict]]:
     for lam in [*p["reg_coefs"], p["reg_control"]]:
         epochs = p["reg_epochs"] if lam < 0 else [max(p["reg_epochs"])]   # the control at the longest only
         for e in epochs:
-            # eager steps: the regularizer's double backward is not compiled (compile="off" is the default, so the
-            # runs' hashes are those of before; a chapter run with compile set still trains these)
             out.append((NFR, f"λ={lam:g}, {e} ep", dict(fisher_reg=float(lam), fisher_reg_epochs=e,
-                                                         fisher_reg_off=p["reg_off"], compile="off")))
+                                                         fisher_reg_off=p["reg_off"])))
     for m in p["memorize_epochs"]:
         out.append((FISHER, f"memorize {m} ep", schedule_fields(p, "fisher", m)))
     return out
