@@ -28,7 +28,7 @@ import copy
 import torch
 from torch import nn
 
-from .stacked import _member_losses
+from .stacked import AutogradEngine, _member_losses
 
 __all__ = ["GroupedEngine", "check_groupable", "grouped_network"]
 
@@ -120,15 +120,13 @@ def grouped_network(model: nn.Module, members: int) -> nn.Module:
     return net
 
 
-class GroupedEngine:
+class GroupedEngine(AutogradEngine):
     """The stacked forward pass of :class:`sparsegap.stacked.Stack` through a grouped network, gradients by
     autograd. ``R`` are the stack's buffers (BatchNorm's running statistics), ``(K, C)`` each; the counters
     ``num_batches_tracked`` are counted here, one step per training forward pass.
 
     ``amp_dtype`` (bf16) runs the forward pass under autocast, as :func:`sparsegap.train.train` does;
     ``channels_last`` gives the grouped network its input in that memory format."""
-
-    autograd = True
 
     def __init__(self, model: nn.Module, names: list[str], buffer_names: list[str], *,
                  amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
@@ -138,7 +136,6 @@ class GroupedEngine:
         self.counters = [k for k, n in enumerate(buffer_names) if n.endswith("num_batches_tracked")]
         self._nets: dict[int, nn.Module] = {}
         self._member = copy.deepcopy(model).to("meta").eval()
-        self._loss = None
 
     def _net(self, members: int) -> nn.Module:
         if members not in self._nets:
@@ -166,13 +163,7 @@ class GroupedEngine:
         with torch.no_grad():
             for c in self.counters:
                 R[c].add_(1)
-        self._loss = losses.sum()  # each member's gradient is that of its own loss
-        return losses.detach()
-
-    def grads(self, P):
-        grads = list(torch.autograd.grad(self._loss, P))
-        self._loss = None
-        return grads
+        return self._keep(losses)
 
     @torch.no_grad()
     def logits_member(self, P, row: int, x, R=()):

@@ -327,10 +327,25 @@ class BmmEngine:
         return h
 
 
-class VmapEngine:
-    """Any buffer-free model: ``torch.func.functional_call`` under ``vmap``, gradients by autograd."""
+class AutogradEngine:
+    """An engine whose gradients come from autograd: :meth:`losses` keeps the sum of the members' losses (each
+    member's gradient is that of its own loss), :meth:`grads` differentiates it once."""
 
     autograd = True
+    _loss = None
+
+    def _keep(self, losses: torch.Tensor) -> torch.Tensor:
+        self._loss = losses.sum()
+        return losses.detach()
+
+    def grads(self, P):
+        grads = list(torch.autograd.grad(self._loss, P))
+        self._loss = None
+        return grads
+
+
+class VmapEngine(AutogradEngine):
+    """Any buffer-free model: ``torch.func.functional_call`` under ``vmap``, gradients by autograd."""
 
     def __init__(self, model: nn.Module, names: list[str]):
         from torch.func import functional_call, vmap
@@ -340,17 +355,9 @@ class VmapEngine:
             return functional_call(base, dict(zip(names, params)), (x,))
 
         self._f, self._per_member = f, vmap(f, in_dims=(0, 0))
-        self._loss = None
 
     def losses(self, P, xb, yb, R=()):
-        losses = _member_losses(self._per_member(tuple(P), xb), yb)
-        self._loss = losses.sum()  # each member's gradient is that of its own loss
-        return losses.detach()
-
-    def grads(self, P):
-        grads = list(torch.autograd.grad(self._loss, P))
-        self._loss = None
-        return grads
+        return self._keep(_member_losses(self._per_member(tuple(P), xb), yb))
 
     @torch.no_grad()
     def logits_member(self, P, row: int, x, R=()):
