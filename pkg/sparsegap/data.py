@@ -50,8 +50,8 @@ from .datasets import (CLASS_NAMES, DOWNLOAD_TIMEOUT, allow_downloads, class_nam
 from .datasplits import SUBSETS, DataSplits, stratified
 from .seeds import seed_stream
 
-__all__ = ["CLASS_NAMES", "DATASETS", "NUM_CLASSES", "class_names", "SUBSETS", "DataSplits", "add_label_noise", "data_root", "load_dataset",
-           "make_tishby", "read_idx"]
+__all__ = ["CLASS_NAMES", "DATASETS", "NUM_CLASSES", "class_names", "SUBSETS", "DataSplits", "add_label_noise",
+           "data_root", "load_dataset", "noisy_count", "subset_sizes", "make_tishby", "read_idx"]
 
 
 def data_root() -> Path:
@@ -140,6 +140,18 @@ def _check_noise(noise: object, noise_seed: object, num_classes: int) -> None:
         raise ValueError(f"noise_seed must be an int in [0, 2**32), got {noise_seed!r}")
 
 
+def noisy_count(n_train: int, noise: float) -> int:
+    """How many training labels :func:`add_label_noise` flips: ``round(noise * n_train)`` (Python's ``round``)."""
+    return round(noise * n_train)
+
+
+def subset_sizes(n_train: int, n_test: int, noise: float) -> dict[str, int]:
+    """The number of samples of each of :data:`SUBSETS` in a set of ``n_train`` training samples with label noise
+    ``noise`` and ``n_test`` test samples, known without loading it."""
+    k = noisy_count(n_train, noise)
+    return {"train": n_train, "test": n_test, "permuted": k, "unpermuted": n_train - k, "restored": k}
+
+
 def add_label_noise(data: DataSplits, noise: float, noise_seed: int = 0) -> DataSplits:
     """Symmetric label noise on the training set of ``data`` (which must be clean).
 
@@ -154,7 +166,7 @@ def add_label_noise(data: DataSplits, noise: float, noise_seed: int = 0) -> Data
         raise ValueError(f"noise: the training labels of {data.name} are noisy already "
                          f"({int(data.noisy.sum())} flipped); add noise to clean data")
     n, c = len(data.y_train), data.num_classes
-    k = round(noise * n)
+    k = noisy_count(n, noise)
     gen = torch.Generator().manual_seed(int(noise_seed))
     chosen = torch.randperm(n, generator=gen)[:k]
     offset = torch.randint(1, c, (k,), generator=gen) if k else torch.zeros(0, dtype=torch.int64)

@@ -77,10 +77,8 @@ def _capped_share(spec: str, cfg: RunConfig, sizes: tuple) -> float:
     t = parse_tracker(spec)
     if t.samples is None:
         return 1.0
-    _, n_train, n_test = sizes
-    noisy = round((cfg.data.noise or 0.0) * n_train)
-    rows = {"train": n_train, "test": n_test, "permuted": noisy, "restored": noisy,
-            "unpermuted": n_train - noisy}[t.subset]
+    from ..data import subset_sizes
+    rows = subset_sizes(sizes[1], sizes[2], cfg.data.noise)[t.subset]
     return min(1.0, t.samples / rows) if rows else 1.0
 
 

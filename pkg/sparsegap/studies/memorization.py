@@ -16,6 +16,7 @@ import numpy as np
 from .. import params as P
 from .. import stats
 from ..config import DataConfig, RunConfig
+from ..data import noisy_count
 from ..memorization import first_epoch_reaching, memorization_table, memorized_share
 from ..runs import RunStore
 from ..stats import Interval
@@ -59,7 +60,7 @@ def trackers(fisher_every: int, predictions_every: int, data: DataConfig) -> tup
 def noisy_samples(data: DataConfig) -> int:
     """How many training labels ``data`` flips, known without loading it: ``round(noise * n_train)``, as
     :func:`sparsegap.data.add_label_noise` flips them."""
-    return round(data.noise * train_samples(data))
+    return noisy_count(train_samples(data), data.noise)
 
 
 def noisy_data_config(p: dict) -> DataConfig:

@@ -13,9 +13,9 @@ import pandas as pd
 
 from .. import stats
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from ..datasets import split_sizes
 from ..pruning import check_sparsity
 from ..runs import Run, RunStore, run_all
+from ..runs.plan import data_sizes
 
 KIND_OF_STAGE = {"Sol-D": "dense", "Sol-F": "finetune", "Sol-S": "scratch"}
 METRICS = ("train_acc", "test_acc", "train_loss", "test_loss", "train_entropy", "test_entropy")
@@ -80,7 +80,7 @@ def fisher_track(fisher_every: int, n_samples: int) -> tuple[str, ...]:
 def train_samples(data: DataConfig) -> int:
     """How many training samples ``data`` has, known without loading it (its ``train_size``, or the dataset's
     training set, less its ``validation`` split)."""
-    return split_sizes(data.name, data.train_size, data.test_size, data.validation)[1]
+    return data_sizes(data)[1]
 
 
 def two_regime_configs(data: DataConfig, model: ModelConfig, train: TrainConfig, sparsities: Sequence[float],
