@@ -31,6 +31,7 @@ import io
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -132,7 +133,8 @@ class Run:
         """A measurement on this run, computed once and kept beside it.
 
         ``fn()`` returns a JSON-serialisable dict; it is stored under
-        ``measurements/<name>-<hash of params>.json`` so that rebuilding a chapter reuses it. ``name``
+        ``measurements/<name>-<hash of params>.json``, with the seconds it took and the torch threads it had,
+        so that rebuilding a chapter reuses it. ``name``
         is a plain file-name stem (no path: it must not lead out of the run's directory).
         """
         if not isinstance(name, str):
@@ -149,8 +151,13 @@ class Run:
                 return json.loads(path.read_text())["value"]
             except (ValueError, KeyError):
                 warnings.warn(f"measurement {path} is unreadable; measuring again")
+        t0 = time.perf_counter()
         value = fn()
-        atomic_write_text(json.dumps({"name": name, "params": params, "value": value}, default=str), path)
+        # the wall time sits beside the value, not in it: a plan checks its estimate against it, and the
+        # determinism test leaves it out of what must be bitwise equal
+        seconds = round(time.perf_counter() - t0, 3)
+        atomic_write_text(json.dumps({"name": name, "params": params, "value": value, "seconds": seconds,
+                                      "threads": torch.get_num_threads()}, default=str), path)
         return value
 
     @property
