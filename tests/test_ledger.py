@@ -17,7 +17,7 @@ import yaml
 
 matplotlib.use("Agg")
 
-from sparsegap import bookbuild, ledger, params, plots  # noqa: E402
+from sparsegap import bookbuild, ledger, params, plots, teaser  # noqa: E402
 from sparsegap.claims import CLAIMS, check_claim_id  # noqa: E402
 from sparsegap.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from sparsegap.verdict import VERDICT_MIME, Verdict, anchor, verdicts_in_notebook  # noqa: E402
@@ -258,15 +258,15 @@ def test_teaser_is_chapter_ones_glued_figure_with_its_verdict(tmp_path):
     png = _png_bytes()
     nb.cells.append(nbformat.v4.new_code_cell("glue", outputs=[nbformat.v4.new_output(
         "display_data", data={"image/png": base64.b64encode(png).decode(), "text/plain": "<Figure>"},
-        metadata={"scrapbook": {"name": bookbuild.TEASER_KEY, "mime_prefix": ""},
+        metadata={"scrapbook": {"name": teaser.TEASER_KEY, "mime_prefix": ""},
                   "image/png": {"width": 400, "height": 200}})]))
-    nb.cells.append(nbformat.v4.new_markdown_cell(f"```{{glue:figure}} {bookbuild.TEASER_KEY}\n"
-                                                  f":name: {bookbuild.TEASER_KEY}\n\nA caption.\n```"))
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"```{{glue:figure}} {teaser.TEASER_KEY}\n"
+                                                  f":name: {teaser.TEASER_KEY}\n\nA caption.\n```"))
     nbformat.write(nb, path)
-    text = bookbuild.write_teaser(book).read_text()
+    text = teaser.write_teaser(book).read_text()
     assert (book / ledger.GENERATED / "teaser.png").read_bytes() == png
     assert text.startswith("```{figure} _generated/teaser.png") and ":width: 400px" in text
-    assert f"{{numref}}`{bookbuild.TEASER_KEY}`" in text
+    assert f"{{numref}}`{teaser.TEASER_KEY}`" in text
     assert "Verdict P-F1, *partly*: Sol-F tests 2 points above Sol-S." in text
 
 
@@ -274,11 +274,11 @@ def test_without_chapter_one_the_introduction_says_the_results_are_not_built(tmp
     book = tmp_path / "book"
     (book / ledger.GENERATED).mkdir(parents=True)
     (book / ledger.GENERATED / "teaser.png").write_bytes(b"old")  # from an earlier full build
-    text = bookbuild.write_teaser(book).read_text()
+    text = teaser.write_teaser(book).read_text()
     assert "results are not built" in text and "teaser.png" not in text
     assert not (book / ledger.GENERATED / "teaser.png").exists()
     _page_of(tmp_path, Verdict("P-F1", "c", "partly", (), "s"))  # chapter 1 ran, but glued no such figure
-    assert "results are not built" in bookbuild.write_teaser(book).read_text()
+    assert "results are not built" in teaser.write_teaser(book).read_text()
 
 
 # ---------------------------------------------------------------- notebook parameters
