@@ -80,8 +80,9 @@ def test_the_paper_plan_parses_every_notebook_and_trains_nothing(tmp_path, capsy
     probe is a stand-in here (tests/bench/bench_plan.py checks the times against a build)."""
     import sparsegap.runs.plan as plan_module
     monkeypatch.setattr(plan_module, "epoch_costs", lambda probe, device, track=(): (60.0, {k: 1.0 for k in track}))
-    runs = bookbuild.plan_book("paper", ROOT / "notebooks", ["01_two_regimes", "06_gradient_snr"],
-                               runs_dir=tmp_path, device="cpu")
+    plan = bookbuild.plan_book("paper", ROOT / "notebooks", ["01_two_regimes", "06_gradient_snr"],
+                               runs_dir=tmp_path, device="cpu", startup=5.0)
+    runs = plan.runs
     out = capsys.readouterr().out
     assert "01_two_regimes" in out and "06_gradient_snr" in out and "days" in out
     assert not any(tmp_path.iterdir())                       # nothing trained, nothing written

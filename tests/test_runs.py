@@ -115,6 +115,9 @@ def test_measurements_are_cached_beside_the_run(store):
     assert run.measure("thing", {"n": 10}, measure) == {"value": 3.5}
     assert run.measure("thing", {"n": 10}, measure) == {"value": 3.5}
     assert len(calls) == 1
+    kept = json.loads(next((run.path / "measurements").glob("thing-*.json")).read_text())
+    assert kept["value"] == {"value": 3.5} and kept["params"] == {"n": 10}
+    assert kept["seconds"] >= 0 and kept["threads"] == torch.get_num_threads()   # beside the value, for a plan
     run.measure("thing", {"n": 20}, measure)
     assert len(calls) == 2
     for f in (run.path / "measurements").glob("thing-*.json"):

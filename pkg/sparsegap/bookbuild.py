@@ -357,34 +357,73 @@ def notebook_parameters(notebook: Path, profile: str, extra: Mapping | None = No
 
 
 def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Sequence[str] | None = None,
-              runs_dir: Path | None = None, device: str = "auto", log: Callable[[str], None] = print):
-    """Print what each notebook would train under ``profile`` and an estimate of its time (:mod:`sparsegap.runs.plan`);
-    returns the table of every distinct run. Trains nothing, loads no dataset."""
+              runs_dir: Path | None = None, device: str = "auto", log: Callable[[str], None] = print,
+              startup: float | None = None):
+    """Print what each notebook would train and measure under ``profile``, with an estimate of its time
+    (:mod:`sparsegap.runs.plan`, :mod:`sparsegap.runs.measure_plan`); returns the :class:`~.runs.plan.BookPlan`.
+    Trains nothing, loads no dataset. A chapter's time is its training, its own measurements and the start of
+    its kernel (``startup`` seconds; None: timed once here, :func:`kernel_start_seconds`)."""
     import pandas as pd
 
-    from .runs.plan import format_hours, plan_runs, summarize
     from .runs import RunStore
+    from .runs.measure_plan import plan_measurements
+    from .runs.plan import BookPlan, format_hours, plan_runs, summarize
+    from .train import resolve_device
     timings: dict = {}
     done: set = set()        # runs an earlier notebook trains: a cold build trains each once, in notebook order
-    tables = []
-    from .train import resolve_device
-    log(f"plan for the {profile} profile (epochs of each network timed on {resolve_device(device)}, "
-        f"with evaluation, trackers and batching; the chapters' own measurements not counted)")
-    log(f"{'notebook':<36}{'runs':>6}{'stored':>8}{'to train':>10}{'epochs':>9}{'time':>12}")
+    measured: set = set()    # ... and measurements an earlier notebook takes
+    runs, measurements = [], []
+    startup = kernel_start_seconds() if startup is None else startup
+    log(f"plan for the {profile} profile (epochs of each network timed on {resolve_device(device)}, with "
+        f"evaluation, trackers and batching; the chapters' measurements on the CPU; {startup:.0f} s to start "
+        f"each notebook)")
+    log(f"{'notebook':<36}{'runs':>6}{'stored':>8}{'to train':>10}{'epochs':>9}{'measure':>9}{'time':>12}")
     for nb in find_notebooks(notebooks_dir, only):
         module, values = notebook_parameters(nb, profile)
-        store = RunStore(runs_dir or values.get("runs_dir"))
+        values = values | ({"runs_dir": str(runs_dir)} if runs_dir else {})
+        store = RunStore(values.get("runs_dir"))
         table = plan_runs(module.planned_runs(values), store, device=device, timings=timings,
                           done=done).assign(notebook=nb.stem)
-        tables.append(table)
+        planned = getattr(module, "planned_measurements", lambda _: [])(values)
+        mtable = plan_measurements(planned, store, timings=timings, done=measured).assign(notebook=nb.stem)
+        runs.append(table)
+        measurements.append(mtable)
         s = summarize(table)
+        hours = s["hours (estimate)"] + (mtable.seconds.sum() + startup) / 3600
+        todo = int((~(mtable["in store"] | mtable["planned earlier"])).sum())
         log(f"{nb.stem:<36}{s['runs']:>6}{s['in store']:>8}{s['to train']:>10}{s['epochs to train']:>9}"
-            f"{format_hours(s['hours (estimate)']):>12}")
-    runs = pd.concat(tables, ignore_index=True)
-    total = summarize(runs.drop_duplicates("run"))
+            f"{todo:>9}{format_hours(hours):>12}")
+    plan = BookPlan(pd.concat(runs, ignore_index=True), pd.concat(measurements, ignore_index=True), startup)
+    total = summarize(plan.runs.drop_duplicates("run"))
+    chapters = plan.chapters()
+    todo = int((~(plan.measurements["in store"] | plan.measurements["planned earlier"])).sum())
     log(f"{'all (runs shared between notebooks once)':<36}{total['runs']:>6}{total['in store']:>8}"
-        f"{total['to train']:>10}{total['epochs to train']:>9}{format_hours(total['hours (estimate)']):>12}")
-    return runs
+        f"{total['to train']:>10}{total['epochs to train']:>9}{todo:>9}"
+        f"{format_hours(chapters.total.sum() / 3600):>12}")
+    return plan
+
+
+def kernel_start_seconds() -> float:
+    """Seconds a notebook takes to start its kernel (as papermill does, in the kernels' environment) and
+    import what every chapter imports: what each chapter costs before its first run."""
+    from jupyter_client.manager import start_new_kernel
+
+    from .studies import CHAPTERS
+    with _kernel_env(None):
+        t0 = time.perf_counter()
+        km, kc = start_new_kernel(kernel_name=KERNEL)
+        try:
+            # every chapter's study module: a notebook imports one, which imports most of the others
+            studies = "; ".join(f"import {m}" for m in dict.fromkeys(CHAPTERS.values()))
+            reply = kc.execute_interactive("import matplotlib.pyplot, pandas\nfrom sparsegap import pages, plots, "
+                                           f"tables, widgets\n{studies}\n%matplotlib inline\n"
+                                           "plots.use_book_style()", timeout=120)
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"the kernel could not import the library: {reply['content']}")
+            return time.perf_counter() - t0
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
 
 
 def build_html(book_dir: Path | None = None, strict: bool = True,

@@ -6,8 +6,8 @@ The runs to train are planned as :func:`~.sweep.run_all` would train them: in wa
 batch-eligible runs of a wave that share a schedule trained as one batched model. Each network (or batched
 group) is timed by :mod:`.probe` on the current device at its real batch size after a warm-up epoch, through
 the trainers themselves: the steps, the evaluation of both sets, and each tracker at its own rate. What the plan
-does not count: a chapter's own measurements after training (Hessians, landscapes, paths), mask updaters'
-work, and the writing of checkpoints.
+does not count: mask updaters' work and the writing of checkpoints. A chapter's own measurements after training
+(Hessians, landscapes, paths) are planned by :mod:`.measure_plan`.
 """
 
 from __future__ import annotations
@@ -122,6 +122,28 @@ def plan_runs(configs: list[RunConfig], store=None, *, device: str | torch.devic
                      "train samples": n_train, "epochs": cfg.train.epochs, "in store": stored[cfg],
                      "planned earlier": cfg in earlier and not stored[cfg], "seconds": seconds.get(cfg, 0.0)})
     return pd.DataFrame(rows)
+
+
+@dataclasses.dataclass
+class BookPlan:
+    """A book's plan: what each notebook trains and measures, and what starting a notebook costs."""
+    runs: pd.DataFrame            # one row per run and notebook (:func:`plan_runs`, with its notebook)
+    measurements: pd.DataFrame    # one row per measurement and notebook (:func:`.measure_plan.plan_measurements`)
+    startup: float                # seconds to start a notebook's kernel and import the library
+
+    def chapters(self) -> pd.DataFrame:
+        """Planned seconds per notebook: ``train`` (its runs not stored or planned earlier, evaluation and
+        trackers included), ``measure`` (its own measurements), ``startup`` and their ``total``."""
+        def by_notebook(table):
+            todo = table[~(table["in store"] | table["planned earlier"])]
+            return todo.groupby("notebook", sort=False).seconds.sum()
+        names = list(dict.fromkeys(self.runs.notebook))
+        out = pd.DataFrame({"notebook": names})
+        out["train"] = out.notebook.map(by_notebook(self.runs)).fillna(0.0)
+        out["measure"] = out.notebook.map(by_notebook(self.measurements)).fillna(0.0)
+        out["startup"] = self.startup
+        out["total"] = out.train + out.measure + out.startup
+        return out
 
 
 def summarize(runs: pd.DataFrame) -> dict:

@@ -236,6 +236,23 @@ def planned_runs(p: dict) -> list:
     return list(configs(p).values())
 
 
+def planned_measurements(p: dict) -> list:
+    """Table 2's measurement of every run (for ``bookbuild --plan``): Tr(F), Hutchinson's Tr(H) at its most
+    probes (an upper bound: it stops earlier once ``target_rse`` is reached) and the Jacobian norm, on the
+    ``measure_size`` samples."""
+    from ..data import NUM_CLASSES
+    from ..runs.measure_plan import Pass, planned
+    from .procedure import measured_samples
+    out = []
+    for cfg in configs(p).values():
+        n = measured_samples(cfg, p["measure_size"])
+        labels = NUM_CLASSES[cfg.data.name] if p["fisher_labels"] == "exact" else 1
+        out.append(planned(cfg, "curvature", {"n": n, "fisher_labels": p["fisher_labels"], "max_probes": p["max_probes"],
+                                              "target_rse": p["target_rse"], "seed": 0},
+                           Pass("fisher", n, labels), Pass("hvp", n, p["max_probes"]), Pass("jacobian", n)))
+    return out
+
+
 # ---------------------------------------------------------------- presentation: the page's tables and numbers
 
 _LABELS = dict(zip(CURVATURE_METRICS, ("Tr(F)", "Tr(H)", "Jacobian norm")))

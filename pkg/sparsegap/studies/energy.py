@@ -311,3 +311,23 @@ def planned_runs(p: dict) -> list:
     """The solutions and the curves (for ``bookbuild --plan``)."""
     sols, curves = configs(p)
     return [*sols.values(), *curves.values()]
+
+
+def planned_measurements(p: dict) -> list:
+    """The paths of :func:`init_paths` and :func:`scratch_paths`, per seed (for ``bookbuild --plan``)."""
+    from ..runs.measure_plan import path_passes, planned
+    sols, curves = configs(p)
+    s, wd = p["sparsity"], p["weight_decay"]
+    ts = np.linspace(p["t_min"], p["t_max"], p["path_points"])
+    interior = int(np.count_nonzero((ts != 0.0) & (ts != 1.0)))
+    out = []
+    for seed in p["seeds"]:
+        ps, ss = sols[("P-S", s, seed)], sols[("S-S", s, seed)]
+        out += [planned(ps, "path_to_ps", {"from": start.run_id, "ts": ts.tolist(), "wd": wd},
+                        *path_passes(ps, p["path_points"], interior=interior))
+                for start in (ps, sols[("L-S", s, seed)], ss)]
+        out.append(planned(ps, "path_from_ss", {"from": ss.run_id, "points": p["curve_points"], "wd": wd},
+                           *path_passes(ps, p["curve_points"])))
+        out += [planned(curves[(name, seed)], "curve_path", {"points": p["curve_points"], "wd": wd},
+                        *path_passes(curves[(name, seed)], p["curve_points"])) for name, _, _ in CURVES]
+    return out

@@ -256,3 +256,13 @@ def lottery_verdict(pairs: pd.DataFrame, *, scale: str = "") -> Verdict:
 def planned_runs(p: dict) -> list:
     """Every run of the chapter (for ``bookbuild --plan``)."""
     return list(flow_configs(p).values())
+
+
+def planned_measurements(p: dict) -> list:
+    """The comparisons of :func:`comparisons` (for ``bookbuild --plan``): L-S and S-S against P-S on the test set."""
+    from ..runs.measure_plan import Pass, planned
+    from ..runs.plan import data_sizes
+    runs = flow_configs(p)
+    return [planned(cfg, "compare", {"with": runs[("P-S", s, seed)].run_id, "on": "test"},
+                    Pass("forward", data_sizes(cfg.data)[2], 2))
+            for (sol, s, seed), cfg in runs.items() if sol in ("L-S", "S-S")]

@@ -340,3 +340,17 @@ def check_alphas(alphas: Sequence[float]) -> None:
 def planned_runs(p: dict) -> list:
     """The two-regimes chapter's Sol-D, Sol-F and Sol-S at ``sparsity`` (for ``bookbuild --plan``)."""
     return list(configs(p).values())
+
+
+def planned_measurements(p: dict) -> list:
+    """The path Init-S -> Sol-F and the per-sample cosines at each α, per seed (for ``bookbuild --plan``)."""
+    from ..runs.measure_plan import Pass, path_passes, planned
+    from .procedure import measured_samples
+    runs, s, out = configs(p), p["sparsity"], []
+    for seed in p["seeds"]:
+        sol_s, sol_f = runs[("Sol-S", s, seed)], runs[("Sol-F", s, seed)]
+        out.append(planned(sol_f, "path_from_init_s", {"from": sol_s.run_id, "points": p["path_points"]},
+                           *path_passes(sol_f, p["path_points"])))
+        out += [planned(sol_f, "cosines", {"from": sol_s.run_id, "alpha": float(a)},
+                        Pass("cosines", measured_samples(sol_f, None))) for a in p["alphas"]]
+    return out

@@ -216,6 +216,12 @@ def describe_scale(data: DataConfig, model: ModelConfig, seeds: Sequence[int], e
     return f"{model.label} on {data.name} ({size}), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, {epochs} epochs"
 
 
+def measured_samples(cfg, size: int | None) -> int:
+    """How many samples :func:`measurement_data` gives for ``cfg``'s training set: a plan's count, no data loaded."""
+    n = data_sizes(cfg.data)[1]
+    return n if size is None else min(size, n)
+
+
 def measurement_data(x, y, size: int | None, *, seed: int = 0):
     """The samples a chapter measures its networks on (Tr(F), Tr(H), the Jacobian norm: chapters 3 and 12): all
     of ``(x, y)`` (``size=None``), or ``size`` of them drawn without replacement by a generator seeded with

@@ -426,12 +426,36 @@ def planned_runs(p: dict) -> list:
     """The chain and its re-dense runs (for ``bookbuild --plan``). The re-dense rounds are the chain's
     characteristic ones, known once the chain is trained: read from the store when it holds the whole
     chain, else stand-ins at the last three rounds (the same number of runs as three characteristic rounds)."""
+    chain, redense = configs(p, rounds=_planned_rounds(p))
+    return [*chain.values(), *redense.values()]
+
+
+def _planned_rounds(p: dict) -> list[int]:
     chain, _ = configs(p, rounds=())
     store = RunStore(p.get("runs_dir"))
     if all(store.is_done(c) for c in chain.values()):
         chains = Chains({k: store.load(c) for k, c in chain.items()})
-        rounds = redense_rounds(chains, p["noise"])
-    else:
-        rounds = list(range(max(1, p["rounds"] - 2), p["rounds"] + 1))
-    _, redense = configs(p, rounds=rounds)
-    return [*chain.values(), *redense.values()]
+        return redense_rounds(chains, p["noise"])
+    return list(range(max(1, p["rounds"] - 2), p["rounds"] + 1))
+
+
+def planned_measurements(p: dict) -> list:
+    """What the chapter measures on the runs of :func:`planned_runs` (for ``bookbuild --plan``): each run's
+    distance from its start, the line sparse -> re-dense and the 1-D loss curves around both solutions."""
+    from ..runs.measure_plan import path_passes, planned
+    chain, redense = configs(p, rounds=_planned_rounds(p))
+    alphas = np.linspace(-p["span"], p["span"], p["curve_points"])
+    interior = int(np.count_nonzero(alphas != 0.0))      # loss_along_direction re-estimates BatchNorm off α = 0
+    curve = {"span": p["span"], "points": p["curve_points"], "seed": p["direction_seed"]}
+    out = []
+    for key, sp in chain.items():
+        out.append(planned(sp, "distance_from_init", {"from": sp.run_id}))
+        if key[2] == 0 or key in redense:
+            out.append(planned(sp, "loss_1d", curve, *path_passes(sp, p["curve_points"], ("train",), interior)))
+        if key in redense:
+            rd = redense[key]
+            out += [planned(rd, "distance_from_init", {"from": sp.run_id}),
+                    planned(rd, "linear_path", {"from": sp.run_id, "points": p["path_points"]},
+                            *path_passes(rd, p["path_points"])),
+                    planned(rd, "loss_1d", curve, *path_passes(rd, p["curve_points"], ("train",), interior))]
+    return out

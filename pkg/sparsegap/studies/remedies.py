@@ -512,8 +512,26 @@ def planned_runs(p: dict) -> list:
     """Chapter 1's runs, then this chapter's (for ``bookbuild --plan``). Which settings the validation split
     chooses is known only after its runs: the plan counts the comparison with the first of each grid, which
     costs the same."""
+    picked, chosen = _planned_choice(p)
+    return [*two_regimes.planned_runs(p), *selection_configs(p, picked).values(), *final_configs(p, picked, chosen).values()]
+
+
+def _planned_choice(p: dict) -> tuple[dict, dict]:
     picked = {"generalization": p["sparsities"][len(p["sparsities"]) // 2], "optimization": max(p["sparsities"])}
     grid = candidates(p)
     chosen = {(remedy, s): {"fields": next(f for r, _, f in grid if r == remedy)}
               for remedy in (NFR, FISHER) for s in picked.values()}
-    return [*two_regimes.planned_runs(p), *selection_configs(p, picked).values(), *final_configs(p, picked, chosen).values()]
+    return picked, chosen
+
+
+def planned_measurements(p: dict) -> list:
+    """Tr(F) of every final solution but Sol-D (:func:`final_table`), for ``bookbuild --plan``."""
+    from ..runs.measure_plan import Pass, planned
+    from .procedure import measured_samples
+    picked, chosen = _planned_choice(p)
+    out = []
+    for (variant, _, _), cfg in final_configs(p, picked, chosen).items():
+        if variant != "Sol-D":
+            n = measured_samples(cfg, p["measure_size"])
+            out.append(planned(cfg, "final_fisher", {"n": n, "seed": 0}, Pass("fisher", n)))
+    return out
