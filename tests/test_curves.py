@@ -108,6 +108,15 @@ def test_an_empty_t_grid_is_refused(store):
         curve_path(load_curve(cfg, store), load_data(DATA), ts=[])
 
 
+def test_a_curve_is_evaluated_on_the_device_it_is_given_and_a_bad_one_is_refused(store):
+    cfg = curve_cfg("dense")
+    run_all([cfg], store, progress=False)
+    curve, data = load_curve(cfg, store), load_data(DATA)
+    assert curve_path(curve, data, ts=[0.0, 0.5, 1.0], device="cpu").equals(curve_path(curve, data, ts=[0.0, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="device"):
+        curve_path(curve, data, ts=[0.5], device="no-such-device")
+
+
 def test_a_curves_stored_state_does_not_depend_on_the_global_random_state(store):
     """The base network's unused weights are part of a curve's state_dict (init.pt, weights.pt): they must come
     from the curve's seed, or two builds store different bits for the same curve (found by test_determinism)."""

@@ -31,7 +31,7 @@ def test_a_bad_pass_is_refused_by_name(kind, samples, count, match):
 
 def test_a_pass_costs_its_count_times_its_size(monkeypatch):
     costs = {"forward": (0.5, 0.01), "hvp": (0.3, 0.03), "hvp-once": (0.2, 0.015)}
-    monkeypatch.setattr(mp, "pass_cost", lambda cfg, kind, timings=None: costs[kind])
+    monkeypatch.setattr(mp, "pass_cost", lambda cfg, kind, timings=None, device="cpu": costs[kind])
     cfg = _planned("03_curvature")[0].run
     m = mp.planned(cfg, "x", {}, mp.Pass("forward", 100, 3), mp.Pass("forward", 0, 5))
     assert mp.measurement_seconds(m) == pytest.approx(3 * (0.5 + 0.01 * 100))
@@ -67,7 +67,7 @@ def test_a_kept_measurement_is_found_by_the_parameters_the_plan_knows(tmp_path):
 
 
 def test_a_measurement_is_planned_in_the_first_chapter_that_takes_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(mp, "measurement_seconds", lambda m, timings=None: 2.0)
+    monkeypatch.setattr(mp, "measurement_seconds", lambda m, timings=None, device="cpu": 2.0)
     ms = _planned("03_curvature")
     done: set = set()
     first = mp.plan_measurements(ms, RunStore(tmp_path), done=done)
@@ -84,12 +84,15 @@ def test_hutchinson_is_planned_at_its_most_probes_and_the_paths_at_their_points(
 
 
 def test_the_book_plan_counts_each_chapters_measurements_and_start(tmp_path, monkeypatch):
-    monkeypatch.setattr(mp, "measurement_seconds", lambda m, timings=None: 1.0)
+    monkeypatch.setattr(mp, "measurement_seconds", lambda m, timings=None, device="cpu": 1.0)
     import sparsegap.runs.plan as plan_module
     monkeypatch.setattr(plan_module, "epoch_costs", lambda probe, device, track=(): (0.0, {k: 0.0 for k in track}))
-    plan = bookbuild.plan_book("smoke", ROOT / "notebooks", ["03_curvature", "05_paths_and_cosines"],
+    plan = bookbuild.plan_book("smoke", ROOT / "notebooks", ["02_fisher_trajectory", "03_curvature",
+                                                             "05_paths_and_cosines"],
                                runs_dir=tmp_path, device="cpu", log=lambda s: None, startup=4.0)
+    assert plan.measurements["planned earlier"].dtype == bool == plan.measurements["in store"].dtype
     chapters = plan.chapters().set_index("notebook")
+    assert chapters.measure["02_fisher_trajectory"] == 0                 # a chapter that measures nothing
     for nb in ("03_curvature", "05_paths_and_cosines"):
         assert chapters.measure[nb] == len(_planned(nb)) and chapters.startup[nb] == 4.0
         assert chapters.total[nb] == chapters.train[nb] + chapters.measure[nb] + 4.0
@@ -118,3 +121,14 @@ def test_every_measurement_a_build_keeps_is_planned(built_book):
     unplanned = collections.Counter({k: v for k, v in kept.items() if k not in pairs})
     assert set(name for _, name in unplanned) <= {"final_fisher"}, f"measured but not planned: {list(unplanned)[:5]}"
     assert sum(unplanned.values()) == len(stand_ins) == len({(m.run.run_id, m.name) for m in stand_ins})
+
+
+def test_a_chapter_measures_on_cuda_where_it_trains_there_else_on_the_cpu(monkeypatch):
+    import torch
+
+    import sparsegap.train as train_module
+    assert mp.measurement_device("cpu") == torch.device("cpu")
+    for trained_on, measured_on in (("cuda:1", "cuda:1"), ("mps", "cpu"), ("cpu", "cpu")):
+        monkeypatch.setattr(train_module, "resolve_device", lambda device, d=trained_on: torch.device(d))
+        assert mp.measurement_device("auto") == torch.device(measured_on)
+

@@ -366,7 +366,7 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
     import pandas as pd
 
     from .runs import RunStore
-    from .runs.measure_plan import plan_measurements
+    from .runs.measure_plan import measurement_device, plan_measurements
     from .runs.plan import BookPlan, format_hours, plan_runs, summarize
     from .train import resolve_device
     timings: dict = {}
@@ -375,7 +375,8 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
     runs, measurements = [], []
     startup = kernel_start_seconds() if startup is None else startup
     log(f"plan for the {profile} profile (epochs of each network timed on {resolve_device(device)}, with "
-        f"evaluation, trackers and batching; the chapters' measurements on the CPU; {startup:.0f} s to start "
+        f"evaluation, trackers and batching; the chapters' measurements on {measurement_device(device)}; "
+        f"{startup:.0f} s to start "
         f"each notebook)")
     log(f"{'notebook':<36}{'runs':>6}{'stored':>8}{'to train':>10}{'epochs':>9}{'measure':>9}{'time':>12}")
     for nb in find_notebooks(notebooks_dir, only):
@@ -385,7 +386,8 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
         table = plan_runs(module.planned_runs(values), store, device=device, timings=timings,
                           done=done).assign(notebook=nb.stem)
         planned = getattr(module, "planned_measurements", lambda _: [])(values)
-        mtable = plan_measurements(planned, store, timings=timings, done=measured).assign(notebook=nb.stem)
+        mtable = plan_measurements(planned, store, device=device, timings=timings,
+                                   done=measured).assign(notebook=nb.stem)
         runs.append(table)
         measurements.append(mtable)
         s = summarize(table)

@@ -160,20 +160,23 @@ def train_curve(curve: BezierCurve, data, cfg: TrainConfig, *, seed: int = 0, ch
 
 
 def curve_path(curve: BezierCurve, data, *, ts=None, subsets=("train", "test"), weight_decay: float = 0.0,
-               reestimate_bn: bool | None = None) -> pd.DataFrame:
+               reestimate_bn: bool | None = None, device: torch.device | str = "cpu") -> pd.DataFrame:
     """Loss and accuracy (and with ``weight_decay`` the L2 term and the objective) along the curve, with
     BatchNorm statistics re-estimated at every point for BN models, as :func:`sparsegap.landscape.linear_path`
-    does on lines (the endpoints t = 0 and 1 keep their own statistics)."""
+    does on lines (the endpoints t = 0 and 1 keep their own statistics). Each point's network is evaluated on
+    ``device``."""
+    from .checks import device as check_device
     from .landscape import _check_points, _evaluate_rows, _reestimate_bn, _resolve_reestimate, _resolve_subsets
     points = _check_points("ts", ts, np.linspace(0.0, 1.0, 21))
     resolved = _resolve_subsets(subsets, data)
     reestimate = _resolve_reestimate(reestimate_bn, curve.base, data, None)
+    device = check_device("device", device)
     rows = []
     for t in points:
-        net = curve.network_at(t)
+        net = curve.network_at(t).to(device)
         if reestimate and t not in (0.0, 1.0):
             _reestimate_bn(net, data.x_train, max_batches=None)
-        point = _evaluate_rows(net, "t", t, resolved, torch.device("cpu"))
+        point = _evaluate_rows(net, "t", t, resolved, device)
         if weight_decay:
             with torch.no_grad():
                 l2 = 0.5 * weight_decay * float(sum(p.double().pow(2).sum() for p in net.parameters()))

@@ -17,7 +17,8 @@ that leaves out, and why it is close enough:
 - the work that is not a pass over data (distances between weights, loading the runs) costs milliseconds
   beside it; its passes are empty and it is planned at 0 s.
 
-Every measurement is planned on the CPU, where :meth:`Run.model` puts the network the chapters measure.
+Every measurement is planned on the device it will run on (:func:`measurement_device`: CUDA where the chapter
+trains on it, else the CPU).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from ..config import RunConfig
 PASS_KINDS = ("forward", "bn", "fisher", "hvp", "jacobian", "cosines")
 PROBE_SAMPLES = 2048      # the most samples a pass is timed on (:func:`pass_cost`)
 MIN_PROBE_SECONDS = 0.1   # each size is repeated until it has taken this long, so that short passes are averaged
-MEASURE_DEVICE = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,14 @@ class PlannedMeasurement:
     name: str
     params: str          # JSON of the known parameters, sorted: hashable, and compared as stored
     passes: tuple[Pass, ...]
+
+
+def measurement_device(device: str | torch.device = "cpu") -> torch.device:
+    """Where a chapter measures its networks when it trains on ``device``: CUDA where it trains there, else the
+    CPU (Apple's MPS has no float64, in which Tr(F), Tr(H) and the cosines are summed)."""
+    from ..train import resolve_device
+    d = resolve_device(device)
+    return d if d.type == "cuda" else torch.device("cpu")
 
 
 def planned(run: RunConfig, name: str, params: dict, *passes: Pass) -> PlannedMeasurement:
@@ -95,7 +103,7 @@ def _probe_data(cfg: RunConfig, n: int):
     return x, g
 
 
-def _pass_fn(kind: str, model, x, y):
+def _pass_fn(kind: str, model, x, y, device: torch.device):
     from ..landscape import reestimate_bn
     from ..metrics.basic import evaluate
     from ..metrics.cosines import per_sample_cosines
@@ -104,7 +112,7 @@ def _pass_fn(kind: str, model, x, y):
     from ..metrics.jacobian import jacobian_norm
     direction = {k: torch.ones_like(p) for k, p in model.named_parameters()}
     return {
-        "forward": lambda: evaluate(model, x, y, device=MEASURE_DEVICE),
+        "forward": lambda: evaluate(model, x, y, device=device),
         "bn": lambda: reestimate_bn(model, x),
         "fisher": lambda: fisher_trace(model, x, labels="sampled", generator=torch.Generator().manual_seed(0)),
         # Hutchinson computes the gradient and its graph once, then each probe is one Hessian-vector product:
@@ -118,9 +126,11 @@ def _pass_fn(kind: str, model, x, y):
     }[kind]
 
 
-def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None) -> tuple[float, float]:
-    """(seconds per pass, seconds per sample) of one pass of ``kind`` over ``cfg``'s network, timed with the
-    kernels' one thread (what a notebook measures with). ``timings`` caches it per network, input shape and kind.
+def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None,
+              device: str | torch.device = "cpu") -> tuple[float, float]:
+    """(seconds per pass, seconds per sample) of one pass of ``kind`` over ``cfg``'s network on the measurement
+    device of ``device``, timed with the kernels' one thread (what a notebook measures with). ``timings`` caches
+    it per network, input shape, kind and device.
 
     The pass is timed on 64, 128, 256, ... random samples (each size repeated for :data:`MIN_PROBE_SECONDS`)
     until one call takes half a second or the size reaches :data:`PROBE_SAMPLES` or the pass's own; the last
@@ -129,24 +139,27 @@ def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None) -> tuple[f
     from .materials import build_model_for
     from .plan import data_sizes
     from .threads import use_threads
-    key = ("measure", cfg.model, cfg.data.name, cfg.data.train_size, kind)
+    device = measurement_device(device)
+    key = ("measure", cfg.model, cfg.data.name, cfg.data.train_size, kind, str(device))
     if timings is not None and key in timings:
         return timings[key]
     cap = max(2, min(PROBE_SAMPLES, data_sizes(cfg.data)[1]))
-    model = build_model_for(cfg.model, cfg.data).to(MEASURE_DEVICE).eval()
+    model = build_model_for(cfg.model, cfg.data).to(device).eval()
     x, g = _probe_data(cfg, cap)
     with torch.no_grad():
-        classes = model(x[:1]).shape[1]
+        classes = model(x[:1].to(device)).shape[1]
     y = torch.randint(classes, (cap,), generator=g)
     points = []
     with use_threads(1):
         n = min(64, cap)
-        _pass_fn(kind, model, x[:n], y[:n])()          # warm-up: allocations, lazy initialisation
+        _pass_fn(kind, model, x[:n], y[:n], device)()  # warm-up: allocations, lazy initialisation, autotuning
         while True:
-            fn = _pass_fn(kind, model, x[:n], y[:n])
+            fn = _pass_fn(kind, model, x[:n], y[:n], device)
             reps, t0 = 0, time.perf_counter()
             while True:
                 fn()
+                if device.type == "cuda":     # BatchNorm's re-estimation returns before the device is done
+                    torch.cuda.synchronize(device)
                 reps += 1
                 if time.perf_counter() - t0 >= MIN_PROBE_SECONDS:
                     break
@@ -165,16 +178,17 @@ def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None) -> tuple[f
     return cost
 
 
-def measurement_seconds(m: PlannedMeasurement, timings: dict | None = None) -> float:
+def measurement_seconds(m: PlannedMeasurement, timings: dict | None = None,
+                        device: str | torch.device = "cpu") -> float:
     """Planned seconds of ``m``: each pass what it costs at its size, times its count. Hutchinson's ``count``
     probes share one gradient graph: the graph once, and each probe's Hessian-vector product."""
     total = 0.0
     for p in m.passes:
         if not (p.count and p.samples):
             continue
-        fixed, per_sample = pass_cost(m.run, p.kind, timings)
+        fixed, per_sample = pass_cost(m.run, p.kind, timings, device)
         if p.kind == "hvp":
-            fixed1, per_sample1 = pass_cost(m.run, "hvp-once", timings)
+            fixed1, per_sample1 = pass_cost(m.run, "hvp-once", timings, device)
             probe = max(0.0, (fixed - fixed1) / 2 + (per_sample - per_sample1) / 2 * p.samples)
             once = max(0.0, fixed1 + per_sample1 * p.samples - probe)
             total += once + p.count * probe
@@ -200,18 +214,21 @@ def is_stored(m: PlannedMeasurement, store) -> bool:
     return False
 
 
-def plan_measurements(planned_list: list[PlannedMeasurement], store, *, timings: dict | None = None,
-                      done: set | None = None) -> pd.DataFrame:
-    """One row per distinct measurement: its run, name, whether the store keeps it, and its planned seconds (0
-    when kept, or planned by an earlier chapter of a book: ``done``, a set, updated)."""
+def plan_measurements(planned_list: list[PlannedMeasurement], store, *, device: str | torch.device = "cpu",
+                      timings: dict | None = None, done: set | None = None) -> pd.DataFrame:
+    """One row per distinct measurement: its run, name, whether the store keeps it, and its planned seconds on
+    the measurement device of ``device`` (0 when kept, or planned by an earlier chapter of a book: ``done``, a
+    set, updated)."""
     timings = {} if timings is None else timings
     done = set() if done is None else done
     rows = []
     for m in dict.fromkeys(planned_list):
         stored = is_stored(m, store)
         earlier = m in done
-        seconds = 0.0 if stored or earlier else measurement_seconds(m, timings)
+        seconds = 0.0 if stored or earlier else measurement_seconds(m, timings, device)
         done.add(m)
         rows.append({"run": m.run.run_id, "measurement": m.name, "model": m.run.model.label, "in store": stored,
                      "planned earlier": earlier and not stored, "seconds": seconds})
-    return pd.DataFrame(rows, columns=["run", "measurement", "model", "in store", "planned earlier", "seconds"])
+    columns = ["run", "measurement", "model", "in store", "planned earlier", "seconds"]
+    # typed even when empty (a chapter that measures nothing), so that the book's tables concatenate as booleans
+    return pd.DataFrame(rows, columns=columns).astype({"in store": bool, "planned earlier": bool, "seconds": float})

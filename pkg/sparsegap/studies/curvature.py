@@ -37,11 +37,13 @@ PARAMETERS = P.ParameterSpec(
 
 
 def curvature(run: Run, x, y, *, fisher_labels: str = "sampled", max_probes: int = 100,
-              target_rse: float = 0.02, seed: int = 0) -> dict:
-    """Tr(F), Tr(H) +- standard error and the Jacobian norm of one run's solution on (x, y).
+              target_rse: float = 0.02, seed: int = 0, device: str = "cpu") -> dict:
+    """Tr(F), Tr(H) +- standard error and the Jacobian norm of one run's solution on (x, y), computed on
+    ``device`` (:func:`~sparsegap.runs.measure_plan.measurement_device`: CUDA where the chapter trains on it).
 
     Cached beside the run (see :meth:`Run.measure`), keyed by the arguments and the data's size.
     """
+    from ..runs.measure_plan import measurement_device
     import torch
 
     from ..metrics.fisher import fisher_trace
@@ -52,7 +54,7 @@ def curvature(run: Run, x, y, *, fisher_labels: str = "sampled", max_probes: int
               "max_probes": max_probes, "target_rse": target_rse, "seed": seed}
 
     def measure() -> dict:
-        model = run.model()
+        model = run.model().to(measurement_device(device))
         g = torch.Generator().manual_seed(seed)
         tr_f = fisher_trace(model, x, y, masks=run.masks, labels=fisher_labels, generator=g)
         h = hessian_trace(model, x, y, masks=run.masks, max_probes=max_probes, min_probes=min(10, max_probes),

@@ -69,7 +69,10 @@ def run_energy(p: dict, *, store: RunStore | None = None, device: str = "auto", 
 
 def init_paths(p: dict, sols: dict) -> pd.DataFrame:
     """E-F3 with E-F6/7: linear paths to P-S from the three starts, per seed, over [t_min, t_max], with the
-    objective's terms (λ = the runs' weight decay). Kept beside P-S."""
+    objective's terms (λ = the runs' weight decay). Kept beside P-S; evaluated on the measurement device of
+    ``p["device"]`` (:func:`~sparsegap.runs.measure_plan.measurement_device`)."""
+    from ..runs.measure_plan import measurement_device
+    dev = measurement_device(p.get("device", "cpu"))
     s = p["sparsity"]
     ts = np.linspace(p["t_min"], p["t_max"], p["path_points"])
     out = []
@@ -80,14 +83,17 @@ def init_paths(p: dict, sols: dict) -> pd.DataFrame:
         data = load_data(ps.config.data)
         for name, run in starts.items():
             rows = ps.measure("path_to_ps", {"from": run.config.run_id, "ts": ts.tolist(), "wd": p["weight_decay"]},
-                              lambda run=run: L.linear_path(run.init_model(), ps.model(), data, ts=ts,
+                              lambda run=run: L.linear_path(run.init_model(), ps.model(), data, ts=ts, device=dev,
                                                             weight_decay=p["weight_decay"]).to_dict("records"))
             out.append(pd.DataFrame(rows).assign(start=name, seed=seed))
     return pd.concat(out, ignore_index=True)
 
 
 def scratch_paths(p: dict, sols: dict, curves: dict, store: RunStore | None) -> pd.DataFrame:
-    """E-F4, E-F8: S-S ↔ P-S along the straight line and along every trained curve, per seed."""
+    """E-F4, E-F8: S-S ↔ P-S along the straight line and along every trained curve, per seed, evaluated on the
+    measurement device of ``p["device"]``."""
+    from ..runs.measure_plan import measurement_device
+    dev = measurement_device(p.get("device", "cpu"))
     s = p["sparsity"]
     ts = np.linspace(0.0, 1.0, p["curve_points"])
     out = []
@@ -95,13 +101,13 @@ def scratch_paths(p: dict, sols: dict, curves: dict, store: RunStore | None) -> 
         ss, ps = sols[("S-S", s, seed)], sols[("P-S", s, seed)]
         data = load_data(ps.config.data)
         rows = ps.measure("path_from_ss", {"from": ss.config.run_id, "points": len(ts), "wd": p["weight_decay"]},
-                          lambda: L.linear_path(ss.model(), ps.model(), data, ts=ts,
+                          lambda: L.linear_path(ss.model(), ps.model(), data, ts=ts, device=dev,
                                                 weight_decay=p["weight_decay"]).to_dict("records"))
         out.append(pd.DataFrame(rows).assign(path="line", seed=seed))
         for name, _, _ in CURVES:
             run = curves[(name, seed)]
             rows = run.measure("curve_path", {"points": len(ts), "wd": p["weight_decay"]},
-                               lambda run=run: curve_path(load_curve(run.config, store), data, ts=ts,
+                               lambda run=run: curve_path(load_curve(run.config, store), data, ts=ts, device=dev,
                                                           weight_decay=p["weight_decay"]).to_dict("records"))
             out.append(pd.DataFrame(rows).assign(path=name, seed=seed))
     return pd.concat(out, ignore_index=True)

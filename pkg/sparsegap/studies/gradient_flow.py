@@ -77,10 +77,13 @@ def grad_norms(res: Results) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparisons(res: Results) -> pd.DataFrame:
+def comparisons(res: Results, *, device: str = "cpu") -> pd.DataFrame:
     """G-3: L-S against P-S and S-S against P-S, per sparsity and seed, on the test set: L2 distance,
-    prediction disagreement and two-model ensemble accuracy."""
+    prediction disagreement and two-model ensemble accuracy, computed on ``device``
+    (:func:`~sparsegap.runs.measure_plan.measurement_device`)."""
     from ..metrics.compare import compare
+    from ..runs.measure_plan import measurement_device
+    dev = measurement_device(device)
     rows = []
     for (sol, s, seed), run in res.runs.items():
         if sol not in ("L-S", "S-S"):
@@ -88,7 +91,7 @@ def comparisons(res: Results) -> pd.DataFrame:
         ps = res.runs[("P-S", s, seed)]
         data = load_data(run.config.data)
         value = run.measure("compare", {"with": ps.config.run_id, "on": "test"},
-                            lambda: compare(run.model(), ps.model(), data.x_test, data.y_test))
+                            lambda: compare(run.model().to(dev), ps.model().to(dev), data.x_test, data.y_test))
         rows.append({"pair": f"{sol} ↔ P-S", "sparsity": s, "seed": seed, "distance": value["l2_distance"],
                      "disagreement": value["disagreement"], "ensemble_accuracy": value["ensemble_accuracy"],
                      "accuracy": value["accuracy_a"], "accuracy_P-S": value["accuracy_b"]})

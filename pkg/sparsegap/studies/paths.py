@@ -60,18 +60,23 @@ def _pair(exp: Experiment, seed: int) -> tuple[Run, Run]:
     return exp.runs[("Sol-S", s, seed)], exp.runs[("Sol-F", s, seed)]
 
 
-def path(exp: Experiment, seed: int, points: int) -> pd.DataFrame:
-    """Loss and accuracy on train and test along (1 − α)·Init-S + α·Sol-F (kept beside Sol-F)."""
+def path(exp: Experiment, seed: int, points: int, *, device: str = "cpu") -> pd.DataFrame:
+    """Loss and accuracy on train and test along (1 − α)·Init-S + α·Sol-F (kept beside Sol-F), evaluated on
+    ``device`` (:func:`~sparsegap.runs.measure_plan.measurement_device`)."""
+    from ..runs.measure_plan import measurement_device
     sol_s, sol_f = _pair(exp, seed)
     data = load_data(sol_f.config.data)
     rows = sol_f.measure("path_from_init_s", {"from": sol_s.config.run_id, "points": points},
                          lambda: L.linear_path(sol_s.init_model(), sol_f.model(), data,
-                                               ts=np.linspace(0, 1, points)).to_dict("records"))
+                                               ts=np.linspace(0, 1, points),
+                                               device=measurement_device(device)).to_dict("records"))
     return pd.DataFrame(rows).rename(columns={"t": "alpha"}).assign(seed=seed)
 
 
-def cosines(exp: Experiment, seed: int, alpha: float) -> np.ndarray:
-    """cos(−∇ℓ_i(θ(α)), Sol-F − Init-S) for every training sample, under the shared mask (kept beside Sol-F)."""
+def cosines(exp: Experiment, seed: int, alpha: float, *, device: str = "cpu") -> np.ndarray:
+    """cos(−∇ℓ_i(θ(α)), Sol-F − Init-S) for every training sample, under the shared mask (kept beside Sol-F),
+    computed on ``device`` (:func:`~sparsegap.runs.measure_plan.measurement_device`)."""
+    from ..runs.measure_plan import measurement_device
     sol_s, sol_f = _pair(exp, seed)
 
     def measure():
@@ -79,6 +84,7 @@ def cosines(exp: Experiment, seed: int, alpha: float) -> np.ndarray:
         start, end = sol_s.init_model().state_dict(), sol_f.model().state_dict()
         model = sol_f.model()
         model.load_state_dict(L.interpolate_state(start, end, alpha))
+        model.to(measurement_device(device))
         direction = {k: end[k] - start[k] for k, _ in model.named_parameters()}
         return per_sample_cosines(model, data.x_train, data.y_train, direction, masks=sol_f.masks).tolist()
     return np.asarray(sol_f.measure("cosines", {"from": sol_s.config.run_id, "alpha": float(alpha)}, measure))

@@ -145,38 +145,43 @@ def run_redense(p: dict, *, store: RunStore | None = None, device: str = "auto",
     return Redense(chains, dict(zip(redense.keys(), runs)), p["noise"])
 
 
-def interpolation(exp: Redense, rnd: int, seed: int, points: int) -> pd.DataFrame:
-    """Loss and accuracy on train and test along (1-α)·sparse + α·re-dense (D-F5)."""
+def interpolation(exp: Redense, rnd: int, seed: int, points: int, *, device: str = "cpu") -> pd.DataFrame:
+    """Loss and accuracy on train and test along (1-α)·sparse + α·re-dense (D-F5), evaluated on ``device``
+    (:func:`~sparsegap.runs.measure_plan.measurement_device`)."""
+    from ..runs.measure_plan import measurement_device
     sp, rd = exp.sparse(rnd, seed), exp.dense(rnd, seed)
     data = load_data(sp.config.data)
     ts = np.linspace(0.0, 1.0, points)
     rows = rd.measure("linear_path", {"from": sp.config.run_id, "points": points},
-                      lambda: L.linear_path(sp.model(), rd.model(), data, ts=ts).to_dict("records"))
+                      lambda: L.linear_path(sp.model(), rd.model(), data, ts=ts,
+                                            device=measurement_device(device)).to_dict("records"))
     return pd.DataFrame(rows).assign(round=rnd, seed=seed, sparsity=sp.config.sparsity)
 
 
-def curve(run: Run, *, span: float, points: int, seed: int) -> pd.DataFrame:
-    """Train loss along a filter-normalized random direction around ``run``'s solution (D-F6). For a
-    sparse run the direction is masked first (it stays in the sparse subspace)."""
+def curve(run: Run, *, span: float, points: int, seed: int, device: str = "cpu") -> pd.DataFrame:
+    """Train loss along a filter-normalized random direction around ``run``'s solution (D-F6), evaluated on
+    ``device``. For a sparse run the direction is masked first (it stays in the sparse subspace)."""
+    from ..runs.measure_plan import measurement_device
     alphas = np.linspace(-span, span, points)
 
     def measure():
         model = run.model()
         d = L.filter_normalized_direction(model, masks=run.masks, seed=seed)
-        return L.loss_along_direction(model, d, load_data(run.config.data), alphas=alphas).to_dict("records")
+        return L.loss_along_direction(model, d, load_data(run.config.data), alphas=alphas,
+                                      device=measurement_device(device)).to_dict("records")
     return pd.DataFrame(run.measure("loss_1d", {"span": span, "points": points, "seed": seed}, measure))
 
 
-def curves(exp: Redense, *, span: float, points: int, seed: int) -> pd.DataFrame:
+def curves(exp: Redense, *, span: float, points: int, seed: int, device: str = "cpu") -> pd.DataFrame:
     """1-D train-loss curves around every sparse solution (round 0: the dense one) and every re-dense one."""
     out = []
     for rnd in [0, *exp.rounds]:
         for s in exp.seeds:
             sp = exp.sparse(rnd, s)
-            out.append(curve(sp, span=span, points=points, seed=seed).assign(
+            out.append(curve(sp, span=span, points=points, seed=seed, device=device).assign(
                 solution="sparse" if rnd else "dense", round=rnd, seed=s, sparsity=sp.config.sparsity))
             if rnd:
-                out.append(curve(exp.dense(rnd, s), span=span, points=points, seed=seed).assign(
+                out.append(curve(exp.dense(rnd, s), span=span, points=points, seed=seed, device=device).assign(
                     solution="re-dense", round=rnd, seed=s, sparsity=sp.config.sparsity))
     return pd.concat(out, ignore_index=True)
 

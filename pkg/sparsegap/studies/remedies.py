@@ -243,23 +243,27 @@ def run_configs(configs: dict, store: RunStore | None, *, device: str, executor=
 
 # ------------------------------------------------------------------------------------- measurements
 
-def fisher_of(run: Run, *, seed: int = 0, size: int | None = None) -> float:
+def fisher_of(run: Run, *, seed: int = 0, size: int | None = None, device: str = "cpu") -> float:
     """Tr(F) of a run's solution, sampled labels, cached beside the run: on its whole training set, or on ``size``
     of its samples drawn with ``seed`` (:func:`sparsegap.studies.procedure.measurement_data`; all of them when
-    ``size`` is the set's size, so the cache key is the number of samples and the seed)."""
+    ``size`` is the set's size, so the cache key is the number of samples and the seed); computed on ``device``
+    (:func:`~sparsegap.runs.measure_plan.measurement_device`)."""
     import torch
 
+    from ..runs.measure_plan import measurement_device
     from ..metrics.fisher import fisher_trace
     data = load_data(run.config.data)
     x, _ = measurement_data(data.x_train, data.y_train, size, seed=seed)
 
     def measure() -> dict:
         g = torch.Generator().manual_seed(seed)
-        return {"fisher_trace": fisher_trace(run.model(), x, masks=run.masks, labels="sampled", generator=g)}
+        return {"fisher_trace": fisher_trace(run.model().to(measurement_device(device)), x, masks=run.masks,
+                                             labels="sampled", generator=g)}
     return run.measure("final_fisher", {"n": len(x), "seed": seed}, measure)["fisher_trace"]
 
 
-def final_table(runs: dict[tuple, Run], picked: dict[str, float], *, measure_size: int | None = None) -> pd.DataFrame:
+def final_table(runs: dict[tuple, Run], picked: dict[str, float], *, measure_size: int | None = None,
+                device: str = "cpu") -> pd.DataFrame:
     """One row per (variant, sparsity, seed) but Sol-D: accuracies, Tr(F) (on ``measure_size`` training samples,
     None: all), training seconds; NaN if diverged."""
     regime_of = {s: r for r, s in picked.items()}
@@ -271,7 +275,7 @@ def final_table(runs: dict[tuple, Run], picked: dict[str, float], *, measure_siz
         rows.append({"variant": variant, "regime": regime_of[s], "sparsity": s, "seed": seed, "diverged": bad,
                      "train_acc": math.nan if bad else run.final["train_acc"],
                      "test_acc": math.nan if bad else run.final["test_acc"],
-                     "fisher_trace": math.nan if bad else fisher_of(run, size=measure_size)})
+                     "fisher_trace": math.nan if bad else fisher_of(run, size=measure_size, device=device)})
     return pd.DataFrame(rows)
 
 
