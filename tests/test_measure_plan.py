@@ -132,3 +132,23 @@ def test_a_chapter_measures_on_cuda_where_it_trains_there_else_on_the_cpu(monkey
         monkeypatch.setattr(train_module, "resolve_device", lambda device, d=trained_on: torch.device(d))
         assert mp.measurement_device("auto") == torch.device(measured_on)
 
+
+
+def test_the_paper_plan_of_every_measuring_chapter_loads_no_data(tmp_path, monkeypatch):
+    """The paper profile's datasets (CIFAR) are not on a machine that only plans: shapes come from the known
+    sizes, never from loading (the first version built each network through the data and failed here)."""
+    import sparsegap.data as data_module
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the plan loaded a dataset")
+    monkeypatch.setattr(data_module, "load_dataset", no_loading)
+    monkeypatch.setattr(mp, "pass_cost", lambda cfg, kind, timings=None, device="cpu": (0.0, 1e-6))
+    for nb in ("03_curvature", "05_paths_and_cosines", "08_redense_and_landscape", "10_gradient_flow",
+               "11_energy_landscape", "12_remedies"):
+        ms = _planned(nb, "paper", runs_dir=str(tmp_path))
+        table = mp.plan_measurements(ms, RunStore(tmp_path))
+        assert len(table) == len(set(ms)), nb
+        with_passes = [bool(m.passes) for m in dict.fromkeys(ms)]
+        assert ((table.seconds > 0) == with_passes).all(), nb     # distances between weights: no pass, 0 s
+    resnet = next(m for m in _planned("11_energy_landscape", "paper", runs_dir=str(tmp_path)) if m.name == "path_to_ps")
+    assert any(p.kind == "bn" for p in resnet.passes)      # a network with BatchNorm re-estimates along a path

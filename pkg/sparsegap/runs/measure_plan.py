@@ -91,8 +91,17 @@ def path_passes(cfg: RunConfig, points: int, subsets: tuple[str, ...] = ("train"
 
 def _has_batchnorm(cfg: RunConfig) -> bool:
     from ..landscape import has_batchnorm
-    from .materials import build_model_for
-    return has_batchnorm(build_model_for(cfg.model, cfg.data))
+    return has_batchnorm(_network(cfg))
+
+
+def _network(cfg: RunConfig):
+    """``cfg``'s network, randomly initialised, built from the datasets' known shapes (a plan loads no data)."""
+    from ..data import NUM_CLASSES
+    from ..models import build_model
+    from .plan import data_sizes
+    m = cfg.model
+    return build_model(m.name, num_classes=NUM_CLASSES[cfg.data.name], input_shape=data_sizes(cfg.data)[0],
+                       width=m.width, hidden=m.hidden, seed=0, init=m.init)
 
 
 def _probe_data(cfg: RunConfig, n: int):
@@ -136,7 +145,6 @@ def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None,
     until one call takes half a second or the size reaches :data:`PROBE_SAMPLES` or the pass's own; the last
     two sizes give the cost per sample and what a pass costs whatever its size (a Hutchinson probe's graph, a
     chunk's set-up: on 512 samples that alone made a Hessian probe look twice as dear per sample as on 4,000)."""
-    from .materials import build_model_for
     from .plan import data_sizes
     from .threads import use_threads
     device = measurement_device(device)
@@ -144,7 +152,7 @@ def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None,
     if timings is not None and key in timings:
         return timings[key]
     cap = max(2, min(PROBE_SAMPLES, data_sizes(cfg.data)[1]))
-    model = build_model_for(cfg.model, cfg.data).to(device).eval()
+    model = _network(cfg).to(device).eval()
     x, g = _probe_data(cfg, cap)
     with torch.no_grad():
         classes = model(x[:1].to(device)).shape[1]
