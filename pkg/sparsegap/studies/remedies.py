@@ -513,15 +513,26 @@ def selection_table(selection: dict[tuple, Run], chosen: dict) -> pd.DataFrame:
 
 
 def planned_runs(p: dict) -> list:
-    """Chapter 1's runs, then this chapter's (for ``bookbuild --plan``). Which settings the validation split
-    chooses is known only after its runs: the plan counts the comparison with the first of each grid, which
-    costs the same."""
+    """Chapter 1's runs, then this chapter's (for ``bookbuild --plan``). The sparsities and settings the chapter
+    picks are known once chapter 1's runs and the validation runs are in the store; before, the plan counts
+    stand-ins (:func:`_planned_choice`)."""
     picked, chosen = _planned_choice(p)
     return [*two_regimes.planned_runs(p), *selection_configs(p, picked).values(), *final_configs(p, picked, chosen).values()]
 
 
 def _planned_choice(p: dict) -> tuple[dict, dict]:
-    picked = {"generalization": p["sparsities"][len(p["sparsities"]) // 2], "optimization": max(p["sparsities"])}
+    """(the picked sparsities, the chosen settings) as the chapter will find them: read from the store where it
+    holds chapter 1's runs (and the validation runs), else stand-ins: the middle and the highest sparsity, and
+    the first setting of each grid, which cost as much."""
+    store = RunStore(p.get("runs_dir"))
+    if all(store.is_done(c) for c in two_regimes.configs(p).values()):
+        _, regimes = chapter_one(p, store=store, device="cpu", executor="local", progress=False)
+        picked, _ = pick_sparsities(regimes)
+    else:
+        picked = {"generalization": p["sparsities"][len(p["sparsities"]) // 2], "optimization": max(p["sparsities"])}
+    selection = selection_configs(p, picked)
+    if all(store.is_done(c) for c in selection.values()):
+        return picked, choose({k: store.load(c) for k, c in selection.items()}, p)
     grid = candidates(p)
     chosen = {(remedy, s): {"fields": next(f for r, _, f in grid if r == remedy)}
               for remedy in (NFR, FISHER) for s in picked.values()}
