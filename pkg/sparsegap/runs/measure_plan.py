@@ -23,6 +23,7 @@ trains on it, else the CPU).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -90,8 +91,18 @@ def path_passes(cfg: RunConfig, points: int, subsets: tuple[str, ...] = ("train"
 
 
 def _has_batchnorm(cfg: RunConfig) -> bool:
+    return _network_has_batchnorm(cfg.model, cfg.data.name)
+
+
+@functools.lru_cache(maxsize=None)
+def _network_has_batchnorm(model, dataset: str) -> bool:
+    """Once per network (a book plans hundreds of paths over a few networks; a ResNet takes a while to build)."""
     from ..landscape import has_batchnorm
-    return has_batchnorm(_network(cfg))
+    from ..data import NUM_CLASSES
+    from ..models import build_model
+    from .plan import SPLITS
+    return has_batchnorm(build_model(model.name, num_classes=NUM_CLASSES[dataset], input_shape=SPLITS[dataset][0],
+                                     width=model.width, hidden=model.hidden, seed=0, init=model.init))
 
 
 def _network(cfg: RunConfig):
