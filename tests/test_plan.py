@@ -110,5 +110,6 @@ def test_plan_only_shows_the_plan_and_skips_every_later_cell(tmp_path):
     module, values = bookbuild.notebook_parameters(NOTEBOOKS / "01_two_regimes.ipynb", "smoke")
     n = len(dict.fromkeys(a for c in module.planned_runs(values) for a in _chain(c)))
     assert f"{n} runs, 0 in the store, {n} to train" in shown and "plan_only=True" in shown
+    assert "0 measurements to take" in shown                        # chapter 1 measures nothing after training
     assert all(not c.outputs for c in cells[check + 1:])           # every later cell ran as an empty one
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/DONE"))

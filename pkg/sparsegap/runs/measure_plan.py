@@ -7,8 +7,9 @@ it makes (:class:`Pass`): ``points`` evaluations of the training and test sets a
 Hessian-vector products over the measured samples, one per-sample-gradient pass for Tr(F).
 
 The plan times each kind of pass once per network, with the library's own function for it (``evaluate``,
-``hessian_trace`` with one and with three probes, ``fisher_trace``, ...), on random data of the run's shapes and a randomly
-initialised network (a plan trains nothing and loads no dataset), and scales by the samples and passes. What
+``hessian_trace`` with one and with three probes, ``fisher_trace``, ...), on random data of the run's shapes and
+a randomly initialised network (a plan trains nothing and loads no dataset), and scales by the samples and
+passes. What
 that leaves out, and why it is close enough:
 
 - a measurement's cost does not depend on the weights' values, with one exception: Hutchinson's estimate stops
@@ -81,13 +82,20 @@ def path_passes(cfg: RunConfig, points: int, subsets: tuple[str, ...] = ("train"
     """What :func:`sparsegap.landscape.linear_path` (and ``loss_along_direction``, ``curve_path``) costs: each of
     ``points`` evaluates each subset, and a network with BatchNorm re-estimates its statistics on the training
     set at each of the ``interior`` points (those not at t = 0 or 1; default: all but the two ends)."""
-    from .plan import data_sizes
-    _, n_train, n_test = data_sizes(cfg.data)
+    _, n_train, n_test = _sizes(cfg)
     sizes = {"train": n_train, "test": n_test}
     passes = [Pass("forward", sizes[s], points) for s in subsets]
     if _has_batchnorm(cfg):
         passes.append(Pass("bn", n_train, max(0, points - 2) if interior is None else interior))
     return tuple(passes)
+
+
+def _sizes(cfg: RunConfig) -> tuple[tuple[int, ...], int, int]:
+    """(input shape, training samples, test samples) of ``cfg``, from the datasets' known sizes (as
+    :func:`.plan.data_sizes`, which this module cannot import: the plan imports it)."""
+    from ..datasets import split_sizes
+    d = cfg.data
+    return split_sizes(d.name, d.train_size, d.test_size, d.validation)
 
 
 def _has_batchnorm(cfg: RunConfig) -> bool:
@@ -100,7 +108,7 @@ def _network_has_batchnorm(model, dataset: str) -> bool:
     from ..landscape import has_batchnorm
     from ..data import NUM_CLASSES
     from ..models import build_model
-    from .plan import SPLITS
+    from ..datasets import SPLITS
     return has_batchnorm(build_model(model.name, num_classes=NUM_CLASSES[dataset], input_shape=SPLITS[dataset][0],
                                      width=model.width, hidden=model.hidden, seed=0, init=model.init))
 
@@ -109,15 +117,13 @@ def _network(cfg: RunConfig):
     """``cfg``'s network, randomly initialised, built from the datasets' known shapes (a plan loads no data)."""
     from ..data import NUM_CLASSES
     from ..models import build_model
-    from .plan import data_sizes
     m = cfg.model
-    return build_model(m.name, num_classes=NUM_CLASSES[cfg.data.name], input_shape=data_sizes(cfg.data)[0],
-                       width=m.width, hidden=m.hidden, seed=0, init=m.init)
+    return build_model(m.name, num_classes=NUM_CLASSES[cfg.data.name], input_shape=_sizes(cfg)[0], width=m.width,
+                       hidden=m.hidden, seed=0, init=m.init)
 
 
 def _probe_data(cfg: RunConfig, n: int):
-    from .plan import data_sizes
-    shape = data_sizes(cfg.data)[0]
+    shape = _sizes(cfg)[0]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, *shape, generator=g)
     return x, g
@@ -156,13 +162,12 @@ def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None,
     until one call takes half a second or the size reaches :data:`PROBE_SAMPLES` or the pass's own; the last
     two sizes give the cost per sample and what a pass costs whatever its size (a Hutchinson probe's graph, a
     chunk's set-up: on 512 samples that alone made a Hessian probe look twice as dear per sample as on 4,000)."""
-    from .plan import data_sizes
     from .threads import use_threads
     device = measurement_device(device)
     key = ("measure", cfg.model, cfg.data.name, cfg.data.train_size, kind, str(device))
     if timings is not None and key in timings:
         return timings[key]
-    cap = max(2, min(PROBE_SAMPLES, data_sizes(cfg.data)[1]))
+    cap = max(2, min(PROBE_SAMPLES, _sizes(cfg)[1]))
     model = _network(cfg).to(device).eval()
     x, g = _probe_data(cfg, cap)
     with torch.no_grad():

@@ -170,19 +170,29 @@ def plan_notebook(module: str, values: dict, *, device: str | torch.device | Non
 def show_plan(module: str, values: dict) -> pd.DataFrame:
     """Display a chapter's plan (a notebook run with ``plan_only=True``): the totals, then one row per kind of
     run and network. Returns the per-run table."""
+    import importlib
+
     from IPython.display import HTML, display
+
+    from .measure_plan import plan_measurements
+    from .store import RunStore
     runs = plan_notebook(module, values)
     s = summarize(runs)
+    planned = getattr(importlib.import_module(module), "planned_measurements", lambda _: [])(values)
+    device = values.get("device", "auto")
+    measures = plan_measurements(planned, RunStore(values.get("runs_dir")), device=device)
+    todo = measures[~measures["in store"]]
     by = (runs.assign(to_train=~runs["in store"], train_epochs=runs.epochs.where(~runs["in store"], 0))
           .groupby(["kind", "model", "dataset"], sort=False)
           .agg(runs=("run", "size"), stored=("in store", "sum"), to_train=("to_train", "sum"),
                epochs=("train_epochs", "sum"), seconds=("seconds", "sum")).reset_index())
     by["time (estimate)"] = [format_hours(x / 3600) for x in by.pop("seconds")]
     by = by.rename(columns={"to_train": "to train", "epochs": "epochs to train"})
+    hours = s["hours (estimate)"] + todo.seconds.sum() / 3600
     display(HTML(f"<p><b>Plan</b>: {s['runs']} runs, {s['in store']} in the store, {s['to train']} to train "
-                 f"({s['epochs to train']} epochs), about {format_hours(s['hours (estimate)'])} on "
-                 f"{_device_name(values)} (SGD steps timed here; trackers and measurements not counted).</p>"
-                 + by.to_html(index=False)))
+                 f"({s['epochs to train']} epochs), and {len(todo)} measurements to take, about "
+                 f"{format_hours(hours)} on {_device_name(values)} (training with its evaluation and trackers, "
+                 f"and the measurements, timed here).</p>" + by.to_html(index=False)))
     return runs
 
 

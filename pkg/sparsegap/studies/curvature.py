@@ -249,8 +249,9 @@ def planned_measurements(p: dict) -> list:
     for cfg in configs(p).values():
         n = measured_samples(cfg, p["measure_size"])
         labels = NUM_CLASSES[cfg.data.name] if p["fisher_labels"] == "exact" else 1
-        out.append(planned(cfg, "curvature", {"n": n, "fisher_labels": p["fisher_labels"], "max_probes": p["max_probes"],
-                                              "target_rse": p["target_rse"], "seed": 0},
+        known = {"n": n, "fisher_labels": p["fisher_labels"], "max_probes": p["max_probes"],
+                 "target_rse": p["target_rse"], "seed": 0}
+        out.append(planned(cfg, "curvature", known,
                            Pass("fisher", n, labels), Pass("hvp", n, p["max_probes"]), Pass("jacobian", n)))
     return out
 
