@@ -376,8 +376,7 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
     startup = kernel_start_seconds() if startup is None else startup
     log(f"plan for the {profile} profile (epochs of each network timed on {resolve_device(device)}, with "
         f"evaluation, trackers and batching; the chapters' measurements on {measurement_device(device)}; "
-        f"{startup:.0f} s to start "
-        f"each notebook)")
+        f"{startup:.0f} s to start each notebook)")
     log(f"{'notebook':<36}{'runs':>6}{'stored':>8}{'to train':>10}{'epochs':>9}{'measure':>9}{'time':>12}")
     for nb in find_notebooks(notebooks_dir, only):
         module, values = notebook_parameters(nb, profile)

@@ -106,20 +106,16 @@ def _has_batchnorm(cfg: RunConfig) -> bool:
 def _network_has_batchnorm(model, dataset: str) -> bool:
     """Once per network (a book plans hundreds of paths over a few networks; a ResNet takes a while to build)."""
     from ..landscape import has_batchnorm
+    return has_batchnorm(_network(model, dataset))
+
+
+def _network(model, dataset: str):
+    """The network, randomly initialised, built from the dataset's known input shape (a plan loads no data)."""
     from ..data import NUM_CLASSES
-    from ..models import build_model
     from ..datasets import SPLITS
-    return has_batchnorm(build_model(model.name, num_classes=NUM_CLASSES[dataset], input_shape=SPLITS[dataset][0],
-                                     width=model.width, hidden=model.hidden, seed=0, init=model.init))
-
-
-def _network(cfg: RunConfig):
-    """``cfg``'s network, randomly initialised, built from the datasets' known shapes (a plan loads no data)."""
-    from ..data import NUM_CLASSES
     from ..models import build_model
-    m = cfg.model
-    return build_model(m.name, num_classes=NUM_CLASSES[cfg.data.name], input_shape=_sizes(cfg)[0], width=m.width,
-                       hidden=m.hidden, seed=0, init=m.init)
+    return build_model(model.name, num_classes=NUM_CLASSES[dataset], input_shape=SPLITS[dataset][0],
+                       width=model.width, hidden=model.hidden, seed=0, init=model.init)
 
 
 def _probe_data(cfg: RunConfig, n: int):
@@ -168,7 +164,7 @@ def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None,
     if timings is not None and key in timings:
         return timings[key]
     cap = max(2, min(PROBE_SAMPLES, _sizes(cfg)[1]))
-    model = _network(cfg).to(device).eval()
+    model = _network(cfg.model, cfg.data.name).to(device).eval()
     x, g = _probe_data(cfg, cap)
     with torch.no_grad():
         classes = model(x[:1].to(device)).shape[1]
