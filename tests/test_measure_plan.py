@@ -150,17 +150,3 @@ def test_the_paper_plan_of_every_measuring_chapter_loads_no_data(tmp_path, monke
         assert ((table.seconds > 0) == with_passes).all(), nb     # distances between weights: no pass, 0 s
     resnet = next(m for m in _planned("11_energy_landscape", "paper", runs_dir=str(tmp_path)) if m.name == "path_to_ps")
     assert any(p.kind == "bn" for p in resnet.passes)      # a network with BatchNorm re-estimates along a path
-
-
-def test_a_kernel_that_does_not_start_costs_the_plan_a_warning_not_its_end(monkeypatch):
-    import jupyter_client.manager
-
-    def no_kernel(*args, **kwargs):
-        raise RuntimeError("Kernel died before replying to kernel_info")
-    monkeypatch.setattr(jupyter_client.manager, "start_new_kernel", no_kernel)
-    with pytest.warns(UserWarning, match="could not start"):
-        assert bookbuild.kernel_start_seconds() == 0.0
-
-
-def test_a_notebooks_start_is_timed_with_a_real_kernel():
-    assert 0 < bookbuild.kernel_start_seconds() < 120

@@ -99,14 +99,14 @@ def test_a_book_build_trains_every_run_at_one_thread_whatever_its_jobs(two_cores
     """-j1 and -j2 give the kernels (and the workers they start) the same thread count, for a run that trains alone
     with train() and would take both cores alone, and for a batched group of LeNet-300-100s (34 of them would take
     both cores at -j1 by the MAC count): one thread, so no reduction order depends on -j."""
-    from sparsegap import bookbuild, runs
+    from sparsegap import kernels, runs
     from sparsegap.runs import job
     from sparsegap.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     data = DataConfig("fashion-mnist", train_size=200, test_size=100)
     lenet5 = RunConfig("dense", data, ModelConfig("lenet5"), TrainConfig(epochs=1, batch_size=128))
     group = [RunConfig("dense", data, ModelConfig("lenet300-100"), TrainConfig(epochs=1, batch_size=128), seed=s)
              for s in range(2)]
-    with bookbuild._kernel_env(tmp_path / "runs", workers=jobs):
+    with kernels.kernel_env(tmp_path / "runs", workers=jobs):
         assert os.environ[THREADS_ENV] == "1" and os.environ["OMP_NUM_THREADS"] == "1"
         assert job._threads(runs.build_model_for(lenet5.model, data), lenet5, runs.load_data(data)) == 1
         store = runs.RunStore(tmp_path / f"j{jobs}")

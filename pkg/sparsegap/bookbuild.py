@@ -24,16 +24,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import yaml
 
-from . import booktoc, paths
+from . import booktoc, kernels, paths
+from .kernels import KERNEL, kernel_env
 
 # Kept for code that imports it; the defaults now come from sparsegap.paths (the checkout, else the user cache).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("cpu", "smoke", "paper")
-KERNEL = "python3"
 # Written by book/_scripts/fetch_widget_js.sh; without it widget pages would reach for a CDN.
 WIDGET_SENTINEL = Path("_widgets") / "_widgets" / "embed-amd.js"
 
@@ -93,32 +93,6 @@ def _check_declared(notebook: Path, params: Mapping, source: str) -> None:
     if unknown:
         raise ValueError(f"{source}: unknown parameters {unknown}; "
                          f"the notebook's parameters cell declares {sorted(declared)}")
-
-
-@contextlib.contextmanager
-def _kernel_env(runs_dir: Path | None, workers: int = 1) -> Iterator[None]:
-    """Environment inherited by the kernels papermill starts, restored afterwards."""
-    saved = dict(os.environ)
-    try:
-        if runs_dir is not None:
-            os.environ["SPARSEGAP_RUNS_DIR"] = str(Path(runs_dir).resolve())
-        # One torch thread in every kernel (and in the workers an executor starts from it, which inherit the
-        # environment), fixed before torch starts there, whatever -j is: a thread count can change the order
-        # of a reduction, and a build's runs and verdicts must not depend on -j. With one kernel per core (the
-        # default) that costs nothing; a -j1 build gives up the second thread of its largest steps (README,
-        # "Threads"). The policy inside a kernel still learns how many kernels share the cores (executor "auto").
-        from .runs.threads import THREADS_ENV, WORKERS_ENV, thread_env
-        os.environ[WORKERS_ENV] = str(workers)
-        os.environ.update(thread_env(1))
-        os.environ[THREADS_ENV] = "1"
-        # tqdm.auto would turn every training loop into progress-bar widgets stored in the page.
-        os.environ.setdefault("SPARSEGAP_PROGRESS", "0")
-        # `make` exports Agg for scripts; kernels should pick their inline backend as in Jupyter.
-        os.environ.pop("MPLBACKEND", None)
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def execute_notebook(notebook: Path, book_dir: Path, parameters: dict, profile: str) -> NotebookRun:
@@ -229,7 +203,7 @@ def execute_notebooks(profile: str = "cpu", book_dir: Path | None = None, notebo
         parse_executor(executor)
         params = {stem: p | {"executor": executor} for stem, p in params.items()}
     jobs = min(jobs, len(notebooks)) or 1
-    with _kernel_env(runs_dir, workers=jobs):
+    with kernel_env(runs_dir, workers=jobs):
         if jobs == 1:
             runs = []
             for nb in notebooks:
@@ -361,8 +335,9 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
               startup: float | None = None):
     """Print what each notebook would train and measure under ``profile``, with an estimate of its time
     (:mod:`sparsegap.runs.plan`, :mod:`sparsegap.runs.measure_plan`); returns the :class:`~.runs.plan.BookPlan`.
-    Trains nothing, loads no dataset. A chapter's time is its training, its own measurements and the start of
-    its kernel (``startup`` seconds; None: timed once here, :func:`kernel_start_seconds`)."""
+    Trains nothing and downloads nothing. A chapter's time is its training, its own measurements and its start
+    (``startup`` seconds for every notebook; None: each notebook's prelude is run and timed here, its kernel, imports
+    and dataset, :func:`sparsegap.kernels.start_seconds`)."""
     import pandas as pd
 
     from .runs import RunStore
@@ -373,12 +348,16 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
     done: set = set()        # runs an earlier notebook trains: a cold build trains each once, in notebook order
     measured: set = set()    # ... and measurements an earlier notebook takes
     runs, measurements = [], []
-    startup = kernel_start_seconds() if startup is None else startup
+    notebooks = find_notebooks(notebooks_dir, only)
+    timed = startup is None
+    starts = {nb.stem: kernels.start_seconds(nb, load_parameters(nb, profile)) if timed else float(startup)
+              for nb in notebooks}
     log(f"plan for the {profile} profile (epochs of each network timed on {resolve_device(device)}, with "
         f"evaluation, trackers and batching; the chapters' measurements on {measurement_device(device)}; "
-        f"{startup:.0f} s to start each notebook)")
+        + (f"each notebook's start timed: its kernel, imports and data, {min(starts.values()):.0f} to "
+           f"{max(starts.values()):.0f} s)" if timed else f"{float(startup):.0f} s to start each notebook)"))
     log(f"{'notebook':<36}{'runs':>6}{'stored':>8}{'to train':>10}{'epochs':>9}{'measure':>9}{'time':>12}")
-    for nb in find_notebooks(notebooks_dir, only):
+    for nb in notebooks:
         module, values = notebook_parameters(nb, profile)
         values = values | ({"runs_dir": str(runs_dir)} if runs_dir else {})
         store = RunStore(values.get("runs_dir"))
@@ -390,11 +369,11 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
         runs.append(table)
         measurements.append(mtable)
         s = summarize(table)
-        hours = s["hours (estimate)"] + (mtable.seconds.sum() + startup) / 3600
+        hours = s["hours (estimate)"] + (mtable.seconds.sum() + starts[nb.stem]) / 3600
         todo = int((~(mtable["in store"] | mtable["planned earlier"])).sum())
         log(f"{nb.stem:<36}{s['runs']:>6}{s['in store']:>8}{s['to train']:>10}{s['epochs to train']:>9}"
             f"{todo:>9}{format_hours(hours):>12}")
-    plan = BookPlan(pd.concat(runs, ignore_index=True), pd.concat(measurements, ignore_index=True), startup)
+    plan = BookPlan(pd.concat(runs, ignore_index=True), pd.concat(measurements, ignore_index=True), starts)
     total = summarize(plan.runs.drop_duplicates("run"))
     chapters = plan.chapters()
     todo = int((~(plan.measurements["in store"] | plan.measurements["planned earlier"])).sum())
@@ -402,37 +381,6 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
         f"{total['to train']:>10}{total['epochs to train']:>9}{todo:>9}"
         f"{format_hours(chapters.total.sum() / 3600):>12}")
     return plan
-
-
-def kernel_start_seconds() -> float:
-    """Seconds a notebook takes to start its kernel (as papermill does, in the kernels' environment) and
-    import what every chapter imports: what each chapter costs before its first run. A kernel that does not
-    start is a warning and 0 s here (the build itself retries it), not the end of the plan."""
-    import warnings
-
-    from jupyter_client.manager import start_new_kernel
-
-    from .studies import CHAPTERS
-    with _kernel_env(None):
-        t0 = time.perf_counter()
-        try:
-            km, kc = start_new_kernel(kernel_name=KERNEL)
-        except Exception as err:   # noqa: BLE001 (jupyter_client raises RuntimeError, TimeoutError, OSError)
-            warnings.warn(f"the plan could not start a {KERNEL!r} kernel to time a notebook's start ({err}); "
-                          f"it counts 0 s for it")
-            return 0.0
-        try:
-            # every chapter's study module: a notebook imports one, which imports most of the others
-            studies = "; ".join(f"import {m}" for m in dict.fromkeys(CHAPTERS.values()))
-            reply = kc.execute_interactive("import matplotlib.pyplot, pandas\nfrom sparsegap import pages, plots, "
-                                           f"tables, widgets\n{studies}\n%matplotlib inline\n"
-                                           "plots.use_book_style()", timeout=120)
-            if reply["content"]["status"] != "ok":
-                raise RuntimeError(f"the kernel could not import the library: {reply['content']}")
-            return time.perf_counter() - t0
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
 
 
 def build_html(book_dir: Path | None = None, strict: bool = True,

@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 
 import yaml
 
-from . import bookbuild, booktoc, paths
+from . import bookbuild, booktoc, kernels, paths
 from .ledger import notebook_title
 
 PROG = "sparsegap"
@@ -182,10 +182,10 @@ def run_chapter(chapter: str, profile: str = "cpu", params_file: Path | None = N
     output = out / notebook.name
     log(f"{PROG} run: executing {notebook.stem} ({profile} profile) into {output}")
     start = time.perf_counter()
-    with bookbuild._kernel_env(runs_dir):
+    with kernels.kernel_env(runs_dir):
         try:
             papermill.execute_notebook(str(notebook), str(output), parameters=parameters or None,
-                                       kernel_name=bookbuild.KERNEL, cwd=str(out), progress_bar=False)
+                                       kernel_name=kernels.KERNEL, cwd=str(out), progress_bar=False)
         except Exception as err:
             raise bookbuild.NotebookFailed(f"{notebook.stem} failed (the executed notebook, with the error, is "
                                            f"{output}):\n{type(err).__name__}: {err}") from err

@@ -9,7 +9,8 @@ cold build of the same profile recorded in the run store:
 - ``measure``: each measurement file's seconds (``Run.measure``), the chapters' own measurements;
 - ``rest`` (with ``--warm-seconds``): each chapter's wall time in a warm rebuild on that same store, which trains
   and measures nothing: the kernel's start, the imports, loading the runs, the figures and the verdicts. The
-  plan counts the kernel's start and the imports of it (``startup``).
+  plan runs and times each notebook's prelude (``startup``: the kernel's start, the imports and the dataset);
+  it does not count the figures, tables and verdicts after the runs.
 
 A chapter's measured time is the sum of the three, each a wall clock of its own; it is what the chapter costs
 built alone (``-j1``). A ``-j2`` build's chapter walls (``--chapter-seconds``) also hold the time a kernel waits
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     if args.chapter_seconds:
         table["-j2 chapter wall"] = table.notebook.map(json.loads(args.chapter_seconds.read_text()))
     pd.set_option("display.width", 250)
-    print(f"plan of the {args.profile} profile made in {planning:.1f} s ({plan.startup:.1f} s to start a notebook); "
+    print(f"plan of the {args.profile} profile made in {planning:.1f} s ({min(plan.startup.values()):.1f} to {max(plan.startup.values()):.1f} s to start a notebook); "
           f"measured: {args.store} ({missing} planned runs and {m_missing} planned measurements missing from it)")
     print(table.round(1).round({"ratio": 2}).to_string(index=False))
     for what in ("train", "measure"):

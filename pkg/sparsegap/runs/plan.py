@@ -5,8 +5,9 @@ lists its runs (``planned_runs(params)``); nothing is trained for real and no da
 The runs to train are planned as :func:`~.sweep.run_all` would train them: in waves down their chains, with the
 batch-eligible runs of a wave that share a schedule trained as one batched model. Each network (or batched
 group) is timed by :mod:`.probe` on the current device at its real batch size after a warm-up epoch, through
-the trainers themselves: the steps, the evaluation of both sets, and each tracker at its own rate. What the plan
-does not count: mask updaters' work and the writing of checkpoints. A chapter's own measurements after training
+the trainers themselves: the steps, the evaluation of both sets, each epoch's checkpoint, and each tracker at its
+own rate. What the plan does not count: mask updaters' work, and what a run costs once (its masks, its first
+and last files). A chapter's own measurements after training
 (Hessians, landscapes, paths) are planned by :mod:`.measure_plan`.
 """
 
@@ -129,7 +130,7 @@ class BookPlan:
     """A book's plan: what each notebook trains and measures, and what starting a notebook costs."""
     runs: pd.DataFrame            # one row per run and notebook (:func:`plan_runs`, with its notebook)
     measurements: pd.DataFrame    # one row per measurement and notebook (:func:`.measure_plan.plan_measurements`)
-    startup: float                # seconds to start a notebook's kernel and import the library
+    startup: dict[str, float]     # notebook -> seconds of its start: kernel, imports, dataset (its prelude)
 
     def chapters(self) -> pd.DataFrame:
         """Planned seconds per notebook: ``train`` (its runs not stored or planned earlier, evaluation and
@@ -141,7 +142,7 @@ class BookPlan:
         out = pd.DataFrame({"notebook": names})
         out["train"] = out.notebook.map(by_notebook(self.runs)).fillna(0.0)
         out["measure"] = out.notebook.map(by_notebook(self.measurements)).fillna(0.0)
-        out["startup"] = self.startup
+        out["startup"] = out.notebook.map(self.startup).fillna(0.0)
         out["total"] = out.train + out.measure + out.startup
         return out
 
