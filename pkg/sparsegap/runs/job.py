@@ -57,6 +57,15 @@ def tidy_finished(run: Run, store: RunStore) -> None:
             lock.release()
 
 
+def write_checkpoint(ckpt: dict, path: Path, run_hash: str, written: dict[str, str]) -> None:
+    """Write an epoch's checkpoint into run folder ``path`` as a run in training does, stamped with the run's hash,
+    the code epoch and the files written before training, and sealed with its content's SHA-256: the work a plan's
+    probe (:mod:`.probe`) times at each epoch too."""
+    ckpt = to_cpu(ckpt) | {"run_hash": run_hash, "code_epoch": provenance.current_epoch(), "files": dict(written)}
+    ckpt["sha256"] = content_sha256(ckpt)
+    atomic_save(ckpt, path / "checkpoint.pt")
+
+
 @dataclass
 class Job:
     """A run being trained under its lock: its initial state and the checkpoint to resume from."""
@@ -76,10 +85,7 @@ class Job:
         killed before that trains the last epoch again from the checkpoint before (the same weights)."""
         self.final_masks = to_cpu(ckpt.get("masks"))
         if ckpt["epoch"] < self.cfg.train.epochs:
-            ckpt = to_cpu(ckpt) | {"run_hash": self.cfg.hash(), "code_epoch": provenance.current_epoch(),
-                                   "files": dict(self.written)}
-            ckpt["sha256"] = content_sha256(ckpt)
-            atomic_save(ckpt, self.path / "checkpoint.pt")
+            write_checkpoint(ckpt, self.path, self.cfg.hash(), self.written)
         self.lock.refresh()
 
     @property

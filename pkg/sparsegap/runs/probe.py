@@ -4,8 +4,8 @@ A plan (:mod:`sparsegap.runs.plan`) must not load a dataset, so a probe trains o
 shapes: the run's own network, its training settings (batch size, precision, memory format, augmentation,
 Fisher regularizer, masks when sparse) through :func:`sparsegap.train.train`, or a group of batch-eligible
 runs through :func:`sparsegap.batched.train_batched`, exactly as the run store would train them. An epoch is
-then everything the trainer does in it: the steps, the evaluation of the training and test sets, and, timed
-one tracker at a time, each tracker's measurement.
+then everything the trainer does in it: the steps, the evaluation of the training and test sets, each member's
+checkpoint as the store writes it, and, timed one tracker at a time, each tracker's measurement.
 
 Why not time a few bare SGD steps and scale (the plan before issue 26)? Because the step is not where the time
 goes at the book's scales. On a GPU a step at batch 128 costs about what one at batch 16 does (launch-bound),
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -45,6 +47,7 @@ TIMED_EPOCHS = 2       # the fastest of these counts: a probe this short is easi
 # first steps at a new batch size take seconds each (oneDNN's set-up), which one warm-up epoch pays.
 HEAVY_MACS = 2e10
 HEAVY_STEPS = 2
+PROBE_HASH = "0" * 64     # the run hash a probe's checkpoints carry: a run's is as long
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ def _probe_epoch(p: Probe, device: torch.device, track: tuple[str, ...], f: floa
     """(wall seconds of one warmed-up epoch on a share ``f`` of the run's data without its trackers, {spec: the
     trackers' seconds in it}): of the fastest of ``timed`` epochs."""
     from ..trackers import make_trackers
+    from .job import write_checkpoint
     from .threads import use_threads
     data = _synthetic(p, f)
     nets = [_network(p, seed) for seed in range(p.members)]
@@ -196,24 +200,35 @@ def _probe_epoch(p: Probe, device: torch.device, track: tuple[str, ...], f: floa
         make_trackers(track, data) for _ in nets[1:]]
     epochs: list[tuple[float, dict[str, float]]] = []
     last = [time.perf_counter()]
+    with tempfile.TemporaryDirectory(prefix="sparsegap-probe-") as tmp:
+        # every member writes its checkpoint at each epoch's end, as a run in the store does (a copy of the
+        # weights, the optimizer's state and the history, hashed, written and synced); the others' writes
+        # fall in the next epoch's time, which is where a group's epoch pays them
+        folders = [Path(tmp) / str(k) for k in range(p.members)]
+        for folder in folders:
+            folder.mkdir()
 
-    def mark(_ckpt) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        now = time.perf_counter()
-        spent = {spec: cb.seconds for spec, cb in zip(track, trackers[0])}
-        epochs.append((now - last[0] - sum(spent.values()), spent))
-        for cb in trackers[0]:
-            cb.seconds = 0.0
-        last[0] = now
-        if len(epochs) >= WARMUP_EPOCHS + timed:
-            raise _Enough
+        def checkpoint(k: int):
+            return lambda ckpt: write_checkpoint(ckpt, folders[k], PROBE_HASH, {})
 
-    with use_threads(_threads(p, nets[0][0])):
-        try:
-            _train(p, nets, data, trackers, device, mark)
-        except _Enough:
-            pass
+        def mark(ckpt) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            spent = {spec: cb.seconds for spec, cb in zip(track, trackers[0])}
+            epochs.append((now - last[0] - sum(spent.values()), spent))
+            for cb in trackers[0]:
+                cb.seconds = 0.0
+            if len(epochs) >= WARMUP_EPOCHS + timed:
+                raise _Enough
+            last[0] = now
+            checkpoint(0)(ckpt)
+
+        with use_threads(_threads(p, nets[0][0])):
+            try:
+                _train(p, nets, data, trackers, device, [mark] + [checkpoint(k) for k in range(1, p.members)])
+            except _Enough:
+                pass
     if len(epochs) <= WARMUP_EPOCHS:
         raise RuntimeError(f"the probe of {p.model} on random data diverged before its timed epochs")
     return min(epochs[WARMUP_EPOCHS:], key=lambda e: e[0] + sum(e[1].values()))
@@ -228,23 +243,22 @@ def _threads(p: Probe, model) -> int:
     return threads_for(workers(), macs=forward_macs(model, p.train.batch_size, p.shape))
 
 
-def _train(p: Probe, nets, data, trackers, device, mark) -> None:
-    """Train the probe's network(s) with ``trackers`` (one list per member) as the run store would."""
+def _train(p: Probe, nets, data, trackers, device, on_epoch_end) -> None:
+    """Train the probe's network(s) with ``trackers`` and ``on_epoch_end`` (one per member) as the run store would."""
     if p.curve_degree:
         from ..curves import BezierCurve, train_curve
         (a, masks), (b, _) = nets[0], _network(p, 1)
         curve = BezierCurve(a, a.state_dict(), b.state_dict(), p.curve_degree, masks=masks)
-        train_curve(curve.to(device), data, p.train, on_epoch_end=mark, progress=False)
+        train_curve(curve.to(device), data, p.train, on_epoch_end=on_epoch_end[0], progress=False)
     elif p.batched:
         from ..batched import train_batched
         train_batched([m for m, _ in nets], data, p.train, masks=[k for _, k in nets],
-                      callbacks=trackers, device=device,
-                      on_epoch_end=[mark] + [None] * (p.members - 1), progress=False)
+                      callbacks=trackers, device=device, on_epoch_end=on_epoch_end, progress=False)
     else:
         from ..train import train
         model, masks = nets[0]
         train(model, data, p.train, masks=masks, callbacks=trackers[0], device=device,
-              on_epoch_end=mark, progress=False)
+              on_epoch_end=on_epoch_end[0], progress=False)
 
 
 def tracker_rate(spec: str, steps_per_epoch: int) -> float:
