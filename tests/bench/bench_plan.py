@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     pd.set_option("display.width", 250)
     print(f"plan of the {args.profile} profile made in {planning:.1f} s ({min(plan.startup.values()):.1f} to {max(plan.startup.values()):.1f} s to start a notebook); "
           f"measured: {args.store} ({missing} planned runs and {m_missing} planned measurements missing from it)")
-    print(table.round(1).round({"ratio": 2}).to_string(index=False))
+    print(table.round(1).assign(ratio=table.ratio.round(2)).to_string(index=False))
     for what in ("train", "measure"):
         p, m = table[f"{what} planned"].sum(), table[f"{what} measured"].sum()
         print(f"{what}: planned {p:.0f} s, measured {m:.0f} s, ratio {p / max(m, 1e-9):.2f}")
