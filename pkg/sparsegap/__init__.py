@@ -5,7 +5,8 @@ layers; a module imports only from the layers below its own, and nothing imports
 (tests/test_architecture.py checks both with import-linter, by the contracts in pkg/pyproject.toml):
 
 * **book machinery**: ``robustness`` (every verdict on a second seed set), ``bookbuild`` (papermill and
-  Jupyter Book) and ``widgets``; below them ``ledger`` (the claim ledger page).
+  Jupyter Book) and ``widgets``; below them ``ledger`` (the claim ledger page), ``booktoc``, ``teaser`` and
+  ``kernels`` (the kernels' environment, and a chapter's prelude timed for the plan).
 * **studies/**: one module per chapter (``studies.CHAPTERS`` maps each notebook to its module): its
   procedure, its ``planned_runs``, tables and verdict rules. Notebooks pass their parameters to it, and the
   planner reads the same ``planned_runs``, so no run config is built twice.
