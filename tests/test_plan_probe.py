@@ -115,3 +115,28 @@ def test_a_tracker_capped_at_n_samples_is_planned_at_n_of_them(tmp_path, probes)
                     track=("fisher_trace:permuted~10000@5", "fisher_trace:unpermuted~40000@5"))
     seconds = plan_runs([run], RunStore(tmp_path), device="cpu")["seconds"].iloc[0]
     assert seconds == pytest.approx(10 * (1.0 + 0.5 / 5 * 10_000 / 15_000 + 0.5 / 5))
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_a_probed_epoch_holds_every_members_checkpoint_as_the_store_writes_it(monkeypatch, members):
+    """Each member's on_epoch_end writes its checkpoint through the store's own writer (job.write_checkpoint), once
+    an epoch, inside the time the probe counts: slowed by 0.2 s a write, a probe epoch of a group of 3 costs at
+    least 3 x 0.2 s more, and what was written is a whole checkpoint of the member's network."""
+    import time
+
+    import sparsegap.runs.job as job_module
+    import sparsegap.runs.probe as probe_module
+    real, written = job_module.write_checkpoint, []
+
+    def slow(ckpt, path, run_hash, files):
+        time.sleep(0.2)
+        written.append((path.name, ckpt["epoch"], sorted(ckpt)))
+        real(ckpt, path, run_hash, files)
+    cfg = RunConfig("dense", DATA, MLP, t(), seed=0)
+    p = probe_of(cfg, members, True, plan_module.data_sizes(DATA))
+    fast, _ = probe_module._probe_epoch(p, torch.device("cpu"), (), 0.05)
+    monkeypatch.setattr(job_module, "write_checkpoint", slow)
+    slowed, _ = probe_module._probe_epoch(p, torch.device("cpu"), (), 0.05)
+    assert slowed - fast >= members * 0.2 * 0.95
+    assert {name for name, _, _ in written} == {str(k) for k in range(members)}
+    assert all({"model", "optimizer", "masks", "history", "epoch"} <= set(keys) for _, _, keys in written)
