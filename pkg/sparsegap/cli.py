@@ -313,7 +313,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="what a profile would train and an estimate of its time; trains nothing",
                           description="List, per chapter, the runs a profile would train, how many are stored, the "
-                                      "epochs and an estimated time. Trains nothing, loads no dataset.")
+                                      "epochs and an estimated time. Trains nothing, downloads nothing.")
     common(plan, only=True)
     plan.add_argument("--device", default="auto", help="device the estimate times steps on (default auto)")
 
