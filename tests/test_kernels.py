@@ -69,23 +69,35 @@ def test_a_kernel_that_does_not_start_costs_the_plan_a_warning_not_its_end(tmp_p
         assert kernels.start_seconds(nb) == 0.0
 
 
-def test_the_book_plan_times_each_chapters_own_start(monkeypatch, tmp_path):
-    """plan_book(startup=None) runs each notebook's prelude with its profile's parameters, and counts it in that
-    chapter alone."""
-    seen = {}
+def test_the_book_plan_times_each_chapters_own_start_in_the_builds_environment(monkeypatch, tmp_path):
+    """plan_book(startup=None) runs each notebook's prelude with its profile's parameters and counts it in that
+    chapter alone; the preludes and the probes see what a build of ``jobs`` notebooks gives its kernels (one torch
+    thread, $SPARSEGAP_WORKERS the notebooks at once), and the planner's own environment is restored after."""
+    import os
 
-    def timed(notebook, parameters=None):
-        seen[Path(notebook).stem] = dict(parameters or {})
+    from sparsegap.runs.threads import THREADS_ENV, WORKERS_ENV
+    seen, probed = {}, set()
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+
+    def timed(notebook, parameters=None, workers=1):
+        seen[Path(notebook).stem] = (dict(parameters or {}), workers)
         return 10.0 + len(seen)
+
+    def costs(probe, device, track=()):
+        probed.add((os.environ.get(WORKERS_ENV), os.environ.get(THREADS_ENV)))
+        return 0.0, {k: 0.0 for k in track}
     monkeypatch.setattr(kernels, "start_seconds", timed)
-    monkeypatch.setattr(plan_module, "epoch_costs", lambda probe, device, track=(): (0.0, {k: 0.0 for k in track}))
+    monkeypatch.setattr(plan_module, "epoch_costs", costs)
     monkeypatch.setattr(mp, "pass_cost", lambda cfg, kind, timings=None, device="cpu": (0.0, 0.0))
     only = ["02_fisher_trajectory", "05_paths_and_cosines"]
     plan = bookbuild.plan_book("smoke", ROOT / "notebooks", only, runs_dir=tmp_path, device="cpu",
-                               log=lambda s: None)
+                               log=lambda s: None, jobs=2, oversubscribe=True)
     assert plan.startup == {"02_fisher_trajectory": 11.0, "05_paths_and_cosines": 12.0}
-    assert seen["05_paths_and_cosines"] == bookbuild.load_parameters(ROOT / "notebooks" / "05_paths_and_cosines.ipynb",
-                                                                     "smoke")
+    params = bookbuild.load_parameters(ROOT / "notebooks" / "05_paths_and_cosines.ipynb", "smoke")
+    assert seen["05_paths_and_cosines"] == (params, 2)
+    assert probed == {("2", "1")}
+    assert WORKERS_ENV not in os.environ and THREADS_ENV not in os.environ
     chapters = plan.chapters().set_index("notebook")
     assert chapters.startup.to_dict() == plan.startup
     assert (chapters.total == chapters.train + chapters.measure + chapters.startup).all()

@@ -332,12 +332,27 @@ def notebook_parameters(notebook: Path, profile: str, extra: Mapping | None = No
 
 def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Sequence[str] | None = None,
               runs_dir: Path | None = None, device: str = "auto", log: Callable[[str], None] = print,
-              startup: float | None = None):
+              startup: float | None = None, jobs: int | None = None, oversubscribe: bool = False):
     """Print what each notebook would train and measure under ``profile``, with an estimate of its time
     (:mod:`sparsegap.runs.plan`, :mod:`sparsegap.runs.measure_plan`); returns the :class:`~.runs.plan.BookPlan`.
     Trains nothing and downloads nothing. A chapter's time is its training, its own measurements and its start
     (``startup`` seconds for every notebook; None: each notebook's prelude is run and timed here, its kernel, imports
-    and dataset, :func:`sparsegap.kernels.start_seconds`)."""
+    and dataset, :func:`sparsegap.kernels.start_seconds`).
+
+    Planned in the environment a build of ``jobs`` notebooks at a time gives its kernels (None: the build's
+    default, :func:`default_jobs`): one torch thread each, and ``$SPARSEGAP_WORKERS`` the notebooks at once, which
+    the probes' thread policy and an ``executor="auto"`` read as the kernels do."""
+    from .runs.threads import check_workers
+
+    notebooks = find_notebooks(notebooks_dir, only)
+    jobs = min(check_workers(default_jobs() if jobs is None else jobs, oversubscribe=oversubscribe),
+               len(notebooks)) or 1
+    with kernel_env(runs_dir, workers=jobs):
+        return _plan_book(profile, notebooks, runs_dir, device, log, startup, jobs)
+
+
+def _plan_book(profile: str, notebooks: list[Path], runs_dir: Path | None, device: str,
+               log: Callable[[str], None], startup: float | None, jobs: int):
     import pandas as pd
 
     from .runs import RunStore
@@ -348,12 +363,12 @@ def plan_book(profile: str = "cpu", notebooks_dir: Path | None = None, only: Seq
     done: set = set()        # runs an earlier notebook trains: a cold build trains each once, in notebook order
     measured: set = set()    # ... and measurements an earlier notebook takes
     runs, measurements = [], []
-    notebooks = find_notebooks(notebooks_dir, only)
     timed = startup is None
-    starts = {nb.stem: kernels.start_seconds(nb, load_parameters(nb, profile)) if timed else float(startup)
-              for nb in notebooks}
-    log(f"plan for the {profile} profile (epochs of each network timed on {resolve_device(device)}, with "
-        f"evaluation, trackers and batching; the chapters' measurements on {measurement_device(device)}; "
+    starts = {nb.stem: kernels.start_seconds(nb, load_parameters(nb, profile), workers=jobs) if timed
+              else float(startup) for nb in notebooks}
+    log(f"plan for the {profile} profile, built {jobs} notebook{'s' * (jobs > 1)} at a time (epochs of each network "
+        f"timed on {resolve_device(device)}, with evaluation, trackers, checkpoints and batching; the chapters' "
+        f"measurements on {measurement_device(device)}; "
         + (f"each notebook's start timed: its kernel, imports and data, {min(starts.values()):.0f} to "
            f"{max(starts.values()):.0f} s)" if timed else f"{float(startup):.0f} s to start each notebook)"))
     log(f"{'notebook':<36}{'runs':>6}{'stored':>8}{'to train':>10}{'epochs':>9}{'measure':>9}{'time':>12}")
@@ -470,7 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     if args.plan:
         try:
-            plan_book(args.profile, args.notebooks_dir, args.only, args.runs_dir, args.device)
+            plan_book(args.profile, args.notebooks_dir, args.only, args.runs_dir, args.device, jobs=args.jobs,
+                      oversubscribe=args.oversubscribe)
         except (FileNotFoundError, ValueError) as err:
             print(f"bookbuild: {err}", file=sys.stderr)
             return 1

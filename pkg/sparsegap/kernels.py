@@ -66,10 +66,10 @@ def prelude(notebook: Path):
                      f"a chapter's prelude (what it does before its runs); add it to the cell that sets up the figures")
 
 
-def start_seconds(notebook: Path, parameters: Mapping | None = None) -> float:
-    """Wall seconds of ``notebook``'s prelude run as a build runs it (papermill, a new kernel in the build's
-    environment, ``parameters`` injected), downloads refused and an empty run store, so timing it fetches and
-    trains nothing. A prelude that fails (a dataset that is not on disk) is a warning and counts the seconds up
+def start_seconds(notebook: Path, parameters: Mapping | None = None, workers: int = 1) -> float:
+    """Wall seconds of ``notebook``'s prelude run as a build of ``workers`` notebooks at a time runs it (papermill, a
+    new kernel in the build's environment, ``parameters`` injected), downloads refused and an empty run store, so
+    timing it fetches and trains nothing. A prelude that fails (a dataset that is not on disk) is a warning and counts the seconds up
     to its failure; a kernel that does not start is a warning and 0 s (the build itself retries it)."""
     import nbformat
     import papermill
@@ -81,7 +81,7 @@ def start_seconds(notebook: Path, parameters: Mapping | None = None) -> float:
     with tempfile.TemporaryDirectory(prefix="sparsegap-prelude-") as tmp:
         source, output = Path(tmp) / notebook.name, Path(tmp) / f"executed-{notebook.name}"
         nbformat.write(prelude(notebook), str(source))
-        with kernel_env(Path(tmp) / "runs"):
+        with kernel_env(Path(tmp) / "runs", workers=workers):
             start = time.perf_counter()
             try:
                 papermill.execute_notebook(str(source), str(output), parameters=parameters or None,
