@@ -4,8 +4,9 @@ Every chapter starts the same way (its *prelude*): a kernel starts, the paramete
 and the plotting library are imported, the dataset is loaded and the figures are set up (the cell with
 ``%matplotlib inline`` ends it). Only then does it train or load runs. :func:`start_seconds` times that prelude for
 real, with papermill as the build runs it, so that a plan (:func:`sparsegap.bookbuild.plan_book`) counts it per
-chapter rather than guessing it: on this machine it is 5 to 9 s of a chapter's 6 to 16 s of work that is neither
-training nor measuring (a warm rebuild's wall time).
+chapter rather than guessing it: on this machine it is 3 to 7 s of a chapter's 6 to 15 s of work that is neither
+training nor measuring (a warm rebuild's wall time); the rest, after the runs (loading them, figures, verdicts),
+the plan does not count.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def prelude(notebook: Path):
 def start_seconds(notebook: Path, parameters: Mapping | None = None, workers: int = 1) -> float:
     """Wall seconds of ``notebook``'s prelude run as a build of ``workers`` notebooks at a time runs it (papermill, a
     new kernel in the build's environment, ``parameters`` injected), downloads refused and an empty run store, so
-    timing it fetches and trains nothing. A prelude that fails (a dataset that is not on disk) is a warning and counts the seconds up
-    to its failure; a kernel that does not start is a warning and 0 s (the build itself retries it)."""
+    timing it fetches and trains nothing. A prelude that fails (a dataset that is not on disk) is a warning and
+    counts the seconds up to its failure; a kernel that does not start is a warning and 0 s (the build itself
+    retries it)."""
     import nbformat
     import papermill
 

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from ..config import RunConfig
+from .probe import data_sizes
 
 PASS_KINDS = ("forward", "bn", "fisher", "hvp", "jacobian", "cosines")
 PROBE_SAMPLES = 2048      # the most samples a pass is timed on (:func:`pass_cost`)
@@ -82,20 +83,12 @@ def path_passes(cfg: RunConfig, points: int, subsets: tuple[str, ...] = ("train"
     """What :func:`sparsegap.landscape.linear_path` (and ``loss_along_direction``, ``curve_path``) costs: each of
     ``points`` evaluates each subset, and a network with BatchNorm re-estimates its statistics on the training
     set at each of the ``interior`` points (those not at t = 0 or 1; default: all but the two ends)."""
-    _, n_train, n_test = _sizes(cfg)
+    _, n_train, n_test = data_sizes(cfg.data)
     sizes = {"train": n_train, "test": n_test}
     passes = [Pass("forward", sizes[s], points) for s in subsets]
     if _has_batchnorm(cfg):
         passes.append(Pass("bn", n_train, max(0, points - 2) if interior is None else interior))
     return tuple(passes)
-
-
-def _sizes(cfg: RunConfig) -> tuple[tuple[int, ...], int, int]:
-    """(input shape, training samples, test samples) of ``cfg``, from the datasets' known sizes (as
-    :func:`.plan.data_sizes`, which this module cannot import: the plan imports it)."""
-    from ..datasets import split_sizes
-    d = cfg.data
-    return split_sizes(d.name, d.train_size, d.test_size, d.validation)
 
 
 def _has_batchnorm(cfg: RunConfig) -> bool:
@@ -119,7 +112,7 @@ def _network(model, dataset: str):
 
 
 def _probe_data(cfg: RunConfig, n: int):
-    shape = _sizes(cfg)[0]
+    shape = data_sizes(cfg.data)[0]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, *shape, generator=g)
     return x, g
@@ -163,7 +156,7 @@ def pass_cost(cfg: RunConfig, kind: str, timings: dict | None = None,
     key = ("measure", cfg.model, cfg.data.name, cfg.data.train_size, kind, str(device))
     if timings is not None and key in timings:
         return timings[key]
-    cap = max(2, min(PROBE_SAMPLES, _sizes(cfg)[1]))
+    cap = max(2, min(PROBE_SAMPLES, data_sizes(cfg.data)[1]))
     model = _network(cfg.model, cfg.data.name).to(device).eval()
     x, g = _probe_data(cfg, cap)
     with torch.no_grad():

@@ -19,17 +19,11 @@ import math
 import pandas as pd
 import torch
 
-from ..config import DataConfig, RunConfig
-# SPLITS: the datasets' known sizes, reached as plan.SPLITS too
-from ..datasets import SPLITS, split_sizes  # noqa: F401
-from .probe import Probe, epoch_costs, probe_of, tracker_rate, with_every_epoch
-
-
-def data_sizes(data: DataConfig) -> tuple[tuple[int, ...], int, int]:
-    """(input shape, training samples, test samples) that ``data`` trains and evaluates on, from the datasets'
-    known sizes (:data:`SPLITS`): a plan loads nothing. Subset sizes beyond the dataset's are refused, as
-    loading the data would refuse them."""
-    return split_sizes(data.name, data.train_size, data.test_size, data.validation)
+from ..config import RunConfig
+# SPLITS: the datasets' known sizes, reached as plan.SPLITS too; data_sizes lives with the probes, which the
+# measurement plan imports too (it cannot import this module, which imports it)
+from ..datasets import SPLITS  # noqa: F401
+from .probe import Probe, data_sizes, epoch_costs, probe_of, tracker_rate, with_every_epoch
 
 
 def _waves(todo: list[RunConfig], done) -> list[list[RunConfig]]:

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig
+from ..config import DataConfig, RunConfig
 from ..data import NUM_CLASSES
+from ..datasets import split_sizes
 
 PROBE_STEPS = 6          # minibatches of a probed epoch at least: enough to average a step, few enough for a quick plan
 # ... and samples at least: the two probes' difference is scaled up to the whole set, so it must stand well above
@@ -48,6 +49,13 @@ TIMED_EPOCHS = 2       # the fastest of these counts: a probe this short is easi
 HEAVY_MACS = 2e10
 HEAVY_STEPS = 2
 PROBE_HASH = "0" * 64     # the run hash a probe's checkpoints carry: a run's is as long
+
+
+def data_sizes(data: DataConfig) -> tuple[tuple[int, ...], int, int]:
+    """(input shape, training samples, test samples) that ``data`` trains and evaluates on, from the datasets'
+    known sizes (:data:`sparsegap.datasets.SPLITS`): a plan loads nothing. Subset sizes beyond the dataset's are
+    refused, as loading the data would refuse them."""
+    return split_sizes(data.name, data.train_size, data.test_size, data.validation)
 
 
 @dataclass(frozen=True)
